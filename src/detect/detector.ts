@@ -1,0 +1,49 @@
+import type { PacketInfo } from '../packet/packet.js';
+
+/** What a detector says about a flow after one payload packet. */
+export const MORE = 0;
+/** The flow is BitTorrent: the engine records the verdict with this detector's name as the rule. */
+export const MATCH = 1;
+/** This detector will never match this flow: the engine stops calling it for the flow. */
+export const GIVE_UP = 2;
+
+/** Which transports a detector wants to see (bit mask). */
+export const OVER_TCP = 1;
+export const OVER_UDP = 2;
+
+/**
+ * Everything a detector may look at for one payload packet. One instance is reused for every
+ * packet: read from it, never keep it.
+ */
+export class InspectContext {
+  /** The decoded packet; payload bytes are pkt.buf[pkt.payloadOff, pkt.payloadOff + pkt.payloadLen). */
+  pkt!: PacketInfo;
+  /** Flow index in the flow table. */
+  flow = 0;
+  /** 0 when the packet comes from the flow's initiator, 1 from the responder. */
+  dir = 0;
+  /** 0-based index of this payload packet among the flow's payload packets in this direction. */
+  dirIndex = 0;
+  /** 0-based index of this payload packet among all the flow's payload packets. */
+  flowIndex = 0;
+  /** The detector's per-flow scratch bytes: state[stateOff, stateOff + stateBytes), zero on a new flow. */
+  state!: Uint8Array;
+  stateOff = 0;
+}
+
+/**
+ * One detector: recognises one BitTorrent wire protocol from payload packets of a flow.
+ * It keeps its per-flow state in the engine's scratch bytes (never in objects of its own),
+ * allocates nothing and converts nothing to strings while inspecting.
+ */
+export interface Detector {
+  /** The rule name reported when it matches. */
+  readonly name: string;
+  /** OVER_TCP, OVER_UDP or both. */
+  readonly transports: number;
+  /** Payload packets of a flow (both directions together) after which it gives up unmatched. */
+  readonly budget: number;
+  /** Per-flow scratch bytes it needs. */
+  readonly stateBytes: number;
+  inspect(ctx: InspectContext): number;
+}
