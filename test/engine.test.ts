@@ -54,6 +54,8 @@ describe('Engine', () => {
       transports: OVER_UDP,
       budget: 3,
       stateBytes: 1,
+      bannable: true,
+      provesPeers: true,
       inspect(ctx: InspectContext) {
         calls++;
         ctx.state[ctx.stateOff]++;
@@ -72,7 +74,7 @@ describe('Engine', () => {
   });
 
   it('calls a flow clean at once when no detector inspects its transport', () => {
-    const tcpOnly: Detector = { name: 'tcp-only', transports: OVER_TCP, budget: 10, stateBytes: 0, inspect: () => MORE };
+    const tcpOnly: Detector = { name: 'tcp-only', transports: OVER_TCP, budget: 10, stateBytes: 0, bannable: true, provesPeers: true, inspect: () => MORE };
     const engine = new Engine({ flowCapacity: 8, detectors: [tcpOnly] });
     expect(run(engine, packet4('10.1.0.2', '10.2.0.9', 17, udp(5000, 6000, ascii('x'))))).toBe(VERDICT_CLEAN);
   });

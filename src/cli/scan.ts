@@ -116,6 +116,8 @@ export function scanCommand(args: readonly string[]): number {
     });
     tally.packets += result.packets;
     flows.clear();
+    // Each capture is its own network: peers learned in one say nothing about the next.
+    engine.peers.clear();
     if (unsupportedLinkTypes.size > 0) {
       const message = `${file}: link type ${[...unsupportedLinkTypes].join(', ')} not supported, ${counts[DECODED_UNKNOWN_LINK] - unknownLinkBefore} packets skipped`;
       tally.badInputs.push(message);

@@ -1,3 +1,4 @@
+import type { PeerCache } from '../flow/peers.js';
 import type { PacketInfo } from '../packet/packet.js';
 
 /** What a detector says about a flow after one payload packet. */
@@ -29,6 +30,8 @@ export class InspectContext {
   /** The detector's per-flow scratch bytes: state[stateOff, stateOff + stateBytes), zero on a new flow. */
   state!: Uint8Array;
   stateOff = 0;
+  /** Endpoints known to speak BitTorrent: detectors that read peer lists (DHT, PEX, trackers) add to it. */
+  peers!: PeerCache;
 }
 
 /**
@@ -45,5 +48,16 @@ export interface Detector {
   readonly budget: number;
   /** Per-flow scratch bytes it needs. */
   readonly stateBytes: number;
+  /**
+   * Whether the endpoints of a flow it matches are BitTorrent peers, to be remembered and banned.
+   * False where the other end is infrastructure that only carried a BitTorrent question (a DNS resolver).
+   */
+  readonly bannable: boolean;
+  /**
+   * Whether a match proves the flow's endpoints are peers the cache should learn. False for the
+   * peer cache itself (a cached match proves nothing new, and learning from it would let one entry
+   * spread to every endpoint its flows touch) and for detectors that are not bannable.
+   */
+  readonly provesPeers: boolean;
   inspect(ctx: InspectContext): number;
 }

@@ -18,6 +18,8 @@ export const handshakeDetector: Detector = {
   transports: OVER_TCP,
   budget: 2 * PREFIX_LEN,
   stateBytes: 2 * DIR_STATE_BYTES,
+  bannable: true,
+  provesPeers: true,
   inspect(ctx: InspectContext): number {
     const state = ctx.state;
     const at = ctx.stateOff + ctx.dir * DIR_STATE_BYTES;

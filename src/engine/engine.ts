@@ -1,6 +1,7 @@
 import { GIVE_UP, InspectContext, MATCH, OVER_TCP, OVER_UDP, type Detector } from '../detect/detector.js';
 import { DETECTORS } from '../detect/registry.js';
 import { Clock } from '../flow/clock.js';
+import { PeerCache } from '../flow/peers.js';
 import { FlowTable } from '../flow/table.js';
 import { PacketDecoder } from '../packet/decode.js';
 import { DECODED_TCP_UDP, IPPROTO_TCP, PacketInfo } from '../packet/packet.js';
@@ -19,6 +20,11 @@ export interface EngineOptions {
   idleTimeoutMs?: number;
   /** The ordered detector chain (default: every registered detector). */
   detectors?: readonly Detector[];
+  /** Most BitTorrent endpoints remembered at once (default 65,536) and for how long (default 1 h). */
+  peerCapacity?: number;
+  peerTtlMs?: number;
+  /** Operator's allowlist: an address for which this returns true is never remembered as a peer. */
+  isAllowlisted?: (family: number, buf: Uint8Array, addrOff: number) => boolean;
 }
 
 /** Rule names indexed by FlowTable.rule: 0 is no rule, i + 1 is detector i. */
@@ -36,6 +42,7 @@ export class Engine {
   /** Set it to the packet's (or the batch's) time before calling `process`. */
   readonly clock = new Clock();
   readonly flows: FlowTable;
+  readonly peers: PeerCache;
   readonly decoder = new PacketDecoder();
   readonly packet = new PacketInfo();
   readonly ruleNames: RuleNames;
@@ -67,8 +74,10 @@ export class Engine {
     this.udpDetectorsMask = udpMask;
     this.ruleNames = ['', ...this.detectors.map((d) => d.name)];
     this.flows = new FlowTable(options.flowCapacity ?? 1 << 20, options.idleTimeoutMs ?? 120_000, stateBytes, this.clock);
+    this.peers = new PeerCache(options.peerCapacity ?? 1 << 16, options.peerTtlMs ?? 3_600_000, this.clock, options.isAllowlisted);
     this.context.pkt = this.packet;
     this.context.state = this.flows.state;
+    this.context.peers = this.peers;
   }
 
   /**
@@ -113,6 +122,7 @@ export class Engine {
       const outcome = detector.inspect(ctx);
       if (outcome === MATCH) {
         flows.detectorsDone[flow] = done;
+        if (detector.provesPeers) this.rememberPeers(dir);
         return this.decide(flow, VERDICT_BITTORRENT, i + 1);
       }
       if (outcome === GIVE_UP) done |= bit;
@@ -120,6 +130,21 @@ export class Engine {
     flows.detectorsDone[flow] = done;
     if ((candidates & ~done) === 0) return this.decide(flow, VERDICT_CLEAN, 0);
     return VERDICT_UNDECIDED;
+  }
+
+  /**
+   * Remembers the endpoints of the current packet's flow as peers: the responder, which listens for
+   * peers, and over UDP the initiator too, which sends from the port it listens on (uTP, DHT).
+   */
+  private rememberPeers(dir: number): void {
+    const pkt = this.packet;
+    const fromInitiator = dir === 0;
+    const responderAddr = fromInitiator ? pkt.dstOff : pkt.srcOff;
+    const responderPort = fromInitiator ? pkt.dport : pkt.sport;
+    this.peers.add(pkt.family, pkt.buf, responderAddr, responderPort);
+    if (pkt.l4 !== IPPROTO_TCP) {
+      this.peers.add(pkt.family, pkt.buf, fromInitiator ? pkt.srcOff : pkt.dstOff, fromInitiator ? pkt.sport : pkt.dport);
+    }
   }
 
   private decide(flow: number, verdict: number, rule: number): number {
