@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MORE, OVER_TCP, OVER_UDP, type Detector, type InspectContext } from '../src/detect/detector.js';
+import { MATCH, MORE, OVER_TCP, OVER_UDP, type Detector, type InspectContext } from '../src/detect/detector.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN, VERDICT_NO_FLOW, VERDICT_UNDECIDED } from '../src/engine/engine.js';
 import { LINKTYPE_ETHERNET, LINKTYPE_RAW } from '../src/packet/linktype.js';
 import { ascii, concat, ethernet, packet4, packet6, tcp, udp } from './helpers/frames.js';
@@ -71,6 +71,25 @@ describe('Engine', () => {
     expect(engine.flows.state[engine.lastFlow]).toBe(3);
     expect(run(engine, datagram(ascii('d')))).toBe(VERDICT_CLEAN);
     expect(calls).toBe(3);
+  });
+
+  it('shows later packets of a matched flow to the matching detector while it has budget left', () => {
+    const learned: number[] = [];
+    const learner: Detector = {
+      name: 'learner',
+      transports: OVER_UDP,
+      budget: 3,
+      stateBytes: 0,
+      bannable: true,
+      provesPeers: false,
+      inspect: () => MATCH,
+      learn: (ctx: InspectContext) => void learned.push(ctx.flowIndex),
+    };
+    const engine = new Engine({ flowCapacity: 8, detectors: [learner] });
+    const datagram = (payload: Uint8Array) => packet4('10.1.0.2', '10.2.0.9', 17, udp(5000, 6000, payload));
+    expect(run(engine, datagram(ascii('a')))).toBe(VERDICT_BITTORRENT);
+    for (const text of ['b', '', 'c', 'd', 'e']) expect(run(engine, datagram(ascii(text)))).toBe(VERDICT_BITTORRENT);
+    expect(learned).toEqual([1, 2]);
   });
 
   it('calls a flow clean at once when no detector inspects its transport', () => {

@@ -60,4 +60,10 @@ export interface Detector {
    */
   readonly provesPeers: boolean;
   inspect(ctx: InspectContext): number;
+  /**
+   * Optional: reads peer lists (tracker responses, DHT replies, PEX) from later payload packets of
+   * a flow this detector matched, while the flow is within the detector's budget. Inline, a matched
+   * flow is dropped, so this serves monitor-only mode and scans; it must not allocate either.
+   */
+  learn?(ctx: InspectContext): void;
 }

@@ -55,6 +55,8 @@ export class Engine {
   private readonly stateOffsets: Int32Array;
   private readonly tcpDetectorsMask: number;
   private readonly udpDetectorsMask: number;
+  /** Bit i set: detector i has a learn() for the flows it matched. */
+  private readonly learnersMask: number;
   private readonly context = new InspectContext();
 
   constructor(options: EngineOptions = {}) {
@@ -64,7 +66,9 @@ export class Engine {
     let stateBytes = 0;
     let tcpMask = 0;
     let udpMask = 0;
+    let learnersMask = 0;
     this.detectors.forEach((detector, i) => {
+      if (detector.learn !== undefined) learnersMask |= 1 << i;
       this.stateOffsets[i] = stateBytes;
       stateBytes += detector.stateBytes;
       if (detector.transports & OVER_TCP) tcpMask |= 1 << i;
@@ -72,6 +76,7 @@ export class Engine {
     });
     this.tcpDetectorsMask = tcpMask;
     this.udpDetectorsMask = udpMask;
+    this.learnersMask = learnersMask;
     this.ruleNames = ['', ...this.detectors.map((d) => d.name)];
     this.flows = new FlowTable(options.flowCapacity ?? 1 << 20, options.idleTimeoutMs ?? 120_000, stateBytes, this.clock);
     this.peers = new PeerCache(options.peerCapacity ?? 1 << 16, options.peerTtlMs ?? 3_600_000, this.clock, options.isAllowlisted);
@@ -94,12 +99,24 @@ export class Engine {
     const flow = flows.track(pkt);
     this.lastFlow = flow;
     const verdict = flows.verdict[flow];
-    if (verdict !== VERDICT_UNDECIDED || pkt.payloadLen === 0) return verdict;
-    return this.inspect(flow);
+    if (pkt.payloadLen === 0) return verdict;
+    if (verdict === VERDICT_UNDECIDED) return this.inspect(flow);
+    if (verdict === VERDICT_BITTORRENT && (this.learnersMask & (1 << (flows.rule[flow] - 1))) !== 0) this.learn(flow);
+    return verdict;
   }
 
-  /** Runs the detectors still interested in the flow over the current payload packet. */
-  private inspect(flow: number): number {
+  /** Shows a later payload packet of a matched flow to the detector that matched it, for its peer lists. */
+  private learn(flow: number): void {
+    const index = this.flows.rule[flow] - 1;
+    const detector = this.detectors[index];
+    const ctx = this.context;
+    this.fillContext(flow);
+    if (ctx.flowIndex >= detector.budget) return;
+    ctx.stateOff = flow * this.flows.stateBytes + this.stateOffsets[index];
+    detector.learn!(ctx);
+  }
+
+  private fillContext(flow: number): void {
     const flows = this.flows;
     const ctx = this.context;
     const dir = flows.direction;
@@ -107,6 +124,14 @@ export class Engine {
     ctx.dir = dir;
     ctx.dirIndex = flows.payloadPackets[flow * 2 + dir] - 1;
     ctx.flowIndex = flows.payloadPackets[flow * 2] + flows.payloadPackets[flow * 2 + 1] - 1;
+  }
+
+  /** Runs the detectors still interested in the flow over the current payload packet. */
+  private inspect(flow: number): number {
+    const flows = this.flows;
+    const ctx = this.context;
+    const dir = flows.direction;
+    this.fillContext(flow);
     const candidates = this.packet.l4 === IPPROTO_TCP ? this.tcpDetectorsMask : this.udpDetectorsMask;
     let done = flows.detectorsDone[flow];
     const detectors = this.detectors;
