@@ -1,24 +1,20 @@
 /**
- * `npm run bench`: the engine's packets/s over the shared corpus with file reading excluded,
- * and heap growth per packet over a long run (node --expose-gc, large young generation so a
- * per-packet allocation shows up as growth instead of being collected along the way).
+ * `npm run bench [-- CORPUS_DIR [RANDOM_PACKETS]]`: the engine on one core, file reading excluded.
+ *  1. packets/s over the shared corpus, and heap growth per packet over a long run (node
+ *     --expose-gc, a young generation large enough that a per-packet allocation shows as growth);
+ *  2. packets/s over random 1448-byte TCP payloads (undecided flows: every detector looks);
+ *  3. false alarms: flows flagged among RANDOM_PACKETS (default 10 M) random UDP datagrams and as
+ *     many random TCP segments.
  */
 import { readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
-import { Engine } from '../engine/engine.js';
+import { Engine, VERDICT_BITTORRENT } from '../engine/engine.js';
+import { IPPROTO_TCP, IPPROTO_UDP } from '../packet/packet.js';
 import { readCapture } from '../pcap/reader.js';
+import { formatRate, packetsPerSecond, runPasses, type PacketSet } from './frames.js';
+import { RandomTraffic, type RandomTrafficShape } from './random.js';
 
-interface PacketSet {
-  data: Buffer;
-  offsets: Uint32Array;
-  lengths: Uint32Array;
-  linkTypes: Uint16Array;
-  timestamps: Float64Array;
-  count: number;
-}
-
-/** Copies every packet of every capture into one buffer so the timed loop reads no file. */
 function loadCorpus(dir: string): PacketSet {
   const chunks: Buffer[] = [];
   const offsets: number[] = [];
@@ -47,62 +43,83 @@ function loadCorpus(dir: string): PacketSet {
   };
 }
 
-function runPasses(engine: Engine, set: PacketSet, passes: number): void {
-  const { data, offsets, lengths, linkTypes, timestamps, count } = set;
-  for (let pass = 0; pass < passes; pass++) {
-    for (let i = 0; i < count; i++) {
-      engine.clock.nowMs = timestamps[i];
-      engine.process(data, offsets[i], lengths[i], linkTypes[i]);
-    }
-    engine.flows.clear();
-  }
-}
-
-function collect(): void {
+function collectGarbage(): void {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (gc === undefined) throw new Error('run with node --expose-gc (npm run bench does)');
   gc();
   gc();
 }
 
-function main(): void {
-  const corpus = resolve(process.argv[2] ?? '../shared/corpus/ndpi');
-  const set = loadCorpus(corpus);
-  const engine = new Engine({ flowCapacity: 1 << 16 });
-  process.stdout.write(`corpus: ${corpus}: ${set.count} packets, ${(set.data.length / 1e6).toFixed(1)} MB in memory\n`);
-
-  runPasses(engine, set, 5); // warm-up: let the JIT settle on the hot path
-  const passes = 40;
-  const rounds: number[] = [];
-  for (let round = 0; round < 5; round++) {
-    const start = process.hrtime.bigint();
-    runPasses(engine, set, passes);
-    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-    rounds.push((set.count * passes) / seconds);
-  }
-  rounds.sort((a, b) => a - b);
-  process.stdout.write(
-    `engine over corpus: ${(rounds[2] / 1e6).toFixed(2)} M packets/s median of 5 rounds ` +
-      `(min ${(rounds[0] / 1e6).toFixed(2)}, max ${(rounds[4] / 1e6).toFixed(2)}), one core, reading excluded\n`,
-  );
-
+/** Heap growth per packet over `passes` passes, and how many collections ran meanwhile. */
+async function heapGrowth(engine: Engine, set: PacketSet, passes: number): Promise<string> {
   let collections = 0;
   const observer = new PerformanceObserver((list) => (collections += list.getEntries().length));
-  collect();
+  collectGarbage();
   observer.observe({ entryTypes: ['gc'] });
-  const heapBefore = process.memoryUsage().heapUsed;
-  const longPasses = 100;
-  runPasses(engine, set, longPasses);
-  const heapAfter = process.memoryUsage().heapUsed;
-  const packets = set.count * longPasses;
-  // The observer's callback runs on a later tick: wait for it before reporting.
-  setImmediate(() => {
-    observer.disconnect();
-    process.stdout.write(
-      `heap growth: ${((heapAfter - heapBefore) / packets).toFixed(3)} bytes/packet over ${(packets / 1e6).toFixed(1)} M packets ` +
-        `(${heapAfter - heapBefore} bytes; garbage collections during the run: ${collections})\n`,
-    );
-  });
+  const before = process.memoryUsage().heapUsed;
+  runPasses(engine, set, passes);
+  const grown = process.memoryUsage().heapUsed - before;
+  // The observer reports on a later tick.
+  await new Promise((done) => setImmediate(done));
+  observer.disconnect();
+  const packets = set.count * passes;
+  return `${(grown / packets).toFixed(3)} bytes/packet over ${(packets / 1e6).toFixed(1)} M packets (${grown} bytes; garbage collections during the run: ${collections})`;
 }
 
-main();
+/** Flows flagged among `total` packets of random traffic of one shape, by rule. */
+function falseAlarms(shape: RandomTrafficShape, total: number, seed: number): string {
+  const traffic = new RandomTraffic(seed, 250_000, 1448);
+  const engine = new Engine({ flowCapacity: 1 << 18 });
+  const flows = engine.flows;
+  const byRule = new Map<string, number>();
+  let decided = 0;
+  engine.onVerdict = (flow) => {
+    decided++;
+    if (flows.verdict[flow] !== VERDICT_BITTORRENT) return;
+    const rule = engine.ruleNames[flows.rule[flow]];
+    byRule.set(rule, (byRule.get(rule) ?? 0) + 1);
+  };
+  let packets = 0;
+  let flowCount = 0;
+  flows.onRelease = () => flowCount++;
+  while (packets < total) {
+    const batch = traffic.batch(shape);
+    runPasses(engine, batch, 1);
+    packets += batch.count;
+  }
+  const flagged = [...byRule.values()].reduce((a, b) => a + b, 0);
+  const rules = [...byRule.entries()].map(([rule, n]) => `${rule} ${n}`).join(', ');
+  return (
+    `${flagged} flows flagged among ${flowCount} flows of ${(packets / 1e6).toFixed(1)} M packets ` +
+    `(${((flagged / packets) * 1e7).toFixed(2)} per 10 M packets${rules ? `; ${rules}` : ''}; ${decided} flows decided)`
+  );
+}
+
+async function main(): Promise<void> {
+  const corpusDir = resolve(process.argv[2] ?? '../shared/corpus/ndpi');
+  const randomPackets = Number(process.argv[3] ?? 10_000_000);
+  const out = (line: string) => process.stdout.write(`${line}\n`);
+
+  const corpus = loadCorpus(corpusDir);
+  out(`corpus ${corpusDir}: ${corpus.count} packets, ${(corpus.data.length / 1e6).toFixed(1)} MB in memory`);
+  const engine = new Engine({ flowCapacity: 1 << 16 });
+  out(`engine over the corpus: ${formatRate(packetsPerSecond(engine, corpus, 40))}, one core, reading excluded`);
+  out(`heap growth over the corpus: ${await heapGrowth(engine, corpus, 100)}`);
+
+  const bulk = new RandomTraffic(0x5eed1448, 100_000, 1448).batch({
+    l4: IPPROTO_TCP,
+    minPackets: 8,
+    maxPackets: 8,
+    payloadLength: () => 1448,
+  });
+  const bulkEngine = new Engine({ flowCapacity: 1 << 16 });
+  out(`engine over random 1448-byte TCP payloads (${bulk.count} packets in 8-packet flows): ${formatRate(packetsPerSecond(bulkEngine, bulk, 10))}`);
+  out(`heap growth over random TCP: ${await heapGrowth(bulkEngine, bulk, 20)}`);
+
+  // Short datagrams matter: uTP's header is 20 bytes, DNS and STUN are short too.
+  const mixedLength: RandomTrafficShape['payloadLength'] = (rng) => (rng.below(2) === 0 ? 1 + rng.below(100) : 100 + rng.below(1301));
+  out(`false alarms, random UDP: ${falseAlarms({ l4: IPPROTO_UDP, minPackets: 1, maxPackets: 8, payloadLength: mixedLength }, randomPackets, 0x0bad5eed)}`);
+  out(`false alarms, random TCP: ${falseAlarms({ l4: IPPROTO_TCP, minPackets: 1, maxPackets: 8, payloadLength: mixedLength }, randomPackets, 0x7cb5eed)}`);
+}
+
+await main();

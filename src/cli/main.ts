@@ -1,10 +1,12 @@
 import { readFileSync } from 'node:fs';
+import { ConfigError, EXIT_CONFIG, loadConfig } from '../config/config.js';
 import { SCAN_USAGE, scanCommand } from './scan.js';
 
 const USAGE = `usage: btwall COMMAND [ARGS]
 
 commands:
   scan FILE...   detect BitTorrent flows in pcap/pcapng captures (btwall scan --help)
+  check-config   validate the daemon's environment variables and print the effective configuration
   help           this text
   version        the version
 
@@ -13,6 +15,18 @@ ${SCAN_USAGE}`;
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
+}
+
+/** Prints the effective configuration as JSON, or every problem and exit code 78. */
+function checkConfig(): number {
+  try {
+    process.stdout.write(`${JSON.stringify(loadConfig(process.env), null, 2)}\n`);
+    return 0;
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`btwall: ${error.message}\n`);
+    return EXIT_CONFIG;
+  }
 }
 
 function main(argv: readonly string[]): number {
@@ -24,6 +38,8 @@ function main(argv: readonly string[]): number {
         return 0;
       }
       return scanCommand(args);
+    case 'check-config':
+      return checkConfig();
     case 'version':
     case '--version':
       process.stdout.write(`btwall ${version()}\n`);

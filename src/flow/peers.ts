@@ -103,10 +103,9 @@ export class PeerCache {
     }
   }
 
-  /** Forgets everything (a new capture file is a new network). */
+  /** Forgets everything (a new capture file is a new network): an entry past its expiry is as good as empty. */
   clear(): void {
     this.expiresMs.fill(0);
-    this.keys.fill(0);
   }
 
   /** Writes the key into `probe` and returns the first slot of its set. */

@@ -1,0 +1,190 @@
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+/** sysexits.h EX_CONFIG: what systemd and operators expect from a daemon refusing its configuration. */
+export const EXIT_CONFIG = 78;
+
+const CHAIN_NAMES = ['INPUT', 'FORWARD', 'OUTPUT'] as const;
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
+const XDP_MODES = ['generic', 'native', 'offload'] as const;
+
+/** Comma-separated list: surrounding spaces and empty items ignored. */
+function list(raw: string): string[] {
+  return raw
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+}
+
+const boolean = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .refine((v) => ['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'].includes(v), 'must be true or false (also 1/0, yes/no, on/off)')
+  .transform((v) => ['true', '1', 'yes', 'on'].includes(v));
+
+function integer(min: number, max: number) {
+  return z
+    .string()
+    .trim()
+    .regex(/^\d+$/, 'must be a whole number')
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, `must be from ${min} to ${max}`);
+}
+
+const queueRange = z
+  .string()
+  .trim()
+  .regex(/^\d+(-\d+)?$/, 'must be a queue number (0-65535) or a range like 0-3')
+  .transform((v) => {
+    const [first, last = first] = v.split('-').map(Number);
+    return { first, last };
+  })
+  .refine((q) => q.first <= q.last && q.last <= 65535, 'must be a queue number (0-65535) or a range first-last with first <= last')
+  .refine((q) => q.last - q.first < 64, 'a queue range may span at most 64 queues');
+
+const interfaces = z
+  .string()
+  .transform(list)
+  .refine((names) => names.every((n) => /^[A-Za-z0-9_.:@-]{1,15}$/.test(n)), 'must be a comma list of interface names (at most 15 characters each)');
+
+const chains = z
+  .string()
+  .transform((v) => list(v).map((c) => c.toUpperCase()))
+  .refine((cs) => cs.length > 0 && cs.every((c) => (CHAIN_NAMES as readonly string[]).includes(c)), `must be a comma list of ${CHAIN_NAMES.join(', ')}`)
+  .transform((cs) => [...new Set(cs)] as (typeof CHAIN_NAMES)[number][]);
+
+const ports = z
+  .string()
+  .transform(list)
+  .refine((ps) => ps.every((p) => /^\d+$/.test(p) && Number(p) >= 1 && Number(p) <= 65535), 'must be a comma list of port numbers 1-65535')
+  .transform((ps) => [...new Set(ps.map(Number))]);
+
+/** A CIDR in canonical parts; the address is checked by node's own parser. */
+export interface Cidr {
+  family: 4 | 6;
+  address: string;
+  prefix: number;
+}
+
+function parseCidr(text: string): Cidr | null {
+  const [address, prefixText, extra] = text.split('/');
+  if (extra !== undefined) return null;
+  const family = isIP(address);
+  if (family === 0) return null;
+  const max = family === 4 ? 32 : 128;
+  const prefix = prefixText === undefined ? max : /^\d+$/.test(prefixText) ? Number(prefixText) : NaN;
+  if (!(prefix >= 0 && prefix <= max)) return null;
+  return { family: family as 4 | 6, address, prefix };
+}
+
+const cidrs = z
+  .string()
+  .transform(list)
+  .superRefine((items, ctx) => {
+    for (const item of items) if (parseCidr(item) === null) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(item)} is not an IPv4 or IPv6 address or CIDR` });
+  })
+  .transform((items) => items.map((item) => parseCidr(item) as Cidr));
+
+/**
+ * Every environment variable the daemon reads, with its default. The reference daemon's names are
+ * kept where it has them (QUEUE_NUM ... WHITELIST_PORTS); the rest are ours.
+ */
+const schema = z.object({
+  QUEUE_NUM: queueRange.prefault('0'),
+  INTERFACE: interfaces.prefault(''),
+  CHAINS: chains.prefault('FORWARD'),
+  BAN_DURATION: integer(1, 365 * 24 * 3600).prefault('18000'),
+  LOG_LEVEL: z.string().trim().toLowerCase().pipe(z.enum(LOG_LEVELS)).prefault('info'),
+  DETECTION_LOG: z.string().trim().prefault('/var/log/btwall/detections.log'),
+  MONITOR_ONLY: boolean.prefault('false'),
+  BLOCK_SOCKS: boolean.prefault('false'),
+  XDP_MODE: z.string().trim().toLowerCase().pipe(z.enum(XDP_MODES)).prefault('generic'),
+  CLEANUP_INTERVAL: integer(1, 86_400).prefault('300'),
+  WHITELIST_PORTS: ports.prefault(''),
+  ALLOW_CIDRS: cidrs.prefault(''),
+  LOCAL_CIDRS: cidrs.prefault(''),
+  BAN_LOCAL: boolean.prefault('false'),
+  INSPECT_PACKETS: integer(1, 1000).prefault('20'),
+  QUEUE_MAXLEN: integer(64, 1 << 20).prefault('8192'),
+  VERDICT_TIMEOUT_MS: integer(5, 60_000).prefault('50'),
+  FLOW_CAPACITY: integer(1024, 1 << 26).prefault('1048576'),
+  FLOW_IDLE_TIMEOUT: integer(1, 86_400).prefault('120'),
+  PEER_CACHE_SIZE: integer(1024, 1 << 24).prefault('65536'),
+  PEER_CACHE_TTL: integer(1, 7 * 86_400).prefault('3600'),
+});
+
+export interface Config {
+  queues: { first: number; last: number };
+  interfaces: string[];
+  chains: (typeof CHAIN_NAMES)[number][];
+  banDurationS: number;
+  logLevel: (typeof LOG_LEVELS)[number];
+  /** Empty: no detection log. */
+  detectionLog: string;
+  monitorOnly: boolean;
+  blockSocks: boolean;
+  xdpMode: (typeof XDP_MODES)[number];
+  cleanupIntervalS: number;
+  whitelistPorts: number[];
+  allowCidrs: Cidr[];
+  localCidrs: Cidr[];
+  banLocal: boolean;
+  inspectPackets: number;
+  queueMaxLen: number;
+  verdictTimeoutMs: number;
+  flowCapacity: number;
+  flowIdleTimeoutS: number;
+  peerCacheSize: number;
+  peerCacheTtlS: number;
+}
+
+export const CONFIG_VARIABLES = Object.keys(schema.shape) as (keyof typeof schema.shape)[];
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  }
+}
+
+/** Validates the environment; throws ConfigError naming every bad variable and its value. */
+export function loadConfig(env: NodeJS.ProcessEnv): Config {
+  const input: Record<string, string> = {};
+  for (const name of CONFIG_VARIABLES) {
+    const value = env[name];
+    if (value !== undefined) input[name] = value;
+  }
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => {
+        const name = String(issue.path[0]);
+        return `${name}=${JSON.stringify(env[name] ?? '')}: ${issue.message}`;
+      }),
+    );
+  }
+  const c = parsed.data;
+  return {
+    queues: c.QUEUE_NUM,
+    interfaces: c.INTERFACE,
+    chains: c.CHAINS,
+    banDurationS: c.BAN_DURATION,
+    logLevel: c.LOG_LEVEL,
+    detectionLog: c.DETECTION_LOG,
+    monitorOnly: c.MONITOR_ONLY,
+    blockSocks: c.BLOCK_SOCKS,
+    xdpMode: c.XDP_MODE,
+    cleanupIntervalS: c.CLEANUP_INTERVAL,
+    whitelistPorts: c.WHITELIST_PORTS,
+    allowCidrs: c.ALLOW_CIDRS,
+    localCidrs: c.LOCAL_CIDRS,
+    banLocal: c.BAN_LOCAL,
+    inspectPackets: c.INSPECT_PACKETS,
+    queueMaxLen: c.QUEUE_MAXLEN,
+    verdictTimeoutMs: c.VERDICT_TIMEOUT_MS,
+    flowCapacity: c.FLOW_CAPACITY,
+    flowIdleTimeoutS: c.FLOW_IDLE_TIMEOUT,
+    peerCacheSize: c.PEER_CACHE_SIZE,
+    peerCacheTtlS: c.PEER_CACHE_TTL,
+  };
+}
