@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 # Debian packages the build and the tests use; installed when missing.
-APT_PACKAGES := python3 make g++
+APT_PACKAGES := python3 make g++ iptables iproute2
 NPM_STAMP := node_modules/.package-lock.json
 TEST_REPORT := dist/test-report.json
 

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { ConfigError, EXIT_CONFIG, loadConfig } from '../config/config.js';
+import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from '../config/config.js';
+import { installCommands, removalSteps, shellLine } from '../firewall/rules.js';
 import { SCAN_USAGE, scanCommand } from './scan.js';
 
 const USAGE = `usage: btwall COMMAND [ARGS]
@@ -7,6 +8,7 @@ const USAGE = `usage: btwall COMMAND [ARGS]
 commands:
   scan FILE...   detect BitTorrent flows in pcap/pcapng captures (btwall scan --help)
   check-config   validate the daemon's environment variables and print the effective configuration
+  rules          print the iptables/ip6tables commands the daemon runs at start and stop
   help           this text
   version        the version
 
@@ -17,16 +19,37 @@ function version(): string {
   return pkg.version;
 }
 
-/** Prints the effective configuration as JSON, or every problem and exit code 78. */
-function checkConfig(): number {
+/** Runs `command` with the validated configuration, or prints every problem and returns exit code 78. */
+function withConfig(command: (config: Config) => number): number {
+  let config: Config;
   try {
-    process.stdout.write(`${JSON.stringify(loadConfig(process.env), null, 2)}\n`);
-    return 0;
+    config = loadConfig(process.env);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     process.stderr.write(`btwall: ${error.message}\n`);
     return EXIT_CONFIG;
   }
+  return command(config);
+}
+
+function printConfig(config: Config): number {
+  process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+  return 0;
+}
+
+function printRules(config: Config): number {
+  const removal = removalSteps().map((step) => shellLine(step.command) + (step.repeat ? '   # repeated until it fails' : ''));
+  process.stdout.write(
+    [
+      '# At start, first remove what an earlier run left (each may fail when there is nothing to remove):',
+      ...removal,
+      '# then install:',
+      ...installCommands(config).map(shellLine),
+      '# At stop, the removal commands above run again.',
+      '',
+    ].join('\n'),
+  );
+  return 0;
 }
 
 function main(argv: readonly string[]): number {
@@ -39,7 +62,9 @@ function main(argv: readonly string[]): number {
       }
       return scanCommand(args);
     case 'check-config':
-      return checkConfig();
+      return withConfig(printConfig);
+    case 'rules':
+      return withConfig(printRules);
     case 'version':
     case '--version':
       process.stdout.write(`btwall ${version()}\n`);

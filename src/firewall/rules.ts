@@ -1,0 +1,109 @@
+import type { Cidr, Config } from '../config/config.js';
+
+/** The chain btwall owns, in the filter table of both families. */
+export const CHAIN = 'BTWALL';
+/** Every built-in chain btwall may hook, so cleanup finds hooks left by a run with other CHAINS. */
+const HOOKABLE_CHAINS = ['INPUT', 'FORWARD', 'OUTPUT'] as const;
+/** multiport takes at most 15 ports per rule. */
+const MULTIPORT_MAX = 15;
+
+/**
+ * Connection marks the verdicts set (in the conntrack entry, through the queue verdict), under
+ * CONNMARK_MASK so other users of connmark keep their bits. A BitTorrent connection is dropped by
+ * the kernel from then on; a clean one skips the queue.
+ */
+export const CONNMARK_MASK = 0xc0000000;
+export const CONNMARK_CLEAN = 0x40000000;
+export const CONNMARK_BITTORRENT = 0x80000000;
+
+export interface FirewallCommand {
+  program: 'iptables' | 'ip6tables';
+  args: string[];
+}
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+function program(family: 4 | 6): FirewallCommand['program'] {
+  return family === 4 ? 'iptables' : 'ip6tables';
+}
+
+function cidrText(cidr: Cidr): string {
+  return `${cidr.address}/${cidr.prefix}`;
+}
+
+/** The rules of BTWALL for one family, in order. */
+function chainRules(config: Config, family: 4 | 6): string[][] {
+  const queue =
+    config.queues.first === config.queues.last
+      ? ['--queue-num', String(config.queues.first)]
+      : ['--queue-balance', `${config.queues.first}:${config.queues.last}`];
+  const rules: string[][] = [
+    ['-m', 'connmark', '--mark', `${hex(CONNMARK_BITTORRENT)}/${hex(CONNMARK_MASK)}`, '-j', 'DROP'],
+    ['-m', 'connmark', '--mark', `${hex(CONNMARK_CLEAN)}/${hex(CONNMARK_MASK)}`, '-j', 'RETURN'],
+  ];
+  for (const cidr of config.allowCidrs.filter((c) => c.family === family)) {
+    rules.push(['-s', cidrText(cidr), '-j', 'RETURN'], ['-d', cidrText(cidr), '-j', 'RETURN']);
+  }
+  for (let i = 0; i < config.whitelistPorts.length; i += MULTIPORT_MAX) {
+    const ports = config.whitelistPorts.slice(i, i + MULTIPORT_MAX).join(',');
+    for (const l4 of ['tcp', 'udp']) rules.push(['-p', l4, '-m', 'multiport', '--ports', ports, '-j', 'RETURN']);
+  }
+  // Only a connection's first packets reach the queue: bulk transfers then run at kernel speed.
+  for (const l4 of ['tcp', 'udp']) {
+    rules.push([
+      '-p',
+      l4,
+      '-m',
+      'connbytes',
+      '--connbytes',
+      `0:${config.inspectPackets}`,
+      '--connbytes-dir',
+      'both',
+      '--connbytes-mode',
+      'packets',
+      '-j',
+      'NFQUEUE',
+      ...queue,
+      '--queue-bypass',
+    ]);
+  }
+  return rules;
+}
+
+/** Commands that install btwall's chain and hooks, for both families; run the removal steps first. */
+export function installCommands(config: Config): FirewallCommand[] {
+  const commands: FirewallCommand[] = [];
+  for (const family of [4, 6] as const) {
+    const p = program(family);
+    commands.push({ program: p, args: ['-w', '-N', CHAIN] });
+    for (const rule of chainRules(config, family)) commands.push({ program: p, args: ['-w', '-A', CHAIN, ...rule] });
+    for (const chain of config.chains) commands.push({ program: p, args: ['-w', '-I', chain, '1', '-j', CHAIN] });
+  }
+  return commands;
+}
+
+export interface RemovalStep {
+  command: FirewallCommand;
+  /** Run again until it fails: deletes every copy of a hook a crashed run may have left. */
+  repeat: boolean;
+}
+
+/**
+ * Steps that remove every trace of btwall, whatever configuration installed it. Each may fail
+ * harmlessly when there is nothing left to remove.
+ */
+export function removalSteps(): RemovalStep[] {
+  const steps: RemovalStep[] = [];
+  for (const family of [4, 6] as const) {
+    const p = program(family);
+    for (const chain of HOOKABLE_CHAINS) steps.push({ command: { program: p, args: ['-w', '-D', chain, '-j', CHAIN] }, repeat: true });
+    steps.push({ command: { program: p, args: ['-w', '-F', CHAIN] }, repeat: false });
+    steps.push({ command: { program: p, args: ['-w', '-X', CHAIN] }, repeat: false });
+  }
+  return steps;
+}
+
+/** A command as a shell line, for `btwall rules` and logs. */
+export function shellLine(command: FirewallCommand): string {
+  return [command.program, ...command.args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`))].join(' ');
+}

@@ -1,0 +1,77 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/config.js';
+import { FirewallError, installRules, removeRules, type CommandRunner } from '../src/firewall/apply.js';
+import { CHAIN, installCommands, shellLine, type FirewallCommand } from '../src/firewall/rules.js';
+import { canUseKernel, createNamespace, type Namespace } from './helpers/netns.js';
+
+const lines = (commands: FirewallCommand[]) => commands.map(shellLine);
+
+describe('firewall rules', () => {
+  it('hook the configured chains of both families and queue only the first packets, with bypass', () => {
+    const rules = lines(installCommands(loadConfig({ CHAINS: 'FORWARD,OUTPUT', INSPECT_PACKETS: '12' })));
+    expect(rules).toContain('iptables -w -I FORWARD 1 -j BTWALL');
+    expect(rules).toContain('ip6tables -w -I OUTPUT 1 -j BTWALL');
+    expect(rules.filter((r) => r.includes(' -I INPUT'))).toEqual([]);
+    const queued = rules.filter((r) => r.includes('NFQUEUE'));
+    expect(queued).toHaveLength(4);
+    for (const rule of queued) {
+      expect(rule).toContain('--connbytes 0:12 --connbytes-dir both --connbytes-mode packets');
+      expect(rule).toMatch(/--queue-num 0 --queue-bypass$/);
+    }
+  });
+
+  it('put allowlisted CIDRs of each family and whitelisted ports before the queue', () => {
+    const ports = Array.from({ length: 20 }, (_, i) => String(1000 + i)).join(',');
+    const rules = lines(installCommands(loadConfig({ ALLOW_CIDRS: '192.0.2.0/24,2001:db8::/32', WHITELIST_PORTS: ports, QUEUE_NUM: '4-7' })));
+    const firstQueue = rules.findIndex((r) => r.includes('NFQUEUE'));
+    const allow4 = rules.indexOf('iptables -w -A BTWALL -s 192.0.2.0/24 -j RETURN');
+    expect(allow4).toBeGreaterThan(0);
+    expect(allow4).toBeLessThan(firstQueue);
+    expect(rules).toContain('ip6tables -w -A BTWALL -d 2001:db8::/32 -j RETURN');
+    expect(rules.filter((r) => r.startsWith('iptables') && r.includes('2001:db8'))).toEqual([]);
+    expect(rules.filter((r) => r.startsWith('iptables') && r.includes('multiport'))).toHaveLength(4);
+    expect(rules[firstQueue]).toContain('--queue-balance 4:7 --queue-bypass');
+  });
+
+  it('remove what they installed and throw naming the command when one fails', () => {
+    const ran: string[] = [];
+    const failOnConnbytes: CommandRunner = (command) => {
+      ran.push(shellLine(command));
+      const failing = command.args.includes('connbytes') || command.args.includes('-D') || command.args.includes('-X') || command.args.includes('-F');
+      return { ok: !failing, stderr: failing ? 'no such module' : '' };
+    };
+    expect(() => installRules(loadConfig({}), failOnConnbytes)).toThrow(FirewallError);
+    expect(() => installRules(loadConfig({}), failOnConnbytes)).toThrow(/connbytes.*failed: no such module/);
+    expect(ran.at(-1)).toBe('ip6tables -w -X BTWALL');
+  });
+});
+
+describe.runIf(canUseKernel())('firewall rules in a real network namespace', () => {
+  let ns: Namespace;
+  beforeAll(() => {
+    ns = createNamespace('fw');
+  });
+  afterAll(() => ns.delete());
+
+  const runner: CommandRunner = (command) => {
+    const run = ns.run(command.program, command.args);
+    return { ok: run.status === 0, stderr: run.stderr };
+  };
+  const hooks = (program: string) => ns.must(program, ['-S']).split('\n').filter((l) => l.endsWith(`-j ${CHAIN}`));
+
+  it('are accepted by the kernel, and a restart leaves exactly one copy', () => {
+    const config = loadConfig({ CHAINS: 'FORWARD,INPUT', ALLOW_CIDRS: '10.0.0.0/8,fd00::/8', WHITELIST_PORTS: '22' });
+    installRules(config, runner);
+    // A crash leaves the rules; the next start must not stack a second copy.
+    installRules(config, runner);
+    expect(hooks('iptables')).toEqual(['-A INPUT -j BTWALL', '-A FORWARD -j BTWALL']);
+    expect(hooks('ip6tables')).toEqual(['-A INPUT -j BTWALL', '-A FORWARD -j BTWALL']);
+    expect(ns.must('iptables', ['-S', CHAIN])).toContain('-j NFQUEUE --queue-num 0 --queue-bypass');
+    // A duplicated hook, as two racing starts could leave, goes too.
+    ns.must('iptables', ['-I', 'FORWARD', '1', '-j', CHAIN]);
+    removeRules(runner);
+    expect(hooks('iptables')).toEqual([]);
+    expect(hooks('ip6tables')).toEqual([]);
+    expect(ns.run('iptables', ['-S', CHAIN]).status).not.toBe(0);
+  });
+});
