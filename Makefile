@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 # Debian packages the build and the tests use; installed when missing.
-APT_PACKAGES := python3 make g++ iptables iproute2
+APT_PACKAGES := python3 make gcc g++ pkg-config libnetfilter-queue-dev libmnl-dev iptables iproute2
 NPM_STAMP := node_modules/.package-lock.json
 TEST_REPORT := dist/test-report.json
 
@@ -27,10 +27,23 @@ apt-deps:
 $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 
-# From scratch each time, so a deleted source file cannot live on in dist/.
-build: deps
+NODE_INCLUDE = $(dir $(realpath $(shell command -v node)))../include/node
+NAPI_INCLUDE = $(shell node -p "require('node-addon-api').include_dir")
+NATIVE := native/build/btwall.node native/build/btwall-queue
+
+# TypeScript from scratch each time, so a deleted source file cannot live on in dist/.
+build: deps $(NATIVE)
 	rm -rf dist
 	npx tsc -p tsconfig.json
+
+native/build/btwall.node: native/addon.cc native/queue-shm.h $(NPM_STAMP)
+	@mkdir -p $(@D)
+	g++ -O2 -Wall -Wextra -std=c++17 -fPIC -shared -DNAPI_VERSION=8 -DNAPI_DISABLE_CPP_EXCEPTIONS \
+	  -I$(NODE_INCLUDE) -I$(NAPI_INCLUDE) -o $@ $<
+
+native/build/btwall-queue: native/btwall-queue.c native/queue-shm.h
+	@mkdir -p $(@D)
+	gcc -O2 -Wall -Wextra -o $@ $< -lnetfilter_queue -lmnl
 
 # vitest's own summary is not a line CI reads, so the closing "N passed, N failed" comes from its JSON report.
 test: build
@@ -39,14 +52,12 @@ test: build
 	node -e 'const r = require("./$(TEST_REPORT)"); console.log(`$${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests + r.numTodoTests} skipped`)'; \
 	exit $$status
 
+# The daemon in the foreground with its defaults (FORWARD chain, queue 0); Ctrl-C stops it and removes its rules.
 run: build
-	bin/btwall help
-	@echo
-	@echo "btwall run (the inline daemon) is not built yet; btwall scan works today, e.g.:"
-	@echo "  bin/btwall scan --summary ../shared/corpus/ndpi/bittorrent.pcap"
+	bin/btwall run
 
 bench: build
 	npm run bench
 
 clean:
-	rm -rf dist
+	rm -rf dist native/build

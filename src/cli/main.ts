@@ -1,11 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from '../config/config.js';
 import { installCommands, removalSteps, shellLine } from '../firewall/rules.js';
+import { runDaemon } from '../daemon/daemon.js';
 import { SCAN_USAGE, scanCommand } from './scan.js';
 
 const USAGE = `usage: btwall COMMAND [ARGS]
 
 commands:
+  run            the inline daemon: NFQUEUE inspection, configured by environment variables (see README)
   scan FILE...   detect BitTorrent flows in pcap/pcapng captures (btwall scan --help)
   check-config   validate the daemon's environment variables and print the effective configuration
   rules          print the iptables/ip6tables commands the daemon runs at start and stop
@@ -52,7 +54,7 @@ function printRules(config: Config): number {
   return 0;
 }
 
-function main(argv: readonly string[]): number {
+async function main(argv: readonly string[]): Promise<number> {
   const [command, ...args] = argv;
   switch (command) {
     case 'scan':
@@ -61,6 +63,8 @@ function main(argv: readonly string[]): number {
         return 0;
       }
       return scanCommand(args);
+    case 'run':
+      return runDaemon(process.env);
     case 'check-config':
       return withConfig(printConfig);
     case 'rules':
@@ -86,4 +90,5 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   if (error.code === 'EPIPE') process.exit(0);
   throw error;
 });
-process.exitCode = main(process.argv.slice(2));
+// Exit explicitly: a daemon that stopped must not linger on a handle it forgot.
+process.exit(await main(process.argv.slice(2)));

@@ -46,6 +46,11 @@ export class Engine {
   readonly decoder = new PacketDecoder();
   readonly packet = new PacketInfo();
   readonly ruleNames: RuleNames;
+  /** Whether the endpoints of a flow decided by `rule` (FlowTable.rule) may be banned. */
+  ruleBannable(rule: number): boolean {
+    return rule > 0 && this.detectors[rule - 1].bannable;
+  }
+
   /** Called once per flow when it gets its verdict (read the flow from `flows`). */
   onVerdict: ((flow: number) => void) | null = null;
   /** Flow of the last packet processed, or -1 when it had none. */

@@ -1,0 +1,354 @@
+/*
+ * btwall-queue: owns one NFQUEUE and hands its packets to btwall's JavaScript in batches through
+ * shared memory (queue-shm.h). It is a process of its own so that a stalled or stopped JavaScript
+ * process (GC pause, SIGSTOP, a bug) cannot hold traffic: every batch not answered by its deadline
+ * is accepted here. When btwall goes away the socketpair closes, this process exits, the queue is
+ * unbound, and --queue-bypass lets traffic pass.
+ *
+ * usage: btwall-queue QUEUE COPY_RANGE MAXLEN RCVBUF TIMEOUT_MS FLAGS CONNMARK_MASK
+ *   FLAGS: letters, o = FAIL_OPEN, g = GSO, - = none. fd 3: the socketpair, fd 4: the shared memory.
+ * The caller (src/queue/) validates the arguments; this only checks what would make it misbehave.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+#include <linux/netfilter/nfnetlink_queue.h>
+#include <libmnl/libmnl.h>
+#include <libnetfilter_queue/libnetfilter_queue.h>
+
+#include "queue-shm.h"
+
+#define NOTICE_FD 3
+#define SHM_FD 4
+
+static volatile sig_atomic_t stopping;
+static void on_signal(int sig) { (void)sig; stopping = 1; }
+
+struct broker {
+  struct mnl_socket *nl;
+  int nl_fd;
+  uint32_t queue;
+  uint64_t timeout_ns;
+  char *base; /* the shared memory */
+  struct btq_header *shm;
+  uint32_t next_seq;
+  uint32_t next_slot;
+  struct mmsghdr msgs[BTQ_BATCH];
+  struct iovec iov[BTQ_BATCH];
+  char send_buf[BTQ_BATCH * 256];
+};
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint32_t load_state(struct btq_slot *slot) { return __atomic_load_n(&slot->state, __ATOMIC_ACQUIRE); }
+
+static int swap_state(struct btq_slot *slot, uint32_t from, uint32_t to) {
+  return __atomic_compare_exchange_n(&slot->state, &from, to, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+static void die(const char *what) {
+  fprintf(stderr, "btwall-queue: %s: %s\n", what, strerror(errno));
+  exit(2);
+}
+
+static void send_config(struct broker *b, struct nlmsghdr *nlh, const char *what) {
+  if (mnl_socket_sendto(b->nl, nlh, nlh->nlmsg_len) < 0) die(what);
+}
+
+static void open_queue(struct broker *b, uint32_t copy_range, uint32_t maxlen, int rcvbuf, uint32_t flags) {
+  char buf[MNL_SOCKET_BUFFER_SIZE];
+  b->nl = mnl_socket_open(NETLINK_NETFILTER);
+  if (!b->nl) die("netlink socket");
+  if (mnl_socket_bind(b->nl, 0, MNL_SOCKET_AUTOPID) < 0) die("netlink bind");
+  b->nl_fd = mnl_socket_get_fd(b->nl);
+  if (setsockopt(b->nl_fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0) die("SO_RCVBUFFORCE");
+  struct nlmsghdr *nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, b->queue);
+  nfq_nlmsg_cfg_put_cmd(nlh, AF_INET, NFQNL_CFG_CMD_BIND);
+  send_config(b, nlh, "bind queue");
+  nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, b->queue);
+  nfq_nlmsg_cfg_put_params(nlh, NFQNL_COPY_PACKET, (int)copy_range);
+  nfq_nlmsg_cfg_put_qmaxlen(nlh, maxlen);
+  mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(flags));
+  mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO));
+  send_config(b, nlh, "configure queue");
+}
+
+static void close_queue(struct broker *b) {
+  char buf[MNL_SOCKET_BUFFER_SIZE];
+  struct nlmsghdr *nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, b->queue);
+  nfq_nlmsg_cfg_put_cmd(nlh, AF_INET, NFQNL_CFG_CMD_UNBIND);
+  mnl_socket_sendto(b->nl, nlh, nlh->nlmsg_len);
+  mnl_socket_close(b->nl);
+}
+
+/* Sends one verdict message per packet of the slot, all in one sendto. */
+static void send_each(struct broker *b, struct btq_slot *slot, int use_answers) {
+  struct mnl_nlmsg_batch *batch = mnl_nlmsg_batch_start(b->send_buf, sizeof b->send_buf);
+  for (uint32_t i = 0; i < slot->count; i++) {
+    struct nlmsghdr *nlh = nfq_nlmsg_put(mnl_nlmsg_batch_current(batch), NFQNL_MSG_VERDICT, b->queue);
+    uint32_t verdict = use_answers && slot->verdicts[i] == BTQ_DROP ? NF_DROP : NF_ACCEPT;
+    nfq_nlmsg_verdict_put(nlh, slot->packets[i].id, verdict);
+    if (use_answers && slot->marks[i]) nfq_nlmsg_verdict_put_mark(nlh, slot->marks[i]);
+    if (use_answers && slot->connmarks[i]) {
+      struct nlattr *ct = mnl_attr_nest_start(nlh, NFQA_CT);
+      mnl_attr_put_u32(nlh, CTA_MARK, htonl(slot->connmarks[i]));
+      mnl_attr_put_u32(nlh, CTA_MARK_MASK, htonl(b->shm->connmark_mask));
+      mnl_attr_nest_end(nlh, ct);
+    }
+    mnl_nlmsg_batch_next(batch);
+  }
+  if (mnl_socket_sendto(b->nl, mnl_nlmsg_batch_head(batch), mnl_nlmsg_batch_size(batch)) < 0) b->shm->counters.send_errors++;
+  mnl_nlmsg_batch_stop(batch);
+}
+
+/* Whether a slot other than `self` still waits for Node: its packets have lower ids. */
+static int others_pending(struct broker *b, struct btq_slot *self) {
+  for (uint32_t s = 0; s < BTQ_SLOTS; s++) {
+    struct btq_slot *slot = &b->shm->slot[s];
+    uint32_t state = load_state(slot);
+    if (slot != self && (state == BTQ_READY || state == BTQ_TAKEN)) return 1;
+  }
+  return 0;
+}
+
+/* Node's answers: one VERDICT_BATCH when they are all alike and nothing else is pending, else one each. */
+static void send_answers(struct broker *b, struct btq_slot *slot) {
+  int alike = 1;
+  uint32_t max_id = 0;
+  for (uint32_t i = 0; i < slot->count; i++) {
+    if (slot->verdicts[i] != slot->verdicts[0] || slot->marks[i] || slot->connmarks[i]) alike = 0;
+    if (slot->packets[i].id > max_id) max_id = slot->packets[i].id;
+  }
+  if (alike && !others_pending(b, slot)) {
+    struct nlmsghdr *nlh = nfq_nlmsg_put(b->send_buf, NFQNL_MSG_VERDICT_BATCH, b->queue);
+    nfq_nlmsg_verdict_put(nlh, max_id, slot->verdicts[0] == BTQ_DROP ? NF_DROP : NF_ACCEPT);
+    if (mnl_socket_sendto(b->nl, nlh, nlh->nlmsg_len) < 0) b->shm->counters.send_errors++;
+  } else {
+    send_each(b, slot, 1);
+  }
+  b->shm->counters.verdicts += slot->count;
+}
+
+/* Accepts every slot whose deadline has passed: Node is late, traffic must not wait for it. */
+static void expire_overdue(struct broker *b, uint64_t now) {
+  for (uint32_t s = 0; s < BTQ_SLOTS; s++) {
+    struct btq_slot *slot = &b->shm->slot[s];
+    uint32_t state = load_state(slot);
+    if ((state != BTQ_READY && state != BTQ_TAKEN) || slot->deadline_ns > now) continue;
+    if (!swap_state(slot, state, BTQ_FREE)) continue; /* Node answered just now: its notice follows */
+    send_each(b, slot, 0);
+    b->shm->counters.watchdog_accepted += slot->count;
+  }
+}
+
+/* Milliseconds until the earliest deadline, or -1 when nothing waits. */
+static int poll_timeout(struct broker *b, uint64_t now) {
+  uint64_t earliest = UINT64_MAX;
+  for (uint32_t s = 0; s < BTQ_SLOTS; s++) {
+    struct btq_slot *slot = &b->shm->slot[s];
+    uint32_t state = load_state(slot);
+    if ((state == BTQ_READY || state == BTQ_TAKEN) && slot->deadline_ns < earliest) earliest = slot->deadline_ns;
+  }
+  if (earliest == UINT64_MAX) return -1;
+  return earliest <= now ? 0 : (int)((earliest - now + 999999u) / 1000000u);
+}
+
+static int free_slot(struct broker *b) {
+  for (uint32_t i = 0; i < BTQ_SLOTS; i++) {
+    uint32_t s = (b->next_slot + i) % BTQ_SLOTS;
+    if (load_state(&b->shm->slot[s]) == BTQ_FREE) return (int)s;
+  }
+  return -1;
+}
+
+/* Reads Node's notices; returns 0 when Node has gone (the socket closed). */
+static int read_answers(struct broker *b) {
+  for (;;) {
+    struct btq_notice notice;
+    ssize_t got = recv(NOTICE_FD, &notice, sizeof notice, MSG_DONTWAIT);
+    if (got == 0) return 0;
+    if (got < 0) return errno == EAGAIN || errno == EINTR;
+    if (got != sizeof notice || notice.slot >= BTQ_SLOTS) continue;
+    struct btq_slot *slot = &b->shm->slot[notice.slot];
+    if (slot->seq != notice.seq || !swap_state(slot, BTQ_ANSWERED, BTQ_FREE)) continue;
+    send_answers(b, slot);
+  }
+}
+
+/* Copies one nfqueue packet message's facts into the slot; returns 0 when it is not a packet. */
+static int take_packet(struct broker *b, const struct nlmsghdr *nlh, struct btq_packet *packet) {
+  struct nlattr *attr[NFQA_MAX + 1] = {0};
+  if (nlh->nlmsg_type == NLMSG_ERROR) {
+    const struct nlmsgerr *err = mnl_nlmsg_get_payload(nlh);
+    if (err->error) b->shm->counters.send_errors++;
+    return 0;
+  }
+  if (nlh->nlmsg_type != ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET)) return 0;
+  if (nfq_nlmsg_parse(nlh, attr) < 0 || !attr[NFQA_PACKET_HDR]) return 0;
+  const struct nfqnl_msg_packet_hdr *hdr = mnl_attr_get_payload(attr[NFQA_PACKET_HDR]);
+  memset(packet, 0, sizeof *packet);
+  packet->id = ntohl(hdr->packet_id);
+  packet->hw_protocol = hdr->hw_protocol;
+  packet->hook = hdr->hook;
+  if (attr[NFQA_PAYLOAD]) {
+    packet->offset = (uint32_t)((char *)mnl_attr_get_payload(attr[NFQA_PAYLOAD]) - b->base);
+    packet->length = mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]);
+  }
+  packet->orig_length = attr[NFQA_CAP_LEN] ? ntohl(mnl_attr_get_u32(attr[NFQA_CAP_LEN])) : packet->length;
+  if (attr[NFQA_IFINDEX_INDEV]) packet->indev = ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_INDEV]));
+  if (attr[NFQA_IFINDEX_OUTDEV]) packet->outdev = ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_OUTDEV]));
+  return 1;
+}
+
+/* Receives up to a batch of packets straight into a free slot and announces it to Node. */
+static void receive_batch(struct broker *b, int s, uint64_t now) {
+  struct btq_slot *slot = &b->shm->slot[s];
+  for (int i = 0; i < BTQ_BATCH; i++) {
+    b->iov[i].iov_base = b->base + b->shm->data_offset + ((size_t)s * BTQ_BATCH + i) * b->shm->packet_bytes;
+    b->iov[i].iov_len = b->shm->packet_bytes;
+    memset(&b->msgs[i].msg_hdr, 0, sizeof b->msgs[i].msg_hdr);
+    b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
+    b->msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  int n = recvmmsg(b->nl_fd, b->msgs, BTQ_BATCH, MSG_DONTWAIT, NULL);
+  if (n < 0) {
+    if (errno == ENOBUFS) b->shm->counters.enobufs++;
+    return;
+  }
+  uint32_t count = 0;
+  for (int i = 0; i < n; i++) {
+    const struct nlmsghdr *nlh = b->iov[i].iov_base;
+    int len = (int)b->msgs[i].msg_len;
+    /* A datagram carries one packet message in practice; one more than the batch holds is accepted at once. */
+    for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+      struct btq_packet packet;
+      if (!take_packet(b, nlh, &packet)) continue;
+      if (count < BTQ_BATCH) {
+        slot->packets[count++] = packet;
+      } else {
+        struct nlmsghdr *v = nfq_nlmsg_put(b->send_buf, NFQNL_MSG_VERDICT, b->queue);
+        nfq_nlmsg_verdict_put(v, packet.id, NF_ACCEPT);
+        mnl_socket_sendto(b->nl, v, v->nlmsg_len);
+        b->shm->counters.watchdog_accepted++;
+      }
+    }
+  }
+  if (count == 0) return;
+  for (uint32_t i = 0; i < count; i++) {
+    slot->verdicts[i] = BTQ_ACCEPT;
+    slot->marks[i] = 0;
+    slot->connmarks[i] = 0;
+  }
+  slot->count = count;
+  slot->seq = b->next_seq++;
+  slot->deadline_ns = now + b->timeout_ns;
+  b->next_slot = (uint32_t)(s + 1) % BTQ_SLOTS;
+  __atomic_store_n(&slot->state, BTQ_READY, __ATOMIC_RELEASE);
+  b->shm->counters.packets += count;
+  b->shm->counters.batches++;
+  struct btq_notice notice = {(uint32_t)s, slot->seq};
+  /* A full socket means Node is not reading: don't make the packets wait for it. */
+  if (send(NOTICE_FD, &notice, sizeof notice, MSG_DONTWAIT) != (ssize_t)sizeof notice && swap_state(slot, BTQ_READY, BTQ_FREE)) {
+    send_each(b, slot, 0);
+    b->shm->counters.watchdog_accepted += count;
+  }
+}
+
+static uint32_t parse_u32(const char *text, const char *what, uint32_t max) {
+  char *end;
+  errno = 0;
+  unsigned long value = strtoul(text, &end, 0);
+  if (errno || *end || value > max) {
+    fprintf(stderr, "btwall-queue: bad %s: %s\n", what, text);
+    exit(64);
+  }
+  return (uint32_t)value;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 8) {
+    fprintf(stderr, "usage: btwall-queue QUEUE COPY_RANGE MAXLEN RCVBUF TIMEOUT_MS FLAGS CONNMARK_MASK (fd 3 socket, fd 4 memory)\n");
+    return 64;
+  }
+  struct broker *b = calloc(1, sizeof *b);
+  if (!b) die("calloc");
+  b->queue = parse_u32(argv[1], "queue", 65535);
+  uint32_t copy_range = parse_u32(argv[2], "copy range", 65535);
+  uint32_t maxlen = parse_u32(argv[3], "maxlen", 1u << 20);
+  int rcvbuf = (int)parse_u32(argv[4], "rcvbuf", 1u << 30);
+  b->timeout_ns = (uint64_t)parse_u32(argv[5], "timeout", 600000) * 1000000u;
+  uint32_t flags = (strchr(argv[6], 'o') ? NFQA_CFG_F_FAIL_OPEN : 0) | (strchr(argv[6], 'g') ? NFQA_CFG_F_GSO : 0);
+  uint32_t connmark_mask = parse_u32(argv[7], "connmark mask", UINT32_MAX);
+
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  struct sigaction sa = {0};
+  sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  struct stat st;
+  if (fstat(SHM_FD, &st) < 0) die("shared memory fd");
+  if ((uint64_t)st.st_size != btq_shm_bytes(copy_range)) {
+    fprintf(stderr, "btwall-queue: shared memory is %lld bytes, copy range %u needs %llu\n", (long long)st.st_size, copy_range,
+            (unsigned long long)btq_shm_bytes(copy_range));
+    return 64;
+  }
+  b->base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, SHM_FD, 0);
+  if (b->base == MAP_FAILED) die("mmap");
+  b->shm = (struct btq_header *)b->base;
+  if (b->shm->magic != BTQ_MAGIC || b->shm->packet_bytes != btq_packet_bytes(copy_range)) {
+    fprintf(stderr, "btwall-queue: shared memory not laid out for this version\n");
+    return 64;
+  }
+  b->shm->connmark_mask = connmark_mask;
+  b->next_seq = 1;
+
+  open_queue(b, copy_range, maxlen, rcvbuf, flags);
+  __atomic_store_n(&b->shm->broker_ready, 1, __ATOMIC_RELEASE);
+  struct btq_notice ready = {UINT32_MAX, 0};
+  if (send(NOTICE_FD, &ready, sizeof ready, 0) != (ssize_t)sizeof ready) die("announce");
+
+  while (!stopping) {
+    uint64_t now = now_ns();
+    expire_overdue(b, now);
+    int s = free_slot(b);
+    struct pollfd fds[2] = {{NOTICE_FD, POLLIN, 0}, {b->nl_fd, s >= 0 ? POLLIN : 0, 0}};
+    if (poll(fds, 2, poll_timeout(b, now)) < 0) {
+      if (errno == EINTR) continue;
+      die("poll");
+    }
+    if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) && !read_answers(b)) break;
+    if (s >= 0 && (fds[1].revents & POLLIN)) receive_batch(b, s, now_ns());
+    if (fds[1].revents & POLLERR) {
+      /* ENOBUFS is reported as a socket error: count it, clear it, go on. */
+      int error = 0;
+      socklen_t len = sizeof error;
+      getsockopt(b->nl_fd, SOL_SOCKET, SO_ERROR, &error, &len);
+      if (error == ENOBUFS) b->shm->counters.enobufs++;
+    }
+  }
+  /* Answers already given still count; whatever else waits is accepted: stopping must not drop traffic. */
+  read_answers(b);
+  expire_overdue(b, UINT64_MAX);
+  close_queue(b);
+  return 0;
+}
