@@ -35,3 +35,52 @@ export function createNamespace(tag: string): Namespace {
 export function canUseKernel(): boolean {
   return process.getuid?.() === 0 && spawnSync('iptables', ['--version']).status === 0;
 }
+
+/**
+ * client <-> gateway <-> server, dual-stack, addresses only inside the namespaces, no default
+ * route anywhere: the gateway forwards between its two links and nothing else.
+ */
+export interface Topology {
+  client: Namespace;
+  gateway: Namespace;
+  server: Namespace;
+  /** The server's addresses as the client reaches them. */
+  serverV4: string;
+  serverV6: string;
+  destroy(): void;
+}
+
+export function createTopology(tag: string): Topology {
+  const client = createNamespace(`${tag}c`);
+  const gateway = createNamespace(`${tag}g`);
+  const server = createNamespace(`${tag}s`);
+  // veth names must be unique on the host while they are created, and at most 15 characters.
+  const id = `${tag}${process.pid % 100000}`.slice(0, 11);
+  const [c0, g0, g1, s0] = [`${id}c0`, `${id}g0`, `${id}g1`, `${id}s0`];
+  const host = (args: string[]) => check(spawnSync('ip', args, { encoding: 'utf8' }), `ip ${args.join(' ')}`);
+  host(['link', 'add', c0, 'netns', client.name, 'type', 'veth', 'peer', 'name', g0, 'netns', gateway.name]);
+  host(['link', 'add', s0, 'netns', server.name, 'type', 'veth', 'peer', 'name', g1, 'netns', gateway.name]);
+  const address = (ns: Namespace, dev: string, v4: string, v6: string) => {
+    ns.must('ip', ['addr', 'add', v4, 'dev', dev]);
+    ns.must('ip', ['-6', 'addr', 'add', v6, 'dev', dev, 'nodad']);
+    ns.must('ip', ['link', 'set', dev, 'up']);
+  };
+  address(client, c0, '10.77.1.2/24', 'fd77:1::2/64');
+  address(gateway, g0, '10.77.1.1/24', 'fd77:1::1/64');
+  address(gateway, g1, '10.77.2.1/24', 'fd77:2::1/64');
+  address(server, s0, '10.77.2.2/24', 'fd77:2::2/64');
+  client.must('ip', ['route', 'add', '10.77.2.0/24', 'via', '10.77.1.1']);
+  client.must('ip', ['-6', 'route', 'add', 'fd77:2::/64', 'via', 'fd77:1::1']);
+  server.must('ip', ['route', 'add', '10.77.1.0/24', 'via', '10.77.2.1']);
+  server.must('ip', ['-6', 'route', 'add', 'fd77:1::/64', 'via', 'fd77:2::1']);
+  gateway.must('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  gateway.must('sysctl', ['-qw', 'net.ipv6.conf.all.forwarding=1']);
+  return {
+    client,
+    gateway,
+    server,
+    serverV4: '10.77.2.2',
+    serverV6: 'fd77:2::2',
+    destroy: () => [client, gateway, server].forEach((ns) => ns.delete()),
+  };
+}

@@ -1,0 +1,221 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { canUseKernel, createTopology, type Namespace, type Topology } from './helpers/netns.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const CLI = join(ROOT, 'dist/cli/main.js');
+const PEERS = join(ROOT, 'test/helpers/peers.mjs');
+
+interface LogLine {
+  msg: string;
+  [key: string]: unknown;
+}
+
+/** `btwall run` inside a namespace, its JSON log lines collected as they come. */
+class RunningDaemon {
+  readonly lines: LogLine[] = [];
+  readonly exited: Promise<number | null>;
+  stderr = '';
+
+  constructor(readonly process: ChildProcess) {
+    let pending = '';
+    process.stdout!.setEncoding('utf8').on('data', (text: string) => {
+      pending += text;
+      const complete = pending.split('\n');
+      pending = complete.pop() ?? '';
+      for (const line of complete) if (line.trim()) this.lines.push(JSON.parse(line) as LogLine);
+    });
+    process.stderr!.setEncoding('utf8').on('data', (text: string) => (this.stderr += text));
+    this.exited = new Promise((done) => process.on('exit', (code) => done(code)));
+  }
+
+  /** The first log line with this message, waiting up to `ms`. */
+  async waitFor(msg: string, ms = 10_000): Promise<LogLine> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const line = this.lines.find((l) => l.msg === msg);
+      if (line) return line;
+      if (this.process.exitCode !== null || Date.now() > deadline) throw new Error(`no "${msg}" from the daemon; stderr: ${this.stderr}; log: ${JSON.stringify(this.lines)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  async stop(): Promise<number | null> {
+    this.process.kill('SIGTERM');
+    return this.exited;
+  }
+}
+
+function startDaemon(ns: Namespace, env: Record<string, string>): RunningDaemon {
+  const child = spawn('nsenter', [`--net=/run/netns/${ns.name}`, process.execPath, CLI, 'run'], {
+    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return new RunningDaemon(child);
+}
+
+/** Every peer still running when the tests end is stopped with them. */
+const peers = new Set<ChildProcess>();
+
+/** A peers.mjs program in a namespace, in the background; resolves with its JSON lines when it ends. */
+function peer(ns: Namespace, ...args: (string | number)[]): { lines: Record<string, unknown>[]; done: Promise<Record<string, unknown>[]>; ready: Promise<void> } {
+  const child = spawn('nsenter', [`--net=/run/netns/${ns.name}`, process.execPath, PEERS, ...args.map(String)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  peers.add(child);
+  child.on('exit', () => peers.delete(child));
+  const lines: Record<string, unknown>[] = [];
+  let pending = '';
+  let announce: () => void;
+  const ready = new Promise<void>((r) => (announce = r));
+  child.stdout.setEncoding('utf8').on('data', (text: string) => {
+    pending += text;
+    const complete = pending.split('\n');
+    pending = complete.pop() ?? '';
+    for (const line of complete) {
+      const value = JSON.parse(line) as Record<string, unknown>;
+      lines.push(value);
+      if (value.event === 'listening') announce();
+    }
+  });
+  return { lines, done: new Promise((r) => child.on('exit', () => r(lines))), ready };
+}
+
+const closedConnections = (lines: Record<string, unknown>[]) => lines.filter((l) => l.event === 'closed');
+
+function hooks(ns: Namespace): string[] {
+  return ['iptables', 'ip6tables'].flatMap((p) => ns.must(p, ['-S']).split('\n').filter((l) => l.endsWith('-j BTWALL')));
+}
+
+describe.runIf(canUseKernel())('btwall run between a client and a server', () => {
+  let net: Topology;
+  let work: string;
+  let daemon: RunningDaemon | null = null;
+  let cert = '';
+  let key = '';
+
+  beforeAll(() => {
+    if (!existsSync(CLI)) throw new Error('build first: make test builds before testing');
+    net = createTopology('d');
+    work = mkdtempSync(join(tmpdir(), 'btwall-daemon-'));
+    cert = join(work, 'cert.pem');
+    key = join(work, 'key.pem');
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=server.test'], { encoding: 'utf8' });
+    if (made.status !== 0) throw new Error(made.stderr);
+  });
+  afterEach(async () => {
+    if (daemon && daemon.process.exitCode === null && daemon.process.signalCode === null) await daemon.stop();
+    daemon = null;
+    // Whatever a test left (kill -9), the next one starts clean.
+    spawnSync('pkill', ['-KILL', '-f', `btwall-queue`]);
+  });
+  afterAll(() => {
+    for (const child of peers) child.kill('SIGKILL');
+    net?.destroy();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('drops a BitTorrent handshake at its first payload packet, over IPv4 and IPv6, and lets other traffic through', async () => {
+    daemon = startDaemon(net.gateway, { DETECTION_LOG: join(work, 'inline.log') });
+    await daemon.waitFor('btwall running');
+    for (const server of [net.serverV4, net.serverV6]) {
+      const sink = peer(net.server, 'tcp-sink', 6881, 4000);
+      await sink.ready;
+      const [sent] = await peer(net.client, 'tcp-send', server, 6881, 'handshake', 1500).done;
+      expect(sent.connected).toBe(true);
+      const plainSink = peer(net.server, 'tcp-sink', 7000, 3000);
+      await plainSink.ready;
+      await peer(net.client, 'tcp-send', server, 7000, 'text', 500).done;
+      // The connection was set up (SYN passes) but not one handshake byte reached the server.
+      expect(closedConnections(await sink.done)).toEqual([]);
+      expect(closedConnections(await plainSink.done)).toEqual([{ event: 'closed', bytes: 18 }]);
+    }
+    const detections = daemon.lines.filter((l) => l.msg === 'BitTorrent detected');
+    expect(detections.map((d) => [d.rule, d.action, d.destinationPort])).toEqual([
+      ['handshake', 'dropped', 6881],
+      ['handshake', 'dropped', 6881],
+    ]);
+    expect(readFileSync(join(work, 'inline.log'), 'utf8')).toContain('Destination:  [fd77:2::2]:6881');
+  });
+
+  it('passes HTTPS downloads through the gateway intact, over IPv4 and IPv6', async () => {
+    daemon = startDaemon(net.gateway, { DETECTION_LOG: '' });
+    await daemon.waitFor('btwall running');
+    const server = peer(net.server, 'https-serve', 8443, cert, key, 4 << 20, 20000);
+    await server.ready;
+    for (const url of [`https://${net.serverV4}:8443/`, `https://[${net.serverV6}]:8443/`]) {
+      const [got] = await peer(net.client, 'https-get', url).done;
+      expect(got).toEqual({ status: 200, bytes: 4 << 20, sha256: server.lines[0].sha256 });
+    }
+    expect(daemon.lines.filter((l) => l.msg === 'BitTorrent detected')).toEqual([]);
+  });
+
+  it('survives kill -9 mid-transfer (traffic keeps flowing), and a restart leaves the rules exactly once', async () => {
+    daemon = startDaemon(net.gateway, { DETECTION_LOG: '' });
+    await daemon.waitFor('btwall running');
+    const server = peer(net.server, 'https-serve', 8444, cert, key, 6 << 20, 30000);
+    await server.ready;
+    // Read at 2 MB/s: the transfer is still running when the daemon dies.
+    const download = peer(net.client, 'https-get', `https://${net.serverV4}:8444/`, 2_000_000).done;
+    await new Promise((r) => setTimeout(r, 1000));
+    daemon.process.kill('SIGKILL');
+    await daemon.exited;
+    const [got] = await download;
+    expect(got).toEqual({ status: 200, bytes: 6 << 20, sha256: server.lines[0].sha256 });
+    // The crash left the rules behind (bypass keeps traffic flowing); a restart must not stack them.
+    expect(hooks(net.gateway)).toHaveLength(2);
+    daemon = startDaemon(net.gateway, { DETECTION_LOG: '' });
+    await daemon.waitFor('btwall running');
+    expect(hooks(net.gateway)).toEqual(['-A FORWARD -j BTWALL', '-A FORWARD -j BTWALL']);
+    expect(await daemon.stop()).toBe(0);
+    expect(hooks(net.gateway)).toEqual([]);
+  });
+
+  it('keeps a low-rate flow going through the verdict watchdog while JavaScript is stopped', async () => {
+    daemon = startDaemon(net.gateway, { DETECTION_LOG: '', VERDICT_TIMEOUT_MS: '50' });
+    await daemon.waitFor('btwall running');
+    const echo = peer(net.server, 'echo-serve', 7007, 20000);
+    await echo.ready;
+    daemon.process.kill('SIGSTOP');
+    const [talk] = await peer(net.client, 'echo-talk', net.serverV4, 7007, 6, 100).done;
+    daemon.process.kill('SIGCONT');
+    expect(talk.exchanges).toBe(6);
+    expect(Math.max(...(talk.rtts as number[]))).toBeLessThan(1000);
+    expect(await daemon.stop()).toBe(0);
+    const stats = daemon.lines.filter((l) => l.msg === 'stats').at(-1);
+    expect(stats?.watchdogAccepted).toBeGreaterThan(0);
+  });
+
+  it('in monitor-only mode lets BitTorrent through and logs it', async () => {
+    const logPath = join(work, 'monitor.log');
+    daemon = startDaemon(net.gateway, { MONITOR_ONLY: 'true', DETECTION_LOG: logPath });
+    await daemon.waitFor('btwall running');
+    const sink = peer(net.server, 'tcp-sink', 6882, 3000);
+    await sink.ready;
+    await peer(net.client, 'tcp-send', net.serverV4, 6882, 'handshake', 800).done;
+    expect(closedConnections(await sink.done)).toEqual([{ event: 'closed', bytes: 68 }]);
+    const detection = await daemon.waitFor('BitTorrent detected');
+    expect(detection.action).toBe('monitor only (accepted)');
+    const log = readFileSync(logPath, 'utf8');
+    expect(log).toContain('Detection:    handshake');
+    expect(log).toContain('Action:       monitor only (accepted)');
+  });
+
+  it('rejects each invalid variable with exit code 78 before installing any rule', async () => {
+    for (const [name, value] of [
+      ['QUEUE_NUM', '70000'],
+      ['CHAINS', 'PREROUTING'],
+      ['BAN_DURATION', 'forever'],
+      ['MONITOR_ONLY', 'perhaps'],
+      ['ALLOW_CIDRS', '10.0.0.0/99'],
+      ['INSPECT_PACKETS', '0'],
+      ['VERDICT_TIMEOUT_MS', 'soon'],
+    ]) {
+      const bad = startDaemon(net.gateway, { [name]: value });
+      expect(await bad.exited).toBe(78);
+      expect(bad.stderr).toContain(`${name}=${JSON.stringify(value)}`);
+      expect(hooks(net.gateway)).toEqual([]);
+    }
+  });
+});

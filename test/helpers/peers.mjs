@@ -1,0 +1,133 @@
+// Test hosts' programs, run inside the test's network namespaces: `node peers.mjs MODE ARGS...`.
+// Each prints one JSON line per result and stops by itself.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+import net from 'node:net';
+
+const [mode, ...args] = process.argv.slice(2);
+const print = (value) => process.stdout.write(`${JSON.stringify(value)}\n`);
+const HANDSHAKE = Buffer.concat([Buffer.from([19]), Buffer.from('BitTorrent protocol'), Buffer.alloc(8), Buffer.alloc(20, 0xab), Buffer.from('-TR3000-testtesttest')]);
+
+/** Deterministic bytes, so both ends know the checksum. */
+function body(bytes) {
+  const data = Buffer.alloc(bytes);
+  let x = 0x12345678;
+  for (let i = 0; i < bytes; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    data[i] = x & 0xff;
+  }
+  return data;
+}
+
+const sha256 = (data) => createHash('sha256').update(data).digest('hex');
+
+switch (mode) {
+  // tcp-sink PORT LIFETIME_MS: counts what each connection delivers.
+  case 'tcp-sink': {
+    const [port, lifetime] = args.map(Number);
+    const server = net.createServer((socket) => {
+      let bytes = 0;
+      socket.on('data', (d) => (bytes += d.length));
+      socket.on('close', () => print({ event: 'closed', bytes }));
+      socket.on('error', () => {});
+    });
+    server.listen({ port, host: '::' }, () => print({ event: 'listening' }));
+    setTimeout(() => process.exit(0), lifetime);
+    break;
+  }
+  // tcp-send HOST PORT handshake|text WAIT_MS: connects, sends, waits, reports.
+  case 'tcp-send': {
+    const [host, port, kind, wait] = args;
+    const socket = net.connect(Number(port), host);
+    let connected = false;
+    socket.on('connect', () => {
+      connected = true;
+      socket.write(kind === 'handshake' ? HANDSHAKE : Buffer.from('hello, plain text\n'));
+    });
+    socket.on('error', () => {});
+    setTimeout(() => {
+      print({ connected });
+      socket.destroy();
+      process.exit(0);
+    }, Number(wait));
+    break;
+  }
+  // echo-serve PORT LIFETIME_MS
+  case 'echo-serve': {
+    const [port, lifetime] = args.map(Number);
+    net.createServer((socket) => socket.on('error', () => {}).pipe(socket)).listen({ port, host: '::' }, () => print({ event: 'listening' }));
+    setTimeout(() => process.exit(0), lifetime);
+    break;
+  }
+  // echo-talk HOST PORT EXCHANGES INTERVAL_MS: one connection, a small request now and then; reports round trips.
+  case 'echo-talk': {
+    const [host, port, exchanges, interval] = args;
+    const socket = net.connect(Number(port), host);
+    const rtts = [];
+    let sentAt = 0;
+    const ask = () => {
+      sentAt = Date.now();
+      socket.write('ping\n');
+    };
+    socket.on('connect', ask);
+    socket.on('data', () => {
+      rtts.push(Date.now() - sentAt);
+      if (rtts.length >= Number(exchanges)) {
+        print({ exchanges: rtts.length, rtts });
+        process.exit(0);
+      }
+      setTimeout(ask, Number(interval));
+    });
+    socket.on('error', (e) => print({ error: e.message }));
+    setTimeout(() => {
+      print({ exchanges: rtts.length, rtts, timedOut: true });
+      process.exit(0);
+    }, 20_000);
+    break;
+  }
+  // https-serve PORT CERT KEY BYTES LIFETIME_MS
+  case 'https-serve': {
+    const [port, cert, key, bytes, lifetime] = args;
+    const data = body(Number(bytes));
+    https
+      .createServer({ cert: readFileSync(cert), key: readFileSync(key) }, (req, res) => {
+        res.writeHead(200, { 'content-length': data.length });
+        res.end(data);
+      })
+      .listen({ port: Number(port), host: '::' }, () => print({ event: 'listening', sha256: sha256(data) }));
+    setTimeout(() => process.exit(0), Number(lifetime));
+    break;
+  }
+  // https-get URL [RATE_BYTES_PER_S]: downloads, optionally reading slowly, reports size and checksum.
+  case 'https-get': {
+    const [url, rate] = args;
+    const hash = createHash('sha256');
+    let bytes = 0;
+    https
+      .get(url, { rejectUnauthorized: false }, (res) => {
+        res.on('data', (chunk) => {
+          hash.update(chunk);
+          bytes += chunk.length;
+          if (rate) {
+            res.pause();
+            setTimeout(() => res.resume(), (chunk.length / Number(rate)) * 1000);
+          }
+        });
+        res.on('end', () => {
+          print({ status: res.statusCode, bytes, sha256: hash.digest('hex') });
+          process.exit(0);
+        });
+      })
+      .on('error', (e) => {
+        print({ error: e.message });
+        process.exit(0);
+      });
+    break;
+  }
+  default:
+    process.stderr.write(`unknown mode ${mode}\n`);
+    process.exit(64);
+}
