@@ -1,6 +1,10 @@
 import type { Detector } from './detector.js';
+import { dhtDetector } from './dht.js';
 import { handshakeDetector } from './handshake.js';
+import { lsdDetector } from './lsd.js';
 import { peerCacheDetector } from './peer-cache.js';
+import { udpTrackerDetector } from './udp-tracker.js';
+import { utpDetector } from './utp.js';
 
 /**
  * Every detector, in the order the engine tries them: exact protocol signatures first, the
@@ -8,6 +12,10 @@ import { peerCacheDetector } from './peer-cache.js';
  */
 export const DETECTORS: readonly Detector[] = [
   handshakeDetector,
+  dhtDetector,
+  lsdDetector,
+  udpTrackerDetector,
+  utpDetector,
   // Heuristics and learned state: keep these last.
   peerCacheDetector,
 ];

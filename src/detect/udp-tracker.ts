@@ -1,0 +1,144 @@
+import { GIVE_UP, MATCH, MORE, OVER_UDP, type Detector, type InspectContext } from './detector.js';
+
+/** The connect request's connection_id, 0x41727101980, in network byte order. */
+const PROTOCOL_ID = Uint8Array.from([0x00, 0x00, 0x04, 0x17, 0x27, 0x10, 0x19, 0x80]);
+const ACTION_CONNECT = 0;
+const ACTION_ANNOUNCE = 1;
+const ACTION_SCRAPE = 2;
+const ACTION_ERROR = 3;
+const CONNECT_LEN = 16;
+const ANNOUNCE_REQUEST_LEN = 98;
+const ANNOUNCE_EVENT_AT = 80;
+const ANNOUNCE_RESPONSE_HEADER = 20;
+const SCRAPE_REQUEST_HEADER = 16;
+const SCRAPE_RESPONSE_HEADER = 8;
+const INFO_HASH_LEN = 20;
+const SCRAPE_ENTRY_LEN = 12;
+/** BEP 15: at most about 74 info-hashes fit in one scrape. */
+const MAX_SCRAPE_HASHES = 74;
+/** Compact peers: IPv4 address and port, or IPv6 address and port, by the tracker's family (BEP 15). */
+const PEER4_LEN = 6;
+const PEER6_LEN = 18;
+/** BEP 41 option types after the announce request. */
+const OPTION_END = 0;
+const OPTION_NOP = 1;
+const OPTION_URL_DATA = 2;
+
+/** State: the request awaiting its response (PENDING | direction | action), its scrape hash count, its transaction id. */
+const REQUEST = 0;
+const PENDING = 0x80;
+const FROM_RESPONDER = 0x40;
+const ACTION_MASK = 0x0f;
+const HASHES = 1;
+const TRANSACTION = 2;
+
+/** What one datagram is to the detector. */
+const OTHER = 0;
+const CONNECT_REQUEST = 1;
+const REQUEST_SEEN = 2;
+const ANSWERED = 3;
+
+/**
+ * BEP 15 UDP tracker protocol. The 16-byte connect request, with its 64-bit protocol magic, is
+ * decided on its own. An announce (98 bytes and more, event 0-3, well-formed BEP 41 options) or
+ * scrape request is decided with its response from the other side: same transaction id, and an
+ * announce response (compact peers, 6 bytes each over IPv4, 18 over IPv6), a scrape response
+ * (12 bytes per hash asked) or an error. The peers of announce responses, in the matching flow and
+ * in the later packets of a flow already matched, go to the peer cache.
+ * Budget: 32 payload packets, for the announces a client sends to one tracker from one socket.
+ */
+export const udpTrackerDetector: Detector = {
+  name: 'udp-tracker',
+  transports: OVER_UDP,
+  budget: 32,
+  stateBytes: TRANSACTION + 4,
+  bannable: true,
+  provesPeers: true,
+  inspect(ctx: InspectContext): number {
+    const seen = readDatagram(ctx);
+    if (seen === CONNECT_REQUEST || seen === ANSWERED) return MATCH;
+    return seen === REQUEST_SEEN ? MORE : GIVE_UP;
+  },
+  learn(ctx: InspectContext): void {
+    readDatagram(ctx);
+  },
+};
+
+/**
+ * Classifies the current datagram: records an announce or scrape request as pending, and reads
+ * the peers of the announce response that answers it.
+ */
+function readDatagram(ctx: InspectContext): number {
+  const pkt = ctx.pkt;
+  const buf = pkt.buf;
+  const start = pkt.payloadOff;
+  const len = pkt.payloadLen;
+  if (len >= CONNECT_LEN && isProtocolId(buf, start)) {
+    return len === CONNECT_LEN && actionAt(buf, start + 8) === ACTION_CONNECT ? CONNECT_REQUEST : OTHER;
+  }
+  const state = ctx.state;
+  const base = ctx.stateOff;
+  const pending = state[base + REQUEST];
+  const fromResponder = ctx.dir === 1 ? FROM_RESPONDER : 0;
+  if ((pending & PENDING) !== 0 && (pending & FROM_RESPONDER) !== fromResponder && len >= 8 && sameTransaction(buf, start + 4, state, base + TRANSACTION)) {
+    return isResponse(ctx, actionAt(buf, start), pending & ACTION_MASK, state[base + HASHES]) ? ANSWERED : OTHER;
+  }
+  const action = len >= 16 ? actionAt(buf, start + 8) : -1;
+  let hashes = 0;
+  if (action === ACTION_ANNOUNCE) {
+    if (len < ANNOUNCE_REQUEST_LEN || !isAnnounceRequest(buf, start, start + len)) return OTHER;
+  } else if (action === ACTION_SCRAPE) {
+    if ((len - SCRAPE_REQUEST_HEADER) % INFO_HASH_LEN !== 0) return OTHER;
+    hashes = (len - SCRAPE_REQUEST_HEADER) / INFO_HASH_LEN;
+    if (hashes < 1 || hashes > MAX_SCRAPE_HASHES) return OTHER;
+  } else return OTHER;
+  // Clients draw transaction ids at random: an all-zero one is a zero-filled look-alike.
+  if ((buf[start + 12] | buf[start + 13] | buf[start + 14] | buf[start + 15]) === 0) return OTHER;
+  state[base + REQUEST] = PENDING | fromResponder | action;
+  state[base + HASHES] = hashes;
+  for (let i = 0; i < 4; i++) state[base + TRANSACTION + i] = buf[start + 12 + i];
+  return REQUEST_SEEN;
+}
+
+/** Whether the datagram (action and transaction id already read) answers the pending request. */
+function isResponse(ctx: InspectContext, action: number, requested: number, hashes: number): boolean {
+  const pkt = ctx.pkt;
+  const len = pkt.payloadLen;
+  if (action === ACTION_ERROR) return true;
+  if (action !== requested) return false;
+  if (action === ACTION_SCRAPE) return len === SCRAPE_RESPONSE_HEADER + hashes * SCRAPE_ENTRY_LEN;
+  const entryLen = pkt.family === 4 ? PEER4_LEN : PEER6_LEN;
+  const peersLen = len - ANNOUNCE_RESPONSE_HEADER;
+  if (peersLen < 0 || peersLen % entryLen !== 0) return false;
+  ctx.peers.addCompact(pkt.family, pkt.buf, pkt.payloadOff + ANNOUNCE_RESPONSE_HEADER, peersLen / entryLen, entryLen, 0);
+  return true;
+}
+
+/** An announce request: event 0-3 (none, completed, started, stopped), then BEP 41 options that end inside the datagram. */
+function isAnnounceRequest(buf: Uint8Array, start: number, end: number): boolean {
+  if (actionAt(buf, start + ANNOUNCE_EVENT_AT) > 3) return false;
+  let at = start + ANNOUNCE_REQUEST_LEN;
+  while (at < end) {
+    const option = buf[at];
+    if (option === OPTION_END) return true;
+    if (option === OPTION_NOP) at++;
+    else if (option === OPTION_URL_DATA && at + 1 < end) at += 2 + buf[at + 1];
+    else return false;
+  }
+  return at === end;
+}
+
+function isProtocolId(buf: Uint8Array, at: number): boolean {
+  for (let i = 0; i < PROTOCOL_ID.length; i++) if (buf[at + i] !== PROTOCOL_ID[i]) return false;
+  return true;
+}
+
+/** The 32-bit action (or event) at `at` when it is below 256, else -1: no 32-bit value ever leaves the function. */
+function actionAt(buf: Uint8Array, at: number): number {
+  return buf[at] === 0 && buf[at + 1] === 0 && buf[at + 2] === 0 ? buf[at + 3] : -1;
+}
+
+function sameTransaction(buf: Uint8Array, at: number, state: Uint8Array, stateAt: number): boolean {
+  for (let i = 0; i < 4; i++) if (buf[at + i] !== state[stateAt + i]) return false;
+  return true;
+}

@@ -1,0 +1,164 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { GIVE_UP, MATCH, MORE } from '../../src/detect/detector.js';
+import { udpTrackerDetector } from '../../src/detect/udp-tracker.js';
+import { FlowRunner, type Datagram, type FlowEndpoints } from '../helpers/detector-run.js';
+import { ascii, concat, ipv4Address, ipv6Address, u16, u32 } from '../helpers/frames.js';
+import { dhcpDiscover, dnsQuery, dtlsClientHello, filler, quicInitial, stunBindingRequest, wireguardInitiation } from '../helpers/udp-lookalikes.js';
+
+const PROTOCOL_ID = [0x00, 0x00, 0x04, 0x17, 0x27, 0x10, 0x19, 0x80];
+const CONNECTION_ID = [0x8a, 0x41, 0x2c, 0x07, 0xd3, 0x19, 0x55, 0xe0];
+const TRACKER4: FlowEndpoints = { family: 4, initiator: '10.0.0.1', initiatorPort: 51413, responder: '198.51.100.7', responderPort: 6969 };
+const TRACKER6: FlowEndpoints = { family: 6, initiator: '2001:db8::1', initiatorPort: 51413, responder: '2001:db8:ff::7', responderPort: 1337 };
+
+const connectRequest = (tid: number) => concat(PROTOCOL_ID, u32(0), u32(tid));
+const connectResponse = (tid: number) => concat(u32(0), u32(tid), CONNECTION_ID);
+
+interface AnnounceFields {
+  tid: number;
+  event?: number;
+  options?: number[];
+}
+
+/** BEP 15 announce request: 98 bytes, then BEP 41 options. */
+function announceRequest(f: AnnounceFields): Uint8Array {
+  return concat(
+    CONNECTION_ID,
+    u32(1),
+    u32(f.tid),
+    filler(20, 31),
+    ascii('-TR3000-k8hj0wgej6ch'),
+    [0, 0, 0, 0, ...u32(0)],
+    [0, 0, 0, 0, ...u32(1_048_576)],
+    [0, 0, 0, 0, ...u32(0)],
+    u32(f.event ?? 2),
+    u32(0),
+    u32(0x5eed),
+    u32(0xffffffff),
+    u16(51413),
+    f.options ?? [],
+  );
+}
+
+/** Announce response with compact peers: [address, port] each, 6 bytes over IPv4, 18 over IPv6. */
+function announceResponse(tid: number, peers: [string, number][]): Uint8Array {
+  const compact = peers.flatMap(([address, port]) => [...(address.includes(':') ? ipv6Address(address) : ipv4Address(address)), ...u16(port)]);
+  return concat(u32(1), u32(tid), u32(1800), u32(3), u32(peers.length - 3), compact);
+}
+
+const scrapeRequest = (tid: number, hashes: number) => concat(CONNECTION_ID, u32(2), u32(tid), filler(20 * hashes, 41));
+const scrapeResponse = (tid: number, hashes: number) => concat(u32(2), u32(tid), filler(12 * hashes, 42));
+const errorResponse = (tid: number) => concat(u32(3), u32(tid), ascii('torrent not registered'));
+
+const client = (payload: Uint8Array): Datagram => ({ dir: 0, payload });
+const tracker = (payload: Uint8Array): Datagram => ({ dir: 1, payload });
+
+const PEERS4: [string, number][] = [
+  ['203.0.113.5', 6881],
+  ['203.0.113.6', 51413],
+  ['198.51.100.99', 40000],
+  ['192.0.2.200', 1200],
+];
+const PEERS6: [string, number][] = [
+  ['2001:db8:1::5', 6881],
+  ['2001:db8:2::6', 51413],
+  ['2001:db8:3::7', 40000],
+];
+
+function knows(runner: FlowRunner, [address, port]: [string, number]): boolean {
+  const family = address.includes(':') ? 6 : 4;
+  return runner.peers.has(family, Uint8Array.from(family === 4 ? ipv4Address(address) : ipv6Address(address)), 0, port);
+}
+
+describe('UDP tracker detector (BEP 15)', () => {
+  it.each([
+    ['a connect request alone', [client(connectRequest(0x1d2e3f40))], 0],
+    [
+      'connect, announce and its answer',
+      [client(connectRequest(0xdeadbeef)), tracker(connectResponse(0xdeadbeef)), client(announceRequest({ tid: 0x01020304 })), tracker(announceResponse(0x01020304, PEERS4))],
+      0,
+    ],
+    ['an announce caught without its connect, and its answer', [client(announceRequest({ tid: 0x01020304 })), tracker(announceResponse(0x01020304, PEERS4))], 1],
+    [
+      'an announce with BEP 41 options (NOP, URLData, end of options) and its answer',
+      [client(announceRequest({ tid: 77, options: [1, 2, 9, ...ascii('/announce'), 0, 0xff] })), tracker(announceResponse(77, PEERS4))],
+      1,
+    ],
+    ['a retransmitted announce, then its answer', [client(announceRequest({ tid: 5 })), client(announceRequest({ tid: 5 })), tracker(announceResponse(5, PEERS4))], 2],
+    ['a scrape of three torrents and its answer', [client(scrapeRequest(0x0badcafe, 3)), tracker(scrapeResponse(0x0badcafe, 3))], 1],
+    ['an announce refused with an error', [client(announceRequest({ tid: 0x600d })), tracker(errorResponse(0x600d))], 1],
+  ] as [string, Datagram[], number][])('matches %s', (_name, datagrams, decidingPacket) => {
+    expect(new FlowRunner(udpTrackerDetector, TRACKER4).run(datagrams)).toMatchObject({ outcome: MATCH, decidedAt: decidingPacket });
+  });
+
+  it('learns the compact IPv4 peers of an announce response, in the matching flow and after a connect matched it', () => {
+    for (const flow of [
+      [client(announceRequest({ tid: 9 })), tracker(announceResponse(9, PEERS4))],
+      [client(connectRequest(8)), tracker(connectResponse(8)), client(announceRequest({ tid: 9 })), tracker(announceResponse(9, PEERS4))],
+    ]) {
+      const runner = new FlowRunner(udpTrackerDetector, TRACKER4);
+      expect(runner.run(flow).outcome).toBe(MATCH);
+      expect(PEERS4.map((peer) => knows(runner, peer))).toEqual([true, true, true, true]);
+    }
+  });
+
+  it('learns 18-byte IPv6 peers from a tracker reached over IPv6', () => {
+    const runner = new FlowRunner(udpTrackerDetector, TRACKER6);
+    expect(runner.run([client(connectRequest(8)), tracker(connectResponse(8)), client(announceRequest({ tid: 9 })), tracker(announceResponse(9, PEERS6))]).outcome).toBe(MATCH);
+    expect(PEERS6.map((peer) => knows(runner, peer))).toEqual([true, true, true]);
+  });
+
+  it('learns nothing from an answer to another transaction, or with a ragged peer list', () => {
+    for (const answer of [announceResponse(10, PEERS4), concat(announceResponse(9, PEERS4), [1])]) {
+      const runner = new FlowRunner(udpTrackerDetector, TRACKER4);
+      runner.run([client(connectRequest(8)), tracker(connectResponse(8)), client(announceRequest({ tid: 9 })), tracker(answer)]);
+      expect(PEERS4.some((peer) => knows(runner, peer))).toBe(false);
+    }
+  });
+
+  it.each([
+    ['a connect request one byte long', [client(concat(connectRequest(1), [0]))], GIVE_UP],
+    ['the protocol id with action 1', [client(concat(PROTOCOL_ID, u32(1), u32(1)))], GIVE_UP],
+    ['an announce alone', [client(announceRequest({ tid: 3 }))], MORE],
+    ['an answer to another transaction', [client(announceRequest({ tid: 3 })), tracker(announceResponse(4, PEERS4))], GIVE_UP],
+    ['an answer from the asking side', [client(announceRequest({ tid: 3 })), client(announceResponse(3, PEERS4))], GIVE_UP],
+    ['an answer with a ragged peer list', [client(announceRequest({ tid: 3 })), tracker(concat(announceResponse(3, PEERS4), [0, 0]))], GIVE_UP],
+    ['a scrape answered for another number of torrents', [client(scrapeRequest(3, 3)), tracker(scrapeResponse(3, 2))], GIVE_UP],
+    ['an announce with event 4', [client(announceRequest({ tid: 3, event: 4 })), tracker(announceResponse(3, PEERS4))], GIVE_UP],
+    ['an announce with transaction id 0', [client(announceRequest({ tid: 0 })), tracker(announceResponse(0, PEERS4))], GIVE_UP],
+    ['an announce with an unknown BEP 41 option', [client(announceRequest({ tid: 3, options: [7, 1, 0] })), tracker(announceResponse(3, PEERS4))], GIVE_UP],
+    ['an announce whose URLData runs past the datagram', [client(announceRequest({ tid: 3, options: [2, 20, 0x2f] })), tracker(announceResponse(3, PEERS4))], GIVE_UP],
+    ['an announce cut at 97 bytes', [client(announceRequest({ tid: 3 }).subarray(0, 97)), tracker(announceResponse(3, PEERS4))], GIVE_UP],
+    ['a zero-filled 98-byte datagram with action 1 answered by zeros', [client(concat(new Uint8Array(11), [1], new Uint8Array(86))), tracker(concat(u32(3), u32(0), new Uint8Array(8)))], GIVE_UP],
+    ['DNS', [client(dnsQuery('tracker.example', 0x4172)), tracker(dnsQuery('tracker.example', 0x4172))], GIVE_UP],
+    ['STUN', [client(stunBindingRequest())], GIVE_UP],
+    ['DTLS', [client(dtlsClientHello())], GIVE_UP],
+    ['QUIC', [client(quicInitial())], GIVE_UP],
+    ['DHCP', [client(dhcpDiscover())], GIVE_UP],
+    ['WireGuard', [client(wireguardInitiation())], GIVE_UP],
+  ] as [string, Datagram[], number][])('does not match %s', (_name, datagrams, outcome) => {
+    expect(new FlowRunner(udpTrackerDetector, TRACKER4).run(datagrams).outcome).toBe(outcome);
+  });
+
+  it('reads nothing outside the datagrams and keeps to its state bytes, whatever they hold', () => {
+    const runner = new FlowRunner(udpTrackerDetector, TRACKER4);
+    const messages = [connectRequest(7), connectResponse(7), announceRequest({ tid: 7, options: [1, 2, 3, 0x61, 0x62, 0x63] }), announceResponse(7, PEERS4), scrapeRequest(7, 2), scrapeResponse(7, 2), errorResponse(7)];
+    const datagram = fc.oneof(
+      fc.uint8Array({ minLength: 1, maxLength: 160 }),
+      fc.tuple(fc.constantFrom(...messages), fc.integer({ min: 1, max: 130 })).map(([message, cut]) => message.subarray(0, cut)),
+      fc.tuple(fc.constantFrom(...messages), fc.nat(), fc.integer({ min: 0, max: 255 })).map(([message, at, byte]) => {
+        const copy = message.slice();
+        copy[at % copy.length] = byte;
+        return copy;
+      }),
+    );
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 1 }), datagram), { maxLength: 10 }), (flow) => {
+        const result = runner.run(flow.map(([dir, payload]) => ({ dir, payload })), true);
+        expect(result.strayReads).toEqual([]);
+        expect(result.strayStateWrites).toEqual([]);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+});

@@ -1,0 +1,51 @@
+/** Runs an Engine over a capture file for detector tests, and lists the flows it decided. */
+import type { Detector } from '../../src/detect/detector.js';
+import { Engine, VERDICT_BITTORRENT } from '../../src/engine/engine.js';
+import { formatAddress } from '../../src/flow/address.js';
+import { readCapture } from '../../src/pcap/reader.js';
+
+export interface DecidedFlow {
+  /** "address:port" of the flow's initiator and responder. */
+  initiator: string;
+  responder: string;
+  bittorrent: boolean;
+  /** Rule name of a BitTorrent flow, '' for a clean one. */
+  rule: string;
+  /** Payload packets of the flow up to and including the one that decided it. */
+  payloadPackets: number;
+}
+
+export interface ScanOptions {
+  detectors?: readonly Detector[];
+  /** Called with each packet's 0-based index in the file: false drops the packet (a capture that started later). */
+  keep?: (index: number) => boolean;
+}
+
+export function scanCapture(path: string, options: ScanOptions = {}): { flows: DecidedFlow[]; engine: Engine } {
+  const engine = new Engine({ flowCapacity: 1024, ...(options.detectors ? { detectors: options.detectors } : {}) });
+  const flows: DecidedFlow[] = [];
+  const address = new Uint8Array(16);
+  const endpoint = (flow: number, dir: number) => {
+    engine.flows.address(flow, dir, address);
+    const text = formatAddress(engine.flows.family(flow), address);
+    return `${engine.flows.family(flow) === 6 ? `[${text}]` : text}:${engine.flows.port(flow, dir)}`;
+  };
+  engine.onVerdict = (flow) => {
+    const bittorrent = engine.flows.verdict[flow] === VERDICT_BITTORRENT;
+    flows.push({
+      initiator: endpoint(flow, 0),
+      responder: endpoint(flow, 1),
+      bittorrent,
+      rule: bittorrent ? engine.ruleNames[engine.flows.rule[flow]] : '',
+      payloadPackets: engine.flows.payloadPackets[flow * 2] + engine.flows.payloadPackets[flow * 2 + 1],
+    });
+  };
+  let index = 0;
+  const result = readCapture(path, (buf, off, capLen, _origLen, linkType, tsMs) => {
+    if (options.keep && !options.keep(index++)) return;
+    engine.clock.nowMs = tsMs;
+    engine.process(buf, off, capLen, linkType);
+  });
+  if (result.error !== null) throw new Error(`${path}: ${result.error}`);
+  return { flows, engine };
+}
