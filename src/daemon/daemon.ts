@@ -1,33 +1,19 @@
+import { Worker } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
 import { DryRunBanSink, type BanSink } from '../bans/sink.js';
-import { CidrSet, PRIVATE_CIDRS } from '../config/cidr.js';
 import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from '../config/config.js';
-import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN } from '../engine/engine.js';
 import { installRules, removeRules } from '../firewall/apply.js';
-import { CONNMARK_BITTORRENT, CONNMARK_CLEAN, CONNMARK_MASK } from '../firewall/rules.js';
-import { formatAddress } from '../flow/address.js';
-import { IPPROTO_TCP } from '../packet/packet.js';
-import { LINKTYPE_RAW } from '../packet/linktype.js';
-import { NfQueue, VERDICT_ACCEPT, VERDICT_DROP, type PacketBatch } from '../queue/nfqueue.js';
 import { DetectionLog } from './detection-log.js';
 import { InterfaceNames } from './interfaces.js';
+import type { WorkerCommand, WorkerMessage, WorkerSetup } from './queue-worker.js';
 
 const STATS_INTERVAL_MS = 60_000;
 
-/** One queue and the engine that decides its packets (a connection always hashes to one queue). */
-interface QueueWorker {
-  number: number;
-  engine: Engine;
-  queue: NfQueue | null;
-  /** The batch and packet being processed, for the detection record. */
-  batch: PacketBatch | null;
-  index: number;
-}
-
 /**
- * `btwall run`: validates the environment (exit 78 before anything is touched), binds the
- * queues, installs the rules, then decides packets until SIGTERM or SIGINT, when it unbinds,
- * removes the rules and exits 0. SIGHUP reopens the detection log.
+ * `btwall run`: validates the environment (exit 78 before anything is touched), starts one worker
+ * thread per queue (each binds its queue through its own broker), installs the rules, then
+ * serves until SIGTERM or SIGINT, when the queues unbind, the rules go and the process exits 0.
+ * SIGHUP reopens the detection log. This thread is the control plane: rules, logs, bans.
  */
 export async function runDaemon(env: NodeJS.ProcessEnv): Promise<number> {
   let config: Config;
@@ -44,21 +30,19 @@ export async function runDaemon(env: NodeJS.ProcessEnv): Promise<number> {
     await daemon.start();
   } catch (error) {
     log.fatal({ err: error }, 'cannot start');
-    await daemon.stop();
-    return 1;
+    await daemon.stop(1);
   }
   return daemon.finished;
 }
 
 class Daemon {
   /** Resolves with the exit code once the daemon has stopped. */
-  finished: Promise<number>;
+  readonly finished: Promise<number>;
   private finish!: (code: number) => void;
-  private readonly workers: QueueWorker[] = [];
-  private readonly allow: CidrSet;
-  private readonly local: CidrSet;
-  private readonly interfaces = new InterfaceNames();
+  private readonly workers: Worker[] = [];
+  private readonly workersExited: Promise<unknown>[] = [];
   private readonly bans: BanSink;
+  private readonly interfaces = new InterfaceNames();
   private detectionLog: DetectionLog | null = null;
   private statsTimer: NodeJS.Timeout | null = null;
   private stopping = false;
@@ -69,50 +53,37 @@ class Daemon {
     private readonly log: Logger,
   ) {
     this.finished = new Promise((resolve) => (this.finish = resolve));
-    this.allow = new CidrSet(config.allowCidrs);
-    // Without LOCAL_CIDRS, the private ranges are where a gateway's own users are.
-    this.local = new CidrSet(config.localCidrs.length > 0 ? config.localCidrs : PRIVATE_CIDRS);
     this.bans = new DryRunBanSink(log);
   }
 
   async start(): Promise<void> {
     const c = this.config;
     if (c.detectionLog !== '') this.detectionLog = new DetectionLog(c.detectionLog);
-    for (let number = c.queues.first; number <= c.queues.last; number++) {
-      const engine = new Engine({
-        flowCapacity: c.flowCapacity,
-        idleTimeoutMs: c.flowIdleTimeoutS * 1000,
-        peerCapacity: c.peerCacheSize,
-        peerTtlMs: c.peerCacheTtlS * 1000,
-        isAllowlisted: (family, buf, off) => this.allow.contains(family, buf, off),
-      });
-      const worker: QueueWorker = { number, engine, queue: null, batch: null, index: 0 };
-      engine.onVerdict = (flow) => {
-        if (engine.flows.verdict[flow] === VERDICT_BITTORRENT) this.detected(worker, flow);
-      };
+    const ready: Promise<void>[] = [];
+    for (let queue = c.queues.first; queue <= c.queues.last; queue++) {
+      const setup: WorkerSetup = { config: c, queue };
+      const worker = new Worker(new URL('./queue-worker.js', import.meta.url), { workerData: setup });
       this.workers.push(worker);
-      worker.queue = await NfQueue.open(
-        {
-          queue: number,
-          copyRange: 0xffff,
-          maxLen: c.queueMaxLen,
-          receiveBuffer: 32 << 20,
-          verdictTimeoutMs: c.verdictTimeoutMs,
-          failOpen: true,
-          gso: true,
-          connmarkMask: CONNMARK_MASK,
-        },
-        (batch) => this.decide(worker, batch),
-        (reason) => this.brokerLost(worker, reason),
+      this.workersExited.push(new Promise((resolve) => worker.once('exit', resolve)));
+      ready.push(
+        new Promise((resolve, reject) => {
+          worker.on('message', (message: WorkerMessage) => {
+            if (message.type === 'ready') resolve();
+            else if (message.type === 'failed') reject(new Error(`queue ${queue}: ${message.reason}`));
+            else this.onWorkerMessage(message);
+          });
+          worker.on('error', reject);
+        }),
       );
     }
+    await Promise.all(ready);
     // Queues first, rules second: the first packet queued already has a listener.
     installRules(c);
     this.rulesInstalled = true;
     process.on('SIGTERM', () => void this.stop(0));
     process.on('SIGINT', () => void this.stop(0));
     process.on('SIGHUP', () => this.reopenLog());
-    this.statsTimer = setInterval(() => this.logStats(), STATS_INTERVAL_MS).unref();
+    this.statsTimer = setInterval(() => this.tell({ type: 'stats' }), STATS_INTERVAL_MS).unref();
     this.log.info(
       {
         queues: `${c.queues.first}-${c.queues.last}`,
@@ -126,64 +97,35 @@ class Daemon {
     );
   }
 
-  /** The batch handler: one engine pass per packet, verdicts and connection marks written back. */
-  private decide(worker: QueueWorker, batch: PacketBatch): void {
-    const engine = worker.engine;
-    const monitorOnly = this.config.monitorOnly;
-    engine.clock.nowMs = Date.now();
-    worker.batch = batch;
-    for (let i = 0; i < batch.count; i++) {
-      worker.index = i;
-      const verdict = engine.process(batch.data, batch.offset(i), batch.length(i), LINKTYPE_RAW);
-      if (verdict === VERDICT_BITTORRENT) {
-        // Monitor only: no mark either, so the rest of the flow is still seen (and learned from).
-        if (!monitorOnly) batch.setVerdict(i, VERDICT_DROP, CONNMARK_BITTORRENT);
-      } else if (verdict === VERDICT_CLEAN) {
-        batch.setVerdict(i, VERDICT_ACCEPT, CONNMARK_CLEAN);
+  private onWorkerMessage(message: WorkerMessage): void {
+    switch (message.type) {
+      case 'detection': {
+        const { detection, ifindex, bannable, endpoints } = message;
+        detection.interface = this.interfaces.name(ifindex);
+        const { payload, ...fields } = detection;
+        this.log.warn({ ...fields, payloadBytes: payload.length }, 'BitTorrent detected');
+        this.detectionLog?.write(detection);
+        if (this.config.monitorOnly || !bannable) return;
+        // The remote peer is banned; a local user only when the operator asked for it; never the allowlist.
+        for (const endpoint of endpoints) {
+          if ((endpoint.local && !this.config.banLocal) || endpoint.allowlisted) continue;
+          this.bans.ban(endpoint.address, this.config.banDurationS, detection.rule);
+        }
+        return;
       }
+      case 'stats':
+      case 'stopped':
+        this.log.info(message.stats, 'stats');
+        return;
+      case 'broker-exit':
+        this.log.error({ reason: message.reason }, 'queue broker exited; traffic bypasses the queue');
+        void this.stop(1);
+        return;
     }
-    worker.batch = null;
   }
 
-  /** A flow was just found to be BitTorrent, while its deciding packet is still in hand. */
-  private detected(worker: QueueWorker, flow: number): void {
-    const { engine, batch, index } = worker;
-    const flows = engine.flows;
-    const pkt = engine.packet;
-    const family = flows.family(flow);
-    const [initiator, responder] = [0, 1].map((dir) => {
-      const address = new Uint8Array(16);
-      flows.address(flow, dir, address);
-      return {
-        text: formatAddress(family, address),
-        port: flows.port(flow, dir),
-        local: this.local.contains(family, address, 0),
-        allowlisted: this.allow.contains(family, address, 0),
-      };
-    });
-    const rule = engine.ruleNames[flows.rule[flow]];
-    const action = this.config.monitorOnly ? 'monitor only (accepted)' : 'dropped';
-    const record = {
-      timeMs: Date.now(),
-      interface: batch === null ? '-' : this.interfaces.name(batch.ifindex(index)),
-      protocol: flows.l4(flow) === IPPROTO_TCP ? ('TCP' as const) : ('UDP' as const),
-      source: initiator.text,
-      sourcePort: initiator.port,
-      destination: responder.text,
-      destinationPort: responder.port,
-      rule,
-      action,
-      payload: pkt.buf.slice(pkt.payloadOff, pkt.payloadOff + pkt.payloadLen),
-    };
-    const { payload: _payload, ...fields } = record;
-    this.log.warn({ ...fields, payloadBytes: record.payload.length }, 'BitTorrent detected');
-    this.detectionLog?.write(record);
-    if (this.config.monitorOnly || !engine.ruleBannable(flows.rule[flow])) return;
-    // The remote peer is banned; a local user only when the operator asked for it; never the allowlist.
-    for (const endpoint of [initiator, responder]) {
-      if ((endpoint.local && !this.config.banLocal) || endpoint.allowlisted) continue;
-      this.bans.ban(endpoint.text, this.config.banDurationS, rule);
-    }
+  private tell(command: WorkerCommand): void {
+    for (const worker of this.workers) worker.postMessage(command);
   }
 
   private reopenLog(): void {
@@ -191,29 +133,14 @@ class Daemon {
     this.log.info('detection log reopened');
   }
 
-  private logStats(): void {
-    for (const worker of this.workers) {
-      const flows = worker.engine.flows;
-      this.log.info(
-        { queue: worker.number, ...worker.queue?.stats(), flows: flows.size, flowsEvicted: flows.evicted, peersCached: worker.engine.peers.inserts },
-        'stats',
-      );
-    }
-  }
-
-  private brokerLost(worker: QueueWorker, reason: string): void {
-    this.log.error({ queue: worker.number, reason }, 'queue broker exited; traffic bypasses the queue');
-    void this.stop(1);
-  }
-
   /** Unbinds every queue (pending packets are accepted), removes the rules, closes the logs. */
-  async stop(code = 0): Promise<void> {
+  async stop(code: number): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     if (this.statsTimer) clearInterval(this.statsTimer);
-    await Promise.all(this.workers.map((w) => w.queue?.close()));
+    this.tell({ type: 'stop' });
+    await Promise.all(this.workersExited);
     if (this.rulesInstalled) removeRules();
-    this.logStats();
     this.detectionLog?.close();
     this.bans.close();
     this.log.info({ code }, 'btwall stopped');

@@ -47,6 +47,8 @@ export interface Topology {
   /** The server's addresses as the client reaches them. */
   serverV4: string;
   serverV6: string;
+  /** The client's link to the gateway, for extra addresses. */
+  clientDevice: string;
   destroy(): void;
 }
 
@@ -81,6 +83,7 @@ export function createTopology(tag: string): Topology {
     server,
     serverV4: '10.77.2.2',
     serverV6: 'fd77:2::2',
+    clientDevice: c0,
     destroy: () => [client, gateway, server].forEach((ns) => ns.delete()),
   };
 }

@@ -38,19 +38,22 @@ switch (mode) {
     setTimeout(() => process.exit(0), lifetime);
     break;
   }
-  // tcp-send HOST PORT handshake|text WAIT_MS: connects, sends, waits, reports.
+  // tcp-send HOST PORT handshake|text WAIT_MS [CONNECTIONS [LOCAL_ADDRESS,...]]: connects (from each local
+  // address in turn), sends, waits, reports how many connected.
   case 'tcp-send': {
-    const [host, port, kind, wait] = args;
-    const socket = net.connect(Number(port), host);
-    let connected = false;
-    socket.on('connect', () => {
-      connected = true;
-      socket.write(kind === 'handshake' ? HANDSHAKE : Buffer.from('hello, plain text\n'));
-    });
-    socket.on('error', () => {});
+    const [host, port, kind, wait, connections = '1', locals = ''] = args;
+    const localAddresses = locals ? locals.split(',') : [undefined];
+    let connected = 0;
+    for (let i = 0; i < Number(connections); i++) {
+      const socket = net.connect({ port: Number(port), host, localAddress: localAddresses[i % localAddresses.length] });
+      socket.on('connect', () => {
+        connected++;
+        socket.write(kind === 'handshake' ? HANDSHAKE : Buffer.from('hello, plain text\n'));
+      });
+      socket.on('error', () => {});
+    }
     setTimeout(() => {
       print({ connected });
-      socket.destroy();
       process.exit(0);
     }, Number(wait));
     break;
