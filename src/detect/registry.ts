@@ -3,6 +3,7 @@ import { dhtDetector } from './dht.js';
 import { handshakeDetector } from './handshake.js';
 import { lsdDetector } from './lsd.js';
 import { peerCacheDetector } from './peer-cache.js';
+import { peerMessagesDetector } from './peer-messages.js';
 import { udpTrackerDetector } from './udp-tracker.js';
 import { utpDetector } from './utp.js';
 
@@ -17,5 +18,6 @@ export const DETECTORS: readonly Detector[] = [
   udpTrackerDetector,
   utpDetector,
   // Heuristics and learned state: keep these last.
+  peerMessagesDetector,
   peerCacheDetector,
 ];

@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { handshakeDetector } from '../../src/detect/handshake.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN, VERDICT_UNDECIDED } from '../../src/engine/engine.js';
 import { LINKTYPE_RAW } from '../../src/packet/linktype.js';
-import { ascii, concat, packet4, tcp } from '../helpers/frames.js';
+import { ascii, concat, ipv4Address, packet4, tcp } from '../helpers/frames.js';
+import { Conversation, extensionHandshake, handshake, pex } from '../helpers/peer-wire.js';
 
 const HANDSHAKE = concat([19], ascii('BitTorrent protocol'), new Uint8Array(8).fill(0), new Uint8Array(20).fill(7), ascii('-qB4650-012345678901'));
 const ISN = 0xfffffff0; // close to wrap-around, so sequence arithmetic must be modular
@@ -72,5 +73,21 @@ describe('handshake detector (BEP 3)', () => {
         },
       ),
     );
+  });
+});
+
+describe('handshake detector after the match', () => {
+  const cached = (engine: Engine, address: string, port: number) => engine.peers.has(4, Uint8Array.from(ipv4Address(address)), 0, port);
+
+  it('walks the messages after both 68-byte handshakes for the peers they name', () => {
+    const flow = new Conversation({ detectors: [handshakeDetector] });
+    // The extension handshake shares the matching segment, which learn() never sees: inspect reads it.
+    expect(flow.send(0, concat(handshake(), extensionHandshake({ m: { ut_pex: 2 }, p: 51413 })))).toBe(VERDICT_BITTORRENT);
+    expect(cached(flow.engine, '10.0.0.1', 51413)).toBe(true);
+    flow.sendCut(1, concat(handshake('-TR4050-abcdefghijkl'), extensionHandshake({ m: { ut_pex: 6 } })), [20, 68]);
+    flow.send(1, pex(2, ['192.0.2.5:6881']));
+    flow.send(0, pex(6, ['192.0.2.6:6881']));
+    expect(cached(flow.engine, '192.0.2.5', 6881)).toBe(true);
+    expect(cached(flow.engine, '192.0.2.6', 6881)).toBe(true);
   });
 });

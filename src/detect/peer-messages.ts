@@ -1,0 +1,57 @@
+import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext } from './detector.js';
+import { WIRE_BYTES, walkWire, wireProven } from './peer-wire.js';
+
+/** One byte after the two walkers: bit `dir` set when that direction's first payload packet was all text. */
+const TEXT_OPENINGS = 2 * WIRE_BYTES;
+const BOTH_TEXT = 0b11;
+
+/**
+ * The BEP 3 peer wire message stream (with the BEP 6, 10 and 52 messages) seen without its
+ * handshake: a capture or an inspection that starts mid-connection, or a flow the table evicted
+ * and met again. Each direction is walked message by message across segments (see peer-wire.ts),
+ * resynchronising at a segment start after anything malformed; the flow is BitTorrent once its
+ * directions together show three well-formed messages in unbroken chains, one of them strong (a
+ * fixed-length message with plausible fields, a 16 KiB piece at a block boundary, an extension
+ * handshake with an `m` dict). A heuristic: late in the chain. The peer wire is binary, so a flow
+ * whose first packet is printable text both ways (HTTP, SMTP, SIP...) is given up at once.
+ *
+ * provesPeers is false: mid-connection the flow table takes whichever side it saw first for the
+ * initiator, so the side it would remember as the listening peer may be the real initiator's
+ * ephemeral port, which the next, unrelated, connection from that host may reuse.
+ * Budget: 32 payload packets, enough for a bulk transfer's request direction to show itself.
+ */
+export const peerMessagesDetector: Detector = {
+  name: 'peer-messages',
+  transports: OVER_TCP,
+  budget: 32,
+  stateBytes: 2 * WIRE_BYTES + 1,
+  bannable: true,
+  provesPeers: false,
+  inspect(ctx: InspectContext): number {
+    const state = ctx.state;
+    const own = ctx.stateOff + ctx.dir * WIRE_BYTES;
+    const other = ctx.stateOff + (1 - ctx.dir) * WIRE_BYTES;
+    if (ctx.dirIndex === 0 && isText(ctx)) {
+      const openings = (state[ctx.stateOff + TEXT_OPENINGS] |= 1 << ctx.dir);
+      if (openings === BOTH_TEXT) return GIVE_UP;
+      return MORE;
+    }
+    walkWire(ctx, own, other, false);
+    return wireProven(state, own, other) ? MATCH : MORE;
+  },
+  learn(ctx: InspectContext): void {
+    walkWire(ctx, ctx.stateOff + ctx.dir * WIRE_BYTES, ctx.stateOff + (1 - ctx.dir) * WIRE_BYTES, true);
+  },
+};
+
+/** Whether the payload is printable ASCII with tabs and line ends only (a message length never is: its first byte is 0). */
+function isText(ctx: InspectContext): boolean {
+  const pkt = ctx.pkt;
+  const buf = pkt.buf;
+  const end = pkt.payloadOff + pkt.payloadLen;
+  for (let i = pkt.payloadOff; i < end; i++) {
+    const byte = buf[i];
+    if ((byte < 0x20 || byte > 0x7e) && byte !== 0x09 && byte !== 0x0a && byte !== 0x0d) return false;
+  }
+  return true;
+}
