@@ -111,8 +111,6 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
   afterEach(async () => {
     if (daemon && daemon.process.exitCode === null && daemon.process.signalCode === null) await daemon.stop();
     daemon = null;
-    // Whatever a test left (kill -9), the next one starts clean.
-    spawnSync('pkill', ['-KILL', '-f', `btwall-queue`]);
   });
   afterAll(() => {
     for (const child of peers) child.kill('SIGKILL');
