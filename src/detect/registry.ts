@@ -1,6 +1,8 @@
 import type { Detector } from './detector.js';
 import { dhtDetector } from './dht.js';
 import { handshakeDetector } from './handshake.js';
+import { httpBittorrentDetector } from './http-bittorrent.js';
+import { httpTrackerDetector } from './http-tracker.js';
 import { lsdDetector } from './lsd.js';
 import { peerCacheDetector } from './peer-cache.js';
 import { peerMessagesDetector } from './peer-messages.js';
@@ -13,6 +15,8 @@ import { utpDetector } from './utp.js';
  */
 export const DETECTORS: readonly Detector[] = [
   handshakeDetector,
+  httpTrackerDetector,
+  httpBittorrentDetector,
   dhtDetector,
   lsdDetector,
   udpTrackerDetector,
