@@ -6,6 +6,10 @@ import { httpTrackerDetector } from './http-tracker.js';
 import { lsdDetector } from './lsd.js';
 import { peerCacheDetector } from './peer-cache.js';
 import { peerMessagesDetector } from './peer-messages.js';
+import { signatureDetector } from './signatures.js';
+import { trackerDomainDetector } from './tracker-domain.js';
+import { trackerHostDetector } from './tracker-host.js';
+import { trackerSniDetector } from './tracker-sni.js';
 import { udpTrackerDetector } from './udp-tracker.js';
 import { utpDetector } from './utp.js';
 
@@ -21,7 +25,11 @@ export const DETECTORS: readonly Detector[] = [
   lsdDetector,
   udpTrackerDetector,
   utpDetector,
+  trackerSniDetector,
+  trackerHostDetector,
+  trackerDomainDetector,
   // Heuristics and learned state: keep these last.
   peerMessagesDetector,
+  signatureDetector,
   peerCacheDetector,
 ];
