@@ -3,7 +3,8 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 # Debian packages the build and the tests use; installed when missing.
-APT_PACKAGES := python3 make gcc g++ pkg-config libnetfilter-queue-dev libmnl-dev iptables iproute2
+APT_PACKAGES := python3 make gcc g++ pkg-config libnetfilter-queue-dev libmnl-dev iptables iproute2 \
+  clang llvm libbpf-dev libelf-dev zlib1g-dev
 NPM_STAMP := node_modules/.package-lock.json
 TEST_REPORT := dist/test-report.json
 
@@ -29,17 +30,22 @@ $(NPM_STAMP): package.json package-lock.json
 
 NODE_INCLUDE = $(dir $(realpath $(shell command -v node)))../include/node
 NAPI_INCLUDE = $(shell node -p "require('node-addon-api').include_dir")
-NATIVE := native/build/btwall.node native/build/btwall-queue
+NATIVE := native/build/btwall.node native/build/btwall-queue bpf/build/btwall.bpf.o
 
 # TypeScript from scratch each time, so a deleted source file cannot live on in dist/.
 build: deps $(NATIVE)
 	rm -rf dist
 	npx tsc -p tsconfig.json
 
-native/build/btwall.node: native/addon.cc native/queue-shm.h $(NPM_STAMP)
+native/build/btwall.node: native/addon.cc native/xdp.cc native/queue-shm.h native/xdp.h bpf/btwall.h $(NPM_STAMP)
 	@mkdir -p $(@D)
 	g++ -O2 -Wall -Wextra -std=c++17 -fPIC -shared -DNAPI_VERSION=8 -DNAPI_DISABLE_CPP_EXCEPTIONS \
-	  -I$(NODE_INCLUDE) -I$(NAPI_INCLUDE) -o $@ $<
+	  -I$(NODE_INCLUDE) -I$(NAPI_INCLUDE) -o $@ $(filter %.cc,$^) -lbpf -lelf -lz
+
+# The XDP ban program; -g for the BTF that libbpf's map definitions need.
+bpf/build/btwall.bpf.o: bpf/btwall.bpf.c bpf/btwall.h
+	@mkdir -p $(@D)
+	clang -O2 -g -Wall -Wextra -Wshadow -target bpf -I/usr/include/$$(uname -m)-linux-gnu -c -o $@ $<
 
 native/build/btwall-queue: native/btwall-queue.c native/queue-shm.h
 	@mkdir -p $(@D)
@@ -60,4 +66,4 @@ bench: build
 	npm run bench
 
 clean:
-	rm -rf dist native/build
+	rm -rf dist native/build bpf/build

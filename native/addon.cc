@@ -17,6 +17,7 @@
 #include <string>
 
 #include "queue-shm.h"
+#include "xdp.h"
 
 namespace {
 
@@ -256,6 +257,7 @@ Napi::Object Layout(Napi::Env env) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("QueueChannel", QueueChannel::Define(env));
   exports.Set("layout", Layout(env));
+  InitXdp(env, exports);
   return exports;
 }
 

@@ -3,12 +3,16 @@ import type { Logger } from 'pino';
 /** Where the daemon sends addresses to ban: the XDP maps, or only the log in a dry run. */
 export interface BanSink {
   readonly enforced: boolean;
-  /** `address` is the textual address; `durationS` counts from now; `rule` is what proved it. */
+  /** `address` is the textual address; `durationS` counts from now (a longer ban in place is kept); `rule` is what proved it. */
   ban(address: string, durationS: number, rule: string): void;
+  /** Deletes expired bans (every CLEANUP_INTERVAL); returns how many. */
+  sweep(): number;
+  /** Counters for the daemon's periodic stats line. */
+  stats(): Record<string, number>;
   close(): void;
 }
 
-/** Logs what it would ban: until the kernel fast path exists, and whenever it cannot be used. */
+/** Logs what it would ban: whenever the kernel fast path cannot be used. */
 export class DryRunBanSink implements BanSink {
   readonly enforced = false;
 
@@ -16,6 +20,14 @@ export class DryRunBanSink implements BanSink {
 
   ban(address: string, durationS: number, rule: string): void {
     this.log.info({ address, durationS, rule, enforced: false }, 'ban (dry run: not enforced in the kernel)');
+  }
+
+  sweep(): number {
+    return 0;
+  }
+
+  stats(): Record<string, number> {
+    return {};
   }
 
   close(): void {}

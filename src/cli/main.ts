@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { bansCommand } from '../bans/cli.js';
 import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from '../config/config.js';
 import { installCommands, removalSteps, shellLine } from '../firewall/rules.js';
 import { runDaemon } from '../daemon/daemon.js';
@@ -11,6 +12,7 @@ commands:
   scan FILE...   detect BitTorrent flows in pcap/pcapng captures (btwall scan --help)
   check-config   validate the daemon's environment variables and print the effective configuration
   rules          print the iptables/ip6tables commands the daemon runs at start and stop
+  bans           list, add, delete or flush the XDP bans (btwall bans --help)
   help           this text
   version        the version
 
@@ -69,6 +71,8 @@ async function main(argv: readonly string[]): Promise<number> {
       return withConfig(printConfig);
     case 'rules':
       return withConfig(printRules);
+    case 'bans':
+      return bansCommand(args);
     case 'version':
     case '--version':
       process.stdout.write(`btwall ${version()}\n`);

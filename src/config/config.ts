@@ -101,6 +101,13 @@ const schema = z.object({
   BLOCK_SOCKS: boolean.prefault('false'),
   XDP_MODE: z.string().trim().toLowerCase().pipe(z.enum(XDP_MODES)).prefault('generic'),
   CLEANUP_INTERVAL: integer(1, 86_400).prefault('300'),
+  BAN_CAPACITY: integer(1024, 1 << 24).prefault('131072'),
+  BPF_PIN_DIR: z
+    .string()
+    .trim()
+    .refine((p) => p.startsWith('/') && !p.split('/').includes('..'), 'must be an absolute path without ..')
+    .transform((p) => p.replace(/\/+$/, '') || '/')
+    .prefault('/sys/fs/bpf/btwall'),
   WHITELIST_PORTS: ports.prefault(''),
   ALLOW_CIDRS: cidrs.prefault(''),
   LOCAL_CIDRS: cidrs.prefault(''),
@@ -126,6 +133,10 @@ export interface Config {
   blockSocks: boolean;
   xdpMode: (typeof XDP_MODES)[number];
   cleanupIntervalS: number;
+  /** Entries each XDP ban map (IPv4, IPv6) holds; the least recently used go first when full. */
+  banCapacity: number;
+  /** Where the ban maps are pinned (a directory on a bpf filesystem). */
+  bpfPinDir: string;
   whitelistPorts: number[];
   allowCidrs: Cidr[];
   localCidrs: Cidr[];
@@ -175,6 +186,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     blockSocks: c.BLOCK_SOCKS,
     xdpMode: c.XDP_MODE,
     cleanupIntervalS: c.CLEANUP_INTERVAL,
+    banCapacity: c.BAN_CAPACITY,
+    bpfPinDir: c.BPF_PIN_DIR,
     whitelistPorts: c.WHITELIST_PORTS,
     allowCidrs: c.ALLOW_CIDRS,
     localCidrs: c.LOCAL_CIDRS,

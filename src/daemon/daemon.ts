@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
 import { DryRunBanSink, type BanSink } from '../bans/sink.js';
+import { XdpBanSink, XdpUnavailableError } from '../bans/xdp.js';
 import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from '../config/config.js';
 import { installRules, removeRules } from '../firewall/apply.js';
 import { DetectionLog } from './detection-log.js';
@@ -41,10 +42,11 @@ class Daemon {
   private finish!: (code: number) => void;
   private readonly workers: Worker[] = [];
   private readonly workersExited: Promise<unknown>[] = [];
-  private readonly bans: BanSink;
+  private bans: BanSink;
   private readonly interfaces = new InterfaceNames();
   private detectionLog: DetectionLog | null = null;
   private statsTimer: NodeJS.Timeout | null = null;
+  private cleanupTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private rulesInstalled = false;
 
@@ -59,6 +61,7 @@ class Daemon {
   async start(): Promise<void> {
     const c = this.config;
     if (c.detectionLog !== '') this.detectionLog = new DetectionLog(c.detectionLog);
+    this.bans = this.openBans();
     const ready: Promise<void>[] = [];
     for (let queue = c.queues.first; queue <= c.queues.last; queue++) {
       const setup: WorkerSetup = { config: c, queue };
@@ -84,6 +87,7 @@ class Daemon {
     process.on('SIGINT', () => void this.stop(0));
     process.on('SIGHUP', () => this.reopenLog());
     this.statsTimer = setInterval(() => this.tell({ type: 'stats' }), STATS_INTERVAL_MS).unref();
+    this.cleanupTimer = setInterval(() => this.sweepBans(), c.cleanupIntervalS * 1000).unref();
     this.log.info(
       {
         queues: `${c.queues.first}-${c.queues.last}`,
@@ -95,6 +99,28 @@ class Daemon {
       },
       'btwall running',
     );
+  }
+
+  /** The XDP fast path when INTERFACE names devices and one takes the program; otherwise a dry run, said once. */
+  private openBans(): BanSink {
+    const c = this.config;
+    let reason = 'INTERFACE is not set';
+    if (c.interfaces.length > 0) {
+      try {
+        return XdpBanSink.open({ interfaces: c.interfaces, mode: c.xdpMode, pinDir: c.bpfPinDir, capacity: c.banCapacity }, this.log);
+      } catch (error) {
+        if (!(error instanceof XdpUnavailableError)) throw error;
+        reason = error.message;
+      }
+    }
+    this.log.warn({ reason }, 'bans are not enforced in the kernel: BitTorrent flows are still dropped through the queue and connection marks, but proven peers are not cut off');
+    return new DryRunBanSink(this.log);
+  }
+
+  /** CLEANUP_INTERVAL: expired bans out of the maps, and the ban counters into the log. */
+  private sweepBans(): void {
+    const swept = this.bans.sweep();
+    this.log.info({ swept, ...this.bans.stats() }, 'ban sweep');
   }
 
   private onWorkerMessage(message: WorkerMessage): void {
@@ -138,6 +164,7 @@ class Daemon {
     if (this.stopping) return;
     this.stopping = true;
     if (this.statsTimer) clearInterval(this.statsTimer);
+    if (this.cleanupTimer) clearInterval(this.cleanupTimer);
     this.tell({ type: 'stop' });
     await Promise.all(this.workersExited);
     if (this.rulesInstalled) removeRules();

@@ -1,0 +1,54 @@
+/*
+ * What the XDP ban program (btwall.bpf.c) and the addon (native/xdp.cc) share: program and map
+ * names, key and value layouts. One header for both sides, as xdp-tools' common_kern_user.h is.
+ *
+ * Keys are addresses as they appear in the packet (network byte order): 4 bytes for IPv4, 16 for
+ * IPv6. A ban's expiry is on CLOCK_BOOTTIME (bpf_ktime_get_boot_ns in the program,
+ * clock_gettime(CLOCK_BOOTTIME) in the addon), so a suspended machine does not stretch bans.
+ */
+#ifndef BTWALL_XDP_H
+#define BTWALL_XDP_H
+
+#include <linux/types.h>
+
+/* Entry points, one per kind of device: with an Ethernet header, or none (WireGuard, tun, PPP, GRE). */
+#define BTW_PROG_ETHERNET btwall_eth
+#define BTW_PROG_L3 btwall_l3
+
+/* Maps. ban4, ban6 and drops are pinned by name under the pin directory; own4/own6 are the
+ * gateway's own addresses, refilled by each daemon, so they are not pinned. */
+#define BTW_MAP_BAN4 ban4
+#define BTW_MAP_BAN6 ban6
+#define BTW_MAP_DROPS drops
+#define BTW_MAP_OWN4 own4
+#define BTW_MAP_OWN6 own6
+
+#define BTW_STRINGIFY(x) #x
+/* A map or program name above as a string, for the addon. */
+#define BTW_NAME(x) BTW_STRINGIFY(x)
+
+/* Capacity compiled in; the addon sets the configured one before loading. */
+#define BTW_BAN_CAPACITY 131072
+#define BTW_OWN_CAPACITY 1024
+
+#define BTW_RULE_BYTES 24
+
+/* Value of ban4 and ban6. */
+struct btw_ban {
+	__u64 expires_ns;            /* CLOCK_BOOTTIME; at or after it the entry passes and is deleted */
+	char rule[BTW_RULE_BYTES];   /* the rule that proved the peer, NUL-padded (userspace only) */
+};
+
+/* Value of drops (a per-CPU array): what the program dropped, per family. */
+struct btw_drops {
+	__u64 packets;
+	__u64 bytes;
+};
+
+enum btw_drops_slot {
+	BTW_DROPS_V4 = 0,
+	BTW_DROPS_V6 = 1,
+	BTW_DROPS_SLOTS = 2,
+};
+
+#endif

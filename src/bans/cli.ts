@@ -1,0 +1,183 @@
+/** `btwall bans`: the pinned XDP ban maps, read and edited whether the daemon runs or not. */
+import { pino } from 'pino';
+import { CidrSet } from '../config/cidr.js';
+import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from '../config/config.js';
+import { BanMaps, banRefusal, enforcement, errorMessage, ownAddresses, parseAddress, XdpProgram, type BanEntry } from './xdp.js';
+
+export const BANS_USAGE = `usage: btwall bans [list [--json]]
+       btwall bans add IP [--duration SECONDS]
+       btwall bans del IP
+       btwall bans flush
+
+Works on the ban maps pinned under BPF_PIN_DIR (default /sys/fs/bpf/btwall), whether the daemon
+runs or not. list shows each ban's address, time left and the rule that proved the peer, and
+whether the bans are enforced in the kernel (a btwall XDP program that uses these maps is attached
+to an interface of this network namespace). add bans for --duration seconds (default
+BAN_DURATION); a ban already running longer is kept. Loopback, link-local, this host's own
+addresses and ALLOW_CIDRS are never banned. del lifts one ban at once (exit status 1 if there was
+none); flush lifts them all.`;
+
+/** Exit status for a command line that makes no sense (sysexits.h EX_USAGE). */
+const EXIT_USAGE = 64;
+const MAX_DURATION_S = 365 * 24 * 3600;
+
+class UsageError extends Error {}
+
+export function bansCommand(args: readonly string[]): number {
+  const [command = 'list', ...rest] = args;
+  if (['help', '--help', '-h'].includes(command)) {
+    process.stdout.write(`${BANS_USAGE}\n`);
+    return 0;
+  }
+  let config: Config;
+  try {
+    config = loadConfig(process.env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`btwall: ${error.message}\n`);
+    return EXIT_CONFIG;
+  }
+  try {
+    switch (command) {
+      case 'list': {
+        const { flags, positional } = options(rest, ['--json'], []);
+        if (positional.length > 0) throw new UsageError('list takes no address');
+        return list(config, flags.has('--json'));
+      }
+      case 'add':
+        return add(config, rest);
+      case 'del':
+        return del(config, rest);
+      case 'flush':
+        if (options(rest, [], []).positional.length > 0) throw new UsageError('flush takes no address');
+        return flush(config);
+      default:
+        throw new UsageError(`unknown bans command ${command}`);
+    }
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`btwall bans: ${error.message}\n${BANS_USAGE}\n`);
+      return EXIT_USAGE;
+    }
+    process.stderr.write(`btwall bans: ${errorMessage(error)}\n`);
+    return 1;
+  }
+}
+
+/** Splits flags (`--json`), options with a value (`--duration 60`) and positional arguments. */
+function options(args: readonly string[], flagNames: string[], valueNames: string[]) {
+  const flags = new Set<string>();
+  const values = new Map<string, string>();
+  const positional: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (flagNames.includes(arg)) flags.add(arg);
+    else if (valueNames.includes(arg)) {
+      if (i + 1 >= args.length) throw new UsageError(`${arg} needs a value`);
+      values.set(arg, args[++i]);
+    } else if (arg.startsWith('-')) throw new UsageError(`unknown option ${arg}`);
+    else positional.push(arg);
+  }
+  return { flags, values, positional };
+}
+
+/** One IP address argument, and nothing else positional. */
+function addressArgument(positional: string[]) {
+  if (positional.length !== 1) throw new UsageError('give exactly one IP address');
+  const parsed = parseAddress(positional[0]);
+  if (parsed === null) throw new UsageError(`${positional[0]} is not an IPv4 or IPv6 address`);
+  return { text: positional[0], ...parsed };
+}
+
+/** 4h 59m 58s */
+function duration(seconds: number): string {
+  const s = Math.ceil(seconds);
+  const parts = [
+    [Math.floor(s / 86400), 'd'],
+    [Math.floor((s % 86400) / 3600), 'h'],
+    [Math.floor((s % 3600) / 60), 'm'],
+    [s % 60, 's'],
+  ] as const;
+  const first = parts.findIndex(([n]) => n > 0);
+  return first < 0 ? '0s' : parts.slice(first).map(([n, unit]) => `${n}${unit}`).join(' ');
+}
+
+function enforcementLine(on: { name: string; mode: string }[]): string {
+  return on.length > 0
+    ? `enforced in the kernel on ${on.map((a) => `${a.name} (${a.mode})`).join(', ')}`
+    : 'NOT enforced in the kernel: no btwall XDP program uses these maps in this network namespace (the daemon is stopped, or runs without XDP: see its log)';
+}
+
+function list(config: Config, json: boolean): number {
+  const maps = BanMaps.openPinned(config.bpfPinDir);
+  if (maps === null) {
+    if (json) process.stdout.write(`${JSON.stringify({ pinDir: config.bpfPinDir, pinned: false, enforced: false, enforcedOn: [], bans: [], dropped: null })}\n`);
+    else process.stdout.write(`no ban maps pinned at ${config.bpfPinDir}: no bans, and bans are NOT enforced in the kernel\n`);
+    return 0;
+  }
+  try {
+    const bans = maps.list();
+    const on = enforcement(maps);
+    const dropped = maps.drops();
+    if (json) {
+      const now = Date.now();
+      const item = (b: BanEntry) => ({ ...b, remainingS: Math.ceil(b.remainingS), expiresAt: new Date(now + b.remainingS * 1000).toISOString() });
+      process.stdout.write(`${JSON.stringify({ pinDir: config.bpfPinDir, pinned: true, enforced: on.length > 0, enforcedOn: on, bans: bans.map(item), dropped })}\n`);
+      return 0;
+    }
+    const width = Math.max(7, ...bans.map((b) => b.address.length)) + 2;
+    const lines = bans.length > 0 ? [`${'ADDRESS'.padEnd(width)}${'REMAINING'.padEnd(16)}RULE`, ...bans.map((b) => `${b.address.padEnd(width)}${duration(b.remainingS).padEnd(16)}${b.rule}`)] : [];
+    lines.push(
+      `${bans.length} ban${bans.length === 1 ? '' : 's'}; ${enforcementLine(on)}`,
+      `dropped by XDP: IPv4 ${dropped.v4.packets} packets (${dropped.v4.bytes} bytes), IPv6 ${dropped.v6.packets} packets (${dropped.v6.bytes} bytes)`,
+    );
+    process.stdout.write(`${lines.join('\n')}\n`);
+    return 0;
+  } finally {
+    maps.close();
+  }
+}
+
+function add(config: Config, args: readonly string[]): number {
+  const { values, positional } = options(args, [], ['--duration']);
+  const address = addressArgument(positional);
+  const durationText = values.get('--duration');
+  const durationS = durationText === undefined ? config.banDurationS : Number(durationText);
+  if (!/^\d+$/.test(durationText ?? '1') || durationS < 1 || durationS > MAX_DURATION_S) throw new UsageError(`--duration must be whole seconds from 1 to ${MAX_DURATION_S}`);
+  const refusal = banRefusal(address.family, address.bytes, new CidrSet(ownAddresses()), new CidrSet(config.allowCidrs));
+  if (refusal !== null) {
+    process.stderr.write(`btwall bans: ${address.text} is never banned: ${refusal}\n`);
+    return 1;
+  }
+  let maps = BanMaps.openPinned(config.bpfPinDir);
+  if (maps === null) {
+    // First ban before any daemon ran: loading the program creates and pins the maps it uses.
+    XdpProgram.load(config.bpfPinDir, config.banCapacity, pino({ level: 'warn' }, pino.destination({ dest: 2, sync: true }))).close();
+    maps = BanMaps.openPinned(config.bpfPinDir)!;
+  }
+  try {
+    const remainingS = maps.ban(address.family, address.bytes, durationS, 'manual');
+    const kept = remainingS > durationS ? ' (a longer ban was already in place)' : '';
+    process.stdout.write(`banned ${address.text} for ${duration(remainingS)}${kept}; ${enforcementLine(enforcement(maps))}\n`);
+    return 0;
+  } finally {
+    maps.close();
+  }
+}
+
+function del(config: Config, args: readonly string[]): number {
+  const address = addressArgument(options(args, [], []).positional);
+  const maps = BanMaps.openPinned(config.bpfPinDir);
+  const lifted = maps?.unban(address.family, address.bytes) ?? false;
+  maps?.close();
+  process.stdout.write(lifted ? `unbanned ${address.text}\n` : `${address.text} was not banned\n`);
+  return lifted ? 0 : 1;
+}
+
+function flush(config: Config): number {
+  const maps = BanMaps.openPinned(config.bpfPinDir);
+  const removed = maps?.flush() ?? 0;
+  maps?.close();
+  process.stdout.write(`removed ${removed} ban${removed === 1 ? '' : 's'}\n`);
+  return 0;
+}

@@ -1,0 +1,693 @@
+/**
+ * The XDP ban fast path, userspace side: loads bpf/btwall.bpf.c through the addon
+ * (native/xdp.cc), attaches it to the configured interfaces, and reads and writes the ban maps
+ * pinned under BPF_PIN_DIR. Names and layouts come from bpf/btwall.h, through the addon.
+ *
+ * A ban is an entry in ban4/ban6 (LRU hashes keyed by the address in network order) whose value
+ * holds its expiry on CLOCK_BOOTTIME and the rule that proved the peer. The maps outlive the
+ * daemon: a restart reuses them, `btwall bans` edits them whether or not the daemon runs.
+ */
+import { existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import { addressBytes, CidrSet } from '../config/cidr.js';
+import type { Cidr, Config } from '../config/config.js';
+import { formatAddress } from '../flow/address.js';
+import type { BanSink } from './sink.js';
+
+/** What the addon reports of a map (bpf_map_info). */
+interface MapInfo {
+  id: number;
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
+
+/** One map through its own descriptor (native/xdp.cc BpfMap). */
+interface NativeBpfMap {
+  info(): MapInfo;
+  lookup(key: Uint8Array, value: Uint8Array): boolean;
+  update(key: Uint8Array, value: Uint8Array, flags: number): void;
+  delete(key: Uint8Array): boolean;
+  /** Every entry: `count` keys and values, back to back. */
+  dump(): { count: number; keys: Buffer; values: Buffer };
+  deleteKeys(keys: Uint8Array): number;
+  sumPerCpu(): Float64Array;
+  close(): void;
+}
+
+/** A loaded BPF object file (native/xdp.cc XdpObject). */
+export interface NativeXdpObject {
+  mapFd(name: string): number;
+  programId(name: string): number;
+  /** replaceProgramId 0: only where the device has no program in that mode. */
+  attach(ifindex: number, program: string, modeFlags: number, replaceProgramId: number): void;
+  testRun(program: string, frame: Uint8Array, repeat: number): { retval: number; durationNs: number };
+  close(): void;
+}
+
+interface XdpLayout {
+  programEthernet: string;
+  programL3: string;
+  mapBan4: string;
+  mapBan6: string;
+  mapDrops: string;
+  mapOwn4: string;
+  mapOwn6: string;
+  ownCapacity: number;
+  banBytes: number;
+  banExpires: number;
+  banRule: number;
+  ruleBytes: number;
+  dropsBytes: number;
+  dropsPackets: number;
+  dropsBytesField: number;
+  dropsV4: number;
+  dropsV6: number;
+  dropsSlots: number;
+  mapTypeLruHash: number;
+  mapTypeHash: number;
+  mapTypePercpuArray: number;
+  updateAny: number;
+  modeGeneric: number;
+  modeNative: number;
+  modeOffload: number;
+  xdpPass: number;
+  xdpDrop: number;
+}
+
+interface XdpAddon {
+  XdpObject: new (path: string, pinRoot: string, maxEntries: Record<string, number>) => NativeXdpObject;
+  BpfMap: new (source: string | number) => NativeBpfMap;
+  takeLibbpfLog(): { level: 'warn' | 'info' | 'debug'; message: string }[];
+  setLibbpfDebug(on: boolean): void;
+  bootTimeNs(): bigint;
+  linkInfo(name: string): { index: number; type: number } | null;
+  interfaces(): { name: string; index: number }[];
+  xdpDetach(ifindex: number, modeFlags: number, programId: number): void;
+  xdpQuery(ifindex: number): Record<XdpMode, number>;
+  progInfo(id: number): { name: string; mapIds: number[] } | null;
+  isBpffs(path: string): boolean;
+  mountBpffs(path: string): void;
+  layout: XdpLayout;
+}
+
+const nativeDir = fileURLToPath(new URL('../../native/build/', import.meta.url));
+const native = (createRequire(import.meta.url)(`${nativeDir}btwall.node`) as { xdp: XdpAddon }).xdp;
+const layout = native.layout;
+
+/** The compiled program (Makefile: bpf/build/btwall.bpf.o). */
+export const BPF_OBJECT = fileURLToPath(new URL('../../bpf/build/btwall.bpf.o', import.meta.url));
+/** Where bpffs is mounted when it is not yet. */
+const BPFFS = '/sys/fs/bpf';
+const NS_PER_S = 1_000_000_000n;
+
+export type XdpMode = Config['xdpMode'];
+export const XDP_PASS = layout.xdpPass;
+export const XDP_DROP = layout.xdpDrop;
+
+const MODE_FLAGS: Record<XdpMode, number> = { generic: layout.modeGeneric, native: layout.modeNative, offload: layout.modeOffload };
+const MODES = Object.keys(MODE_FLAGS) as XdpMode[];
+
+/** Which entry point a device needs: frames with an Ethernet header, or starting at the IP header. */
+export type LinkKind = 'ethernet' | 'l3';
+
+const PROGRAMS: Record<LinkKind, string> = { ethernet: layout.programEthernet, l3: layout.programL3 };
+const OUR_PROGRAMS = new Set(Object.values(PROGRAMS));
+
+/** ARPHRD_* (linux/if_arp.h) of devices whose XDP frames carry an Ethernet header. */
+const ETHERNET_LINK_TYPES = new Set([1 /* ETHER: Ethernet, veth, bridges, VLAN and macvlan devices, gretap */, 772 /* LOOPBACK */]);
+/** ...and of devices without a link header: frames start at the IP header. */
+const L3_LINK_TYPES = new Set([
+  0xfffe /* NONE: WireGuard, tun */,
+  519 /* RAWIP: cellular modems */,
+  512 /* PPP */,
+  768 /* TUNNEL: IPIP */,
+  769 /* TUNNEL6: IP6IP6 */,
+  776 /* SIT */,
+  778 /* IPGRE */,
+  823 /* IP6GRE */,
+]);
+
+function linkKind(arphrd: number): LinkKind | null {
+  if (ETHERNET_LINK_TYPES.has(arphrd)) return 'ethernet';
+  if (L3_LINK_TYPES.has(arphrd)) return 'l3';
+  return null;
+}
+
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** libbpf's own messages (buffered by the addon) into the daemon's log. */
+function forwardLibbpfLog(log: Logger): void {
+  for (const line of native.takeLibbpfLog()) log[line.level]({ libbpf: true }, line.message);
+}
+
+const NO_CIDRS = new CidrSet([]);
+
+/** Loopback and link-local: never banned, in userspace and in the program alike. */
+const BUILT_IN_NEVER_BAN = new CidrSet([
+  { family: 4, address: '127.0.0.0', prefix: 8 },
+  { family: 4, address: '169.254.0.0', prefix: 16 },
+  { family: 6, address: '::1', prefix: 128 },
+  { family: 6, address: 'fe80::', prefix: 10 },
+]);
+
+/** An IPv4 or IPv6 address in text, as its family and bytes (network order); null if it is neither. */
+export function parseAddress(text: string): { family: 4 | 6; bytes: Uint8Array } | null {
+  const family = isIP(text);
+  if (family === 0) return null;
+  return { family: family as 4 | 6, bytes: addressBytes(family as 4 | 6, text) };
+}
+
+/** This host's addresses in this network namespace, as /32 and /128 prefixes. */
+export function ownAddresses(): Cidr[] {
+  const own: Cidr[] = [];
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) {
+      const family = a.family === 'IPv4' ? 4 : 6;
+      own.push({ family, address: a.address, prefix: family === 4 ? 32 : 128 });
+    }
+  }
+  return own;
+}
+
+/**
+ * Why an address may not be banned, or null when it may: loopback, link-local and this host's own
+ * addresses (the program ignores bans on them too), and `allow` (ALLOW_CIDRS).
+ */
+export function banRefusal(family: 4 | 6, address: Uint8Array, own: CidrSet, allow = NO_CIDRS): string | null {
+  if (BUILT_IN_NEVER_BAN.contains(family, address, 0)) return 'loopback or link-local address';
+  if (own.contains(family, address, 0)) return "one of this host's own addresses";
+  if (allow.contains(family, address, 0)) return 'allowlisted (ALLOW_CIDRS)';
+  return null;
+}
+
+export interface BanEntry {
+  family: 4 | 6;
+  address: string;
+  /** Seconds until the ban expires (> 0: expired entries are not listed). */
+  remainingS: number;
+  rule: string;
+}
+
+export interface DropCounters {
+  packets: number;
+  bytes: number;
+}
+
+/** A map's entries, as the addon dumps them. */
+interface MapEntries {
+  count: number;
+  keys: Buffer;
+  values: Buffer;
+}
+
+/** ban4, ban6 and the drop counters: through the loaded program's descriptors, or the pins. */
+export class BanMaps {
+  private readonly value = Buffer.alloc(layout.banBytes);
+
+  private constructor(
+    private readonly v4: NativeBpfMap,
+    private readonly v6: NativeBpfMap,
+    private readonly dropCounters: NativeBpfMap,
+  ) {}
+
+  /** The maps pinned at pinDir, or null when nothing is pinned there (no daemon ever ran with it). */
+  static openPinned(pinDir: string): BanMaps | null {
+    const paths = [layout.mapBan4, layout.mapBan6, layout.mapDrops].map((name) => join(pinDir, name));
+    if (!paths.every((path) => existsSync(path))) return null;
+    const [v4, v6, drops] = paths.map((path) => new native.BpfMap(path));
+    return new BanMaps(v4, v6, drops);
+  }
+
+  static ofObject(object: NativeXdpObject): BanMaps {
+    const open = (name: string) => new native.BpfMap(object.mapFd(name));
+    return new BanMaps(open(layout.mapBan4), open(layout.mapBan6), open(layout.mapDrops));
+  }
+
+  private map(family: 4 | 6): NativeBpfMap {
+    return family === 4 ? this.v4 : this.v6;
+  }
+
+  /**
+   * Bans `address` (network order, first 4 or 16 bytes) for durationS from now, or keeps the
+   * ban in place if it already runs longer (a re-ban never shortens one). Returns the seconds
+   * left on the ban.
+   */
+  ban(family: 4 | 6, address: Uint8Array, durationS: number, rule: string): number {
+    const key = address.subarray(0, family === 4 ? 4 : 16);
+    const now = native.bootTimeNs();
+    const expires = now + BigInt(durationS) * NS_PER_S;
+    const value = this.value;
+    if (this.map(family).lookup(key, value)) {
+      const current = value.readBigUInt64LE(layout.banExpires);
+      if (current >= expires) return Number(current - now) / 1e9;
+    }
+    value.fill(0);
+    value.writeBigUInt64LE(expires, layout.banExpires);
+    value.write(rule, layout.banRule, layout.ruleBytes - 1, 'utf8');
+    this.map(family).update(key, value, layout.updateAny);
+    return durationS;
+  }
+
+  /** Lifts a ban at once; false when there was none. */
+  unban(family: 4 | 6, address: Uint8Array): boolean {
+    return this.map(family).delete(address.subarray(0, family === 4 ? 4 : 16));
+  }
+
+  /** Bans in force, IPv4 first, each family in address order. */
+  list(): BanEntry[] {
+    const now = native.bootTimeNs();
+    const bans: BanEntry[] = [];
+    for (const family of [4, 6] as const) {
+      const entries = this.map(family).dump();
+      const keySize = family === 4 ? 4 : 16;
+      const sorted: [Buffer, BanEntry][] = [];
+      for (let i = 0; i < entries.count; i++) {
+        const value = entries.values.subarray(i * layout.banBytes, (i + 1) * layout.banBytes);
+        const expires = value.readBigUInt64LE(layout.banExpires);
+        if (expires <= now) continue;
+        const key = entries.keys.subarray(i * keySize, (i + 1) * keySize);
+        const ruleField = value.subarray(layout.banRule, layout.banRule + layout.ruleBytes);
+        const end = ruleField.indexOf(0);
+        sorted.push([
+          key,
+          {
+            family,
+            address: formatAddress(family, key),
+            remainingS: Number(expires - now) / 1e9,
+            rule: ruleField.toString('utf8', 0, end < 0 ? ruleField.length : end),
+          },
+        ]);
+      }
+      sorted.sort((a, b) => Buffer.compare(a[0], b[0]));
+      for (const [, ban] of sorted) bans.push(ban);
+    }
+    return bans;
+  }
+
+  /** Deletes every ban; returns how many there were (expired ones not yet deleted included). */
+  flush(): number {
+    let deleted = 0;
+    for (const family of [4, 6] as const) deleted += this.map(family).deleteKeys(this.map(family).dump().keys);
+    return deleted;
+  }
+
+  /** Deletes the bans that have expired; returns how many. */
+  sweep(): number {
+    const now = native.bootTimeNs();
+    let deleted = 0;
+    for (const family of [4, 6] as const) {
+      const entries = this.map(family).dump();
+      const keySize = family === 4 ? 4 : 16;
+      const expired: Buffer[] = [];
+      for (let i = 0; i < entries.count; i++) {
+        if (entries.values.readBigUInt64LE(i * layout.banBytes + layout.banExpires) <= now) expired.push(entries.keys.subarray(i * keySize, (i + 1) * keySize));
+      }
+      if (expired.length > 0) deleted += this.map(family).deleteKeys(Buffer.concat(expired));
+    }
+    return deleted;
+  }
+
+  /** Writes back entries dumped from an older map (another capacity), the longest-lived last: they survive an LRU that overflows. */
+  restore(family: 4 | 6, entries: MapEntries): number {
+    const now = native.bootTimeNs();
+    const keySize = family === 4 ? 4 : 16;
+    const live: number[] = [];
+    for (let i = 0; i < entries.count; i++) if (entries.values.readBigUInt64LE(i * layout.banBytes + layout.banExpires) > now) live.push(i);
+    const expires = (i: number) => entries.values.readBigUInt64LE(i * layout.banBytes + layout.banExpires);
+    live.sort((a, b) => (expires(a) < expires(b) ? -1 : expires(a) > expires(b) ? 1 : 0));
+    for (const i of live) {
+      this.map(family).update(entries.keys.subarray(i * keySize, (i + 1) * keySize), entries.values.subarray(i * layout.banBytes, (i + 1) * layout.banBytes), layout.updateAny);
+    }
+    return live.length;
+  }
+
+  /** What the program dropped since the maps were created, per family. */
+  drops(): { v4: DropCounters; v6: DropCounters } {
+    const sums = this.dropCounters.sumPerCpu();
+    const words = layout.dropsBytes / 8;
+    const slot = (index: number): DropCounters => ({
+      packets: sums[index * words + layout.dropsPackets / 8],
+      bytes: sums[index * words + layout.dropsBytesField / 8],
+    });
+    return { v4: slot(layout.dropsV4), v6: slot(layout.dropsV6) };
+  }
+
+  /** The kernel's id of ban4: a program that uses it enforces these bans. */
+  banMapId(): number {
+    return this.v4.info().id;
+  }
+
+  close(): void {
+    this.v4.close();
+    this.v6.close();
+    this.dropCounters.close();
+  }
+}
+
+/** Mounts bpffs at /sys/fs/bpf when the pin directory is under it and it is not mounted; creates the directory. */
+function preparePinDir(pinDir: string): void {
+  if ((pinDir === BPFFS || pinDir.startsWith(`${BPFFS}/`)) && !native.isBpffs(BPFFS)) native.mountBpffs(BPFFS);
+  mkdirSync(pinDir, { recursive: true, mode: 0o700 });
+  if (!native.isBpffs(pinDir)) throw new Error(`${pinDir} is not on a bpf filesystem`);
+}
+
+interface CarriedBans {
+  family: 4 | 6;
+  entries: MapEntries;
+}
+
+/**
+ * libbpf refuses to reuse a pinned map whose type, sizes or capacity differ from the object's.
+ * Such pins are removed before loading; ban maps that only changed capacity (BAN_CAPACITY) hand
+ * their bans over to the new maps.
+ */
+function unpinIncompatible(pinDir: string, capacity: number, log: Logger): CarriedBans[] {
+  const expected: [string, 4 | 6 | null, Omit<MapInfo, 'id' | 'name' | 'flags'>][] = [
+    [layout.mapBan4, 4, { type: layout.mapTypeLruHash, keySize: 4, valueSize: layout.banBytes, maxEntries: capacity }],
+    [layout.mapBan6, 6, { type: layout.mapTypeLruHash, keySize: 16, valueSize: layout.banBytes, maxEntries: capacity }],
+    [layout.mapDrops, null, { type: layout.mapTypePercpuArray, keySize: 4, valueSize: layout.dropsBytes, maxEntries: layout.dropsSlots }],
+  ];
+  const carried: CarriedBans[] = [];
+  for (const [name, family, want] of expected) {
+    const path = join(pinDir, name);
+    if (!existsSync(path)) continue;
+    const map = new native.BpfMap(path);
+    try {
+      const info = map.info();
+      const sameLayout = info.type === want.type && info.keySize === want.keySize && info.valueSize === want.valueSize && info.flags === 0;
+      if (sameLayout && info.maxEntries === want.maxEntries) continue;
+      const carry = sameLayout && family !== null;
+      if (carry) carried.push({ family, entries: map.dump() });
+      log.warn({ map: path, maxEntries: info.maxEntries, newMaxEntries: want.maxEntries, carried: carry }, carry ? 'ban map capacity changed: its bans move to a new map' : 'pinned map has another layout: replaced, its entries dropped');
+      unlinkSync(path);
+    } finally {
+      map.close();
+    }
+  }
+  return carried;
+}
+
+/** Where the program runs, for detach and the status. */
+export interface Attachment {
+  name: string;
+  ifindex: number;
+  kind: LinkKind;
+  mode: XdpMode;
+  programId: number;
+}
+
+/** The loaded ban program: its maps (pinned), its own-address maps, attach, detach, test runs. */
+export class XdpProgram {
+  readonly maps: BanMaps;
+  private readonly own: Record<4 | 6, NativeBpfMap>;
+  /** Keys now in own4/own6, as `family/hex`. */
+  private ownKeys = new Set<string>();
+
+  private constructor(private readonly object: NativeXdpObject) {
+    this.maps = BanMaps.ofObject(object);
+    this.own = { 4: new native.BpfMap(object.mapFd(layout.mapOwn4)), 6: new native.BpfMap(object.mapFd(layout.mapOwn6)) };
+  }
+
+  /**
+   * Loads the program. The ban maps pinned at pinDir are reused, bans and expiries included;
+   * where there are none, new ones are created and pinned (bpffs is mounted if need be).
+   */
+  static load(pinDir: string, capacity: number, log: Logger): XdpProgram {
+    native.setLibbpfDebug(log.isLevelEnabled('debug'));
+    let object: NativeXdpObject;
+    let carried: CarriedBans[];
+    try {
+      preparePinDir(pinDir);
+      carried = unpinIncompatible(pinDir, capacity, log);
+      object = new native.XdpObject(BPF_OBJECT, pinDir, { [layout.mapBan4]: capacity, [layout.mapBan6]: capacity });
+    } finally {
+      forwardLibbpfLog(log);
+    }
+    const program = new XdpProgram(object);
+    for (const { family, entries } of carried) program.maps.restore(family, entries);
+    return program;
+  }
+
+  /**
+   * Attaches the entry point the device's link type needs. A btwall program already there (a
+   * crashed run, another XDP_MODE) is replaced; any other XDP program is left alone and reported.
+   */
+  attach(name: string, mode: XdpMode): Attachment {
+    const link = native.linkInfo(name);
+    if (link === null) throw new Error(`no interface ${name} in this network namespace`);
+    const kind = linkKind(link.type);
+    if (kind === null) throw new Error(`link type ${link.type} (ARPHRD) is neither Ethernet nor a bare IP device`);
+    const attached = native.xdpQuery(link.index);
+    let replace = 0;
+    for (const other of MODES) {
+      const id = attached[other];
+      if (id === 0) continue;
+      const info = native.progInfo(id);
+      if (info !== null && !OUR_PROGRAMS.has(info.name)) throw new Error(`another XDP program (${info.name}, id ${id}, ${other} mode) is attached; btwall does not replace it`);
+      if (other === mode) replace = id;
+      else native.xdpDetach(link.index, MODE_FLAGS[other], id);
+    }
+    const program = PROGRAMS[kind];
+    try {
+      this.object.attach(link.index, program, MODE_FLAGS[mode], replace);
+    } catch (error) {
+      const hint = mode === 'offload' ? ' (offload needs a NIC that runs BPF itself, with LRU hash maps; use native)' : '';
+      throw new Error(`${errorMessage(error)}${hint}`, { cause: error });
+    }
+    return { name, ifindex: link.index, kind, mode, programId: this.object.programId(program) };
+  }
+
+  /** Removes the program from the device if it is still the one there; false when it was gone. */
+  detach(attachment: Attachment): boolean {
+    try {
+      native.xdpDetach(attachment.ifindex, MODE_FLAGS[attachment.mode], attachment.programId);
+      return true;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENODEV' || code === 'EEXIST' || code === 'ENOENT') return false;
+      throw error;
+    }
+  }
+
+  /** Whether the attachment's program is still the one on its device (interfaces come and go). */
+  isAttached(attachment: Attachment): boolean {
+    const link = native.linkInfo(attachment.name);
+    return link !== null && link.index === attachment.ifindex && native.xdpQuery(link.index)[attachment.mode] === attachment.programId;
+  }
+
+  /** Makes own4/own6 exactly these addresses: bans on them are ignored by the program. */
+  setOwnAddresses(addresses: readonly Cidr[]): void {
+    const wanted = new Map<string, { family: 4 | 6; key: Uint8Array }>();
+    for (const a of addresses.slice(0, layout.ownCapacity)) {
+      const key = addressBytes(a.family, a.address);
+      wanted.set(`${a.family}/${Buffer.from(key).toString('hex')}`, { family: a.family, key });
+    }
+    const one = Uint8Array.of(1);
+    for (const id of this.ownKeys) {
+      if (wanted.has(id)) continue;
+      const [family, hex] = id.split('/');
+      this.own[Number(family) as 4 | 6].delete(Buffer.from(hex, 'hex'));
+    }
+    for (const [id, { family, key }] of wanted) if (!this.ownKeys.has(id)) this.own[family].update(key.subarray(0, family === 4 ? 4 : 16), one, layout.updateAny);
+    this.ownKeys = new Set(wanted.keys());
+  }
+
+  /** BPF_PROG_TEST_RUN: the verdict (XDP_PASS, XDP_DROP) on one frame, and ns per run over `repeat` runs. */
+  testRun(kind: LinkKind, frame: Uint8Array, repeat = 1): { retval: number; durationNs: number } {
+    return this.object.testRun(PROGRAMS[kind], frame, repeat);
+  }
+
+  /** Closes the program; attachments stay until detached, pinned maps stay for good. */
+  close(): void {
+    this.maps.close();
+    this.own[4].close();
+    this.own[6].close();
+    this.object.close();
+  }
+}
+
+/** Any XDP object file (the benchmark's reference program): loaded, nothing pinned. */
+export function loadXdpObject(path: string, log: Logger): NativeXdpObject {
+  try {
+    return new native.XdpObject(path, '', {});
+  } finally {
+    forwardLibbpfLog(log);
+  }
+}
+
+/** Attaches a program of any object to a device, in a mode; nothing attached there may be replaced. */
+export function attachXdpObject(object: NativeXdpObject, program: string, name: string, mode: XdpMode): Attachment {
+  const link = native.linkInfo(name);
+  if (link === null) throw new Error(`no interface ${name} in this network namespace`);
+  object.attach(link.index, program, MODE_FLAGS[mode], 0);
+  return { name, ifindex: link.index, kind: linkKind(link.type) ?? 'ethernet', mode, programId: object.programId(program) };
+}
+
+export function detachXdp(attachment: Attachment): void {
+  native.xdpDetach(attachment.ifindex, MODE_FLAGS[attachment.mode], attachment.programId);
+}
+
+/** The interfaces of this network namespace where a program that uses these ban maps is attached. */
+export function enforcement(maps: BanMaps): { name: string; mode: XdpMode }[] {
+  const banMap = maps.banMapId();
+  const ours = new Map<number, boolean>();
+  const uses = (id: number) => {
+    if (!ours.has(id)) ours.set(id, native.progInfo(id)?.mapIds.includes(banMap) ?? false);
+    return ours.get(id)!;
+  };
+  const found: { name: string; mode: XdpMode }[] = [];
+  for (const { name, index } of native.interfaces()) {
+    let attached: Record<XdpMode, number>;
+    try {
+      attached = native.xdpQuery(index);
+    } catch {
+      continue; // gone since it was listed
+    }
+    for (const mode of MODES) if (attached[mode] !== 0 && uses(attached[mode])) found.push({ name, mode });
+  }
+  return found;
+}
+
+export class XdpUnavailableError extends Error {}
+
+export interface XdpBanSinkOptions {
+  interfaces: string[];
+  mode: XdpMode;
+  pinDir: string;
+  capacity: number;
+}
+
+/**
+ * Bans in the kernel: the program on every configured interface (a failure on one is reported,
+ * the others keep working), the maps pinned so bans outlive the daemon. Each sweep also
+ * re-attaches where the program went missing (an interface created or re-created later) and
+ * refreshes the gateway's own addresses.
+ */
+export class XdpBanSink implements BanSink {
+  readonly enforced = true;
+  private readonly attached = new Map<string, Attachment>();
+  /** Why an interface is not attached, so a failure is logged once, not at every sweep. */
+  private readonly failures = new Map<string, string>();
+  private own = new CidrSet([]);
+  private swept = 0;
+  private refused = 0;
+
+  private constructor(
+    private readonly program: XdpProgram,
+    private readonly options: XdpBanSinkOptions,
+    private readonly log: Logger,
+  ) {}
+
+  /** Loads and attaches; throws XdpUnavailableError when no interface can take the program. */
+  static open(options: XdpBanSinkOptions, log: Logger): XdpBanSink {
+    let program: XdpProgram;
+    try {
+      program = XdpProgram.load(options.pinDir, options.capacity, log);
+    } catch (error) {
+      throw new XdpUnavailableError(`cannot load the XDP program: ${errorMessage(error)}`, { cause: error });
+    }
+    const sink = new XdpBanSink(program, options, log);
+    sink.refreshOwnAddresses();
+    sink.attachMissing(false);
+    if (sink.attached.size === 0) {
+      program.close();
+      const reasons = [...sink.failures].map(([name, reason]) => `${name}: ${reason}`).join('; ');
+      throw new XdpUnavailableError(`the XDP program could not be attached to any interface (${reasons})`);
+    }
+    for (const [name, reason] of sink.failures) log.error({ interface: name, reason }, 'XDP program not attached to this interface; the others enforce bans');
+    log.info({ interfaces: [...sink.attached.values()].map((a) => `${a.name} (${a.kind}, ${a.mode})`), pinDir: options.pinDir, bans: program.maps.list().length }, 'XDP bans enforced');
+    return sink;
+  }
+
+  ban(address: string, durationS: number, rule: string): void {
+    const parsed = parseAddress(address);
+    // ALLOW_CIDRS was applied by the caller (the daemon's ban policy).
+    const refusal = parsed === null ? 'not an IP address' : banRefusal(parsed.family, parsed.bytes, this.own);
+    if (parsed === null || refusal !== null) {
+      this.refused++;
+      this.log.warn({ address, rule, reason: refusal }, 'not banned');
+      return;
+    }
+    try {
+      const remainingS = this.program.maps.ban(parsed.family, parsed.bytes, durationS, rule);
+      this.log.info({ address, durationS, remainingS: Math.round(remainingS), rule, enforced: true }, 'banned');
+    } catch (error) {
+      this.log.error({ address, rule, err: error }, 'ban failed');
+    }
+  }
+
+  sweep(): number {
+    let deleted = 0;
+    try {
+      deleted = this.program.maps.sweep();
+      this.swept += deleted;
+      this.refreshOwnAddresses();
+    } catch (error) {
+      this.log.error({ err: error }, 'ban sweep failed');
+    }
+    this.attachMissing(true);
+    return deleted;
+  }
+
+  stats(): Record<string, number> {
+    const drops = this.program.maps.drops();
+    return {
+      xdpInterfaces: this.attached.size,
+      bansSwept: this.swept,
+      bansRefused: this.refused,
+      droppedV4Packets: drops.v4.packets,
+      droppedV4Bytes: drops.v4.bytes,
+      droppedV6Packets: drops.v6.packets,
+      droppedV6Bytes: drops.v6.bytes,
+    };
+  }
+
+  /** Detaches from every interface; the maps stay pinned, so the bans come back with the daemon. */
+  close(): void {
+    for (const attachment of this.attached.values()) {
+      try {
+        this.program.detach(attachment);
+      } catch (error) {
+        this.log.error({ interface: attachment.name, err: error }, 'XDP detach failed');
+      }
+    }
+    this.attached.clear();
+    this.program.close();
+  }
+
+  private refreshOwnAddresses(): void {
+    const own = ownAddresses();
+    this.own = new CidrSet(own);
+    this.program.setOwnAddresses(own);
+  }
+
+  /** Attaches wherever the program is not (any more); `report` logs what changed since last time. */
+  private attachMissing(report: boolean): void {
+    for (const name of this.options.interfaces) {
+      const current = this.attached.get(name);
+      if (current !== undefined && this.program.isAttached(current)) continue;
+      this.attached.delete(name);
+      try {
+        const attachment = this.program.attach(name, this.options.mode);
+        this.attached.set(name, attachment);
+        if (report && (current !== undefined || this.failures.has(name))) this.log.info({ interface: name, kind: attachment.kind, mode: attachment.mode }, 'XDP program attached');
+        this.failures.delete(name);
+      } catch (error) {
+        const reason = errorMessage(error);
+        if (report && this.failures.get(name) !== reason) this.log.error({ interface: name, reason }, 'XDP program not attached to this interface; the others enforce bans');
+        this.failures.set(name, reason);
+      }
+    }
+  }
+}

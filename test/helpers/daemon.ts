@@ -1,0 +1,107 @@
+/** `btwall run` and the lab's peer programs (peers.mjs) inside test namespaces, their output collected as it comes. */
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import type { Namespace } from './netns.js';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+export const CLI = join(ROOT, 'dist/cli/main.js');
+const PEERS = join(ROOT, 'test/helpers/peers.mjs');
+
+export interface LogLine {
+  msg: string;
+  [key: string]: unknown;
+}
+
+/** Calls `onLine` with each complete line of a child's output. */
+function lines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
+  let pending = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (text: string) => {
+    pending += text;
+    const complete = pending.split('\n');
+    pending = complete.pop() ?? '';
+    for (const line of complete) if (line.trim()) onLine(line);
+  });
+}
+
+export class RunningDaemon {
+  readonly lines: LogLine[] = [];
+  readonly exited: Promise<number | null>;
+  stderr = '';
+
+  constructor(readonly process: ChildProcess) {
+    lines(process.stdout!, (line) => this.lines.push(JSON.parse(line) as LogLine));
+    process.stderr!.setEncoding('utf8').on('data', (text: string) => (this.stderr += text));
+    this.exited = new Promise((done) => process.on('exit', (code) => done(code)));
+  }
+
+  get running(): boolean {
+    return this.process.exitCode === null && this.process.signalCode === null;
+  }
+
+  /** The first log line with this message (and these fields), waiting up to `ms`. */
+  async waitFor(msg: string, fields: Record<string, unknown> = {}, ms = 10_000): Promise<LogLine> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const line = this.lines.find((l) => l.msg === msg && Object.entries(fields).every(([k, v]) => l[k] === v));
+      if (line) return line;
+      if (!this.running || Date.now() > deadline) throw new Error(`no "${msg}" ${JSON.stringify(fields)} from the daemon; stderr: ${this.stderr}; log: ${JSON.stringify(this.lines)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  async stop(): Promise<number | null> {
+    this.process.kill('SIGTERM');
+    return this.exited;
+  }
+}
+
+/** `btwall run` in the namespace (nsenter: pinned BPF objects stay visible), logging at info. */
+export function startDaemon(ns: Namespace, env: Record<string, string>): RunningDaemon {
+  const child = spawn('nsenter', [`--net=/run/netns/${ns.name}`, process.execPath, CLI, 'run'], {
+    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return new RunningDaemon(child);
+}
+
+/** Another btwall command in the namespace, run to its end. */
+export function btwall(ns: Namespace, args: string[], env: Record<string, string>): SpawnSyncReturns<string> {
+  return spawnSync('nsenter', [`--net=/run/netns/${ns.name}`, process.execPath, CLI, ...args], { env: { ...process.env, ...env }, encoding: 'utf8' });
+}
+
+/** Every peer still running; a test's afterAll stops them with stopPeers. */
+const peers = new Set<ChildProcess>();
+
+export interface Peer {
+  lines: Record<string, unknown>[];
+  /** Resolves with every line once the program ended. */
+  done: Promise<Record<string, unknown>[]>;
+  /** Resolves when a server printed {"event":"listening"}; rejects if it ended first. */
+  ready: Promise<void>;
+}
+
+/** A peers.mjs program (tcp-sink, tcp-send, ...) in a namespace, in the background. */
+export function peer(ns: Namespace, ...args: (string | number)[]): Peer {
+  const child = spawn('nsenter', [`--net=/run/netns/${ns.name}`, process.execPath, PEERS, ...args.map(String)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  peers.add(child);
+  child.on('exit', () => peers.delete(child));
+  const found: Record<string, unknown>[] = [];
+  let announce: () => void;
+  const ready = new Promise<void>((resolve, reject) => {
+    announce = resolve;
+    child.on('exit', (code) => reject(new Error(`peers.mjs ${args.join(' ')} exited (${code}) before listening`)));
+  });
+  // Clients never listen: only a caller that awaits `ready` hears of it.
+  ready.catch(() => {});
+  lines(child.stdout, (line) => {
+    const value = JSON.parse(line) as Record<string, unknown>;
+    found.push(value);
+    if (value.event === 'listening') announce();
+  });
+  return { lines: found, done: new Promise((r) => child.on('exit', () => r(found))), ready };
+}
+
+export function stopPeers(): void {
+  for (const child of peers) child.kill('SIGKILL');
+}

@@ -1,0 +1,174 @@
+/**
+ * The XDP ban fast path in the client <-> gateway <-> server lab: the daemon on the gateway bans
+ * the server once the client's BitTorrent handshake to it is detected, and from then on the
+ * program on the gateway's links drops the server's packets before netfilter sees them.
+ */
+import { existsSync, rmSync } from 'node:fs';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { btwall, CLI, peer, startDaemon, stopPeers, type RunningDaemon } from './helpers/daemon.js';
+import { canUseKernel, createTopology, type Namespace, type Topology } from './helpers/netns.js';
+
+const SERVER4 = '10.77.2.2';
+const SERVER6 = 'fd77:2::2';
+/** A second address of the server: never banned, so the path through the gateway is seen to work. */
+const OTHER4 = '10.77.2.3';
+const CLIENT4 = '10.77.1.2';
+const SINK_PORT = 7000;
+const CLIENT_SINK_PORT = 9000;
+
+interface BanList {
+  pinned: boolean;
+  enforced: boolean;
+  enforcedOn: { name: string; mode: string }[];
+  bans: { address: string; remainingS: number; rule: string }[];
+  dropped: { v4: { packets: number }; v6: { packets: number } };
+}
+
+/** The device of a namespace that holds an address. */
+function deviceWith(ns: Namespace, address: string): string {
+  const line = ns.must('ip', ['-o', 'addr', 'show']).split('\n').find((l) => l.includes(` ${address}/`));
+  if (!line) throw new Error(`no device with ${address} in ${ns.name}`);
+  return line.split(/\s+/)[1];
+}
+
+describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
+  let net: Topology;
+  let daemon: RunningDaemon | null = null;
+  const pinDir = `/sys/fs/bpf/btwall-test-${process.pid}-lab`;
+  let env: Record<string, string>;
+
+  const bans = (...args: string[]) => btwall(net.gateway, ['bans', ...args], { BPF_PIN_DIR: pinDir });
+  const banList = (): BanList => JSON.parse(bans('list', '--json').stdout) as BanList;
+  /** Packets the gateway's NFQUEUE rules have taken, both families. */
+  const queued = () =>
+    ['iptables', 'ip6tables']
+      .flatMap((p) => net.gateway.must(p, ['-w', '-L', 'BTWALL', '-v', '-x', '-n']).split('\n'))
+      .filter((l) => l.includes('NFQUEUE'))
+      .reduce((sum, l) => sum + Number(l.trim().split(/\s+/)[0]), 0);
+  /** Whether a new TCP connection from `from` to host:port is set up through the gateway. */
+  const connects = async (from: Namespace, host: string, port: number) => {
+    const [sent] = await peer(from, 'tcp-send', host, port, 'text', 700).done;
+    return Number(sent.connected) > 0;
+  };
+  let handshakePort = 6881;
+  /** Sends a BitTorrent handshake from the client; resolves when the daemon has banned the server. */
+  const handshakeBans = async (server: string) => {
+    const port = handshakePort++;
+    const sink = peer(net.server, 'tcp-sink', port, 3000);
+    await sink.ready;
+    await peer(net.client, 'tcp-send', server, port, 'handshake', 300).done;
+    return daemon!.waitFor('banned', { address: server });
+  };
+
+  beforeAll(async () => {
+    if (!existsSync(CLI)) throw new Error('build first: make test builds before testing');
+    net = createTopology('x');
+    net.server.must('ip', ['addr', 'add', `${OTHER4}/24`, 'dev', deviceWith(net.server, SERVER4)]);
+    const links = [deviceWith(net.gateway, '10.77.1.1'), deviceWith(net.gateway, '10.77.2.1')];
+    env = {
+      INTERFACE: [...links, 'btwnope0'].join(','),
+      BPF_PIN_DIR: pinDir,
+      // The client's side is local; the server is the remote peer that gets banned.
+      LOCAL_CIDRS: '10.77.1.0/24,fd77:1::/64',
+      DETECTION_LOG: '',
+    };
+    await Promise.all([peer(net.server, 'tcp-sink', SINK_PORT, 110_000).ready, peer(net.client, 'tcp-sink', CLIENT_SINK_PORT, 110_000).ready]);
+  });
+  beforeEach(() => void bans('flush'));
+  afterEach(async () => {
+    if (daemon?.running) await daemon.stop();
+    daemon = null;
+  });
+  afterAll(() => {
+    stopPeers();
+    net?.destroy();
+    rmSync(pinDir, { recursive: true, force: true });
+  });
+
+  it('bans a detected peer: XDP drops its packets both ways, the queue sees none, restarts (even after kill -9) keep the ban, bans del lifts it', async () => {
+    daemon = startDaemon(net.gateway, { ...env, BAN_DURATION: '600' });
+    await daemon.waitFor('btwall running');
+    // One interface that does not exist is reported; the others enforce.
+    expect((await daemon.waitFor('XDP program not attached to this interface; the others enforce bans')).interface).toBe('btwnope0');
+    expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(true);
+
+    await handshakeBans(SERVER4);
+    await handshakeBans(SERVER6);
+    const before = banList();
+    expect(before.enforced).toBe(true);
+    expect(before.enforcedOn.map((a) => a.mode)).toEqual(['generic', 'generic']);
+    expect(before.bans.map((b) => [b.address, b.rule])).toEqual([
+      [SERVER4, 'handshake'],
+      [SERVER6, 'handshake'],
+    ]);
+    const queuedBefore = queued();
+    expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(false);
+    expect(await connects(net.server, CLIENT4, CLIENT_SINK_PORT)).toBe(false);
+    expect(await connects(net.client, SERVER6, SINK_PORT)).toBe(false);
+    const after = banList();
+    expect(after.dropped.v4.packets - before.dropped.v4.packets).toBeGreaterThanOrEqual(2);
+    expect(after.dropped.v6.packets - before.dropped.v6.packets).toBeGreaterThanOrEqual(1);
+    expect(queued()).toBe(queuedBefore);
+    // The same server under an address that is not banned is reached through the same links.
+    expect(await connects(net.client, OTHER4, SINK_PORT)).toBe(true);
+
+    expect(await daemon.stop()).toBe(0);
+    const stopped = banList();
+    expect(stopped.enforced).toBe(false);
+    expect(stopped.bans.map((b) => b.address)).toEqual([SERVER4, SERVER6]);
+    expect(bans('list').stdout).toContain('NOT enforced in the kernel');
+    expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(true);
+
+    daemon = startDaemon(net.gateway, { ...env, BAN_DURATION: '600' });
+    await daemon.waitFor('btwall running');
+    const restarted = banList();
+    expect(restarted.enforced).toBe(true);
+    expect(restarted.bans.map((b) => b.address)).toEqual([SERVER4, SERVER6]);
+    expect(restarted.bans[0].remainingS).toBeLessThanOrEqual(stopped.bans[0].remainingS);
+    expect(restarted.bans[0].remainingS).toBeGreaterThan(590);
+    expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(false);
+
+    // A crashed daemon leaves its program attached (bans stay enforced); the next one replaces it.
+    daemon.process.kill('SIGKILL');
+    await daemon.exited;
+    expect(banList().enforcedOn).toHaveLength(2);
+    daemon = startDaemon(net.gateway, { ...env, BAN_DURATION: '600' });
+    await daemon.waitFor('btwall running');
+    expect(banList().enforcedOn).toHaveLength(2);
+    expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(false);
+
+    const lifted = bans('del', SERVER4);
+    expect([lifted.status, lifted.stdout.trim()]).toEqual([0, `unbanned ${SERVER4}`]);
+    expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(true);
+    expect(await connects(net.client, SERVER6, SINK_PORT)).toBe(false);
+    expect(bans('flush').stdout.trim()).toBe('removed 1 ban');
+    expect(await connects(net.client, SERVER6, SINK_PORT)).toBe(true);
+  });
+
+  it('lets a peer through again once its ban expires, and sweeps expired bans every CLEANUP_INTERVAL', async () => {
+    daemon = startDaemon(net.gateway, { ...env, BAN_DURATION: '2', CLEANUP_INTERVAL: '1' });
+    await daemon.waitFor('btwall running');
+    const banned = await handshakeBans(SERVER4);
+    expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(false);
+    // Nothing will ever send to or from this one: only the sweep can delete it.
+    expect(bans('add', '10.77.9.9', '--duration', '1').status).toBe(0);
+    await new Promise((r) => setTimeout(r, Math.max(0, (banned.time as number) + 2200 - Date.now())));
+    expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(true);
+    await daemon.waitFor('ban sweep', {}, 3000);
+    await new Promise((r) => setTimeout(r, 1200));
+    expect(bans('del', '10.77.9.9').status).toBe(1);
+    const sweeps = daemon.lines.filter((l) => l.msg === 'ban sweep');
+    expect(sweeps.at(-1)?.bansSwept).toBeGreaterThanOrEqual(1);
+  });
+
+  it('without XDP still runs, warns once, and btwall bans says the bans are not enforced', async () => {
+    expect(bans('add', '10.77.9.10', '--duration', '60').stdout).toContain('NOT enforced');
+    daemon = startDaemon(net.gateway, { ...env, INTERFACE: 'btwnope0' });
+    const running = await daemon.waitFor('btwall running');
+    expect(running.bansEnforced).toBe(false);
+    const warnings = daemon.lines.filter((l) => l.msg.startsWith('bans are not enforced in the kernel'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0].reason).toContain('btwnope0');
+    expect(bans('list').stdout).toContain('NOT enforced in the kernel');
+  });
+});

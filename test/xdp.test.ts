@@ -1,0 +1,215 @@
+/**
+ * The XDP ban program over crafted frames, through BPF_PROG_TEST_RUN: no device, no namespace, the
+ * real object file and maps (pinned under a directory of this test's own).
+ */
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import fc from 'fast-check';
+import { pino } from 'pino';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { BanMaps, parseAddress, XDP_DROP, XDP_PASS, XdpProgram, type LinkKind } from '../src/bans/xdp.js';
+import { ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ascii, ethernet, packet4, packet6, udp, PROTO_UDP, type VlanTag } from './helpers/frames.js';
+import { canUseKernel } from './helpers/netns.js';
+
+const silent = pino({ level: 'silent' });
+const PEER4 = '198.51.100.7';
+const PEER6 = '2001:db8:77::7';
+const CLIENT4 = '10.0.0.2';
+const CLIENT6 = '2001:db8::2';
+
+const payload = udp(6881, 51413, ascii('d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe'));
+const v4 = (src: string, dst: string) => packet4(src, dst, PROTO_UDP, payload);
+const v6 = (src: string, dst: string) => packet6(src, dst, PROTO_UDP, payload);
+
+function bytes(text: string): { family: 4 | 6; bytes: Uint8Array } {
+  const parsed = parseAddress(text);
+  if (parsed === null) throw new Error(`bad address ${text}`);
+  return parsed;
+}
+
+describe.runIf(canUseKernel())('XDP ban program (BPF_PROG_TEST_RUN)', () => {
+  const pinDir = `/sys/fs/bpf/btwall-test-${process.pid}-xdp`;
+  let program: XdpProgram;
+  let maps: BanMaps;
+
+  const verdict = (kind: LinkKind, frame: Uint8Array) => program.testRun(kind, frame).retval;
+  const ban = (text: string, durationS = 60, rule = 'handshake') => {
+    const a = bytes(text);
+    return maps.ban(a.family, a.bytes, durationS, rule);
+  };
+
+  beforeAll(() => {
+    program = XdpProgram.load(pinDir, 4096, silent);
+    maps = program.maps;
+  });
+  beforeEach(() => void maps.flush());
+  afterAll(() => {
+    program?.close();
+    rmSync(pinDir, { recursive: true, force: true });
+  });
+
+  it('pins the ban maps and the drop counters by name under the pin directory', () => {
+    expect(readdirSync(pinDir).sort()).toEqual(['ban4', 'ban6', 'drops']);
+  });
+
+  it('drops IPv4 from or to a banned peer and counts it, and passes everything else', () => {
+    ban(PEER4);
+    const before = maps.drops().v4;
+    const fromPeer = ethernet(ETHERTYPE_IPV4, v4(PEER4, CLIENT4));
+    expect(verdict('ethernet', fromPeer)).toBe(XDP_DROP);
+    expect(verdict('ethernet', ethernet(ETHERTYPE_IPV4, v4(CLIENT4, PEER4)))).toBe(XDP_DROP);
+    expect(verdict('ethernet', ethernet(ETHERTYPE_IPV4, v4(CLIENT4, '198.51.100.8')))).toBe(XDP_PASS);
+    const after = maps.drops().v4;
+    expect(after.packets - before.packets).toBe(2);
+    expect(after.bytes - before.bytes).toBe(2 * fromPeer.length);
+  });
+
+  it('keys on the address in network byte order: the byte-swapped address passes', () => {
+    ban(PEER4);
+    const swapped = PEER4.split('.').reverse().join('.');
+    expect(verdict('ethernet', ethernet(ETHERTYPE_IPV4, v4(swapped, CLIENT4)))).toBe(XDP_PASS);
+    expect(verdict('ethernet', ethernet(ETHERTYPE_IPV4, v4(CLIENT4, swapped)))).toBe(XDP_PASS);
+  });
+
+  it('drops IPv6 from or to a banned peer, counted apart from IPv4', () => {
+    ban(PEER6);
+    const before = maps.drops();
+    expect(verdict('ethernet', ethernet(ETHERTYPE_IPV6, v6(PEER6, CLIENT6)))).toBe(XDP_DROP);
+    expect(verdict('ethernet', ethernet(ETHERTYPE_IPV6, v6(CLIENT6, PEER6)))).toBe(XDP_DROP);
+    expect(verdict('ethernet', ethernet(ETHERTYPE_IPV6, v6(CLIENT6, '2001:db8:77::8')))).toBe(XDP_PASS);
+    const after = maps.drops();
+    expect(after.v6.packets - before.v6.packets).toBe(2);
+    expect(after.v4.packets).toBe(before.v4.packets);
+  });
+
+  it('sees through an 802.1Q tag and a QinQ pair of tags', () => {
+    ban(PEER4);
+    ban(PEER6);
+    const tags: VlanTag[][] = [[[ETHERTYPE_VLAN, 100]], [[ETHERTYPE_QINQ, 200], [ETHERTYPE_VLAN, 100]], [[ETHERTYPE_VLAN, 300], [ETHERTYPE_VLAN, 100]]];
+    for (const tagged of tags) {
+      expect(verdict('ethernet', ethernet(ETHERTYPE_IPV4, v4(PEER4, CLIENT4), tagged))).toBe(XDP_DROP);
+      expect(verdict('ethernet', ethernet(ETHERTYPE_IPV6, v6(CLIENT6, PEER6), tagged))).toBe(XDP_DROP);
+      expect(verdict('ethernet', ethernet(ETHERTYPE_IPV4, v4(CLIENT4, '198.51.100.8'), tagged))).toBe(XDP_PASS);
+    }
+  });
+
+  it('reads frames without a link header (WireGuard, tun) on the L3 entry point', () => {
+    ban(PEER4);
+    ban(PEER6);
+    expect(verdict('l3', v4(PEER4, CLIENT4))).toBe(XDP_DROP);
+    expect(verdict('l3', v4(CLIENT4, PEER4))).toBe(XDP_DROP);
+    expect(verdict('l3', v6(PEER6, CLIENT6))).toBe(XDP_DROP);
+    expect(verdict('l3', v6(CLIENT6, '2001:db8:77::8'))).toBe(XDP_PASS);
+    // The Ethernet entry point reads a bare IP packet as a (bogus) MAC header and passes it.
+    expect(verdict('ethernet', v4(PEER4, CLIENT4))).toBe(XDP_PASS);
+  });
+
+  it('passes an expired ban and deletes it from the map', async () => {
+    ban(PEER4, 1);
+    const frame = ethernet(ETHERTYPE_IPV4, v4(PEER4, CLIENT4));
+    expect(verdict('ethernet', frame)).toBe(XDP_DROP);
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(verdict('ethernet', frame)).toBe(XDP_PASS);
+    // Deleted by the program itself: nothing is left for userspace to delete.
+    expect(maps.unban(4, bytes(PEER4).bytes)).toBe(false);
+  });
+
+  it('passes every frame cut short of the addresses it needs, without reading past the end', () => {
+    ban(PEER4);
+    ban(PEER6);
+    const cases: [LinkKind, Uint8Array, number][] = [
+      ['ethernet', ethernet(ETHERTYPE_IPV4, v4(PEER4, CLIENT4)), 14 + 20],
+      ['ethernet', ethernet(ETHERTYPE_IPV4, v4(CLIENT4, PEER4)), 14 + 20],
+      ['ethernet', ethernet(ETHERTYPE_IPV6, v6(CLIENT6, PEER6)), 14 + 40],
+      ['ethernet', ethernet(ETHERTYPE_IPV4, v4(PEER4, CLIENT4), [[ETHERTYPE_QINQ, 1], [ETHERTYPE_VLAN, 2]]), 22 + 20],
+      ['l3', v4(CLIENT4, PEER4), 20],
+      ['l3', v6(PEER6, CLIENT6), 40],
+    ];
+    // BPF_PROG_TEST_RUN takes no frame under 14 bytes (an Ethernet header).
+    for (const [kind, frame, needed] of cases) {
+      for (let length = 14; length <= frame.length; length++) {
+        expect([kind, needed, length, verdict(kind, frame.subarray(0, length))]).toEqual([kind, needed, length, length >= needed ? XDP_DROP : XDP_PASS]);
+      }
+    }
+  });
+
+  it('returns only PASS or DROP on arbitrary frames, and drops only what names a banned address', () => {
+    ban(PEER4);
+    const banned = bytes(PEER4).bytes;
+    const ethertypes = fc.constantFrom(ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, ETHERTYPE_QINQ, 0x0806, 0x9100);
+    fc.assert(
+      fc.property(fc.constantFrom<LinkKind>('ethernet', 'l3'), ethertypes, fc.uint8Array({ minLength: 0, maxLength: 120 }), (kind, ethertype, body) => {
+        const frame = kind === 'ethernet' ? ethernet(ethertype, body) : Uint8Array.from([...body, ...new Array(14).fill(0)]);
+        const retval = verdict(kind, frame);
+        expect([XDP_PASS, XDP_DROP]).toContain(retval);
+        if (retval === XDP_DROP) expect(Buffer.from(frame).includes(Buffer.from(banned))).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('never drops for a ban on loopback, link-local or one of its own addresses', () => {
+    program.setOwnAddresses([{ family: 4, address: '203.0.113.1', prefix: 32 }, { family: 6, address: '2001:db8:1::1', prefix: 128 }]);
+    for (const address of ['127.0.0.1', '169.254.1.1', '203.0.113.1']) {
+      ban(address);
+      expect(verdict('ethernet', ethernet(ETHERTYPE_IPV4, v4(address, CLIENT4)))).toBe(XDP_PASS);
+    }
+    for (const address of ['::1', 'fe80::1', '2001:db8:1::1']) {
+      ban(address);
+      expect(verdict('ethernet', ethernet(ETHERTYPE_IPV6, v6(address, CLIENT6)))).toBe(XDP_PASS);
+    }
+    // An own address that is no longer one can be banned again.
+    program.setOwnAddresses([]);
+    expect(verdict('ethernet', ethernet(ETHERTYPE_IPV4, v4('203.0.113.1', CLIENT4)))).toBe(XDP_DROP);
+  });
+
+  it('extends a ban on a re-ban, never shortens it, and lists address, time left and rule', () => {
+    expect(ban(PEER4, 100, 'handshake')).toBe(100);
+    expect(ban(PEER4, 10, 'dht')).toBeGreaterThan(99);
+    expect(ban(PEER4, 300, 'utp')).toBe(300);
+    ban(PEER6, 50, 'manual');
+    const listed = maps.list();
+    expect(listed.map((b) => [b.family, b.address, b.rule])).toEqual([
+      [4, PEER4, 'utp'],
+      [6, PEER6, 'manual'],
+    ]);
+    expect(listed[0].remainingS).toBeGreaterThan(299);
+    expect(listed[0].remainingS).toBeLessThanOrEqual(300);
+  });
+
+  it('sweeps only expired bans', async () => {
+    ban(PEER4, 1);
+    ban(PEER6, 60);
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(maps.sweep()).toBe(1);
+    expect(maps.list().map((b) => b.address)).toEqual([PEER6]);
+  });
+});
+
+describe.runIf(canUseKernel())('XDP ban maps across loads', () => {
+  const pinDir = `/sys/fs/bpf/btwall-test-${process.pid}-reload`;
+  afterAll(() => rmSync(pinDir, { recursive: true, force: true }));
+
+  it('keeps every ban with its expiry over a reload, and across a capacity change', () => {
+    const first = XdpProgram.load(pinDir, 1024, silent);
+    const a = bytes(PEER4);
+    first.maps.ban(a.family, a.bytes, 1000, 'handshake');
+    const before = first.maps.list()[0].remainingS;
+    first.close();
+    expect(existsSync(`${pinDir}/ban4`)).toBe(true);
+
+    const second = XdpProgram.load(pinDir, 1024, silent);
+    const again = second.maps.list();
+    expect(again.map((b) => [b.address, b.rule])).toEqual([[PEER4, 'handshake']]);
+    expect(again[0].remainingS).toBeLessThanOrEqual(before);
+    expect(again[0].remainingS).toBeGreaterThan(before - 5);
+    expect(second.testRun('ethernet', ethernet(ETHERTYPE_IPV4, v4(PEER4, CLIENT4))).retval).toBe(XDP_DROP);
+    second.close();
+
+    const bigger = XdpProgram.load(pinDir, 2048, silent);
+    expect(bigger.maps.list().map((b) => b.address)).toEqual([PEER4]);
+    const pinned = BanMaps.openPinned(pinDir)!;
+    expect(pinned.list().map((b) => b.address)).toEqual([PEER4]);
+    pinned.close();
+    bigger.close();
+  });
+});
