@@ -4,9 +4,11 @@ import { handshakeDetector } from './handshake.js';
 import { httpBittorrentDetector } from './http-bittorrent.js';
 import { httpTrackerDetector } from './http-tracker.js';
 import { lsdDetector } from './lsd.js';
+import { mseDetector } from './mse.js';
 import { peerCacheDetector } from './peer-cache.js';
 import { peerMessagesDetector } from './peer-messages.js';
 import { signatureDetector } from './signatures.js';
+import { socks5Detector } from './socks5.js';
 import { trackerDomainDetector } from './tracker-domain.js';
 import { trackerHostDetector } from './tracker-host.js';
 import { trackerSniDetector } from './tracker-sni.js';
@@ -25,11 +27,13 @@ export const DETECTORS: readonly Detector[] = [
   lsdDetector,
   udpTrackerDetector,
   utpDetector,
+  socks5Detector,
   trackerSniDetector,
   trackerHostDetector,
   trackerDomainDetector,
   // Heuristics and learned state: keep these last.
   peerMessagesDetector,
   signatureDetector,
+  mseDetector,
   peerCacheDetector,
 ];

@@ -1,0 +1,317 @@
+import { GIVE_UP, InspectContext, MATCH, MORE, OVER_TCP, OVER_UDP, type Detector } from './detector.js';
+import { dhtDetector } from './dht.js';
+import { handshakeDetector } from './handshake.js';
+import { httpBittorrentDetector } from './http-bittorrent.js';
+import { httpTrackerDetector } from './http-tracker.js';
+import { mseDetector } from './mse.js';
+import { signatureDetector } from './signatures.js';
+import { trackerHostDetector } from './tracker-host.js';
+import { trackerSniDetector } from './tracker-sni.js';
+import { udpTrackerDetector } from './udp-tracker.js';
+import { utpDetector } from './utp.js';
+import { IPPROTO_TCP, PacketInfo } from '../packet/packet.js';
+
+/*
+ * SOCKS5 (RFC 1928, with RFC 1929 username/password authentication):
+ *
+ *   TCP  client: 05 NMETHODS METHODS...            server: 05 METHOD
+ *        client: 01 ULEN UNAME PLEN PASSWD         server: 01 STATUS     (only after METHOD 02)
+ *        client: 05 CMD 00 ATYP DST.ADDR DST.PORT  server: 05 REP 00 ATYP BND.ADDR BND.PORT
+ *        then the tunnelled stream, both ways.
+ *   UDP  every datagram to and from the relay: 00 00 FRAG ATYP DST.ADDR DST.PORT DATA
+ *
+ * ATYP 1: 4-byte IPv4 address; 3: a length byte then a domain name; 4: 16-byte IPv6 address.
+ * The framing alone proves nothing (a proxy carries anything); what it carries is shown to the
+ * exact BitTorrent detectors, each with its own per-flow state, as if the tunnelled stream or
+ * datagrams were a flow of their own.
+ */
+
+const VERSION = 5;
+const AUTH_VERSION = 1;
+const NO_ACCEPTABLE_METHOD = 0xff;
+const CMD_CONNECT = 1;
+const ATYP_IPV4 = 1;
+const ATYP_DOMAIN = 3;
+const ATYP_IPV6 = 4;
+
+/** Own state: the negotiation phase per direction, inner payload packets per direction, inner detectors done, the one that matched. */
+const CLIENT_PHASE = 0;
+const SERVER_PHASE = 1;
+const INNER_PACKETS = 2;
+const INNER_DONE = 4;
+const INNER_MATCHED = 5;
+const OWN_STATE_BYTES = 6;
+/** Set in CLIENT_PHASE when the client is the flow's responder. */
+const CLIENT_IS_RESPONDER = 0x80;
+const PHASE_MASK = 0x7f;
+
+/** Client phases. */
+const GREETING = 0;
+const REQUEST = 1;
+const REQUEST_AFTER_AUTH = 2;
+/** Server phases. */
+const METHOD = 0;
+const REPLY = 1;
+const REPLY_AFTER_AUTH = 2;
+/** Either direction: past the negotiation, or failed. */
+const TUNNEL = 3;
+const FAILED = 4;
+
+/** Negotiation packets before the tunnel: greeting, authentication and request, each answered. */
+const NEGOTIATION_PACKETS = 6;
+
+/** The inner detectors of one transport, each with the offset of its state within this detector's. */
+class InnerChain {
+  readonly offsets: Int32Array;
+  readonly allDone: number;
+  readonly stateBytes: number;
+  readonly budget: number;
+
+  constructor(readonly detectors: readonly Detector[]) {
+    if (detectors.length === 0 || detectors.length > 8) throw new RangeError('1 to 8 inner detectors: they share a one-byte give-up mask');
+    this.offsets = new Int32Array(detectors.length);
+    let bytes = OWN_STATE_BYTES;
+    detectors.forEach((detector, i) => {
+      this.offsets[i] = bytes;
+      bytes += detector.stateBytes;
+    });
+    this.stateBytes = bytes;
+    this.allDone = (1 << detectors.length) - 1;
+    this.budget = Math.max(...detectors.map((d) => d.budget));
+  }
+}
+
+/** The view of the tunnelled payload the inner detectors see (one of each, reused for every packet). */
+const inner = new InspectContext();
+const innerPacket = new PacketInfo();
+inner.pkt = innerPacket;
+
+/**
+ * SOCKS5 tunnels that carry BitTorrent: a CONNECT whose tunnelled stream one of `streamDetectors`
+ * recognises, UDP ASSOCIATE datagrams whose data one of `datagramDetectors` recognises. Not
+ * bannable: the other end is the proxy, which may serve many users for other traffic; the flow
+ * itself is stopped. Peers the inner detectors learn (DHT nodes, tracker answers) still reach the
+ * peer cache. Budget: the negotiation, then the largest inner budget.
+ */
+export function createSocks5Detector(streamDetectors: readonly Detector[], datagramDetectors: readonly Detector[]): Detector {
+  const streamChain = new InnerChain(streamDetectors);
+  const datagramChain = new InnerChain(datagramDetectors);
+  return {
+    name: 'socks5',
+    transports: OVER_TCP | OVER_UDP,
+    budget: NEGOTIATION_PACKETS + Math.max(streamChain.budget, datagramChain.budget),
+    stateBytes: Math.max(streamChain.stateBytes, datagramChain.stateBytes),
+    bannable: false,
+    provesPeers: false,
+    inspect(ctx: InspectContext): number {
+      return ctx.pkt.l4 === IPPROTO_TCP ? inspectStream(ctx, streamChain) : inspectDatagram(ctx, datagramChain);
+    },
+    learn(ctx: InspectContext): void {
+      const tcp = ctx.pkt.l4 === IPPROTO_TCP;
+      const chain = tcp ? streamChain : datagramChain;
+      const matched = ctx.state[ctx.stateOff + INNER_MATCHED] - 1;
+      const detector = chain.detectors[matched];
+      if (detector.learn === undefined) return;
+      const dataAt = tcp ? ctx.pkt.payloadOff : datagramData(ctx);
+      if (dataAt < 0) return;
+      enterInner(ctx, dataAt);
+      if (inner.flowIndex >= detector.budget) return;
+      inner.stateOff = ctx.stateOff + chain.offsets[matched];
+      detector.learn(inner);
+    },
+  };
+}
+
+/**
+ * The default SOCKS5 detector: tunnelled streams go to the BEP 3 handshake, MSE, HTTP tracker,
+ * HTTP BitTorrent, tracker name (TLS server name, HTTP Host) and signature detectors; datagrams to
+ * the DHT, uTP and UDP tracker ones.
+ */
+export const socks5Detector = createSocks5Detector(
+  [handshakeDetector, mseDetector, httpTrackerDetector, httpBittorrentDetector, trackerSniDetector, trackerHostDetector, signatureDetector],
+  [dhtDetector, utpDetector, udpTrackerDetector],
+);
+
+/** A CONNECT stream: the negotiation in each direction, then the tunnelled bytes to the inner detectors. */
+function inspectStream(ctx: InspectContext, chain: InnerChain): number {
+  const state = ctx.state;
+  const base = ctx.stateOff;
+  const pkt = ctx.pkt;
+  const buf = pkt.buf;
+  const start = pkt.payloadOff;
+  const end = start + pkt.payloadLen;
+  if (ctx.flowIndex === 0) {
+    // The client speaks first: its greeting is the flow's first payload.
+    if (buf[start] !== VERSION) return GIVE_UP;
+    if (ctx.dir === 1) state[base + CLIENT_PHASE] = CLIENT_IS_RESPONDER;
+  }
+  const fromClient = (state[base + CLIENT_PHASE] & CLIENT_IS_RESPONDER) === 0 ? ctx.dir === 0 : ctx.dir === 1;
+  const phaseAt = base + (fromClient ? CLIENT_PHASE : SERVER_PHASE);
+  let phase = state[phaseAt] & PHASE_MASK;
+  let at = start;
+  while (phase !== TUNNEL && phase !== FAILED && at < end) {
+    const length = fromClient ? clientMessage(buf, at, end, phase) : serverMessage(buf, at, end, phase);
+    if (length <= 0) phase = FAILED;
+    else {
+      phase = nextPhase(buf[at], phase, fromClient);
+      at += length;
+    }
+  }
+  state[phaseAt] = (state[phaseAt] & CLIENT_IS_RESPONDER) | phase;
+  if (phase === FAILED) return GIVE_UP;
+  if (phase !== TUNNEL || at >= end) return MORE;
+  return runInner(ctx, chain, at);
+}
+
+/** The phase after a whole message that starts with `first`. */
+function nextPhase(first: number, phase: number, fromClient: boolean): number {
+  if (phase === GREETING) return REQUEST; // also METHOD, the same value, on the server side
+  if (first === AUTH_VERSION) return fromClient ? REQUEST_AFTER_AUTH : REPLY_AFTER_AUTH;
+  return TUNNEL;
+}
+
+/** Length of the client's message expected in `phase` at buf[at], or -1 when it is not one. */
+function clientMessage(buf: Uint8Array, at: number, end: number, phase: number): number {
+  if (phase === GREETING) {
+    if (buf[at] !== VERSION || at + 1 >= end || buf[at + 1] === 0) return -1;
+    return at + 2 + buf[at + 1] <= end ? 2 + buf[at + 1] : -1;
+  }
+  if (buf[at] === AUTH_VERSION && phase === REQUEST) {
+    // RFC 1929: 01 ULEN UNAME PLEN PASSWD.
+    if (at + 1 >= end || buf[at + 1] === 0) return -1;
+    const passwordLengthAt = at + 2 + buf[at + 1];
+    if (passwordLengthAt >= end) return -1;
+    const length = passwordLengthAt + 1 + buf[passwordLengthAt] - at;
+    return at + length <= end ? length : -1;
+  }
+  if (buf[at] !== VERSION || at + 3 >= end || buf[at + 1] !== CMD_CONNECT || buf[at + 2] !== 0) return -1;
+  return addressedLength(buf, at + 3, end, 3);
+}
+
+/** Length of the server's message expected in `phase` at buf[at], or -1 when it is not one (or a refusal). */
+function serverMessage(buf: Uint8Array, at: number, end: number, phase: number): number {
+  if (at + 1 >= end) return -1;
+  if (phase === METHOD) return buf[at] === VERSION && buf[at + 1] !== NO_ACCEPTABLE_METHOD ? 2 : -1;
+  if (buf[at] === AUTH_VERSION && phase === REPLY) return buf[at + 1] === 0 ? 2 : -1;
+  if (buf[at] !== VERSION || buf[at + 1] !== 0 || at + 3 >= end || buf[at + 2] !== 0) return -1;
+  return addressedLength(buf, at + 3, end, 3);
+}
+
+/**
+ * Length of a message whose ATYP is at buf[atypAt], `before` bytes after the message start:
+ * `before` + ATYP + address + port; -1 when the address type is unknown or the message is cut.
+ */
+function addressedLength(buf: Uint8Array, atypAt: number, end: number, before: number): number {
+  const atyp = buf[atypAt];
+  let addressLength = -1;
+  if (atyp === ATYP_IPV4) addressLength = 4;
+  else if (atyp === ATYP_IPV6) addressLength = 16;
+  else if (atyp === ATYP_DOMAIN && atypAt + 1 < end && buf[atypAt + 1] > 0) addressLength = 1 + buf[atypAt + 1];
+  if (addressLength < 0) return -1;
+  const length = before + 1 + addressLength + 2;
+  return atypAt - before + length <= end ? length : -1;
+}
+
+/** A UDP ASSOCIATE datagram: its header checked and its data shown to the inner detectors. */
+function inspectDatagram(ctx: InspectContext, chain: InnerChain): number {
+  const dataAt = datagramData(ctx);
+  if (dataAt < 0) return GIVE_UP;
+  return runInner(ctx, chain, dataAt);
+}
+
+/**
+ * Offset of the data in the current datagram when it has a SOCKS5 UDP header (RSV 0, FRAG 0: the
+ * fragments of a split datagram cannot be shown whole), or -1. Points the inner packet's addresses
+ * and ports at the tunnelled peer's, so what the inner detectors learn names it.
+ */
+function datagramData(ctx: InspectContext): number {
+  const pkt = ctx.pkt;
+  const buf = pkt.buf;
+  const start = pkt.payloadOff;
+  const end = start + pkt.payloadLen;
+  if (end - start < 4 || buf[start] !== 0 || buf[start + 1] !== 0 || buf[start + 2] !== 0) return -1;
+  const headerLength = addressedLength(buf, start + 3, end, 3);
+  if (headerLength < 0 || start + headerLength >= end) return -1;
+  copyPacket(pkt);
+  const atyp = buf[start + 3];
+  const family = atyp === ATYP_IPV4 ? 4 : atyp === ATYP_IPV6 ? 6 : 0;
+  const portAt = start + headerLength - 2;
+  const port = (buf[portAt] << 8) | buf[portAt + 1];
+  // The header names the far peer: the destination of what the client sends, the source of what it receives.
+  if (family !== 0) {
+    const peerAt = start + 4;
+    const proxyAt = ctx.dir === 0 ? pkt.dstOff : pkt.srcOff;
+    // Without an address of the peer's family for the proxy, the peer stands on both ends.
+    const localAt = family === pkt.family ? proxyAt : peerAt;
+    innerPacket.family = family;
+    innerPacket.srcOff = ctx.dir === 0 ? localAt : peerAt;
+    innerPacket.dstOff = ctx.dir === 0 ? peerAt : localAt;
+  }
+  if (ctx.dir === 0) innerPacket.dport = port;
+  else innerPacket.sport = port;
+  return start + headerLength;
+}
+
+/** Copies the outer packet into the inner view (its payload is set by enterInner). */
+function copyPacket(pkt: PacketInfo): void {
+  innerPacket.buf = pkt.buf;
+  innerPacket.family = pkt.family;
+  innerPacket.ipOff = pkt.ipOff;
+  innerPacket.srcOff = pkt.srcOff;
+  innerPacket.dstOff = pkt.dstOff;
+  innerPacket.l4 = pkt.l4;
+  innerPacket.sport = pkt.sport;
+  innerPacket.dport = pkt.dport;
+  innerPacket.tcpFlags = pkt.tcpFlags;
+  innerPacket.tcpAck = pkt.tcpAck;
+  innerPacket.tunnelDepth = pkt.tunnelDepth + 1;
+}
+
+/**
+ * Sets the inner view to the tunnelled bytes buf[from, payload end) of the current packet, counted
+ * as the next inner payload packet of its direction. A stream's bytes keep their sequence numbers.
+ */
+function enterInner(ctx: InspectContext, from: number): void {
+  const pkt = ctx.pkt;
+  if (pkt.l4 === IPPROTO_TCP) copyPacket(pkt);
+  innerPacket.payloadOff = from;
+  innerPacket.payloadLen = pkt.payloadOff + pkt.payloadLen - from;
+  innerPacket.tcpSeq = (pkt.tcpSeq + (from - pkt.payloadOff)) >>> 0;
+  const state = ctx.state;
+  const countAt = ctx.stateOff + INNER_PACKETS;
+  inner.state = state;
+  inner.peers = ctx.peers;
+  inner.flow = ctx.flow;
+  inner.dir = ctx.dir;
+  inner.dirIndex = state[countAt + ctx.dir];
+  inner.flowIndex = state[countAt] + state[countAt + 1];
+  state[countAt + ctx.dir] = Math.min(inner.dirIndex + 1, 0xff);
+}
+
+/** Runs the inner detectors still interested over buf[from, payload end), the way the engine runs its chain. */
+function runInner(ctx: InspectContext, chain: InnerChain, from: number): number {
+  const state = ctx.state;
+  const base = ctx.stateOff;
+  enterInner(ctx, from);
+  let done = state[base + INNER_DONE];
+  const detectors = chain.detectors;
+  for (let i = 0; i < detectors.length; i++) {
+    const bit = 1 << i;
+    if ((done & bit) !== 0) continue;
+    const detector = detectors[i];
+    if (inner.flowIndex >= detector.budget) {
+      done |= bit;
+      continue;
+    }
+    inner.stateOff = base + chain.offsets[i];
+    const outcome = detector.inspect(inner);
+    if (outcome === MATCH) {
+      state[base + INNER_DONE] = done;
+      state[base + INNER_MATCHED] = i + 1;
+      return MATCH;
+    }
+    if (outcome === GIVE_UP) done |= bit;
+  }
+  state[base + INNER_DONE] = done;
+  return done === chain.allDone ? GIVE_UP : MORE;
+}

@@ -1,0 +1,371 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { GIVE_UP, InspectContext, MATCH, MORE } from '../../src/detect/detector.js';
+import { mseDetector } from '../../src/detect/mse.js';
+import { Engine, VERDICT_BITTORRENT, VERDICT_UNDECIDED } from '../../src/engine/engine.js';
+import { Clock } from '../../src/flow/clock.js';
+import { PeerCache } from '../../src/flow/peers.js';
+import { LINKTYPE_RAW } from '../../src/packet/linktype.js';
+import { IPPROTO_TCP, PacketInfo, TCP_SYN } from '../../src/packet/packet.js';
+import { scanCapture } from '../helpers/capture.js';
+import { ascii, concat, ipv4Address, packet4, tcp, u16 } from '../helpers/frames.js';
+
+/** One TCP segment: its direction (0 from the initiator), its offset in that direction's stream, its bytes. */
+interface Segment {
+  dir: number;
+  at: number;
+  bytes: Uint8Array;
+}
+
+/** A seeded xorshift32, so every run draws the same "random" bytes and exchanges. */
+function randomSource(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return s >>> 0;
+  };
+}
+
+const next = randomSource(0x6d7365);
+/** n random bytes: what every MSE byte looks like. */
+function random(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = next() & 0xff;
+  return out;
+}
+
+const HANDSHAKE = concat([19], ascii('BitTorrent protocol'), new Uint8Array(8), random(20), ascii('-TR4050-012345678901'));
+
+/** One segment per burst, in order: [direction, bytes]... */
+function bursts(...parts: [number, Uint8Array][]): Segment[] {
+  const at = [0, 0];
+  return parts.map(([dir, bytes]) => {
+    const segment = { dir, at: at[dir], bytes };
+    at[dir] += bytes.length;
+    return segment;
+  });
+}
+
+/** Cuts one segment into pieces of the given sizes (the rest in a last piece). */
+function cut(segment: Segment, ...sizes: number[]): Segment[] {
+  const pieces: Segment[] = [];
+  let from = 0;
+  for (const size of [...sizes, segment.bytes.length]) {
+    const to = Math.min(from + size, segment.bytes.length);
+    if (to > from) pieces.push({ dir: segment.dir, at: segment.at + from, bytes: segment.bytes.subarray(from, to) });
+    from = to;
+  }
+  return pieces;
+}
+
+/** libtorrent, aria2: the handshake follows message 4 on its own (A's burst of exactly 68). */
+function handshakeAfterSync(padA: number, padB: number, padC: number, padD: number, answer = 68 + 220): Segment[] {
+  return bursts([0, random(96 + padA)], [1, random(96 + padB)], [0, random(56 + padC)], [1, random(14 + padD)], [0, random(68)], [1, random(answer)]);
+}
+
+/** Transmission, rtorrent: the handshake is IA in a 124-byte message 3; B writes its own right after message 4. */
+function handshakeInSync(padA: number, padB: number, ...after: [number, number][]): Segment[] {
+  return bursts([0, random(96 + padA)], [1, random(96 + padB)], [0, random(124)], [1, random(82)], [1, random(134)], ...after.map(([dir, n]): [number, Uint8Array] => [dir, random(n)]));
+}
+
+const ISN = [0xfffffff0, 0x7ffffff8]; // the initiator's close to wrap-around: sequence arithmetic must be modular
+
+/** Sends the segments of one connection (10.0.0.1:40000 to 10.0.0.2:port) through an engine running mse alone. */
+function verdictOf(segments: Segment[], responderPort = 51413, opening: 'syn' | 'none' = 'none'): { verdict: number; rule: string } {
+  const engine = new Engine({ flowCapacity: 8, detectors: [mseDetector] });
+  const frame = (dir: number, bytes: Uint8Array, seq: number, flags = 0x18) =>
+    dir === 0
+      ? packet4('10.0.0.1', '10.0.0.2', 6, tcp(40000, responderPort, bytes, { seq, flags }))
+      : packet4('10.0.0.2', '10.0.0.1', 6, tcp(responderPort, 40000, bytes, { seq, flags }));
+  let verdict = VERDICT_UNDECIDED;
+  if (opening === 'syn') {
+    const syn = frame(0, new Uint8Array(0), (ISN[0] - 1) >>> 0, TCP_SYN);
+    engine.process(syn, 0, syn.length, LINKTYPE_RAW);
+  }
+  for (const { dir, at, bytes } of segments) {
+    const packet = frame(dir, bytes, (ISN[dir] + at) >>> 0);
+    verdict = engine.process(packet, 0, packet.length, LINKTYPE_RAW);
+    if (verdict !== VERDICT_UNDECIDED) break;
+  }
+  const flow = engine.lastFlow;
+  return { verdict, rule: flow >= 0 ? engine.ruleNames[engine.flows.rule[flow]] : '' };
+}
+
+function named(segments: Segment[], responderPort?: number): boolean {
+  const { verdict, rule } = verdictOf(segments, responderPort);
+  return verdict === VERDICT_BITTORRENT && rule === 'mse';
+}
+
+/**
+ * Runs mse alone over a connection the way the engine does (budget, per-direction packet
+ * indexes), without building frames: fast enough for hundreds of thousands of random exchanges.
+ * With `guard`, the payload buffer is a Proxy that records every read outside the payload and the
+ * two addresses (the peer cache may read those).
+ */
+class DirectRunner {
+  readonly pkt = new PacketInfo();
+  readonly ctx = new InspectContext();
+  readonly strayReads: number[] = [];
+  private readonly plain = new Uint8Array(8 + 2048);
+  private readonly guarded: Uint8Array;
+  private payloadEnd = 0;
+
+  constructor() {
+    this.ctx.pkt = this.pkt;
+    this.ctx.peers = new PeerCache(64, 3_600_000, new Clock());
+    this.ctx.state = new Uint8Array(mseDetector.stateBytes + 8);
+    this.ctx.stateOff = 4;
+    this.pkt.family = 4;
+    this.pkt.l4 = IPPROTO_TCP;
+    this.pkt.payloadOff = 8;
+    this.guarded = new Proxy(this.plain, {
+      get: (target, property) => {
+        if (typeof property === 'string' && /^\d+$/.test(property)) {
+          const index = Number(property);
+          if (index >= this.payloadEnd) this.strayReads.push(index);
+          return target[index];
+        }
+        const value: unknown = Reflect.get(target, property, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+  }
+
+  /** The outcome: MATCH, GIVE_UP (by the detector or the budget) or MORE when the segments ran out. */
+  run(segments: readonly Segment[], responderPort = 51413, guard = false): number {
+    const { ctx, pkt, plain } = this;
+    ctx.state.fill(0);
+    pkt.buf = guard ? this.guarded : plain;
+    const packets = [0, 0];
+    let flowIndex = 0;
+    for (const { dir, at, bytes } of segments) {
+      if (bytes.length === 0) continue;
+      if (flowIndex >= mseDetector.budget) return GIVE_UP;
+      plain.set(dir === 0 ? [...ipv4Address('10.0.0.1'), ...ipv4Address('10.0.0.2')] : [...ipv4Address('10.0.0.2'), ...ipv4Address('10.0.0.1')]);
+      plain.set(bytes, 8);
+      this.payloadEnd = 8 + bytes.length;
+      pkt.srcOff = 0;
+      pkt.dstOff = 4;
+      pkt.sport = dir === 0 ? 40000 : responderPort;
+      pkt.dport = dir === 0 ? responderPort : 40000;
+      pkt.tcpSeq = (ISN[dir] + at) >>> 0;
+      pkt.payloadLen = bytes.length;
+      ctx.dir = dir;
+      ctx.dirIndex = packets[dir]++;
+      ctx.flowIndex = flowIndex++;
+      const outcome = mseDetector.inspect(ctx);
+      if (outcome !== MORE) return outcome;
+    }
+    return MORE;
+  }
+}
+
+describe('mse detector (Message Stream Encryption)', () => {
+  describe('names the handshake of each way clients send the BEP 3 handshake behind it', () => {
+    it.each([
+      ['after message 4, with pads', handshakeAfterSync(200, 37, 100, 300)],
+      ['after message 4, no pads at all', handshakeAfterSync(0, 0, 0, 0)],
+      ['after message 4, the largest pads', handshakeAfterSync(512, 512, 512, 512)],
+      ['after message 4, answered by the bare 68-byte handshake (aria2)', handshakeAfterSync(10, 300, 231, 99, 68)],
+      ['inside message 3, then bare messages from both sides (Transmission)', handshakeInSync(285, 123, [0, 169], [1, 43], [0, 5], [1, 5])],
+      ['inside message 3, then a keep-alive and an interested (rtorrent)', bursts([0, random(508)], [1, random(109)], [0, random(124)], [1, random(199)], [0, random(121)], [1, random(4)], [0, random(5)])],
+      [
+        'inside message 3 with a padded message 4, three bare messages',
+        bursts([0, random(300)], [1, random(200)], [0, random(124)], [1, random(14 + 40 + 68 + 150)], [0, random(190)], [1, random(5)], [0, random(9)], [1, random(17)]),
+      ],
+      [
+        'plaintext selected: the handshake right after message 4 (crypto_select 1)',
+        bursts([0, random(250)], [1, random(400)], [0, random(124)], [1, concat(random(14 + 20), HANDSHAKE)]),
+      ],
+    ])('%s', (_name, segments) => {
+      expect(named(segments)).toBe(true);
+    });
+
+    it('names a plaintext handshake after MSE even on a service port, where length evidence alone is not enough', () => {
+      const segments = bursts([0, random(400)], [1, random(150)], [0, random(300)], [1, random(80)], [0, random(68)], [1, concat(HANDSHAKE, random(200))]);
+      expect(named(segments, 443)).toBe(true);
+      expect(named(handshakeAfterSync(400 - 96, 150 - 96, 244, 66), 443)).toBe(false);
+    });
+  });
+
+  describe('follows the stream however TCP cuts it', () => {
+    const flow = handshakeAfterSync(300, 412, 200, 100);
+    it.each([
+      ['Ya+PadA in two segments', [...cut(flow[0], 150), ...flow.slice(1)]],
+      ['every message in several segments', flow.flatMap((segment, i) => (i === 4 ? [segment] : cut(segment, 96, 50)))],
+      ['a retransmitted Yb', [flow[0], flow[1], flow[1], ...flow.slice(2)]],
+      ['message 3 reordered', [flow[0], flow[1], ...cut(flow[2], 100).reverse(), ...flow.slice(3)]],
+      ['a segment of message 3 the capture missed', [flow[0], flow[1], cut(flow[2], 100)[1], ...flow.slice(3)]],
+    ] as [string, Segment[]][])('%s', (_name, segments) => {
+      expect(named(segments)).toBe(true);
+    });
+
+    it('names any cut of any handshake into segments', () => {
+      // Writes that TCP never cuts: Ya and Yb open their direction's first segment whole (96 bytes
+      // at least), and a segment whose exact length is evidence (B's handshake after message 4, a
+      // bare message) is one write of less than a segment.
+      const cuttable = { after: [true, true, true, true, true, false], inSync: [true, true, true, false, true, true, false, false, false] };
+      fc.assert(
+        fc.property(
+          fc.tuple(fc.nat(512), fc.nat(512), fc.nat(512), fc.nat(512)),
+          fc.boolean(),
+          fc.array(fc.array(fc.integer({ min: 1, max: 300 }), { maxLength: 2 }), { minLength: 9, maxLength: 9 }),
+          ([padA, padB, padC, padD], inSync, cutsPerBurst) => {
+            const flow = inSync ? handshakeInSync(padA, padB, [0, 200], [1, 5], [0, 9], [1, 17]) : handshakeAfterSync(padA, padB, padC, padD);
+            const canCut = inSync ? cuttable.inSync : cuttable.after;
+            const segments = flow.flatMap((segment, i) =>
+              canCut[i] ? cut(segment, ...cutsPerBurst[i].map((size, j) => (i < 2 && j === 0 ? 96 + size : size))) : [segment],
+            );
+            expect(named(segments)).toBe(true);
+          },
+        ),
+        { numRuns: 60 },
+      );
+    });
+  });
+
+  describe('does not name look-alikes', () => {
+    const tlsRecord = (type: number, n: number) => concat([type, 0x03, 0x03], u16(n - 5), random(n - 5));
+    it.each([
+      [
+        'TLS with MSE-like sizes (ClientHello, ServerHello, Finished, ...)',
+        bursts([0, tlsRecord(0x16, 517)], [1, tlsRecord(0x16, 155)], [0, tlsRecord(0x14, 64)], [1, tlsRecord(0x17, 300)], [0, tlsRecord(0x17, 68)], [1, tlsRecord(0x17, 200)]),
+      ],
+      [
+        'SSH with MSE-like sizes',
+        bursts([0, concat(ascii('SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n'), random(300))], [1, random(400)], [0, random(100)], [1, random(50)], [0, random(68)], [1, random(100)]),
+      ],
+      ['a sparse binary protocol', bursts([0, new Uint8Array(300).fill(1, 0, 20)], [1, random(200)], [0, random(100)], [1, random(50)], [0, random(68)], [1, random(100)])],
+      [
+        'a protocol framed by a 2-byte length (OpenVPN over TCP)',
+        bursts([0, concat(u16(298), random(298))], [1, random(200)], [0, random(100)], [1, random(50)], [0, random(68)], [1, random(100)]),
+      ],
+      ["A's next burst one byte longer than the handshake", bursts([0, random(300)], [1, random(200)], [0, random(100)], [1, random(50)], [0, random(69)], [1, random(100)])],
+      ["B's answer to a 68-byte burst shorter than its own handshake", bursts([0, random(300)], [1, random(200)], [0, random(100)], [1, random(50)], [0, random(68)], [1, random(40)])],
+      ['a 68-byte burst after a message 3 that had room for IA', bursts([0, random(300)], [1, random(200)], [0, random(600)], [1, random(50)], [0, random(68)], [1, random(100)])],
+      ['a 124-byte message 3 with nothing bare after it', handshakeInSync(100, 100, [0, 169], [1, 43], [0, 73], [1, 1200], [0, 222], [1, 1300])],
+      ['only bare messages, no exact length in the handshake', bursts([0, random(300)], [1, random(200)], [0, random(300)], [1, random(300)], [0, random(5)], [1, random(9)])],
+      ['an obfs4 client handshake (longer than Ya and the largest PadA)', bursts([0, random(1400)], [0, random(3000)], [1, random(300)])],
+      ['a proxied server flight longer than Yb and the largest PadB', bursts([0, random(300)], [1, random(1400)], [0, random(100)], [1, random(50)], [0, random(68)], [1, random(100)])],
+      ['Ya cut before its 96 bytes', bursts([0, random(60)], [0, random(200)], [1, random(200)], [0, random(100)], [1, random(50)], [0, random(68)], [1, random(100)])],
+      ['a message 3 shorter than its fixed fields', bursts([0, random(300)], [1, random(200)], [0, random(55)], [1, random(50)], [0, random(68)], [1, random(100)])],
+      ['a message 4 shorter than its fixed fields', bursts([0, random(300)], [1, random(200)], [0, random(100)], [1, random(13)], [0, random(68)], [1, random(100)])],
+    ])('%s', (_name, segments) => {
+      expect(named(segments)).toBe(false);
+    });
+
+    it('gives up when the responder speaks first', () => {
+      const { verdict } = verdictOf(bursts([1, random(300)], [0, random(200)]), 51413, 'syn');
+      expect(verdict).not.toBe(VERDICT_BITTORRENT);
+      expect(new DirectRunner().run(bursts([1, random(300)]))).toBe(GIVE_UP);
+    });
+  });
+
+  describe('on real captures', () => {
+    // libtorrent 2.0 in two namespaces, one capture per encryption setting (fixtures/mse/make-fixtures.sh).
+    it.each(['rc4', 'plaintext', 'both', 'enabled'])('names every connection of libtorrent with %s', (name) => {
+      const { flows, engine } = scanCapture(`fixtures/mse/${name}.pcap`, { detectors: [mseDetector] });
+      expect(flows.length).toBeGreaterThanOrEqual(6);
+      expect(flows.length).toBe(engine.flows.size);
+      expect(flows.every((flow) => flow.rule === 'mse')).toBe(true);
+    });
+
+    // Shadowsocks AEAD and VMess carrying keep-alive HTTP(S) with small responses: a third of their
+    // connections open with the MSE shape (fixtures/mse/make-proxy-fixtures.sh).
+    it.each(['proxy-shadowsocks', 'proxy-vmess'])('names no connection in %s', (name) => {
+      const { flows, engine } = scanCapture(`fixtures/mse/${name}.pcap`, { detectors: [mseDetector] });
+      expect(engine.flows.size).toBeGreaterThanOrEqual(36);
+      expect(flows.filter((flow) => flow.bittorrent)).toEqual([]);
+    });
+
+    const lab = 'fixtures/lab/bt';
+    // A handshake the responder never answered ("unfinished": Ya+PadA, then nothing) is one random
+    // blob, which only the peer cache can name; every answered one counts.
+    it.skipIf(!existsSync(`${lab}/truth.json`))('names at least 95 % of the answered MSE connections of the client lab, and no flow that is not BitTorrent', () => {
+      type Label = { l4: string; a: string; b: string; bittorrent: boolean; encrypted?: boolean; crypto?: string };
+      const truth = JSON.parse(readFileSync(`${lab}/truth.json`, 'utf8')) as Record<string, Label[]>;
+      let encrypted = 0;
+      let caught = 0;
+      for (const [capture, labels] of Object.entries(truth)) {
+        if (!existsSync(`${lab}/${capture}`)) continue;
+        const key = (x: string, y: string) => [x, y].sort().join(' ');
+        const named = new Set(scanCapture(`${lab}/${capture}`, { detectors: [mseDetector] }).flows.filter((f) => f.bittorrent).map((f) => key(f.initiator, f.responder)));
+        const tcpLabels = labels.filter((f) => f.l4 === 'tcp');
+        const encryptedKeys = tcpLabels.filter((f) => f.encrypted && f.crypto !== 'unfinished').map((f) => key(f.a, f.b));
+        const bittorrentKeys = new Set(tcpLabels.filter((f) => f.bittorrent).map((f) => key(f.a, f.b)));
+        encrypted += encryptedKeys.length;
+        caught += encryptedKeys.filter((k) => named.has(k)).length;
+        // aria2 opens with MSE even when plaintext is allowed: those flows are named, rightly.
+        expect([...named].filter((k) => !bittorrentKeys.has(k))).toEqual([]);
+      }
+      expect(encrypted).toBeGreaterThan(0);
+      expect(caught / encrypted).toBeGreaterThanOrEqual(0.95);
+    });
+
+    const clean = 'fixtures/lab/clean';
+    const cleanCaptures = existsSync(clean) ? readdirSync(clean).filter((name) => name.endsWith('.pcap')) : [];
+    it.skipIf(cleanCaptures.length === 0)('names nothing in the clean lab (Shadowsocks, obfs4, VMess, TLS, SSH, ...)', () => {
+      for (const name of cleanCaptures) {
+        const { flows } = scanCapture(`${clean}/${name}`, { detectors: [mseDetector] });
+        expect(flows.filter((flow) => flow.bittorrent).map((flow) => `${name} ${flow.initiator}`)).toEqual([]);
+      }
+    });
+  });
+
+  describe('on random exchanges', () => {
+    const runner = new DirectRunner();
+    /** Random payload bytes for a segment: a window into one large random pool. */
+    const pool = random(1 << 16);
+    const draw = randomSource(0x5eed);
+    const segmentOf = (dir: number, at: number[]) => {
+      const length = 1 + (draw() % 1460);
+      const from = draw() % (pool.length - length);
+      const segment = { dir, at: at[dir], bytes: pool.subarray(from, from + length) };
+      at[dir] += length;
+      return segment;
+    };
+
+    it.each([
+      ['each segment from either side', (i: number) => (i === 0 ? 0 : draw() & 1)],
+      ['the sides taking turns, one segment each', (i: number) => i & 1],
+    ])('names none of 100,000 exchanges of 2-12 random segments of 1-1460 random bytes, %s', (_name, sideOf) => {
+      let named = 0;
+      for (let n = 0; n < 100_000; n++) {
+        const at = [0, 0];
+        const segments: Segment[] = [];
+        const count = 2 + (draw() % 11);
+        for (let i = 0; i < count; i++) segments.push(segmentOf(sideOf(i), at));
+        if (runner.run(segments) === MATCH) named++;
+      }
+      expect(named).toBe(0);
+    });
+
+    it('never throws nor reads outside the payload and addresses, whatever the segments', () => {
+      const mseSized = fc.constantFrom(4, 5, 14, 56, 68, 82, 96, 124, 300, 526, 568, 608, 609, 636);
+      const segment = fc.record({
+        dir: fc.integer({ min: 0, max: 1 }),
+        length: fc.oneof(mseSized, fc.integer({ min: 0, max: 1460 })),
+        seqShift: fc.oneof(fc.constant(0), fc.integer({ min: -2000, max: 70_000 })),
+        fill: fc.oneof(fc.constant(-1), fc.integer({ min: 0, max: 255 })),
+      });
+      fc.assert(
+        fc.property(fc.array(segment, { maxLength: 40 }), fc.integer({ min: 0, max: 65535 }), (drawn, port) => {
+          const at = [0, 0];
+          const segments = drawn.map(({ dir, length, seqShift, fill }) => {
+            const bytes = fill < 0 ? random(length) : new Uint8Array(length).fill(fill);
+            const s = { dir, at: (at[dir] + seqShift) >>> 0, bytes };
+            at[dir] = (s.at + length) >>> 0;
+            return s;
+          });
+          runner.strayReads.length = 0;
+          expect([MATCH, MORE, GIVE_UP]).toContain(runner.run(segments, port, true));
+          expect(runner.strayReads).toEqual([]);
+        }),
+        { numRuns: 300 },
+      );
+    });
+  });
+});
