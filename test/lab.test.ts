@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -9,8 +9,19 @@ const SCORE = resolve(ROOT, '../shared/corpus/score.py');
 const work = mkdtempSync(join(tmpdir(), 'btwall-lab-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-/** Scans one lab folder's captures and scores them against its truth.json; returns the summary figures. */
-function scoreLab(folder: string): { figures: Record<string, string>; listing: string } {
+interface TruthFlow {
+  l4: string;
+  a: string;
+  b: string;
+  bittorrent: boolean;
+  encrypted?: boolean;
+}
+
+/**
+ * Scans one lab folder's captures and scores them against its truth.json with the corpus scorer;
+ * also returns which flows were flagged, keyed as the labels are (file, l4, both endpoints).
+ */
+function scoreLab(folder: string): { figures: Record<string, string>; listing: string; flagged: Set<string>; truth: Record<string, TruthFlow[]> } {
   const dir = join(ROOT, 'fixtures/lab', folder);
   const captures = readdirSync(dir)
     .filter((name) => name.endsWith('.pcap') || name.endsWith('.pcapng'))
@@ -21,10 +32,34 @@ function scoreLab(folder: string): { figures: Record<string, string>; listing: s
   writeFileSync(verdicts, scan.stdout);
   const score = spawnSync('python3', [SCORE, join(dir, 'truth.json'), verdicts, '--list'], { encoding: 'utf8' });
   const summary = score.stdout.trim().split('\n').at(-1) ?? '';
-  return { figures: Object.fromEntries(summary.split(' ').map((pair) => pair.split('='))), listing: score.stdout };
+  const endpoint = (address: string, port: unknown) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
+  const flagged = new Set(
+    scan.stdout
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line) => JSON.parse(line) as Record<string, string>)
+      .filter((r) => r.verdict === 'bittorrent')
+      .map((r) => flowKey(basename(r.file), r.l4, endpoint(r.src, r.sport), endpoint(r.dst, r.dport))),
+  );
+  const truth = JSON.parse(readFileSync(join(dir, 'truth.json'), 'utf8')) as Record<string, TruthFlow[]>;
+  return { figures: Object.fromEntries(summary.split(' ').map((pair) => pair.split('='))), listing: score.stdout, flagged, truth };
+}
+
+function flowKey(file: string, l4: string, a: string, b: string): string {
+  return [file, l4, ...[a, b].sort()].join(' ');
 }
 
 describe('namespace lab captures (fixtures/lab, made by test/lab/*.sh)', () => {
+  it('catches at least 99 % of the BitTorrent flows of 7 real clients in plain, encrypted, uTP, DHT and UDP-tracker modes, and 95 % of the encrypted peer flows', () => {
+    const { figures, listing, flagged, truth } = scoreLab('bt');
+    expect(Number(figures.bt), listing).toBeGreaterThan(600);
+    expect(Number(figures.recall), listing).toBeGreaterThanOrEqual(0.99);
+    const encrypted = Object.entries(truth).flatMap(([file, flows]) => flows.filter((f) => f.encrypted).map((f) => flowKey(file, f.l4, f.a, f.b)));
+    expect(encrypted.length).toBeGreaterThan(30);
+    const caught = encrypted.filter((key) => flagged.has(key));
+    expect(caught.length / encrypted.length, `missed: ${encrypted.filter((k) => !flagged.has(k)).join(', ')}`).toBeGreaterThanOrEqual(0.95);
+  });
+
   it('flags nothing among HTTPS, SSH, DNS, STUN/TURN, SIP/RTP, iperf3, Shadowsocks, obfs4, VMess and WireGuard flows', () => {
     const { figures, listing } = scoreLab('clean');
     expect(Number(figures.nonbt), listing).toBeGreaterThan(300);
