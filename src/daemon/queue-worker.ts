@@ -6,6 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { CidrSet, PRIVATE_CIDRS } from '../config/cidr.js';
 import type { Config } from '../config/config.js';
+import { detectorChain } from '../detect/registry.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN } from '../engine/engine.js';
 import { CONNMARK_BITTORRENT, CONNMARK_CLEAN, CONNMARK_MASK } from '../firewall/rules.js';
 import { formatAddress } from '../flow/address.js';
@@ -47,6 +48,7 @@ const allow = new CidrSet(config.allowCidrs);
 // Without LOCAL_CIDRS, the private ranges are where a gateway's own users are.
 const local = new CidrSet(config.localCidrs.length > 0 ? config.localCidrs : PRIVATE_CIDRS);
 const engine = new Engine({
+  detectors: detectorChain({ blockSocks: config.blockSocks }),
   flowCapacity: config.flowCapacity,
   idleTimeoutMs: config.flowIdleTimeoutS * 1000,
   peerCapacity: config.peerCacheSize,

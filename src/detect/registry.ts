@@ -9,6 +9,7 @@ import { peerCacheDetector } from './peer-cache.js';
 import { peerMessagesDetector } from './peer-messages.js';
 import { signatureDetector } from './signatures.js';
 import { socks5Detector } from './socks5.js';
+import { socks5ProxyDetector } from './socks5-proxy.js';
 import { trackerDomainDetector } from './tracker-domain.js';
 import { trackerHostDetector } from './tracker-host.js';
 import { trackerSniDetector } from './tracker-sni.js';
@@ -37,3 +38,10 @@ export const DETECTORS: readonly Detector[] = [
   mseDetector,
   peerCacheDetector,
 ];
+
+/** The chain for a configuration: BLOCK_SOCKS adds every SOCKS5 tunnel, right after the BitTorrent-in-SOCKS5 rule. */
+export function detectorChain(options: { blockSocks: boolean }): readonly Detector[] {
+  if (!options.blockSocks) return DETECTORS;
+  const at = DETECTORS.indexOf(socks5Detector) + 1;
+  return [...DETECTORS.slice(0, at), socks5ProxyDetector, ...DETECTORS.slice(at)];
+}

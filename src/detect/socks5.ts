@@ -93,11 +93,11 @@ inner.pkt = innerPacket;
  * itself is stopped. Peers the inner detectors learn (DHT nodes, tracker answers) still reach the
  * peer cache. Budget: the negotiation, then the largest inner budget.
  */
-export function createSocks5Detector(streamDetectors: readonly Detector[], datagramDetectors: readonly Detector[]): Detector {
+export function createSocks5Detector(name: string, streamDetectors: readonly Detector[], datagramDetectors: readonly Detector[]): Detector {
   const streamChain = new InnerChain(streamDetectors);
   const datagramChain = new InnerChain(datagramDetectors);
   return {
-    name: 'socks5',
+    name,
     transports: OVER_TCP | OVER_UDP,
     budget: NEGOTIATION_PACKETS + Math.max(streamChain.budget, datagramChain.budget),
     stateBytes: Math.max(streamChain.stateBytes, datagramChain.stateBytes),
@@ -128,6 +128,7 @@ export function createSocks5Detector(streamDetectors: readonly Detector[], datag
  * the DHT, uTP and UDP tracker ones.
  */
 export const socks5Detector = createSocks5Detector(
+  'socks5',
   [handshakeDetector, mseDetector, httpTrackerDetector, httpBittorrentDetector, trackerSniDetector, trackerHostDetector, signatureDetector],
   [dhtDetector, utpDetector, udpTrackerDetector],
 );

@@ -9,6 +9,8 @@ import { signatureDetector } from '../../src/detect/signatures.js';
 import { trackerSniDetector } from '../../src/detect/tracker-sni.js';
 import { udpTrackerDetector } from '../../src/detect/udp-tracker.js';
 import { createSocks5Detector, socks5Detector } from '../../src/detect/socks5.js';
+import { socks5ProxyDetector } from '../../src/detect/socks5-proxy.js';
+import { DETECTORS, detectorChain } from '../../src/detect/registry.js';
 import { scanCapture } from '../helpers/capture.js';
 import { FlowRunner, type Datagram } from '../helpers/detector-run.js';
 import { ascii, concat, u16, u32 } from '../helpers/frames.js';
@@ -171,8 +173,30 @@ describe.runIf(existsSync(LAB_CAPTURE))('socks5 detector on libtorrent behind a 
 
   it('finds what each tunnel carries with the inner detector made for it', () => {
     // One peer connection (username/password, then the BEP 3 handshake), HTTPS and HTTP announces, UDP tracker and DHT datagrams.
-    expect(flagged(createSocks5Detector([handshakeDetector], [dhtDetector])).map((f) => f.responder)).toEqual(['10.79.0.2:1080']);
-    expect(flagged(createSocks5Detector([trackerSniDetector], [dhtDetector])).length).toBeGreaterThanOrEqual(2);
-    expect(flagged(createSocks5Detector([signatureDetector], [udpTrackerDetector])).some((f) => isRelay(f.responder))).toBe(true);
+    expect(flagged(createSocks5Detector('socks5', [handshakeDetector], [dhtDetector])).map((f) => f.responder)).toEqual(['10.79.0.2:1080']);
+    expect(flagged(createSocks5Detector('socks5', [trackerSniDetector], [dhtDetector])).length).toBeGreaterThanOrEqual(2);
+    expect(flagged(createSocks5Detector('socks5', [signatureDetector], [udpTrackerDetector])).some((f) => isRelay(f.responder))).toBe(true);
+  });
+});
+
+describe('socks5-proxy detector (BLOCK_SOCKS)', () => {
+  const ordinary = [...NEGOTIATION, client(ascii('GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n'))];
+
+  it('matches a tunnel whatever it carries, where the BitTorrent rule does not', () => {
+    expect(stream(ordinary).outcome).not.toBe(MATCH);
+    expect(stream(ordinary, socks5ProxyDetector).outcome).toBe(MATCH);
+    expect(new FlowRunner(socks5ProxyDetector).run([{ dir: 0, payload: concat(udpHeader(), ascii('hello')) }], true).outcome).toBe(MATCH);
+  });
+
+  it('does not match a negotiation that never opens a tunnel, nor what is not SOCKS5', () => {
+    expect(stream([client(GREETING), server([5, 0xff]), client(ascii('GET /'))], socks5ProxyDetector).outcome).not.toBe(MATCH);
+    expect(stream([client(ascii('GET / HTTP/1.1\r\n\r\n'))], socks5ProxyDetector).outcome).not.toBe(MATCH);
+  });
+
+  it('joins the chain only with BLOCK_SOCKS, right after the BitTorrent-in-SOCKS5 rule', () => {
+    expect(detectorChain({ blockSocks: false })).toBe(DETECTORS);
+    const names = detectorChain({ blockSocks: true }).map((d) => d.name);
+    expect(names.indexOf('socks5-proxy')).toBe(names.indexOf('socks5') + 1);
+    expect(names).toHaveLength(DETECTORS.length + 1);
   });
 });
