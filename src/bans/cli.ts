@@ -1,7 +1,7 @@
 /** `btwall bans`: the pinned XDP ban maps, read and edited whether the daemon runs or not. */
 import { pino } from 'pino';
 import { CidrSet } from '../config/cidr.js';
-import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from '../config/config.js';
+import { withConfig, type Config } from '../config/config.js';
 import { BanMaps, banRefusal, enforcement, errorMessage, ownAddresses, parseAddress, XdpProgram, type BanEntry } from './xdp.js';
 
 export const BANS_USAGE = `usage: btwall bans [list [--json]]
@@ -29,14 +29,10 @@ export function bansCommand(args: readonly string[]): number {
     process.stdout.write(`${BANS_USAGE}\n`);
     return 0;
   }
-  let config: Config;
-  try {
-    config = loadConfig(process.env);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    process.stderr.write(`btwall: ${error.message}\n`);
-    return EXIT_CONFIG;
-  }
+  return withConfig(process.env, (config) => runBansCommand(config, command, rest));
+}
+
+function runBansCommand(config: Config, command: string, rest: readonly string[]): number {
   try {
     switch (command) {
       case 'list': {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { bansCommand } from '../bans/cli.js';
-import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from '../config/config.js';
+import { withConfig, type Config } from '../config/config.js';
 import { installCommands, removalSteps, shellLine } from '../firewall/rules.js';
 import { runDaemon } from '../daemon/daemon.js';
 import { SCAN_USAGE, scanCommand } from './scan.js';
@@ -21,19 +21,6 @@ ${SCAN_USAGE}`;
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
-}
-
-/** Runs `command` with the validated configuration, or prints every problem and returns exit code 78. */
-function withConfig(command: (config: Config) => number): number {
-  let config: Config;
-  try {
-    config = loadConfig(process.env);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    process.stderr.write(`btwall: ${error.message}\n`);
-    return EXIT_CONFIG;
-  }
-  return command(config);
 }
 
 function printConfig(config: Config): number {
@@ -68,9 +55,9 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'run':
       return runDaemon(process.env);
     case 'check-config':
-      return withConfig(printConfig);
+      return withConfig(process.env, printConfig);
     case 'rules':
-      return withConfig(printRules);
+      return withConfig(process.env, printRules);
     case 'bans':
       return bansCommand(args);
     case 'version':

@@ -201,3 +201,19 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     peerCacheTtlS: c.PEER_CACHE_TTL,
   };
 }
+
+/**
+ * Runs `use` with the validated environment; when it is invalid, prints every problem and returns
+ * exit code 78 instead, having touched nothing.
+ */
+export function withConfig<T>(env: NodeJS.ProcessEnv, use: (config: Config) => T): T | typeof EXIT_CONFIG {
+  let config: Config;
+  try {
+    config = loadConfig(env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`btwall: ${error.message}\n`);
+    return EXIT_CONFIG;
+  }
+  return use(config);
+}

@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
 import { DryRunBanSink, type BanSink } from '../bans/sink.js';
 import { XdpBanSink, XdpUnavailableError } from '../bans/xdp.js';
-import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from '../config/config.js';
+import { withConfig, type Config } from '../config/config.js';
 import { installRules, removeRules } from '../firewall/apply.js';
 import { DetectionLog } from './detection-log.js';
 import { InterfaceNames } from './interfaces.js';
@@ -16,15 +16,11 @@ const STATS_INTERVAL_MS = 60_000;
  * serves until SIGTERM or SIGINT, when the queues unbind, the rules go and the process exits 0.
  * SIGHUP reopens the detection log. This thread is the control plane: rules, logs, bans.
  */
-export async function runDaemon(env: NodeJS.ProcessEnv): Promise<number> {
-  let config: Config;
-  try {
-    config = loadConfig(env);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    process.stderr.write(`btwall: ${error.message}\n`);
-    return EXIT_CONFIG;
-  }
+export function runDaemon(env: NodeJS.ProcessEnv): Promise<number> {
+  return Promise.resolve(withConfig(env, serve));
+}
+
+async function serve(config: Config): Promise<number> {
   const log = pino({ level: config.logLevel, base: { service: 'btwall' } });
   const daemon = new Daemon(config, log);
   try {
