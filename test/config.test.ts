@@ -36,7 +36,9 @@ describe('configuration from the environment', () => {
       WHITELIST_PORTS: '22,53,22',
       ALLOW_CIDRS: '10.0.0.0/8, 2001:db8::/32, 192.0.2.1',
       XDP_MODE: 'Native',
+      TRACKER_DOMAINS: 'Tracker.Example.NET., *.bt.example.org',
     });
+    expect(config.trackerDomains).toEqual(['tracker.example.net', 'bt.example.org']);
     expect(config.queues).toEqual({ first: 2, last: 5 });
     expect(config.interfaces).toEqual(['eth0', 'wg0']);
     expect(config.chains).toEqual(['FORWARD', 'INPUT']);
@@ -73,6 +75,7 @@ describe('configuration from the environment', () => {
     ['QUEUE_MAXLEN', '10'],
     ['VERDICT_TIMEOUT_MS', '1'],
     ['FLOW_CAPACITY', '12'],
+    ['TRACKER_DOMAINS', 'tracker.example,not a domain'],
   ])('rejects %s=%j and names it', (name, value) => {
     const found = problems({ [name]: value });
     expect(found).toHaveLength(1);

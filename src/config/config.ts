@@ -102,6 +102,14 @@ const schema = z.object({
   XDP_MODE: z.string().trim().toLowerCase().pipe(z.enum(XDP_MODES)).prefault('generic'),
   CLEANUP_INTERVAL: integer(1, 86_400).prefault('300'),
   BAN_CAPACITY: integer(1024, 1 << 24).prefault('131072'),
+  TRACKER_DOMAINS: z
+    .string()
+    .transform((v) => list(v).map((d) => d.toLowerCase().replace(/^\*?\./, '').replace(/\.$/, '')))
+    .refine(
+      (names) => names.every((n) => n.length <= 253 && /^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{1,63}$/.test(n)),
+      'must be a comma list of domain names (a name also covers its subdomains)',
+    )
+    .prefault(''),
   BPF_PIN_DIR: z
     .string()
     .trim()
@@ -135,6 +143,8 @@ export interface Config {
   cleanupIntervalS: number;
   /** Entries each XDP ban map (IPv4, IPv6) holds; the least recently used go first when full. */
   banCapacity: number;
+  /** Added to the built-in tracker and client-service names (DNS, TLS SNI, HTTP Host). */
+  trackerDomains: string[];
   /** Where the ban maps are pinned (a directory on a bpf filesystem). */
   bpfPinDir: string;
   whitelistPorts: number[];
@@ -187,6 +197,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     xdpMode: c.XDP_MODE,
     cleanupIntervalS: c.CLEANUP_INTERVAL,
     banCapacity: c.BAN_CAPACITY,
+    trackerDomains: c.TRACKER_DOMAINS,
     bpfPinDir: c.BPF_PIN_DIR,
     whitelistPorts: c.WHITELIST_PORTS,
     allowCidrs: c.ALLOW_CIDRS,

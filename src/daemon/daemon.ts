@@ -6,7 +6,7 @@ import { withConfig, type Config } from '../config/config.js';
 import { installRules, removeRules } from '../firewall/apply.js';
 import { DetectionLog } from './detection-log.js';
 import { InterfaceNames } from './interfaces.js';
-import type { WorkerCommand, WorkerMessage, WorkerSetup } from './queue-worker.js';
+import type { DetectedEndpoint, WorkerCommand, WorkerMessage, WorkerSetup } from './queue-worker.js';
 
 const STATS_INTERVAL_MS = 60_000;
 
@@ -127,14 +127,12 @@ class Daemon {
         const { payload, ...fields } = detection;
         this.log.warn({ ...fields, payloadBytes: payload.length }, 'BitTorrent detected');
         this.detectionLog?.write(detection);
-        if (this.config.monitorOnly || !bannable) return;
-        // The remote peer is banned; a local user only when the operator asked for it; never the allowlist.
-        for (const endpoint of endpoints) {
-          if ((endpoint.local && !this.config.banLocal) || endpoint.allowlisted) continue;
-          this.bans.ban(endpoint.address, this.config.banDurationS, detection.rule);
-        }
+        if (bannable) this.ban(endpoints, detection.rule);
         return;
       }
+      case 'tracker-address':
+        this.ban([message.endpoint], 'tracker-domain');
+        return;
       case 'stats':
       case 'stopped':
         this.log.info(message.stats, 'stats');
@@ -143,6 +141,15 @@ class Daemon {
         this.log.error({ reason: message.reason }, 'queue broker exited; traffic bypasses the queue');
         void this.stop(1);
         return;
+    }
+  }
+
+  /** The remote peer is banned; a local user only when the operator asked for it; never the allowlist. */
+  private ban(endpoints: readonly DetectedEndpoint[], rule: string): void {
+    if (this.config.monitorOnly) return;
+    for (const endpoint of endpoints) {
+      if ((endpoint.local && !this.config.banLocal) || endpoint.allowlisted) continue;
+      this.bans.ban(endpoint.address, this.config.banDurationS, rule);
     }
   }
 

@@ -6,7 +6,9 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { CidrSet, PRIVATE_CIDRS } from '../config/cidr.js';
 import type { Config } from '../config/config.js';
+import { TrackerAddresses } from '../detect/domains.js';
 import { detectorChain } from '../detect/registry.js';
+import { Clock } from '../flow/clock.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN } from '../engine/engine.js';
 import { CONNMARK_BITTORRENT, CONNMARK_CLEAN, CONNMARK_MASK } from '../firewall/rules.js';
 import { formatAddress } from '../flow/address.js';
@@ -33,6 +35,8 @@ export type WorkerMessage =
   | { type: 'failed'; reason: string }
   /** `detection.interface` is left for the main thread to name from `ifindex`: looking names up blocks. */
   | { type: 'detection'; detection: Detection; ifindex: number; bannable: boolean; endpoints: DetectedEndpoint[] }
+  /** A listed tracker name resolved to this address (the resolver itself is never reported). */
+  | { type: 'tracker-address'; endpoint: DetectedEndpoint }
   | { type: 'stats'; stats: Record<string, number> }
   | { type: 'broker-exit'; reason: string }
   | { type: 'stopped'; stats: Record<string, number> };
@@ -47,8 +51,28 @@ const post = (message: WorkerMessage) => port.postMessage(message);
 const allow = new CidrSet(config.allowCidrs);
 // Without LOCAL_CIDRS, the private ranges are where a gateway's own users are.
 const local = new CidrSet(config.localCidrs.length > 0 ? config.localCidrs : PRIVATE_CIDRS);
+const clock = new Clock();
+
+/** Tracker addresses from DNS answers, each reported to the main thread once while it is remembered. */
+class ReportedTrackerAddresses extends TrackerAddresses {
+  override add(family: number, buf: Uint8Array, off: number): void {
+    if (this.has(family, buf, off)) return;
+    super.add(family, buf, off);
+    const address = buf.slice(off, off + (family === 4 ? 4 : 16));
+    post({
+      type: 'tracker-address',
+      endpoint: { address: formatAddress(family, address), local: local.contains(family, address, 0), allowlisted: allow.contains(family, address, 0) },
+    });
+  }
+}
+
 const engine = new Engine({
-  detectors: detectorChain({ blockSocks: config.blockSocks }),
+  clock,
+  detectors: detectorChain({
+    blockSocks: config.blockSocks,
+    trackerDomains: config.trackerDomains,
+    trackerAddresses: new ReportedTrackerAddresses(4096, config.banDurationS * 1000, clock),
+  }),
   flowCapacity: config.flowCapacity,
   idleTimeoutMs: config.flowIdleTimeoutS * 1000,
   peerCapacity: config.peerCacheSize,

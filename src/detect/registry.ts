@@ -10,9 +10,10 @@ import { peerMessagesDetector } from './peer-messages.js';
 import { signatureDetector } from './signatures.js';
 import { socks5Detector } from './socks5.js';
 import { socks5ProxyDetector } from './socks5-proxy.js';
-import { trackerDomainDetector } from './tracker-domain.js';
-import { trackerHostDetector } from './tracker-host.js';
-import { trackerSniDetector } from './tracker-sni.js';
+import { DEFAULT_DOMAIN_LIST, DEFAULT_DOMAINS, DomainList, type TrackerAddresses } from './domains.js';
+import { createTrackerDomainDetector, trackerDomainDetector } from './tracker-domain.js';
+import { createTrackerHostDetector, trackerHostDetector } from './tracker-host.js';
+import { createTrackerSniDetector, trackerSniDetector } from './tracker-sni.js';
 import { udpTrackerDetector } from './udp-tracker.js';
 import { utpDetector } from './utp.js';
 
@@ -39,9 +40,29 @@ export const DETECTORS: readonly Detector[] = [
   peerCacheDetector,
 ];
 
-/** The chain for a configuration: BLOCK_SOCKS adds every SOCKS5 tunnel, right after the BitTorrent-in-SOCKS5 rule. */
-export function detectorChain(options: { blockSocks: boolean }): readonly Detector[] {
-  if (!options.blockSocks) return DETECTORS;
-  const at = DETECTORS.indexOf(socks5Detector) + 1;
-  return [...DETECTORS.slice(0, at), socks5ProxyDetector, ...DETECTORS.slice(at)];
+export interface ChainOptions {
+  /** BLOCK_SOCKS: every SOCKS5 tunnel too, right after the BitTorrent-in-SOCKS5 rule. */
+  blockSocks: boolean;
+  /** Names added to the built-in tracker and client-service list. */
+  trackerDomains?: readonly string[];
+  /** Where the DNS rule puts the addresses listed names resolve to (for the ban sink). */
+  trackerAddresses?: TrackerAddresses;
+}
+
+/** The chain for a configuration: DETECTORS, with the name rules rebuilt when the list or the address sink differ. */
+export function detectorChain(options: ChainOptions): readonly Detector[] {
+  const extra = options.trackerDomains ?? [];
+  let chain: readonly Detector[] = DETECTORS;
+  if (extra.length > 0 || options.trackerAddresses !== undefined) {
+    const names = extra.length > 0 ? new DomainList([...DEFAULT_DOMAINS, ...extra]) : DEFAULT_DOMAIN_LIST;
+    const replacements = new Map<Detector, Detector>([
+      [trackerSniDetector, createTrackerSniDetector(names)],
+      [trackerHostDetector, createTrackerHostDetector(names)],
+      [trackerDomainDetector, createTrackerDomainDetector(names, options.trackerAddresses ?? null)],
+    ]);
+    chain = chain.map((detector) => replacements.get(detector) ?? detector);
+  }
+  if (!options.blockSocks) return chain;
+  const at = chain.indexOf(socks5Detector) + 1;
+  return [...chain.slice(0, at), socks5ProxyDetector, ...chain.slice(at)];
 }

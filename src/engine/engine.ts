@@ -14,6 +14,8 @@ export const VERDICT_BITTORRENT = 2;
 export const VERDICT_NO_FLOW = 3;
 
 export interface EngineOptions {
+  /** The clock to work in, when something else (a detector's own table) must share it. */
+  clock?: Clock;
   /** Most flows tracked at once (default 1,048,576). */
   flowCapacity?: number;
   /** A flow with no packet for this long is forgotten (default 120 s). */
@@ -40,7 +42,7 @@ export type RuleNames = readonly string[];
  */
 export class Engine {
   /** Set it to the packet's (or the batch's) time before calling `process`. */
-  readonly clock = new Clock();
+  readonly clock: Clock;
   readonly flows: FlowTable;
   readonly peers: PeerCache;
   readonly decoder = new PacketDecoder();
@@ -65,6 +67,7 @@ export class Engine {
   private readonly context = new InspectContext();
 
   constructor(options: EngineOptions = {}) {
+    this.clock = options.clock ?? new Clock();
     this.detectors = options.detectors ?? DETECTORS;
     if (this.detectors.length > 31) throw new RangeError('at most 31 detectors fit the per-flow give-up mask');
     this.stateOffsets = new Int32Array(this.detectors.length);
