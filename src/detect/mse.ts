@@ -62,6 +62,8 @@ const HANDSHAKE_AFTER_SYNC = 1;
 /** A's burst after message 4 was exactly the handshake: B's next segment decides. */
 const HANDSHAKE_SEEN = 2;
 const HANDSHAKE_IN_SYNC = 4;
+/** B answered A's handshake with at least its own: A speaking again (extension handshake, bitfield) decides. */
+const HANDSHAKE_ANSWERED = 8;
 
 /**
  * State: phase; per direction the stream end (TCP sequence number) seen; bytes of the current
@@ -101,8 +103,9 @@ const MIN_DISTINCT = 66;
  * - "\x13BitTorrent protocol" in plaintext within message 4's burst or opening one of the two
  *   bursts after it (crypto_select plaintext);
  * - A sends its handshake after message 4 (libtorrent, aria2): A's next burst is exactly 68 bytes
- *   after a message 3 with no room for IA and a message 4 with no room for payload, and B's answer
- *   opens with at least its own 68;
+ *   after a message 3 with no room for IA and a message 4 with no room for payload, B's answer
+ *   opens with at least its own 68, and A speaks again (on random segments this path alone would
+ *   name about 3 flows per 10 M; waiting for A's next burst cuts that);
  * - A sends its handshake inside message 3 (Transmission, rtorrent): three points among message 3
  *   of exactly 124 bytes (empty PadC), B's first segment of message 4 of exactly 82 (empty PadD and
  *   B's handshake) and segments of one bare peer wire message among the 8 that follow message 4.
@@ -191,10 +194,13 @@ function inspectAfter(ctx: InspectContext, opensBurst: boolean, burst: number): 
   const afterBursts = state[at + AFTER_BURSTS];
   let hypotheses = state[at + HYPOTHESES];
   if (opensBurst && afterBursts <= 1 && startsWithPrefix(pkt.buf, pkt.payloadOff, len)) return MATCH;
-  if ((hypotheses & HANDSHAKE_SEEN) !== 0) {
+  if ((hypotheses & HANDSHAKE_ANSWERED) !== 0) {
+    // The only burst that can open now is A's: the peer wire goes on, as it does after a handshake.
+    if (opensBurst) return MATCH;
+  } else if ((hypotheses & HANDSHAKE_SEEN) !== 0) {
     // B's answer to A's handshake opens with B's own.
-    if (len >= HANDSHAKE_LENGTH && responderMayBePeer(ctx)) return MATCH;
     hypotheses &= ~(HANDSHAKE_AFTER_SYNC | HANDSHAKE_SEEN);
+    if (len >= HANDSHAKE_LENGTH && responderMayBePeer(ctx)) hypotheses |= HANDSHAKE_ANSWERED;
   } else if (afterBursts === 0 && burst > HANDSHAKE_LENGTH) {
     hypotheses &= ~HANDSHAKE_AFTER_SYNC;
   }
