@@ -1,89 +1,17 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, peer, startDaemon as startDaemonIn, stopPeers, type RunningDaemon } from './helpers/daemon.js';
 import { canUseKernel, createTopology, type Namespace, type Topology } from './helpers/netns.js';
-
-const ROOT = resolve(import.meta.dirname, '..');
-const CLI = join(ROOT, 'dist/cli/main.js');
-const PEERS = join(ROOT, 'test/helpers/peers.mjs');
-
-interface LogLine {
-  msg: string;
-  [key: string]: unknown;
-}
-
-/** `btwall run` inside a namespace, its JSON log lines collected as they come. */
-class RunningDaemon {
-  readonly lines: LogLine[] = [];
-  readonly exited: Promise<number | null>;
-  stderr = '';
-
-  constructor(readonly process: ChildProcess) {
-    let pending = '';
-    process.stdout!.setEncoding('utf8').on('data', (text: string) => {
-      pending += text;
-      const complete = pending.split('\n');
-      pending = complete.pop() ?? '';
-      for (const line of complete) if (line.trim()) this.lines.push(JSON.parse(line) as LogLine);
-    });
-    process.stderr!.setEncoding('utf8').on('data', (text: string) => (this.stderr += text));
-    this.exited = new Promise((done) => process.on('exit', (code) => done(code)));
-  }
-
-  /** The first log line with this message, waiting up to `ms`. */
-  async waitFor(msg: string, ms = 10_000): Promise<LogLine> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const line = this.lines.find((l) => l.msg === msg);
-      if (line) return line;
-      if (this.process.exitCode !== null || Date.now() > deadline) throw new Error(`no "${msg}" from the daemon; stderr: ${this.stderr}; log: ${JSON.stringify(this.lines)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-
-  async stop(): Promise<number | null> {
-    this.process.kill('SIGTERM');
-    return this.exited;
-  }
-}
 
 /**
  * The tests check what is decided, not how fast: a verdict deadline of seconds keeps a shared,
  * busy machine from turning a slow answer into a watchdog accept. The watchdog test sets its own.
  */
 function startDaemon(ns: Namespace, env: Record<string, string>): RunningDaemon {
-  const child = spawn('nsenter', [`--net=/run/netns/${ns.name}`, process.execPath, CLI, 'run'], {
-    env: { ...process.env, LOG_LEVEL: 'info', VERDICT_TIMEOUT_MS: '3000', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  return new RunningDaemon(child);
-}
-
-/** Every peer still running when the tests end is stopped with them. */
-const peers = new Set<ChildProcess>();
-
-/** A peers.mjs program in a namespace, in the background; resolves with its JSON lines when it ends. */
-function peer(ns: Namespace, ...args: (string | number)[]): { lines: Record<string, unknown>[]; done: Promise<Record<string, unknown>[]>; ready: Promise<void> } {
-  const child = spawn('nsenter', [`--net=/run/netns/${ns.name}`, process.execPath, PEERS, ...args.map(String)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  peers.add(child);
-  child.on('exit', () => peers.delete(child));
-  const lines: Record<string, unknown>[] = [];
-  let pending = '';
-  let announce: () => void;
-  const ready = new Promise<void>((r) => (announce = r));
-  child.stdout.setEncoding('utf8').on('data', (text: string) => {
-    pending += text;
-    const complete = pending.split('\n');
-    pending = complete.pop() ?? '';
-    for (const line of complete) {
-      const value = JSON.parse(line) as Record<string, unknown>;
-      lines.push(value);
-      if (value.event === 'listening') announce();
-    }
-  });
-  return { lines, done: new Promise((r) => child.on('exit', () => r(lines))), ready };
+  return startDaemonIn(ns, { VERDICT_TIMEOUT_MS: '3000', ...env });
 }
 
 const closedConnections = (lines: Record<string, unknown>[]) => lines.filter((l) => l.event === 'closed');
@@ -113,7 +41,7 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     daemon = null;
   });
   afterAll(() => {
-    for (const child of peers) child.kill('SIGKILL');
+    stopPeers();
     net?.destroy();
     if (work) rmSync(work, { recursive: true, force: true });
   });
