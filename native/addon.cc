@@ -144,12 +144,17 @@ class QueueChannel : public Napi::ObjectWrap<QueueChannel> {
       if (notice.slot >= BTQ_SLOTS) continue;
       btq_slot& slot = shm_->slot[notice.slot];
       uint32_t expected = BTQ_READY;
-      // A slot the watchdog already reclaimed (or reused) is not ours any more.
-      if (slot.seq != notice.seq ||
-          !__atomic_compare_exchange_n(&slot.state, &expected, (uint32_t)BTQ_TAKEN, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-        continue;
+      // A stale notice may win a slot the broker refilled since: the batch in it is ours all the
+      // same, and its own notice, when it comes, finds the slot taken.
+      if (!__atomic_compare_exchange_n(&slot.state, &expected, (uint32_t)BTQ_TAKEN, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
+      taken_seq_[notice.slot] = __atomic_load_n(&slot.seq, __ATOMIC_ACQUIRE);
+      // A handler that ran past its deadline may have written into this slot after the broker
+      // refilled it: every verdict starts again from accept, unmarked.
+      for (uint32_t i = 0; i < slot.count && i < BTQ_BATCH; i++) {
+        slot.verdicts[i] = BTQ_ACCEPT;
+        slot.marks[i] = 0;
+        slot.connmarks[i] = 0;
       }
-      taken_seq_[notice.slot] = notice.seq;
       return Napi::Number::New(env, notice.slot);
     }
   }
@@ -158,6 +163,7 @@ class QueueChannel : public Napi::ObjectWrap<QueueChannel> {
   Napi::Value Answer(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint32_t index = info[0].As<Napi::Number>().Uint32Value();
+    if (shm_ == nullptr) return Napi::Boolean::New(env, false);
     if (index >= BTQ_SLOTS) {
       Napi::RangeError::New(env, "slot out of range").ThrowAsJavaScriptException();
       return env.Undefined();
@@ -204,6 +210,8 @@ class QueueChannel : public Napi::ObjectWrap<QueueChannel> {
       napi_remove_env_cleanup_hook(Env(), CleanupHook, this);
       shm_ = nullptr;
     }
+    // The callback's closure holds the channel and its memory: let them be collected.
+    on_readable_.Reset();
     CloseFd(sock_);
     CloseFd(broker_sock_);
     CloseFd(broker_mem_);
@@ -251,6 +259,7 @@ Napi::Object Layout(Napi::Env env) {
   set("brokerReady", offsetof(btq_header, broker_ready));
   set("drop", BTQ_DROP);
   set("accept", BTQ_ACCEPT);
+  set("repeat", BTQ_REPEAT);
   return layout;
 }
 

@@ -69,8 +69,32 @@ static void die(const char *what) {
   exit(2);
 }
 
+/*
+ * Sends one configuration message and waits for the kernel's answer: it reports a refusal (queue
+ * already bound by another process, no permission) only as a later error message, not on sendto.
+ * Packet messages that arrive meanwhile are for no one yet (the rules come after us) and are skipped.
+ */
 static void send_config(struct broker *b, struct nlmsghdr *nlh, const char *what) {
+  static uint32_t seq;
+  char buf[MNL_SOCKET_BUFFER_SIZE];
+  nlh->nlmsg_flags |= NLM_F_ACK;
+  nlh->nlmsg_seq = ++seq;
   if (mnl_socket_sendto(b->nl, nlh, nlh->nlmsg_len) < 0) die(what);
+  for (;;) {
+    ssize_t got = mnl_socket_recvfrom(b->nl, buf, sizeof buf);
+    if (got < 0) {
+      if (errno == EINTR || errno == ENOBUFS) continue;
+      die(what);
+    }
+    int len = (int)got;
+    for (const struct nlmsghdr *m = (const struct nlmsghdr *)buf; mnl_nlmsg_ok(m, len); m = mnl_nlmsg_next(m, &len)) {
+      if (m->nlmsg_type != NLMSG_ERROR || m->nlmsg_seq != seq) continue;
+      const struct nlmsgerr *err = mnl_nlmsg_get_payload(m);
+      if (err->error == 0) return;
+      errno = -err->error;
+      die(what);
+    }
+  }
 }
 
 static void open_queue(struct broker *b, uint32_t copy_range, uint32_t maxlen, int rcvbuf, uint32_t flags) {
@@ -104,9 +128,11 @@ static void send_each(struct broker *b, struct btq_slot *slot, int use_answers) 
   struct mnl_nlmsg_batch *batch = mnl_nlmsg_batch_start(b->send_buf, sizeof b->send_buf);
   for (uint32_t i = 0; i < slot->count; i++) {
     struct nlmsghdr *nlh = nfq_nlmsg_put(mnl_nlmsg_batch_current(batch), NFQNL_MSG_VERDICT, b->queue);
-    uint32_t verdict = use_answers && slot->verdicts[i] == BTQ_DROP ? NF_DROP : NF_ACCEPT;
-    nfq_nlmsg_verdict_put(nlh, slot->packets[i].id, verdict);
-    if (use_answers && slot->marks[i]) nfq_nlmsg_verdict_put_mark(nlh, slot->marks[i]);
+    nfq_nlmsg_verdict_put(nlh, slot->packets[i].id, use_answers ? slot->verdicts[i] : NF_ACCEPT);
+    if (use_answers && slot->marks[i]) {
+      uint32_t mask = b->shm->connmark_mask;
+      nfq_nlmsg_verdict_put_mark(nlh, (slot->packets[i].mark & ~mask) | (slot->marks[i] & mask));
+    }
     if (use_answers && slot->connmarks[i]) {
       struct nlattr *ct = mnl_attr_nest_start(nlh, NFQA_CT);
       mnl_attr_put_u32(nlh, CTA_MARK, htonl(slot->connmarks[i]));
@@ -132,14 +158,14 @@ static int others_pending(struct broker *b, struct btq_slot *self) {
 /* Node's answers: one VERDICT_BATCH when they are all alike and nothing else is pending, else one each. */
 static void send_answers(struct broker *b, struct btq_slot *slot) {
   int alike = 1;
-  uint32_t max_id = 0;
   for (uint32_t i = 0; i < slot->count; i++) {
     if (slot->verdicts[i] != slot->verdicts[0] || slot->marks[i] || slot->connmarks[i]) alike = 0;
-    if (slot->packets[i].id > max_id) max_id = slot->packets[i].id;
   }
+  /* The kernel hands packets out in id order, and compares ids modulo 2^32: the last is the highest. */
+  uint32_t max_id = slot->packets[slot->count - 1].id;
   if (alike && !others_pending(b, slot)) {
     struct nlmsghdr *nlh = nfq_nlmsg_put(b->send_buf, NFQNL_MSG_VERDICT_BATCH, b->queue);
-    nfq_nlmsg_verdict_put(nlh, max_id, slot->verdicts[0] == BTQ_DROP ? NF_DROP : NF_ACCEPT);
+    nfq_nlmsg_verdict_put(nlh, max_id, slot->verdicts[0]);
     if (mnl_socket_sendto(b->nl, nlh, nlh->nlmsg_len) < 0) b->shm->counters.send_errors++;
   } else {
     send_each(b, slot, 1);
@@ -147,12 +173,20 @@ static void send_answers(struct broker *b, struct btq_slot *slot) {
   b->shm->counters.verdicts += slot->count;
 }
 
-/* Accepts every slot whose deadline has passed: Node is late, traffic must not wait for it. */
+/*
+ * Settles every slot whose deadline has passed: one Node still holds is accepted (Node is late,
+ * traffic must not wait); one Node answered but whose notice never came is sent as answered.
+ */
 static void expire_overdue(struct broker *b, uint64_t now) {
   for (uint32_t s = 0; s < BTQ_SLOTS; s++) {
     struct btq_slot *slot = &b->shm->slot[s];
     uint32_t state = load_state(slot);
-    if ((state != BTQ_READY && state != BTQ_TAKEN) || slot->deadline_ns > now) continue;
+    if (slot->deadline_ns > now) continue;
+    if (state == BTQ_ANSWERED) {
+      if (swap_state(slot, BTQ_ANSWERED, BTQ_FREE)) send_answers(b, slot);
+      continue;
+    }
+    if (state != BTQ_READY && state != BTQ_TAKEN) continue;
     if (!swap_state(slot, state, BTQ_FREE)) continue; /* Node answered just now: its notice follows */
     send_each(b, slot, 0);
     b->shm->counters.watchdog_accepted += slot->count;
@@ -213,6 +247,7 @@ static int take_packet(struct broker *b, const struct nlmsghdr *nlh, struct btq_
     packet->length = mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]);
   }
   packet->orig_length = attr[NFQA_CAP_LEN] ? ntohl(mnl_attr_get_u32(attr[NFQA_CAP_LEN])) : packet->length;
+  if (attr[NFQA_MARK]) packet->mark = ntohl(mnl_attr_get_u32(attr[NFQA_MARK]));
   if (attr[NFQA_IFINDEX_INDEV]) packet->indev = ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_INDEV]));
   if (attr[NFQA_IFINDEX_OUTDEV]) packet->outdev = ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_OUTDEV]));
   return 1;
@@ -268,6 +303,42 @@ static void receive_batch(struct broker *b, int s, uint64_t now) {
   /* A full socket means Node is not reading: don't make the packets wait for it. */
   if (send(NOTICE_FD, &notice, sizeof notice, MSG_DONTWAIT) != (ssize_t)sizeof notice && swap_state(slot, BTQ_READY, BTQ_FREE)) {
     send_each(b, slot, 0);
+    b->shm->counters.watchdog_accepted += count;
+  }
+}
+
+/*
+ * Accepts what the kernel already delivered to the socket but nobody read: unbinding would drop
+ * it (the kernel flushes a queue's packets with NF_DROP). Every slot is free by now, so one
+ * VERDICT_BATCH up to the last id read covers exactly these packets.
+ */
+static void accept_backlog(struct broker *b) {
+  for (;;) {
+    for (int i = 0; i < BTQ_BATCH; i++) {
+      b->iov[i].iov_base = b->base + b->shm->data_offset + (size_t)i * b->shm->packet_bytes;
+      b->iov[i].iov_len = b->shm->packet_bytes;
+      memset(&b->msgs[i].msg_hdr, 0, sizeof b->msgs[i].msg_hdr);
+      b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
+      b->msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    int n = recvmmsg(b->nl_fd, b->msgs, BTQ_BATCH, MSG_DONTWAIT, NULL);
+    if (n <= 0) return;
+    uint32_t count = 0;
+    uint32_t last_id = 0;
+    for (int i = 0; i < n; i++) {
+      const struct nlmsghdr *nlh = b->iov[i].iov_base;
+      int len = (int)b->msgs[i].msg_len;
+      for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+        struct btq_packet packet;
+        if (!take_packet(b, nlh, &packet)) continue;
+        last_id = packet.id;
+        count++;
+      }
+    }
+    if (count == 0) continue;
+    struct nlmsghdr *v = nfq_nlmsg_put(b->send_buf, NFQNL_MSG_VERDICT_BATCH, b->queue);
+    nfq_nlmsg_verdict_put(v, last_id, NF_ACCEPT);
+    mnl_socket_sendto(b->nl, v, v->nlmsg_len);
     b->shm->counters.watchdog_accepted += count;
   }
 }
@@ -349,6 +420,7 @@ int main(int argc, char **argv) {
   /* Answers already given still count; whatever else waits is accepted: stopping must not drop traffic. */
   read_answers(b);
   expire_overdue(b, UINT64_MAX);
+  accept_backlog(b);
   close_queue(b);
   return 0;
 }

@@ -26,9 +26,11 @@ enum btq_slot_state {
   BTQ_ANSWERED = 3, /* Node wrote the verdicts */
 };
 
-/* Verdict values: the kernel's NF_DROP and NF_ACCEPT. */
+/* Verdict values: the kernel's NF_DROP, NF_ACCEPT and NF_REPEAT (the packet runs through the hook
+   again, carrying the mark the verdict set, so a rule can save it into the connection mark). */
 #define BTQ_DROP 0
 #define BTQ_ACCEPT 1
+#define BTQ_REPEAT 4
 
 struct btq_packet {
   uint32_t id;          /* nfqueue packet id */
@@ -40,7 +42,7 @@ struct btq_packet {
   uint16_t hw_protocol; /* ethertype, network order as the kernel gives it */
   uint8_t hook;         /* NF_INET_* hook */
   uint8_t reserved;
-  uint32_t reserved2;
+  uint32_t mark; /* the packet's mark as queued: a verdict's mark changes only the mask's bits */
 };
 
 struct btq_slot {
@@ -50,8 +52,8 @@ struct btq_slot {
   uint32_t reserved;
   uint64_t deadline_ns; /* CLOCK_MONOTONIC; the broker's alone */
   struct btq_packet packets[BTQ_BATCH];
-  uint8_t verdicts[BTQ_BATCH];   /* BTQ_DROP / BTQ_ACCEPT, written by Node */
-  uint32_t marks[BTQ_BATCH];     /* packet mark to set, 0 = leave */
+  uint8_t verdicts[BTQ_BATCH];   /* BTQ_DROP / BTQ_ACCEPT / BTQ_REPEAT, written by Node */
+  uint32_t marks[BTQ_BATCH];     /* packet mark bits to set under connmark_mask, 0 = leave */
   uint32_t connmarks[BTQ_BATCH]; /* connection mark bits to set under connmark_mask, 0 = leave */
 };
 

@@ -14,6 +14,13 @@ function startDaemon(ns: Namespace, env: Record<string, string>): RunningDaemon 
   return startDaemonIn(ns, { VERDICT_TIMEOUT_MS: '3000', ...env });
 }
 
+/** Packets that matched the BTWALL rule printed (by iptables -S) as `rule`. */
+function ruleHits(ns: Namespace, rule: string): number {
+  const lines = ns.must('iptables', ['-S', 'BTWALL', '-v']).split('\n');
+  const line = lines.find((l) => l.replace(/ -c \d+ \d+/, '').endsWith(rule));
+  return Number(/ -c (\d+) /.exec(line ?? '')?.[1] ?? -1);
+}
+
 const closedConnections = (lines: Record<string, unknown>[]) => lines.filter((l) => l.event === 'closed');
 
 function hooks(ns: Namespace): string[] {
@@ -61,12 +68,30 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
       expect(closedConnections(await sink.done)).toEqual([]);
       expect(closedConnections(await plainSink.done)).toEqual([{ event: 'closed', bytes: 18 }]);
     }
+    // The connection was marked at the handshake: the client's retransmissions die in the kernel.
+    expect(ruleHits(net.gateway, '-m connmark --mark 0x80000000/0xc0000000 -j DROP')).toBeGreaterThan(0);
     const detections = daemon.lines.filter((l) => l.msg === 'BitTorrent detected');
     expect(detections.map((d) => [d.rule, d.action, d.destinationPort])).toEqual([
       ['handshake', 'dropped', 6881],
       ['handshake', 'dropped', 6881],
     ]);
     expect(readFileSync(join(work, 'inline.log'), 'utf8')).toContain('Destination:  [fd77:2::2]:6881');
+  });
+
+  it('drops all of a BitTorrent flow longer than INSPECT_PACKETS, and lets a clean one skip the queue', async () => {
+    daemon = startDaemon(net.gateway, { DETECTION_LOG: '', INSPECT_PACKETS: '5' });
+    await daemon.waitFor('btwall running');
+    const sink = peer(net.server, 'udp-sink', 6890, 4000);
+    await sink.ready;
+    await peer(net.client, 'udp-send', net.serverV4, 6890, 'dht', 30, 20).done;
+    const plain = peer(net.server, 'udp-sink', 6891, 4000);
+    await plain.ready;
+    await peer(net.client, 'udp-send', net.serverV4, 6891, 'text', 30, 20).done;
+    // The first datagram decided the flow; the kernel dropped the other 29 by its connection mark.
+    expect((await sink.done).at(-1)).toEqual({ event: 'received', datagrams: 0 });
+    expect((await plain.done).at(-1)).toEqual({ event: 'received', datagrams: 30 });
+    // The clean flow was marked at its first datagram: the other 29 returned by their connection mark.
+    expect(ruleHits(net.gateway, '-m connmark --mark 0x40000000/0xc0000000 -j RETURN')).toBe(29);
   });
 
   it('serves a queue range with one worker per queue, each deciding its share of the connections', async () => {

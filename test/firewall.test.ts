@@ -33,6 +33,24 @@ describe('firewall rules', () => {
     expect(rules[firstQueue]).toContain('--queue-balance 4:7 --queue-bypass');
   });
 
+  it('save a decided packet\'s mark into its connection, drop BitTorrent connections, and let clean ones skip the queue', () => {
+    const rules = lines(installCommands(loadConfig({ ALLOW_CIDRS: '192.0.2.0/24' }))).filter((r) => r.startsWith('iptables -w -A'));
+    const at = (fragment: string) => rules.findIndex((r) => r.includes(fragment));
+    const saveBitTorrent = at('--mark 0x80000000/0xc0000000 -j CONNMARK --save-mark --nfmask 0xc0000000 --ctmask 0xc0000000');
+    expect(at('-s 192.0.2.0/24 -j RETURN')).toBe(0);
+    expect(saveBitTorrent).toBeGreaterThan(at('-d 192.0.2.0/24 -j RETURN'));
+    expect(at('-m mark --mark 0x80000000/0xc0000000 -j DROP')).toBe(saveBitTorrent + 1);
+    expect(at('-m mark --mark 0x40000000/0xc0000000 -j RETURN')).toBe(at('-m mark --mark 0x40000000/0xc0000000 -j CONNMARK') + 1);
+    expect(at('-m connmark --mark 0x80000000/0xc0000000 -j DROP')).toBeLessThan(at('NFQUEUE'));
+    expect(at('-m connmark --mark 0x40000000/0xc0000000 -j RETURN')).toBeLessThan(at('NFQUEUE'));
+  });
+
+  it('in monitor-only mode drop nothing', () => {
+    const rules = lines(installCommands(loadConfig({ MONITOR_ONLY: 'true' })));
+    expect(rules.filter((r) => r.endsWith('-j DROP'))).toEqual([]);
+    expect(rules.some((r) => r.includes('--mark 0x40000000/0xc0000000 -j RETURN'))).toBe(true);
+  });
+
   it('remove what they installed and throw naming the command when one fails', () => {
     const ran: string[] = [];
     const failOnConnbytes: CommandRunner = (command) => {

@@ -10,11 +10,11 @@ import { TrackerAddresses } from '../detect/domains.js';
 import { detectorChain } from '../detect/registry.js';
 import { Clock } from '../flow/clock.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN } from '../engine/engine.js';
-import { CONNMARK_BITTORRENT, CONNMARK_CLEAN, CONNMARK_MASK } from '../firewall/rules.js';
+import { MARK_BITTORRENT, MARK_CLEAN, MARK_MASK } from '../firewall/rules.js';
 import { formatAddress } from '../flow/address.js';
 import { IPPROTO_TCP } from '../packet/packet.js';
 import { LINKTYPE_RAW } from '../packet/linktype.js';
-import { NfQueue, VERDICT_ACCEPT, VERDICT_DROP, type PacketBatch } from '../queue/nfqueue.js';
+import { NfQueue, VERDICT_REPEAT, type PacketBatch } from '../queue/nfqueue.js';
 import type { Detection } from './detection-log.js';
 
 export interface WorkerSetup {
@@ -87,7 +87,10 @@ engine.onVerdict = (flow) => {
   if (engine.flows.verdict[flow] === VERDICT_BITTORRENT) reportDetection(flow);
 };
 
-/** The batch handler: one engine pass per packet, verdicts and connection marks written back. */
+/**
+ * The batch handler: one engine pass per packet. A decided packet is repeated through the hook with
+ * its decision in the mark, which the chain saves into the connection (see firewall/rules.ts).
+ */
 function decide(batch: PacketBatch): void {
   engine.clock.nowMs = Date.now();
   currentBatch = batch;
@@ -96,9 +99,9 @@ function decide(batch: PacketBatch): void {
     const verdict = engine.process(batch.data, batch.offset(i), batch.length(i), LINKTYPE_RAW);
     if (verdict === VERDICT_BITTORRENT) {
       // Monitor only: no mark either, so the rest of the flow is still seen (and learned from).
-      if (!config.monitorOnly) batch.setVerdict(i, VERDICT_DROP, CONNMARK_BITTORRENT);
+      if (!config.monitorOnly) batch.setVerdict(i, VERDICT_REPEAT, 0, MARK_BITTORRENT);
     } else if (verdict === VERDICT_CLEAN) {
-      batch.setVerdict(i, VERDICT_ACCEPT, CONNMARK_CLEAN);
+      batch.setVerdict(i, VERDICT_REPEAT, 0, MARK_CLEAN);
     }
   }
   currentBatch = null;
@@ -146,7 +149,7 @@ try {
       verdictTimeoutMs: config.verdictTimeoutMs,
       failOpen: true,
       gso: true,
-      connmarkMask: CONNMARK_MASK,
+      connmarkMask: MARK_MASK,
     },
     decide,
     (reason) => post({ type: 'broker-exit', reason }),

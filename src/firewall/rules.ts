@@ -8,13 +8,15 @@ const HOOKABLE_CHAINS = ['INPUT', 'FORWARD', 'OUTPUT'] as const;
 const MULTIPORT_MAX = 15;
 
 /**
- * Connection marks the verdicts set (in the conntrack entry, through the queue verdict), under
- * CONNMARK_MASK so other users of connmark keep their bits. A BitTorrent connection is dropped by
- * the kernel from then on; a clean one skips the queue.
+ * The decision, in two bits of the packet mark and then of the connection mark (other users of
+ * marks keep the rest). A verdict marks the deciding packet and repeats it through the hook; the
+ * chain saves the mark into the connection, whose later packets the kernel then drops (BitTorrent)
+ * or lets skip the queue (clean). Setting the connection mark from the verdict itself needs
+ * ctnetlink glue, which kernels (this one among them) may lack: the mark path needs none.
  */
-export const CONNMARK_MASK = 0xc0000000;
-export const CONNMARK_CLEAN = 0x40000000;
-export const CONNMARK_BITTORRENT = 0x80000000;
+export const MARK_MASK = 0xc0000000;
+export const MARK_CLEAN = 0x40000000;
+export const MARK_BITTORRENT = 0x80000000;
 
 export interface FirewallCommand {
   program: 'iptables' | 'ip6tables';
@@ -37,10 +39,10 @@ function chainRules(config: Config, family: 4 | 6): string[][] {
     config.queues.first === config.queues.last
       ? ['--queue-num', String(config.queues.first)]
       : ['--queue-balance', `${config.queues.first}:${config.queues.last}`];
-  const rules: string[][] = [
-    ['-m', 'connmark', '--mark', `${hex(CONNMARK_BITTORRENT)}/${hex(CONNMARK_MASK)}`, '-j', 'DROP'],
-    ['-m', 'connmark', '--mark', `${hex(CONNMARK_CLEAN)}/${hex(CONNMARK_MASK)}`, '-j', 'RETURN'],
-  ];
+  const marked = (mark: number) => `${hex(mark)}/${hex(MARK_MASK)}`;
+  const saveMark = ['-j', 'CONNMARK', '--save-mark', '--nfmask', hex(MARK_MASK), '--ctmask', hex(MARK_MASK)];
+  const rules: string[][] = [];
+  // The allowlist and whitelisted ports first: nothing, not even an old mark, stops them.
   for (const cidr of config.allowCidrs.filter((c) => c.family === family)) {
     rules.push(['-s', cidrText(cidr), '-j', 'RETURN'], ['-d', cidrText(cidr), '-j', 'RETURN']);
   }
@@ -48,6 +50,12 @@ function chainRules(config: Config, family: 4 | 6): string[][] {
     const ports = config.whitelistPorts.slice(i, i + MULTIPORT_MAX).join(',');
     for (const l4 of ['tcp', 'udp']) rules.push(['-p', l4, '-m', 'multiport', '--ports', ports, '-j', 'RETURN']);
   }
+  // A deciding packet, repeated with its mark: the mark goes into the connection.
+  if (!config.monitorOnly) rules.push(['-m', 'mark', '--mark', marked(MARK_BITTORRENT), ...saveMark], ['-m', 'mark', '--mark', marked(MARK_BITTORRENT), '-j', 'DROP']);
+  rules.push(['-m', 'mark', '--mark', marked(MARK_CLEAN), ...saveMark], ['-m', 'mark', '--mark', marked(MARK_CLEAN), '-j', 'RETURN']);
+  // The rest of a decided connection.
+  if (!config.monitorOnly) rules.push(['-m', 'connmark', '--mark', marked(MARK_BITTORRENT), '-j', 'DROP']);
+  rules.push(['-m', 'connmark', '--mark', marked(MARK_CLEAN), '-j', 'RETURN']);
   // Only a connection's first packets reach the queue: bulk transfers then run at kernel speed.
   for (const l4 of ['tcp', 'udp']) {
     rules.push([

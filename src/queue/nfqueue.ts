@@ -28,6 +28,7 @@ interface Layout {
   counterSendErrors: number;
   drop: number;
   accept: number;
+  repeat: number;
 }
 
 interface QueueChannel {
@@ -51,6 +52,8 @@ const BROKER = `${nativeDir}btwall-queue`;
 
 export const VERDICT_DROP = layout.drop;
 export const VERDICT_ACCEPT = layout.accept;
+/** Accept into the hook again: the packet passes the chain once more with the verdict's mark. */
+export const VERDICT_REPEAT = layout.repeat;
 
 export interface QueueOptions {
   queue: number;
@@ -66,7 +69,7 @@ export interface QueueOptions {
   failOpen: boolean;
   /** Take GSO packets whole instead of having the kernel segment them first. */
   gso: boolean;
-  /** The connection-mark bits verdicts may set. */
+  /** The mark bits verdicts may set, in the packet mark and the connection mark alike. */
   connmarkMask: number;
 }
 
@@ -129,7 +132,10 @@ export class PacketBatch {
     return indev !== 0 ? indev : this.words[i * this.wordsPerPacket + layout.packetOutdev / 4];
   }
 
-  /** Every packet is accepted unless this says otherwise; marks of 0 leave the packet's as they are. */
+  /**
+   * Every packet is accepted unless this says otherwise. A mark changes only the mask's bits of the
+   * packet mark; a connmark, the connection mark's (applied only by kernels with ctnetlink glue).
+   */
   setVerdict(i: number, verdict: number, connmark: number, mark = 0): void {
     this.verdicts[i] = verdict;
     this.connmarks[i] = connmark;

@@ -2,6 +2,7 @@
 // Each prints one JSON line per result and stops by itself.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import dgram from 'node:dgram';
 import https from 'node:https';
 import net from 'node:net';
 
@@ -56,6 +57,36 @@ switch (mode) {
       print({ connected });
       process.exit(0);
     }, Number(wait));
+    break;
+  }
+  // udp-sink PORT LIFETIME_MS: counts datagrams, reports when its lifetime ends.
+  case 'udp-sink': {
+    const [port, lifetime] = args.map(Number);
+    const socket = dgram.createSocket({ type: 'udp6', ipv6Only: false });
+    let datagrams = 0;
+    socket.on('message', () => datagrams++);
+    socket.bind(port, '::', () => print({ event: 'listening' }));
+    setTimeout(() => {
+      print({ event: 'received', datagrams });
+      process.exit(0);
+    }, lifetime);
+    break;
+  }
+  // udp-send HOST PORT dht|text COUNT INTERVAL_MS: one flow (one source port), COUNT datagrams.
+  case 'udp-send': {
+    const [host, port, kind, count, interval] = args;
+    const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    const payload = kind === 'dht' ? Buffer.from('d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe') : Buffer.from('hello, plain datagram');
+    let sent = 0;
+    const next = () => {
+      if (sent === Number(count)) {
+        print({ sent });
+        process.exit(0);
+      }
+      sent++;
+      socket.send(payload, Number(port), host, () => setTimeout(next, Number(interval)));
+    };
+    next();
     break;
   }
   // echo-serve PORT LIFETIME_MS
