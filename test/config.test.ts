@@ -76,6 +76,8 @@ describe('configuration from the environment', () => {
     ['VERDICT_TIMEOUT_MS', '1'],
     ['FLOW_CAPACITY', '12'],
     ['TRACKER_DOMAINS', 'tracker.example,not a domain'],
+    ['TRACKER_DOMAINS', 'tracker.b-'],
+    ['ALLOW_CIDRS', 'fe80::1%eth0'],
   ])('rejects %s=%j and names it', (name, value) => {
     const found = problems({ [name]: value });
     expect(found).toHaveLength(1);

@@ -88,6 +88,17 @@ describe('peer-cache detector', () => {
     expect(send(engine, packet4('10.1.0.3', '198.51.100.9', 17, udp(40001, 51414, encrypted)))).toBe(VERDICT_CLEAN);
   });
 
+  it("never names a flow between a cached endpoint and a service: the client is only using DNS or HTTPS", () => {
+    const engine = new Engine({ flowCapacity: 16 });
+    const ping = ascii('d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe');
+    // A DHT query from the client's BitTorrent port caches that port (UDP initiators listen on it).
+    expect(send(engine, packet4('192.0.2.5', '198.51.100.9', 17, udp(51413, 6881, ping)))).toBe(VERDICT_BITTORRENT);
+    const dns = Uint8Array.from([0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, 0x77, 0x77, 0x77, 0, 0, 1, 0, 1]);
+    expect(send(engine, packet4('192.0.2.5', '203.0.113.53', 17, udp(51413, 53, dns)))).not.toBe(VERDICT_BITTORRENT);
+    expect(send(engine, packet4('192.0.2.5', '203.0.113.80', 17, udp(51413, 443, ascii('quic-ish'))))).not.toBe(VERDICT_BITTORRENT);
+    expect(send(engine, packet4('192.0.2.5', '203.0.113.7', 17, udp(51413, 40000, ascii('another peer'))))).toBe(VERDICT_BITTORRENT);
+  });
+
   it('does not remember the initiator of a TCP flow, nor a peer on a well-known port', () => {
     const engine = new Engine({ flowCapacity: 16 });
     send(engine, packet4('10.1.0.2', '198.51.100.9', 6, tcp(40000, 8080, HANDSHAKE)));

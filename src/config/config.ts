@@ -69,7 +69,8 @@ export interface Cidr {
 
 function parseCidr(text: string): Cidr | null {
   const [address, prefixText, extra] = text.split('/');
-  if (extra !== undefined) return null;
+  // A zone (fe80::1%eth0) names an interface, which iptables cannot match on as an address.
+  if (extra !== undefined || address.includes('%')) return null;
   const family = isIP(address);
   if (family === 0) return null;
   const max = family === 4 ? 32 : 128;
@@ -106,7 +107,7 @@ const schema = z.object({
     .string()
     .transform((v) => list(v).map((d) => d.toLowerCase().replace(/^\*?\./, '').replace(/\.$/, '')))
     .refine(
-      (names) => names.every((n) => n.length <= 253 && /^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{1,63}$/.test(n)),
+      (names) => names.every((n) => n.length <= 253 && /^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(n)),
       'must be a comma list of domain names (a name also covers its subdomains)',
     )
     .prefault(''),

@@ -4,11 +4,13 @@ import { DryRunBanSink, type BanSink } from '../bans/sink.js';
 import { XdpBanSink, XdpUnavailableError } from '../bans/xdp.js';
 import { withConfig, type Config } from '../config/config.js';
 import { installRules, removeRules } from '../firewall/apply.js';
-import { DetectionLog } from './detection-log.js';
+import { DetectionLog, type Detection } from './detection-log.js';
 import { InterfaceNames } from './interfaces.js';
 import type { DetectedEndpoint, WorkerCommand, WorkerMessage, WorkerSetup } from './queue-worker.js';
 
 const STATS_INTERVAL_MS = 60_000;
+/** Workers get this long to unbind their queues at stop (systemd's TimeoutStopSec is 20 s). */
+const STOP_TIMEOUT_MS = 10_000;
 
 /**
  * `btwall run`: validates the environment (exit 78 before anything is touched), starts one worker
@@ -56,6 +58,16 @@ class Daemon {
 
   async start(): Promise<void> {
     const c = this.config;
+    // From the first moment: a signal during start stops cleanly instead of killing us halfway.
+    process.on('SIGTERM', () => void this.stop(0));
+    process.on('SIGINT', () => void this.stop(0));
+    process.on('SIGHUP', () => this.reopenLog());
+    // Whatever goes wrong later, traffic must not stay behind rules nobody serves.
+    process.on('uncaughtException', (error) => {
+      this.log.fatal({ err: error }, 'uncaught exception; removing the rules');
+      if (this.rulesInstalled) removeRules();
+      process.exit(1);
+    });
     if (c.detectionLog !== '') this.detectionLog = new DetectionLog(c.detectionLog);
     this.bans = this.openBans();
     const ready: Promise<void>[] = [];
@@ -64,6 +76,11 @@ class Daemon {
       const worker = new Worker(new URL('./queue-worker.js', import.meta.url), { workerData: setup });
       this.workers.push(worker);
       this.workersExited.push(new Promise((resolve) => worker.once('exit', resolve)));
+      worker.on('exit', (code) => {
+        if (this.stopping) return;
+        this.log.error({ queue, code }, 'queue worker exited; stopping');
+        void this.stop(1);
+      });
       ready.push(
         new Promise((resolve, reject) => {
           worker.on('message', (message: WorkerMessage) => {
@@ -71,17 +88,18 @@ class Daemon {
             else if (message.type === 'failed') reject(new Error(`queue ${queue}: ${message.reason}`));
             else this.onWorkerMessage(message);
           });
-          worker.on('error', reject);
+          worker.on('error', (error) => {
+            this.log.error({ queue, err: error }, 'queue worker failed');
+            reject(error);
+          });
         }),
       );
     }
     await Promise.all(ready);
+    if (this.stopping) return;
     // Queues first, rules second: the first packet queued already has a listener.
     installRules(c);
     this.rulesInstalled = true;
-    process.on('SIGTERM', () => void this.stop(0));
-    process.on('SIGINT', () => void this.stop(0));
-    process.on('SIGHUP', () => this.reopenLog());
     this.statsTimer = setInterval(() => this.tell({ type: 'stats' }), STATS_INTERVAL_MS).unref();
     this.cleanupTimer = setInterval(() => this.sweepBans(), c.cleanupIntervalS * 1000).unref();
     this.log.info(
@@ -126,7 +144,7 @@ class Daemon {
         detection.interface = this.interfaces.name(ifindex);
         const { payload, ...fields } = detection;
         this.log.warn({ ...fields, payloadBytes: payload.length }, 'BitTorrent detected');
-        this.detectionLog?.write(detection);
+        this.writeDetection(detection);
         if (bannable) this.ban(endpoints, detection.rule);
         return;
       }
@@ -157,9 +175,22 @@ class Daemon {
     for (const worker of this.workers) worker.postMessage(command);
   }
 
+  /** A full disk or a vanished directory costs the audit record, not the daemon. */
+  private writeDetection(detection: Detection): void {
+    try {
+      this.detectionLog?.write(detection);
+    } catch (error) {
+      this.log.error({ err: error, path: this.config.detectionLog }, 'cannot write the detection log');
+    }
+  }
+
   private reopenLog(): void {
-    this.detectionLog?.reopen();
-    this.log.info('detection log reopened');
+    try {
+      this.detectionLog?.reopen();
+      this.log.info('detection log reopened');
+    } catch (error) {
+      this.log.error({ err: error, path: this.config.detectionLog }, 'cannot reopen the detection log; writing to the old file');
+    }
   }
 
   /** Unbinds every queue (pending packets are accepted), removes the rules, closes the logs. */
@@ -169,7 +200,10 @@ class Daemon {
     if (this.statsTimer) clearInterval(this.statsTimer);
     if (this.cleanupTimer) clearInterval(this.cleanupTimer);
     this.tell({ type: 'stop' });
+    // A wedged worker must not keep the rules in place: past the deadline it is terminated.
+    const deadline = setTimeout(() => this.workers.forEach((worker) => void worker.terminate()), STOP_TIMEOUT_MS);
     await Promise.all(this.workersExited);
+    clearTimeout(deadline);
     if (this.rulesInstalled) removeRules();
     this.detectionLog?.close();
     this.bans.close();

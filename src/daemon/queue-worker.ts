@@ -53,17 +53,28 @@ const allow = new CidrSet(config.allowCidrs);
 const local = new CidrSet(config.localCidrs.length > 0 ? config.localCidrs : PRIVATE_CIDRS);
 const clock = new Clock();
 
-/** Tracker addresses from DNS answers, each reported to the main thread once while it is remembered. */
+/**
+ * Tracker addresses from DNS answers, each reported to the main thread once while it is remembered;
+ * never an address of the DNS flow itself (a resolver answering about itself is still the resolver).
+ */
 class ReportedTrackerAddresses extends TrackerAddresses {
-  override add(family: number, buf: Uint8Array, off: number): void {
-    if (this.has(family, buf, off)) return;
-    super.add(family, buf, off);
-    const address = buf.slice(off, off + (family === 4 ? 4 : 16));
+  override add(family: number, buf: Uint8Array, off: number): boolean {
+    const pkt = engine.packet;
+    const length = family === 4 ? 4 : 16;
+    if (sameBytes(buf, off, pkt.buf, pkt.srcOff, length) || sameBytes(buf, off, pkt.buf, pkt.dstOff, length)) return false;
+    if (this.has(family, buf, off) || !super.add(family, buf, off)) return false;
+    const address = buf.slice(off, off + length);
     post({
       type: 'tracker-address',
       endpoint: { address: formatAddress(family, address), local: local.contains(family, address, 0), allowlisted: allow.contains(family, address, 0) },
     });
+    return true;
   }
+}
+
+function sameBytes(a: Uint8Array, aOff: number, b: Uint8Array, bOff: number, length: number): boolean {
+  for (let i = 0; i < length; i++) if (a[aOff + i] !== b[bOff + i]) return false;
+  return true;
 }
 
 const engine = new Engine({

@@ -206,9 +206,12 @@ export class TrackerAddresses {
     this.cache = new PeerCache(capacity, ttlMs, clock);
   }
 
-  /** Keeps the address at buf[off] (4 bytes for family 4, 16 for 6) until now + ttl. */
-  add(family: number, buf: Uint8Array, off: number): void {
-    this.cache.add(family, buf, off, ADDRESS_ONLY_PORT);
+  /**
+   * Keeps the address at buf[off] (4 bytes for family 4, 16 for 6) until now + ttl; false when it
+   * is no address to keep (unspecified, loopback, multicast, broadcast).
+   */
+  add(family: number, buf: Uint8Array, off: number): boolean {
+    return this.cache.add(family, buf, off, ADDRESS_ONLY_PORT);
   }
 
   has(family: number, buf: Uint8Array, off: number): boolean {

@@ -17,7 +17,10 @@ export const peerCacheDetector: Detector = {
   inspect(ctx: InspectContext): number {
     const pkt = ctx.pkt;
     const peers = ctx.peers;
-    const known = peers.has(pkt.family, pkt.buf, pkt.dstOff, pkt.dport) || peers.has(pkt.family, pkt.buf, pkt.srcOff, pkt.sport);
-    return known ? MATCH : GIVE_UP;
+    // The cached end may be a local client's port; if the other end is a service (DNS, HTTPS, a
+    // VPN...), the client is only using it, and the flow says nothing about BitTorrent.
+    const toPeer = peers.has(pkt.family, pkt.buf, pkt.dstOff, pkt.dport) && peers.accepts(pkt.family, pkt.buf, pkt.srcOff, pkt.sport);
+    const fromPeer = peers.has(pkt.family, pkt.buf, pkt.srcOff, pkt.sport) && peers.accepts(pkt.family, pkt.buf, pkt.dstOff, pkt.dport);
+    return toPeer || fromPeer ? MATCH : GIVE_UP;
   },
 };

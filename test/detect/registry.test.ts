@@ -33,9 +33,9 @@ describe('detector chain', () => {
     const clock = new Clock();
     const reported: string[] = [];
     class Recording extends TrackerAddresses {
-      override add(family: number, buf: Uint8Array, off: number): void {
+      override add(family: number, buf: Uint8Array, off: number): boolean {
         reported.push(Array.from(buf.subarray(off, off + (family === 4 ? 4 : 16))).join('.'));
-        super.add(family, buf, off);
+        return super.add(family, buf, off);
       }
     }
     const engine = new Engine({ clock, flowCapacity: 16, detectors: detectorChain({ blockSocks: false, trackerAddresses: new Recording(64, 60_000, clock) }) });
