@@ -46,6 +46,7 @@ class Daemon {
   private statsTimer: NodeJS.Timeout | null = null;
   private cleanupTimer: NodeJS.Timeout | null = null;
   private stopping = false;
+  private warnedNoLocalEnd = false;
   private rulesInstalled = false;
 
   constructor(
@@ -145,7 +146,7 @@ class Daemon {
         const { payload, ...fields } = detection;
         this.log.warn({ ...fields, payloadBytes: payload.length }, 'BitTorrent detected');
         this.writeDetection(detection);
-        if (bannable) this.ban(endpoints, detection.rule);
+        if (bannable) this.banPeer(endpoints, detection.rule);
         return;
       }
       case 'tracker-address':
@@ -159,6 +160,19 @@ class Daemon {
         this.log.error({ reason: message.reason }, 'queue broker exited; traffic bypasses the queue');
         void this.stop(1);
         return;
+    }
+  }
+
+  /**
+   * A flow's remote end is banned. When neither end is local, which is the remote is unknown (public
+   * VPN pools, global IPv6 without LOCAL_CIDRS): banning both would cut off the user, so neither
+   * is banned (the flow itself is still dropped) and the operator is told once.
+   */
+  private banPeer(endpoints: readonly DetectedEndpoint[], rule: string): void {
+    if (endpoints.some((endpoint) => endpoint.local)) return this.ban(endpoints, rule);
+    if (!this.warnedNoLocalEnd) {
+      this.warnedNoLocalEnd = true;
+      this.log.warn({ endpoints: endpoints.map((e) => e.address) }, 'neither end of a detected flow is in LOCAL_CIDRS: not banning; set LOCAL_CIDRS to your users\' addresses');
     }
   }
 
