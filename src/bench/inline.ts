@@ -23,6 +23,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config/config.js';
+import { MARK_MASK } from '../firewall/rules.js';
 import { installRules, removeRules, type CommandRunner } from '../firewall/apply.js';
 import { createLab, exited, type Lab, type LabNamespace } from './lab.js';
 
@@ -399,7 +400,10 @@ function snapshot(gateway: LabNamespace, queue: number, pids: number[]): Snapsho
 /** Queues every UDP packet the gateway forwards, ahead of btwall's chain (-I), or stops doing so (-D). */
 function queueAllUdp(gateway: LabNamespace, queue: number, action: '-I' | '-D'): void {
   const position = action === '-I' ? ['1'] : [];
-  gateway.must('iptables', ['-w', action, 'FORWARD', ...position, '-p', 'udp', '-j', 'NFQUEUE', '--queue-num', String(queue), '--queue-bypass']);
+  // Only packets without btwall's decision bits: a decided packet repeated through the hook must
+  // reach btwall's chain, not the queue again.
+  const undecided = ['-m', 'mark', '--mark', `0/0x${MARK_MASK.toString(16)}`];
+  gateway.must('iptables', ['-w', action, 'FORWARD', ...position, '-p', 'udp', ...undecided, '-j', 'NFQUEUE', '--queue-num', String(queue), '--queue-bypass']);
 }
 
 /** One load through the gateway with `consumer` on the queue (null: no queue, no rules); UDP at `pps` (0: flood). */

@@ -14,7 +14,7 @@ import { MARK_BITTORRENT, MARK_CLEAN, MARK_MASK } from '../firewall/rules.js';
 import { formatAddress } from '../flow/address.js';
 import { IPPROTO_TCP } from '../packet/packet.js';
 import { LINKTYPE_RAW } from '../packet/linktype.js';
-import { NfQueue, VERDICT_REPEAT, type PacketBatch } from '../queue/nfqueue.js';
+import { NfQueue, VERDICT_DROP, VERDICT_REPEAT, type PacketBatch } from '../queue/nfqueue.js';
 import type { Detection } from './detection-log.js';
 
 export interface WorkerSetup {
@@ -94,24 +94,33 @@ const engine = new Engine({
 let currentBatch: PacketBatch | null = null;
 let currentIndex = 0;
 
+/** Set while a packet is processed if it decided its flow: only that packet carries the mark. */
+let decidedNow = false;
+
 engine.onVerdict = (flow) => {
+  decidedNow = true;
   if (engine.flows.verdict[flow] === VERDICT_BITTORRENT) reportDetection(flow);
 };
 
 /**
- * The batch handler: one engine pass per packet. A decided packet is repeated through the hook with
- * its decision in the mark, which the chain saves into the connection (see firewall/rules.ts).
+ * The batch handler: one engine pass per packet. The packet that decides its flow is repeated
+ * through the hook with the decision in its mark, which the chain saves into the connection (see
+ * firewall/rules.ts); a later packet of a decided flow that still reaches the queue (a UDP flow
+ * whose dropped first packet left no connection to mark) gets a plain verdict, which batches.
  */
 function decide(batch: PacketBatch): void {
   engine.clock.nowMs = Date.now();
   currentBatch = batch;
   for (let i = 0; i < batch.count; i++) {
     currentIndex = i;
+    decidedNow = false;
     const verdict = engine.process(batch.data, batch.offset(i), batch.length(i), LINKTYPE_RAW);
     if (verdict === VERDICT_BITTORRENT) {
       // Monitor only: no mark either, so the rest of the flow is still seen (and learned from).
-      if (!config.monitorOnly) batch.setVerdict(i, VERDICT_REPEAT, 0, MARK_BITTORRENT);
-    } else if (verdict === VERDICT_CLEAN) {
+      if (config.monitorOnly) continue;
+      if (decidedNow) batch.setVerdict(i, VERDICT_REPEAT, 0, MARK_BITTORRENT);
+      else batch.setVerdict(i, VERDICT_DROP, 0);
+    } else if (verdict === VERDICT_CLEAN && decidedNow) {
       batch.setVerdict(i, VERDICT_REPEAT, 0, MARK_CLEAN);
     }
   }
