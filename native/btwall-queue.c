@@ -253,9 +253,8 @@ static int take_packet(struct broker *b, const struct nlmsghdr *nlh, struct btq_
   return 1;
 }
 
-/* Receives up to a batch of packets straight into a free slot and announces it to Node. */
-static void receive_batch(struct broker *b, int s, uint64_t now) {
-  struct btq_slot *slot = &b->shm->slot[s];
+/* Receives up to a batch of queued packets into slot `s`'s buffers, without waiting; returns how many datagrams. */
+static int receive_into(struct broker *b, uint32_t s) {
   for (int i = 0; i < BTQ_BATCH; i++) {
     b->iov[i].iov_base = b->base + b->shm->data_offset + ((size_t)s * BTQ_BATCH + i) * b->shm->packet_bytes;
     b->iov[i].iov_len = b->shm->packet_bytes;
@@ -264,10 +263,15 @@ static void receive_batch(struct broker *b, int s, uint64_t now) {
     b->msgs[i].msg_hdr.msg_iovlen = 1;
   }
   int n = recvmmsg(b->nl_fd, b->msgs, BTQ_BATCH, MSG_DONTWAIT, NULL);
-  if (n < 0) {
-    if (errno == ENOBUFS) b->shm->counters.enobufs++;
-    return;
-  }
+  if (n < 0 && errno == ENOBUFS) b->shm->counters.enobufs++;
+  return n;
+}
+
+/* Receives up to a batch of packets straight into a free slot and announces it to Node. */
+static void receive_batch(struct broker *b, int s, uint64_t now) {
+  struct btq_slot *slot = &b->shm->slot[s];
+  int n = receive_into(b, (uint32_t)s);
+  if (n <= 0) return;
   uint32_t count = 0;
   for (int i = 0; i < n; i++) {
     const struct nlmsghdr *nlh = b->iov[i].iov_base;
@@ -314,14 +318,8 @@ static void receive_batch(struct broker *b, int s, uint64_t now) {
  */
 static void accept_backlog(struct broker *b) {
   for (;;) {
-    for (int i = 0; i < BTQ_BATCH; i++) {
-      b->iov[i].iov_base = b->base + b->shm->data_offset + (size_t)i * b->shm->packet_bytes;
-      b->iov[i].iov_len = b->shm->packet_bytes;
-      memset(&b->msgs[i].msg_hdr, 0, sizeof b->msgs[i].msg_hdr);
-      b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
-      b->msgs[i].msg_hdr.msg_iovlen = 1;
-    }
-    int n = recvmmsg(b->nl_fd, b->msgs, BTQ_BATCH, MSG_DONTWAIT, NULL);
+    /* Every slot is free by now: slot 0's buffers will do. */
+    int n = receive_into(b, 0);
     if (n <= 0) return;
     uint32_t count = 0;
     uint32_t last_id = 0;
