@@ -162,19 +162,25 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     expect(stats?.watchdogAccepted).toBeGreaterThan(0);
   });
 
-  it('in monitor-only mode lets BitTorrent through and logs it', async () => {
+  it('in monitor-only mode lets BitTorrent through and logs the drop and the ban it would have made', async () => {
     const logPath = join(work, 'monitor.log');
-    daemon = startDaemon(net.gateway, { MONITOR_ONLY: 'true', DETECTION_LOG: logPath });
+    daemon = startDaemon(net.gateway, { MONITOR_ONLY: 'true', DETECTION_LOG: logPath, LOCAL_CIDRS: '10.77.1.0/24' });
     await daemon.waitFor('btwall running');
-    const sink = peer(net.server, 'tcp-sink', 6882, 3000);
+    // A remote peer connects in and proves itself: drop mode would drop the flow and ban the peer.
+    const sink = peer(net.client, 'tcp-sink', 6882, 3000);
     await sink.ready;
-    await peer(net.client, 'tcp-send', net.serverV4, 6882, 'handshake', 800).done;
+    await peer(net.server, 'tcp-send', '10.77.1.2', 6882, 'handshake', 800).done;
     expect(closedConnections(await sink.done)).toEqual([{ event: 'closed', bytes: 68 }]);
     const detection = await daemon.waitFor('BitTorrent detected');
-    expect(detection.action).toBe('monitor only (accepted)');
+    expect(detection).toMatchObject({ action: 'monitor only (accepted; would drop)', ban: `would ban ${net.serverV4} for 18000 s` });
     const log = readFileSync(logPath, 'utf8');
     expect(log).toContain('Detection:    handshake');
-    expect(log).toContain('Action:       monitor only (accepted)');
+    expect(log).toContain('Evidence:     exact, from the initiator');
+    expect(log).toContain('Action:       monitor only (accepted; would drop)');
+    expect(log).toContain(`Ban:          would ban ${net.serverV4} for 18000 s`);
+    expect(log).toContain(`Reason:       ban: ${net.serverV4} sent handshake bytes (exact) over TCP after a handshake seen both ways`);
+    // Nothing reached a ban sink, not even the dry-run one.
+    expect(daemon.lines.some((l) => l.msg === 'ban (dry run: not enforced in the kernel)' || l.msg === 'banned')).toBe(false);
   });
 
   it('rejects each invalid variable with exit code 78 before installing any rule', async () => {

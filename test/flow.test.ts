@@ -112,15 +112,40 @@ describe('FlowTable', () => {
     expect(table.expired).toBe(3);
   });
 
+  it("keeps the sequence number of each direction's first SYN, which a later SYN cannot move", () => {
+    const table = new FlowTable(16, 60_000, 0);
+    const withSeq = (pkt: PacketInfo, seq: number) => {
+      pkt.tcpSeq = seq;
+      return pkt;
+    };
+    const flow = track(table, withSeq(packet('10.0.0.9', 40000, '10.0.0.1', 6881, { flags: TCP_SYN }), 0xfffffff0), 1);
+    track(table, withSeq(packet('10.0.0.1', 6881, '10.0.0.9', 40000, { flags: TCP_SYN | TCP_ACK }), 0x12345678), 2);
+    // A retransmitted (or forged) SYN, and a data segment.
+    track(table, withSeq(packet('10.0.0.9', 40000, '10.0.0.1', 6881, { flags: TCP_SYN }), 7), 3);
+    track(table, withSeq(packet('10.0.0.9', 40000, '10.0.0.1', 6881, { payload: 68 }), 0xfffffff1), 4);
+    expect(table.synSeq[flow * 2]).toBe(0xfffffff0);
+    expect(table.synSeq[flow * 2 + 1]).toBe(0x12345678);
+    // No SYN seen: no sequence number kept.
+    const late = track(table, withSeq(packet('10.0.0.9', 40001, '10.0.0.1', 6881, { payload: 10 }), 99), 5);
+    expect(table.tcpFlags[late * 2] & TCP_SYN).toBe(0);
+    expect(table.synSeq[late * 2]).toBe(0);
+  });
+
   it('zeroes detector state and counters when a slot is reused', () => {
     const table = new FlowTable(1, 60_000, 4);
     const flow = track(table, packet('10.0.0.1', 1, '10.0.0.2', 80, { payload: 10 }), 0);
     table.state.fill(7, flow * 4, flow * 4 + 4);
     table.verdict[flow] = 2;
+    table.rule[flow] = 3;
+    table.strength[flow] = 2;
+    table.producer[flow] = 1;
     const reused = track(table, packet('10.0.0.1', 2, '10.0.0.2', 80), 1);
     expect(reused).toBe(flow);
     expect([...table.state.subarray(0, 4)]).toEqual([0, 0, 0, 0]);
     expect(table.verdict[reused]).toBe(0);
+    expect(table.rule[reused]).toBe(0);
+    expect(table.strength[reused]).toBe(0);
+    expect(table.producer[reused]).toBe(0);
     expect(table.payloadBytes[reused * 2]).toBe(0);
   });
 

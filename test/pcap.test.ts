@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readCapture } from '../src/pcap/reader.js';
 import type { CaptureResult } from '../src/pcap/types.js';
+import { pcapHeader } from './helpers/exchanges.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/pcap/', import.meta.url));
 const fixture = (name: string): string => join(FIXTURES, name);
@@ -195,13 +196,7 @@ describe('chunked reading', () => {
 
     it('streams every record, whatever its alignment to the chunk', () => {
       const records: Buffer[] = [];
-      const header = Buffer.alloc(24);
-      header.writeUInt32LE(0xa1b2c3d4, 0);
-      header.writeUInt16LE(2, 4);
-      header.writeUInt16LE(4, 6);
-      header.writeUInt32LE(65535, 16);
-      header.writeUInt32LE(1, 20);
-      records.push(header);
+      records.push(pcapHeader(1));
       const count = 2000;
       for (let i = 0; i < count; i++) {
         const len = 40 + ((i * 37) % 1400);

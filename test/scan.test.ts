@@ -3,15 +3,16 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dhtPing, HANDSHAKE, pcapHeader, TcpConnection, udp4, writeRawPcap } from './helpers/exchanges.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const CLI = join(ROOT, 'bin/btwall');
 const CORPUS = resolve(ROOT, '../shared/corpus/ndpi');
 const SCORE = resolve(ROOT, '../shared/corpus/score.py');
-const FIELDS = ['file', 'l4', 'src', 'sport', 'dst', 'dport', 'verdict', 'rule'];
+const FIELDS = ['file', 'l4', 'src', 'sport', 'dst', 'dport', 'verdict', 'rule', 'strength', 'action', 'ban', 'reason'];
 
-function scan(args: string[]) {
-  const run = spawnSync(CLI, ['scan', ...args], { encoding: 'utf8', maxBuffer: 1 << 28 });
+function scan(args: string[], env: Record<string, string> = {}) {
+  const run = spawnSync(CLI, ['scan', ...args], { encoding: 'utf8', maxBuffer: 1 << 28, env: { ...process.env, ...env } });
   if (run.error) throw run.error;
   const records = run.stdout
     .split('\n')
@@ -46,7 +47,11 @@ describe('btwall scan', () => {
       expect(['tcp', 'udp']).toContain(record.l4);
       expect(['bittorrent', 'clean']).toContain(record.verdict);
       expect(typeof record.sport).toBe('number');
+      expect(record.action).toBe(record.verdict === 'bittorrent' ? 'drop' : 'accept');
+      if (record.verdict === 'bittorrent') expect(['exact', 'response', 'heuristic', 'cache', 'announced', 'name']).toContain(record.strength);
     }
+    // Every BitTorrent flow of the corpus is a local client's own (or a name, or an unsolicited datagram): nothing proves a remote peer.
+    expect(run.records.filter((r) => r.ban !== null)).toEqual([]);
     writeFileSync(join(work, 'verdicts.ndjson'), run.stdout);
     const score = spawnSync('python3', [SCORE, join(CORPUS, 'truth.json'), join(work, 'verdicts.ndjson'), '--list'], { encoding: 'utf8' });
     const summary = score.stdout.trim().split('\n').at(-1) ?? '';
@@ -84,12 +89,7 @@ describe('btwall scan', () => {
   });
 
   it('reports an unsupported link type once per file, not per packet', () => {
-    const header = Buffer.alloc(24);
-    header.writeUInt32LE(0xa1b2c3d4, 0);
-    header.writeUInt16LE(2, 4);
-    header.writeUInt16LE(4, 6);
-    header.writeUInt32LE(65535, 16);
-    header.writeUInt32LE(147, 20); // LINKTYPE_USER0
+    const header = pcapHeader(147); // LINKTYPE_USER0
     const record = Buffer.alloc(16 + 4);
     record.writeUInt32LE(4, 8);
     record.writeUInt32LE(4, 12);
@@ -98,6 +98,38 @@ describe('btwall scan', () => {
     const run = scan([file]);
     expect(run.status).toBe(1);
     expect(run.stderr.trim().split('\n')).toEqual([`btwall scan: ${file}: link type 147 not supported, 3 packets skipped`]);
+  });
+
+  it('reports the ban the daemon would make, and why, per flow: bans on proof only', () => {
+    const inbound = new TcpConnection('198.51.100.9', 40000, '10.8.0.2', 51413);
+    const forged = new TcpConnection('10.8.0.2', 50000, '203.0.113.80', 443);
+    const blind = new TcpConnection('198.51.100.10', 40001, '10.8.0.2', 51413);
+    const frames = [
+      ...inbound.open(),
+      inbound.segment(0, HANDSHAKE),
+      ...forged.open(),
+      forged.segment(0, HANDSHAKE),
+      ...blind.open().slice(0, 2),
+      blind.segment(0, HANDSHAKE, 0x18, { ack: 0x12345678 }),
+      udp4('192.0.2.53', 53, '10.8.0.2', 51413, dhtPing()),
+      ...new TcpConnection('10.8.0.2', 50001, '203.0.113.80', 80).open(),
+    ];
+    const file = join(work, 'proof.pcap');
+    writeRawPcap(file, frames);
+    const run = scan([file]);
+    expect(run.status).toBe(0);
+    const by = (src: string) => run.records.find((r) => r.src === src);
+    expect(by('198.51.100.9')).toMatchObject({ verdict: 'bittorrent', rule: 'handshake', strength: 'exact', action: 'drop', ban: '198.51.100.9' });
+    expect(by('198.51.100.10')).toMatchObject({ verdict: 'bittorrent', action: 'drop', ban: null });
+    expect(String(by('198.51.100.10')?.reason)).toContain('do not acknowledge');
+    expect(by('192.0.2.53')).toMatchObject({ rule: 'dht', ban: null, reason: 'no ban: an unsolicited UDP datagram can carry any source address' });
+    const local = run.records.filter((r) => r.src === '10.8.0.2');
+    expect(local.find((r) => r.dport === 443)).toMatchObject({ verdict: 'bittorrent', ban: null });
+    expect(local.find((r) => r.dport === 80)).toMatchObject({ verdict: 'clean', action: 'accept', ban: null, strength: null, reason: null });
+    // The daemon's variables shape the scan: with the remote side local too, nobody is banned.
+    expect(scan([file], { LOCAL_CIDRS: '0.0.0.0/0' }).records.filter((r) => r.ban !== null)).toEqual([]);
+    expect(scan([file], { BAN_EXEMPT: '198.51.100.9' }).records.find((r) => r.src === '198.51.100.9')?.reason).toBe('no ban: 198.51.100.9 is exempt (BAN_EXEMPT)');
+    expect(scan([file], { INSPECT_PACKETS: 'many' }).status).toBe(78);
   });
 
   it('prints usage and exits 64 on bad arguments', () => {

@@ -1,18 +1,20 @@
 /**
  * The XDP ban fast path in the client <-> gateway <-> server lab: the daemon on the gateway bans
- * the server once the client's BitTorrent handshake to it is detected, and from then on the
- * program on the gateway's links drops the server's packets before netfilter sees them.
+ * the server once it connects in to the client and sends its own BitTorrent handshake (its bytes,
+ * over a TCP handshake the gateway saw: proof), and from then on the program on the gateway's
+ * links drops the server's packets before netfilter sees them.
  */
 import { existsSync, rmSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { btwall, CLI, peer, startDaemon, stopPeers, type RunningDaemon } from './helpers/daemon.js';
-import { canUseKernel, createTopology, type Namespace, type Topology } from './helpers/netns.js';
+import { canUseKernel, createTopology, deviceWith, type Namespace, type Topology } from './helpers/netns.js';
 
 const SERVER4 = '10.77.2.2';
 const SERVER6 = 'fd77:2::2';
 /** A second address of the server: never banned, so the path through the gateway is seen to work. */
 const OTHER4 = '10.77.2.3';
 const CLIENT4 = '10.77.1.2';
+const CLIENT6 = 'fd77:1::2';
 const SINK_PORT = 7000;
 const CLIENT_SINK_PORT = 9000;
 
@@ -24,12 +26,6 @@ interface BanList {
   dropped: { v4: { packets: number }; v6: { packets: number } };
 }
 
-/** The device of a namespace that holds an address. */
-function deviceWith(ns: Namespace, address: string): string {
-  const line = ns.must('ip', ['-o', 'addr', 'show']).split('\n').find((l) => l.includes(` ${address}/`));
-  if (!line) throw new Error(`no device with ${address} in ${ns.name}`);
-  return line.split(/\s+/)[1];
-}
 
 describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
   let net: Topology;
@@ -51,12 +47,12 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
     return Number(sent.connected) > 0;
   };
   let handshakePort = 6881;
-  /** Sends a BitTorrent handshake from the client; resolves when the daemon has banned the server. */
+  /** The server, from `server`, connects to the client and sends a handshake; resolves when the daemon has banned it. */
   const handshakeBans = async (server: string) => {
     const port = handshakePort++;
-    const sink = peer(net.server, 'tcp-sink', port, 3000);
+    const sink = peer(net.client, 'tcp-sink', port, 3000);
     await sink.ready;
-    await peer(net.client, 'tcp-send', server, port, 'handshake', 300).done;
+    await peer(net.server, 'tcp-send', server.includes(':') ? CLIENT6 : CLIENT4, port, 'handshake', 300, 1, server).done;
     return daemon!.waitFor('banned', { address: server });
   };
 

@@ -18,8 +18,7 @@ export function runPasses(engine: Engine, set: PacketSet, passes: number): void 
       engine.clock.nowMs = timestamps[i];
       engine.process(data, offsets[i], lengths[i], linkTypes[i]);
     }
-    engine.flows.clear();
-    engine.peers.clear();
+    engine.reset();
   }
 }
 

@@ -121,6 +121,8 @@ const schema = z.object({
   ALLOW_CIDRS: cidrs.prefault(''),
   LOCAL_CIDRS: cidrs.prefault(''),
   BAN_LOCAL: boolean.prefault('false'),
+  BAN_EXEMPT: cidrs.prefault(''),
+  BAN_RATE: integer(1, 100_000).prefault('30'),
   INSPECT_PACKETS: integer(1, 1000).prefault('20'),
   QUEUE_MAXLEN: integer(64, 1 << 20).prefault('8192'),
   VERDICT_TIMEOUT_MS: integer(5, 60_000).prefault('50'),
@@ -152,6 +154,10 @@ export interface Config {
   allowCidrs: Cidr[];
   localCidrs: Cidr[];
   banLocal: boolean;
+  /** Never banned, whatever the evidence (as well as the allowlist, resolvers, the gateway's own addresses). */
+  banExempt: Cidr[];
+  /** Most new bans per local host and minute. */
+  banRatePerMinute: number;
   inspectPackets: number;
   queueMaxLen: number;
   verdictTimeoutMs: number;
@@ -204,6 +210,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     allowCidrs: c.ALLOW_CIDRS,
     localCidrs: c.LOCAL_CIDRS,
     banLocal: c.BAN_LOCAL,
+    banExempt: c.BAN_EXEMPT,
+    banRatePerMinute: c.BAN_RATE,
     inspectPackets: c.INSPECT_PACKETS,
     queueMaxLen: c.QUEUE_MAXLEN,
     verdictTimeoutMs: c.VERDICT_TIMEOUT_MS,

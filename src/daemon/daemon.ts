@@ -4,9 +4,10 @@ import { DryRunBanSink, type BanSink } from '../bans/sink.js';
 import { XdpBanSink, XdpUnavailableError } from '../bans/xdp.js';
 import { withConfig, type Config } from '../config/config.js';
 import { installRules, removeRules } from '../firewall/apply.js';
-import { DetectionLog, type Detection } from './detection-log.js';
+import { DetectionLog, detectionRecord, type Detection } from './detection-log.js';
+import { readHostFacts } from './host-facts.js';
 import { InterfaceNames } from './interfaces.js';
-import type { DetectedEndpoint, WorkerCommand, WorkerMessage, WorkerSetup } from './queue-worker.js';
+import type { WorkerCommand, WorkerMessage, WorkerSetup } from './queue-worker.js';
 
 const STATS_INTERVAL_MS = 60_000;
 /** Workers get this long to unbind their queues at stop (systemd's TimeoutStopSec is 20 s). */
@@ -46,8 +47,9 @@ class Daemon {
   private statsTimer: NodeJS.Timeout | null = null;
   private cleanupTimer: NodeJS.Timeout | null = null;
   private stopping = false;
-  private warnedNoLocalEnd = false;
   private rulesInstalled = false;
+  /** What the queues' tables take together. */
+  private tableBytes = 0;
 
   constructor(
     private readonly config: Config,
@@ -72,8 +74,9 @@ class Daemon {
     if (c.detectionLog !== '') this.detectionLog = new DetectionLog(c.detectionLog);
     this.bans = this.openBans();
     const ready: Promise<void>[] = [];
+    const host = readHostFacts();
     for (let queue = c.queues.first; queue <= c.queues.last; queue++) {
-      const setup: WorkerSetup = { config: c, queue };
+      const setup: WorkerSetup = { config: c, queue, host };
       const worker = new Worker(new URL('./queue-worker.js', import.meta.url), { workerData: setup });
       this.workers.push(worker);
       this.workersExited.push(new Promise((resolve) => worker.once('exit', resolve)));
@@ -85,7 +88,10 @@ class Daemon {
       ready.push(
         new Promise((resolve, reject) => {
           worker.on('message', (message: WorkerMessage) => {
-            if (message.type === 'ready') resolve();
+            if (message.type === 'ready') {
+              this.tableBytes += message.memoryBytes;
+              resolve();
+            }
             else if (message.type === 'failed') reject(new Error(`queue ${queue}: ${message.reason}`));
             else this.onWorkerMessage(message);
           });
@@ -111,6 +117,7 @@ class Daemon {
         inspectPackets: c.inspectPackets,
         detectionLog: c.detectionLog || null,
         bansEnforced: this.bans.enforced,
+        tableMemoryMB: Math.round(this.tableBytes / 2 ** 20),
       },
       'btwall running',
     );
@@ -132,8 +139,12 @@ class Daemon {
     return new DryRunBanSink(this.log);
   }
 
-  /** CLEANUP_INTERVAL: expired bans out of the maps, and the ban counters into the log. */
+  /**
+   * CLEANUP_INTERVAL: expired bans out of the maps, the ban counters into the log, and the host's
+   * current addresses and resolvers to the policy, which never bans them.
+   */
   private sweepBans(): void {
+    this.tell({ type: 'host', host: readHostFacts() });
     const swept = this.bans.sweep();
     this.log.info({ swept, ...this.bans.stats() }, 'ban sweep');
   }
@@ -141,17 +152,15 @@ class Daemon {
   private onWorkerMessage(message: WorkerMessage): void {
     switch (message.type) {
       case 'detection': {
-        const { detection, ifindex, bannable, endpoints } = message;
-        detection.interface = this.interfaces.name(ifindex);
+        const { event, ifindex } = message;
+        const detection = detectionRecord(event, this.interfaces.name(ifindex));
         const { payload, ...fields } = detection;
         this.log.warn({ ...fields, payloadBytes: payload.length }, 'BitTorrent detected');
         this.writeDetection(detection);
-        if (bannable) this.banPeer(endpoints, detection.rule);
+        const { ban, enforce } = event.decision;
+        if (ban !== null && enforce) this.bans.ban(ban.address, ban.durationS, event.rule);
         return;
       }
-      case 'tracker-address':
-        this.ban([message.endpoint], 'tracker-domain');
-        return;
       case 'stats':
       case 'stopped':
         this.log.info(message.stats, 'stats');
@@ -160,28 +169,6 @@ class Daemon {
         this.log.error({ reason: message.reason }, 'queue broker exited; traffic bypasses the queue');
         void this.stop(1);
         return;
-    }
-  }
-
-  /**
-   * A flow's remote end is banned. When neither end is local, which is the remote is unknown (public
-   * VPN pools, global IPv6 without LOCAL_CIDRS): banning both would cut off the user, so neither
-   * is banned (the flow itself is still dropped) and the operator is told once.
-   */
-  private banPeer(endpoints: readonly DetectedEndpoint[], rule: string): void {
-    if (endpoints.some((endpoint) => endpoint.local)) return this.ban(endpoints, rule);
-    if (!this.warnedNoLocalEnd) {
-      this.warnedNoLocalEnd = true;
-      this.log.warn({ endpoints: endpoints.map((e) => e.address) }, 'neither end of a detected flow is in LOCAL_CIDRS: not banning; set LOCAL_CIDRS to your users\' addresses');
-    }
-  }
-
-  /** The remote peer is banned; a local user only when the operator asked for it; never the allowlist. */
-  private ban(endpoints: readonly DetectedEndpoint[], rule: string): void {
-    if (this.config.monitorOnly) return;
-    for (const endpoint of endpoints) {
-      if ((endpoint.local && !this.config.banLocal) || endpoint.allowlisted) continue;
-      this.bans.ban(endpoint.address, this.config.banDurationS, rule);
     }
   }
 

@@ -1,6 +1,8 @@
 import { closeSync, fchmodSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 
+import type { DetectionEvent } from '../pipeline/pipeline.js';
+
 /** What one detection record says; written only when a flow is first found to be BitTorrent. */
 export interface Detection {
   timeMs: number;
@@ -11,10 +13,37 @@ export interface Detection {
   destination: string;
   destinationPort: number;
   rule: string;
-  /** "dropped" inline, "monitor only (accepted)" with MONITOR_ONLY. */
+  /** The evidence's strength and whose bytes matched: "exact, from the responder". */
+  evidence: string;
+  /** "dropped" inline, "monitor only (accepted; would drop)" with MONITOR_ONLY. */
   action: string;
+  /** "ADDRESS for N s", "none", or with MONITOR_ONLY "would ban ADDRESS for N s". */
+  ban: string;
+  /** The policy's words for the ban or its absence. */
+  reason: string;
   /** The payload of the packet that decided the flow. */
   payload: Uint8Array;
+}
+
+/** The record of a detection the pipeline reported, on the interface the main thread named. */
+export function detectionRecord(event: DetectionEvent, interfaceName: string): Detection {
+  const { decision } = event;
+  const ban = decision.ban === null ? 'none' : `${decision.enforce ? '' : 'would ban '}${decision.ban.address} for ${decision.ban.durationS} s`;
+  return {
+    timeMs: event.timeMs,
+    interface: interfaceName,
+    protocol: event.l4 === 'tcp' ? 'TCP' : 'UDP',
+    source: event.initiator,
+    sourcePort: event.initiatorPort,
+    destination: event.responder,
+    destinationPort: event.responderPort,
+    rule: event.rule,
+    evidence: `${event.strength}, from the ${event.producer}${event.tunnelled ? ' (inside a tunnel)' : ''}`,
+    action: decision.enforce ? 'dropped' : 'monitor only (accepted; would drop)',
+    ban,
+    reason: decision.reason,
+    payload: event.payload,
+  };
 }
 
 const SHOWN_BYTES = 512;
@@ -62,7 +91,10 @@ export function formatDetection(d: Detection): string {
     `Source:       ${endpoint(d.source, d.sourcePort)}`,
     `Destination:  ${endpoint(d.destination, d.destinationPort)}`,
     `Detection:    ${d.rule}`,
+    `Evidence:     ${d.evidence}`,
     `Action:       ${d.action}`,
+    `Ban:          ${d.ban}`,
+    `Reason:       ${d.reason}`,
     `Payload Size: ${size}`,
     '',
     'Hex Dump:',

@@ -1,9 +1,9 @@
-import type { PeerCache } from '../flow/peers.js';
+import type { PeerCache, PeerLists } from '../flow/peers.js';
 import type { PacketInfo } from '../packet/packet.js';
 
 /** What a detector says about a flow after one payload packet. */
 export const MORE = 0;
-/** The flow is BitTorrent: the engine records the verdict with this detector's name as the rule. */
+/** The flow is BitTorrent: the engine records the evidence (rule, strength, producer) for the policy. */
 export const MATCH = 1;
 /** This detector will never match this flow: the engine stops calling it for the flow. */
 export const GIVE_UP = 2;
@@ -11,6 +11,27 @@ export const GIVE_UP = 2;
 /** Which transports a detector wants to see (bit mask). */
 export const OVER_TCP = 1;
 export const OVER_UDP = 2;
+
+/**
+ * How strong a piece of evidence is, as stored per flow (FlowTable.strength). Only EXACT and
+ * RESPONSE may ever lead to a ban (src/policy/ decides); the others drop flows and nothing more.
+ */
+export const STRENGTH_NONE = 0;
+/** The full protocol structure, in the bytes of one end (a handshake, a KRPC message, a tracker request). */
+export const STRENGTH_EXACT = 1;
+/** Bytes from one end that answer what the other end sent in this flow (a uTP STATE acking the SYN, a tracker response with the asked transaction id). */
+export const STRENGTH_RESPONSE = 2;
+/** Statistical: shape and entropy (MSE), byte patterns out of their protocol's structure. */
+export const STRENGTH_HEURISTIC = 3;
+/** An endpoint proven a peer earlier, by evidence that would have banned it. */
+export const STRENGTH_CACHE = 4;
+/** An endpoint only listed by a third party (tracker, DHT, PEX) to the host that received the list. */
+export const STRENGTH_ANNOUNCED = 5;
+/** A name: a DNS question or answer, a TLS server name, an HTTP Host. */
+export const STRENGTH_NAME = 6;
+/** Indexed by strength code: the words the scan output, the logs and the policy's reasons use. */
+export const STRENGTH_NAMES = ['', 'exact', 'response', 'heuristic', 'cache', 'announced', 'name'] as const;
+export type StrengthName = Exclude<(typeof STRENGTH_NAMES)[number], ''>;
 
 /**
  * Everything a detector may look at for one payload packet. One instance is reused for every
@@ -30,14 +51,22 @@ export class InspectContext {
   /** The detector's per-flow scratch bytes: state[stateOff, stateOff + stateBytes), zero on a new flow. */
   state!: Uint8Array;
   stateOff = 0;
-  /** Endpoints known to speak BitTorrent: detectors that read peer lists (DHT, PEX, trackers) add to it. */
-  peers!: PeerCache;
+  /**
+   * Set before each inspect() to the detector's own `strength`: a detector whose match can be of
+   * another strength (a uTP pair that answers a SYN, a peer-cache hit) sets it before returning MATCH.
+   */
+  strength = STRENGTH_NONE;
+  /** Peer lists: what trackers, DHT nodes and PEX told the host receiving the current packet. */
+  peers!: PeerLists;
+  /** Endpoints proven peers by their own bytes (the policy adds them; only peer-cache reads them). */
+  proven!: PeerCache;
 }
 
 /**
  * One detector: recognises one BitTorrent wire protocol from payload packets of a flow.
  * It keeps its per-flow state in the engine's scratch bytes (never in objects of its own),
- * allocates nothing and converts nothing to strings while inspecting.
+ * allocates nothing and converts nothing to strings while inspecting. A match is evidence, not a
+ * verdict: the bytes that matched are the current packet's, so their producer is its sender.
  */
 export interface Detector {
   /** The rule name reported when it matches. */
@@ -48,22 +77,19 @@ export interface Detector {
   readonly budget: number;
   /** Per-flow scratch bytes it needs. */
   readonly stateBytes: number;
+  /** The strength of its matches (STRENGTH_*), unless it sets ctx.strength otherwise. */
+  readonly strength: number;
   /**
-   * Whether the endpoints of a flow it matches are BitTorrent peers, to be remembered and banned.
-   * False where the other end is infrastructure that only carried a BitTorrent question (a DNS resolver).
+   * Whether the end whose bytes matched is itself a BitTorrent peer. False where it is a service
+   * that only carried BitTorrent for someone (a tracker, a web seed, a proxy, a resolver): a ban
+   * there would cut off everything else it serves, so the policy never bans it.
    */
-  readonly bannable: boolean;
-  /**
-   * Whether a match proves the flow's endpoints are peers the cache should learn. False for the
-   * peer cache itself (a cached match proves nothing new, and learning from it would let one entry
-   * spread to every endpoint its flows touch) and for detectors that are not bannable.
-   */
-  readonly provesPeers: boolean;
+  readonly producerIsPeer: boolean;
   inspect(ctx: InspectContext): number;
   /**
    * Optional: reads peer lists (tracker responses, DHT replies, PEX) from later payload packets of
    * a flow this detector matched, while the flow is within the detector's budget. Inline, a matched
-   * flow is dropped, so this serves monitor-only mode and scans; it must not allocate either.
+   * flow is dropped, so only monitor-only mode gets here; it must not allocate either.
    */
   learn?(ctx: InspectContext): void;
 }

@@ -1,5 +1,5 @@
 import { asciiBytes, bytesEqual, findKey, skipValue, stringLength, stringStart } from './bencode.js';
-import { GIVE_UP, MATCH, MORE, OVER_UDP, type Detector, type InspectContext } from './detector.js';
+import { GIVE_UP, MATCH, MORE, OVER_UDP, type Detector, type InspectContext, STRENGTH_EXACT } from './detector.js';
 
 const DICT = 0x64; // 'd'
 const LIST = 0x6c; // 'l'
@@ -77,8 +77,8 @@ const LEARN_BUDGET = 256;
  * other keys (`v`, `ip`, `ro`, `p`, `want`...) are allowed. Random, DNS, STUN, QUIC... payloads
  * cannot be one well-formed bencoded dictionary ending exactly at the datagram's end with these keys.
  *
- * Peers: the nodes and values of responses, and the port an announce_peer sender announces, go to
- * the peer cache, in inspect (a flow first seen at a response) and in learn (the responses that
+ * Peers: the nodes and values of responses, and the port an announce_peer sender announces, are
+ * listed to the host that receives them, in inspect (a flow first seen at a response) and in learn (the responses that
  * follow the query a flow was matched on). Budget: the first datagram, or the first INSPECT_WINDOW
  * of a flow that opens with dictionaries it cannot read, for finding a message; LEARN_BUDGET datagrams for learning, because one flow between two nodes carries every
  * query either makes of the other for as long as they keep talking (the busiest pair in the lab
@@ -89,8 +89,8 @@ export const dhtDetector: Detector = {
   transports: OVER_UDP,
   budget: LEARN_BUDGET,
   stateBytes: 0,
-  bannable: true,
-  provesPeers: true,
+  strength: STRENGTH_EXACT,
+  producerIsPeer: true,
   inspect(ctx: InspectContext): number {
     const pkt = ctx.pkt;
     const kind = messageKind(pkt.buf, pkt.payloadOff, pkt.payloadOff + pkt.payloadLen);

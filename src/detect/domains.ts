@@ -6,15 +6,13 @@
  * foo.utorrent.com is under utorrent.com, notutorrent.com is not.
  *
  * Three detectors rather than one, because they differ where the Detector contract makes them
- * differ: a DNS flow runs to a resolver, which must never be banned (bannable false), while a TLS
- * or HTTP flow runs to the named host itself; each has its own transports, budget and state; and
+ * differ: a DNS flow runs to a resolver, a TLS or HTTP flow to the named host itself (a name is
+ * only a name: `name` evidence drops flows and never bans); each has its own transports, budget and state; and
  * their rule names tell the operator which evidence decided. Each exports a factory over a
  * DomainList, so an operator's own domains ([...DEFAULT_DOMAINS, ...extra]) reach all three.
  */
 import { asciiBytes } from './bencode.js';
 import { ByteMatcher, START_STATE } from './matcher.js';
-import type { Clock } from '../flow/clock.js';
-import { PeerCache } from '../flow/peers.js';
 
 /** Public tracker hosts (HTTP, UDP and WebTorrent trackers): nothing else answers at these names. */
 export const TRACKER_DOMAINS: readonly string[] = [
@@ -187,40 +185,6 @@ function normaliseDomain(entry: string): string {
     throw new RangeError(`not a domain name: ${JSON.stringify(entry)}`);
   }
   return name;
-}
-
-/** The port under which TrackerAddresses keeps its address-only entries in a PeerCache. */
-const ADDRESS_ONLY_PORT = 0xffff;
-
-/**
- * Addresses that listed tracker names resolved to (A and AAAA answers whose owner name is itself
- * listed), for the daemon's ban sink. Bounded and expiring: a PeerCache whose entries all carry one
- * pseudo-port. An entry lasts ttlMs whatever the record's own TTL: a client goes on announcing to
- * the address for its whole announce interval, long after a tracker's short DNS TTL. Never used to
- * flag flows: trackers share addresses with everything else behind the same CDN or hosting front.
- */
-export class TrackerAddresses {
-  private readonly cache: PeerCache;
-
-  constructor(capacity: number, ttlMs: number, clock: Clock) {
-    this.cache = new PeerCache(capacity, ttlMs, clock);
-  }
-
-  /**
-   * Keeps the address at buf[off] (4 bytes for family 4, 16 for 6) until now + ttl; false when it
-   * is no address to keep (unspecified, loopback, multicast, broadcast).
-   */
-  add(family: number, buf: Uint8Array, off: number): boolean {
-    return this.cache.add(family, buf, off, ADDRESS_ONLY_PORT);
-  }
-
-  has(family: number, buf: Uint8Array, off: number): boolean {
-    return this.cache.has(family, buf, off, ADDRESS_ONLY_PORT);
-  }
-
-  clear(): void {
-    this.cache.clear();
-  }
 }
 
 /** DEFAULT_DOMAINS, matched: what the registry's detectors look for. */

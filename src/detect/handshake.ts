@@ -1,4 +1,4 @@
-import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext } from './detector.js';
+import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext, STRENGTH_EXACT } from './detector.js';
 import { HANDSHAKE_LENGTH, setWirePosition, startWire, walkWire, WIRE_BYTES, wireDistance, wireStarted } from './peer-wire.js';
 
 /** BEP 3 peer wire handshake: pstrlen 19 then "BitTorrent protocol" as the first bytes of either direction. */
@@ -26,8 +26,8 @@ export const handshakeDetector: Detector = {
   transports: OVER_TCP,
   budget: 64,
   stateBytes: 2 * DIR_STATE_BYTES,
-  bannable: true,
-  provesPeers: true,
+  strength: STRENGTH_EXACT,
+  producerIsPeer: true,
   inspect(ctx: InspectContext): number {
     const state = ctx.state;
     const at = ctx.stateOff + ctx.dir * DIR_STATE_BYTES;

@@ -1,5 +1,5 @@
 import { asciiBytes, bytesEqual } from './bencode.js';
-import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext } from './detector.js';
+import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext, STRENGTH_EXACT } from './detector.js';
 import {
   anotherParameterFollows,
   findHeader,
@@ -90,15 +90,15 @@ const decoded = new Uint8Array(INFO_HASH_LENGTH);
 
 /**
  * Budget: 2 payload packets, the first request and, when its header block was cut, the rest of it.
- * Not bannable: the other end is a web server (a web seed, a feed, an update site), not a peer.
+ * Never banned (producerIsPeer false): the other end is a web server (a web seed, a feed, an update site), not a peer.
  */
 export const httpBittorrentDetector: Detector = {
   name: 'http-bittorrent',
   transports: OVER_TCP,
   budget: 2,
   stateBytes: STATE_BYTES,
-  bannable: false,
-  provesPeers: false,
+  strength: STRENGTH_EXACT,
+  producerIsPeer: false,
   inspect(ctx: InspectContext): number {
     const state = ctx.state;
     const s = ctx.stateOff;

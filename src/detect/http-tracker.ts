@@ -1,5 +1,5 @@
 import { asciiBytes, bytesEqual, findKey, skipValue, stringLength, stringStart } from './bencode.js';
-import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext } from './detector.js';
+import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext, STRENGTH_EXACT } from './detector.js';
 import {
   anotherParameterFollows,
   decimalValue,
@@ -102,7 +102,7 @@ const address4 = new Uint8Array(4);
 /**
  * Budget: 8 payload packets, room for a request in two segments and a response in six (a few
  * hundred IPv6 peers), which learn() reads for peer lists.
- * Not bannable: a tracker is infrastructure, often a shared web host or CDN address, not a peer.
+ * Never banned (producerIsPeer false): a tracker is infrastructure, often a shared web host or CDN address, not a peer.
  * The announcing client is one: a match caches its address with the port it announced.
  */
 export const httpTrackerDetector: Detector = {
@@ -110,8 +110,8 @@ export const httpTrackerDetector: Detector = {
   transports: OVER_TCP,
   budget: 8,
   stateBytes: STATE_BYTES,
-  bannable: false,
-  provesPeers: false,
+  strength: STRENGTH_EXACT,
+  producerIsPeer: false,
   inspect(ctx: InspectContext): number {
     const state = ctx.state;
     const s = ctx.stateOff;

@@ -1,4 +1,4 @@
-import { GIVE_UP, MATCH, OVER_UDP, type Detector, type InspectContext } from './detector.js';
+import { GIVE_UP, MATCH, OVER_UDP, type Detector, type InspectContext, STRENGTH_EXACT } from './detector.js';
 
 function bytes(text: string): Uint8Array {
   return Uint8Array.from(text, (c) => c.charCodeAt(0));
@@ -22,15 +22,15 @@ const V2_HASH_DIGITS = 64;
  * one Infohash header with a hex info-hash. Decided from the one datagram, whatever its
  * destination (the multicast groups 239.192.152.143:6771 and [ff15::efc0:988f]:6771, or unicast):
  * the request line and headers are found in nothing else. The sender's announced port is
- * remembered as a peer. Budget: the first payload packet.
+ * listed as a peer to the receiver (a unicast announce's host; a multicast group lists nobody). Budget: the first payload packet.
  */
 export const lsdDetector: Detector = {
   name: 'lsd',
   transports: OVER_UDP,
   budget: 1,
   stateBytes: 0,
-  bannable: true,
-  provesPeers: true,
+  strength: STRENGTH_EXACT,
+  producerIsPeer: true,
   inspect(ctx: InspectContext): number {
     const pkt = ctx.pkt;
     const buf = pkt.buf;

@@ -1,4 +1,4 @@
-import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext } from './detector.js';
+import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext, STRENGTH_HEURISTIC } from './detector.js';
 import { HANDSHAKE_LENGTH } from './peer-wire.js';
 
 /*
@@ -120,8 +120,8 @@ export const mseDetector: Detector = {
   transports: OVER_TCP,
   budget: 32,
   stateBytes: STATE_BYTES,
-  bannable: true,
-  provesPeers: true,
+  strength: STRENGTH_HEURISTIC,
+  producerIsPeer: true,
   inspect(ctx: InspectContext): number {
     const state = ctx.state;
     const at = ctx.stateOff;
@@ -291,7 +291,7 @@ function prefixAt(buf: Uint8Array, at: number): boolean {
   return true;
 }
 
-/** Whether the responder is an endpoint the peer cache would remember: a listening peer, not a service. */
+/** Whether the responder is an endpoint the peer tables would take: a listening peer, not a service. */
 function responderMayBePeer(ctx: InspectContext): boolean {
   const pkt = ctx.pkt;
   const fromInitiator = ctx.dir === 0;

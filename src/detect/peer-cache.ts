@@ -1,9 +1,11 @@
-import { GIVE_UP, MATCH, OVER_TCP, OVER_UDP, type Detector, type InspectContext } from './detector.js';
+import { GIVE_UP, MATCH, OVER_TCP, OVER_UDP, STRENGTH_ANNOUNCED, STRENGTH_CACHE, type Detector, type InspectContext } from './detector.js';
 
 /**
- * A flow to or from an endpoint already known to speak BitTorrent (proven by an earlier flow, or
- * listed as a peer by DHT, PEX or a tracker): caught from its first payload packet, whatever it
- * carries, which is how encrypted (MSE) connections to known peers are stopped. Last in the
+ * A flow to or from an endpoint already known to speak BitTorrent: proven a peer by its own bytes
+ * earlier (`cache`, for every host), or listed as a peer to this very host by a tracker, a DHT node
+ * or PEX (`announced`, for that host only). Caught from its first payload packet, whatever it
+ * carries, which is how encrypted (MSE) connections to known peers are stopped. Neither strength
+ * ever bans: a cache hit is about an endpoint, not about the bytes of this flow. Last in the
  * chain, so a flow that also speaks a recognisable protocol is named by that protocol.
  * Budget: the first payload packet.
  */
@@ -12,15 +14,22 @@ export const peerCacheDetector: Detector = {
   transports: OVER_TCP | OVER_UDP,
   budget: 1,
   stateBytes: 0,
-  bannable: true,
-  provesPeers: false,
+  strength: STRENGTH_CACHE,
+  producerIsPeer: true,
   inspect(ctx: InspectContext): number {
     const pkt = ctx.pkt;
-    const peers = ctx.peers;
+    const { family, buf, srcOff, dstOff, sport, dport } = pkt;
+    const proven = ctx.proven;
     // The cached end may be a local client's port; if the other end is a service (DNS, HTTPS, a
     // VPN...), the client is only using it, and the flow says nothing about BitTorrent.
-    const toPeer = peers.has(pkt.family, pkt.buf, pkt.dstOff, pkt.dport) && peers.accepts(pkt.family, pkt.buf, pkt.srcOff, pkt.sport);
-    const fromPeer = peers.has(pkt.family, pkt.buf, pkt.srcOff, pkt.sport) && peers.accepts(pkt.family, pkt.buf, pkt.dstOff, pkt.dport);
-    return toPeer || fromPeer ? MATCH : GIVE_UP;
+    const toPeer = proven.accepts(family, buf, srcOff, sport) && proven.has(family, buf, dstOff, dport);
+    const fromPeer = proven.accepts(family, buf, dstOff, dport) && proven.has(family, buf, srcOff, sport);
+    if (toPeer || fromPeer) return MATCH;
+    const listed = ctx.peers.cache;
+    const toListed = listed.accepts(family, buf, srcOff, sport) && listed.has(family, buf, dstOff, dport, family, buf, srcOff);
+    const fromListed = listed.accepts(family, buf, dstOff, dport) && listed.has(family, buf, srcOff, sport, family, buf, dstOff);
+    if (!toListed && !fromListed) return GIVE_UP;
+    ctx.strength = STRENGTH_ANNOUNCED;
+    return MATCH;
   },
 };

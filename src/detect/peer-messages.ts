@@ -1,4 +1,4 @@
-import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext } from './detector.js';
+import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext, STRENGTH_EXACT } from './detector.js';
 import { WIRE_BYTES, walkWire, wireProven } from './peer-wire.js';
 
 /** One byte after the two walkers: bit `dir` set when that direction's first payload packet was all text. */
@@ -15,9 +15,8 @@ const BOTH_TEXT = 0b11;
  * handshake with an `m` dict). A heuristic: late in the chain. The peer wire is binary, so a flow
  * whose first packet is printable text both ways (HTTP, SMTP, SIP...) is given up at once.
  *
- * provesPeers is false: mid-connection the flow table takes whichever side it saw first for the
- * initiator, so the side it would remember as the listening peer may be the real initiator's
- * ephemeral port, which the next, unrelated, connection from that host may reuse.
+ * Evidence: `exact`, from the direction whose message completed the proof; the policy bans on it
+ * only over a TCP handshake it saw, which a connection caught mid-way never has.
  * Budget: 32 payload packets, enough for a bulk transfer's request direction to show itself.
  */
 export const peerMessagesDetector: Detector = {
@@ -25,8 +24,8 @@ export const peerMessagesDetector: Detector = {
   transports: OVER_TCP,
   budget: 32,
   stateBytes: 2 * WIRE_BYTES + 1,
-  bannable: true,
-  provesPeers: false,
+  strength: STRENGTH_EXACT,
+  producerIsPeer: true,
   inspect(ctx: InspectContext): number {
     const state = ctx.state;
     const own = ctx.stateOff + ctx.dir * WIRE_BYTES;

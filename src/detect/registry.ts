@@ -10,7 +10,7 @@ import { peerMessagesDetector } from './peer-messages.js';
 import { signatureDetector } from './signatures.js';
 import { socks5Detector } from './socks5.js';
 import { socks5ProxyDetector } from './socks5-proxy.js';
-import { DEFAULT_DOMAIN_LIST, DEFAULT_DOMAINS, DomainList, type TrackerAddresses } from './domains.js';
+import { DEFAULT_DOMAINS, DomainList } from './domains.js';
 import { createTrackerDomainDetector, trackerDomainDetector } from './tracker-domain.js';
 import { createTrackerHostDetector, trackerHostDetector } from './tracker-host.js';
 import { createTrackerSniDetector, trackerSniDetector } from './tracker-sni.js';
@@ -45,20 +45,18 @@ export interface ChainOptions {
   blockSocks: boolean;
   /** Names added to the built-in tracker and client-service list. */
   trackerDomains?: readonly string[];
-  /** Where the DNS rule puts the addresses listed names resolve to (for the ban sink). */
-  trackerAddresses?: TrackerAddresses;
 }
 
-/** The chain for a configuration: DETECTORS, with the name rules rebuilt when the list or the address sink differ. */
+/** The chain for a configuration: DETECTORS, with the name rules rebuilt over the operator's extra names. */
 export function detectorChain(options: ChainOptions): readonly Detector[] {
   const extra = options.trackerDomains ?? [];
   let chain: readonly Detector[] = DETECTORS;
-  if (extra.length > 0 || options.trackerAddresses !== undefined) {
-    const names = extra.length > 0 ? new DomainList([...DEFAULT_DOMAINS, ...extra]) : DEFAULT_DOMAIN_LIST;
+  if (extra.length > 0) {
+    const names = new DomainList([...DEFAULT_DOMAINS, ...extra]);
     const replacements = new Map<Detector, Detector>([
       [trackerSniDetector, createTrackerSniDetector(names)],
       [trackerHostDetector, createTrackerHostDetector(names)],
-      [trackerDomainDetector, createTrackerDomainDetector(names, options.trackerAddresses ?? null)],
+      [trackerDomainDetector, createTrackerDomainDetector(names)],
     ]);
     chain = chain.map((detector) => replacements.get(detector) ?? detector);
   }

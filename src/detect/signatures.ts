@@ -1,5 +1,5 @@
 import { asciiBytes } from './bencode.js';
-import { GIVE_UP, MATCH, MORE, OVER_TCP, OVER_UDP, type Detector, type InspectContext } from './detector.js';
+import { GIVE_UP, MATCH, MORE, OVER_TCP, OVER_UDP, type Detector, type InspectContext, STRENGTH_HEURISTIC } from './detector.js';
 import { ByteMatcher } from './matcher.js';
 import { IPPROTO_TCP } from '../packet/packet.js';
 
@@ -117,8 +117,8 @@ export const signatureDetector: Detector = {
   transports: OVER_TCP | OVER_UDP,
   budget: SIGNATURE_BUDGET,
   stateBytes: 0,
-  bannable: true,
-  provesPeers: false,
+  strength: STRENGTH_HEURISTIC,
+  producerIsPeer: true,
   inspect(ctx: InspectContext): number {
     const pkt = ctx.pkt;
     if (hasSignature(pkt.buf, pkt.payloadOff, pkt.payloadOff + pkt.payloadLen, ctx.dir)) return MATCH;

@@ -1,4 +1,4 @@
-import { GIVE_UP, InspectContext, MATCH, MORE, OVER_TCP, OVER_UDP, type Detector } from './detector.js';
+import { GIVE_UP, InspectContext, MATCH, MORE, OVER_TCP, OVER_UDP, type Detector, STRENGTH_EXACT } from './detector.js';
 import { dhtDetector } from './dht.js';
 import { handshakeDetector } from './handshake.js';
 import { httpBittorrentDetector } from './http-bittorrent.js';
@@ -89,9 +89,9 @@ inner.pkt = innerPacket;
 /**
  * SOCKS5 tunnels that carry BitTorrent: a CONNECT whose tunnelled stream one of `streamDetectors`
  * recognises, UDP ASSOCIATE datagrams whose data one of `datagramDetectors` recognises. Not
- * bannable: the other end is the proxy, which may serve many users for other traffic; the flow
- * itself is stopped. Peers the inner detectors learn (DHT nodes, tracker answers) still reach the
- * peer cache. Budget: the negotiation, then the largest inner budget.
+ * a peer (producerIsPeer false): the other end is the proxy, which may serve many users for other
+ * traffic; the flow itself is stopped. Peers the inner detectors learn (DHT nodes, tracker
+ * answers) still reach the receiving host's peer lists. Budget: the negotiation, then the largest inner budget.
  */
 export function createSocks5Detector(name: string, streamDetectors: readonly Detector[], datagramDetectors: readonly Detector[]): Detector {
   const streamChain = new InnerChain(streamDetectors);
@@ -101,8 +101,8 @@ export function createSocks5Detector(name: string, streamDetectors: readonly Det
     transports: OVER_TCP | OVER_UDP,
     budget: NEGOTIATION_PACKETS + Math.max(streamChain.budget, datagramChain.budget),
     stateBytes: Math.max(streamChain.stateBytes, datagramChain.stateBytes),
-    bannable: false,
-    provesPeers: false,
+    strength: STRENGTH_EXACT,
+    producerIsPeer: false,
     inspect(ctx: InspectContext): number {
       return ctx.pkt.l4 === IPPROTO_TCP ? inspectStream(ctx, streamChain) : inspectDatagram(ctx, datagramChain);
     },
@@ -282,6 +282,7 @@ function enterInner(ctx: InspectContext, from: number): void {
   const countAt = ctx.stateOff + INNER_PACKETS;
   inner.state = state;
   inner.peers = ctx.peers;
+  inner.proven = ctx.proven;
   inner.flow = ctx.flow;
   inner.dir = ctx.dir;
   inner.dirIndex = state[countAt + ctx.dir];
@@ -305,8 +306,11 @@ function runInner(ctx: InspectContext, chain: InnerChain, from: number): number 
       continue;
     }
     inner.stateOff = base + chain.offsets[i];
+    inner.strength = detector.strength;
     const outcome = detector.inspect(inner);
     if (outcome === MATCH) {
+      // The evidence is as strong as what the tunnel carried (its producer, the proxy, is never banned).
+      ctx.strength = inner.strength;
       state[base + INNER_DONE] = done;
       state[base + INNER_MATCHED] = i + 1;
       return MATCH;

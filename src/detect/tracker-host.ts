@@ -1,5 +1,5 @@
 import { asciiBytes } from './bencode.js';
-import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext } from './detector.js';
+import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext, STRENGTH_NAME } from './detector.js';
 import { DEFAULT_DOMAIN_LIST, type DomainList } from './domains.js';
 import { ByteMatcher } from './matcher.js';
 
@@ -39,8 +39,8 @@ export function createTrackerHostDetector(list: DomainList): Detector {
     transports: OVER_TCP,
     budget: HOST_BUDGET,
     stateBytes: 1,
-    bannable: true,
-    provesPeers: false,
+    strength: STRENGTH_NAME,
+    producerIsPeer: false,
     inspect(ctx: InspectContext): number {
       const pkt = ctx.pkt;
       const buf = pkt.buf;

@@ -1,4 +1,4 @@
-import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext } from './detector.js';
+import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext, STRENGTH_NAME } from './detector.js';
 import { DEFAULT_DOMAIN_LIST, MAX_NAME_LENGTH, type DomainList } from './domains.js';
 
 /*
@@ -177,8 +177,8 @@ export function createTrackerSniDetector(list: DomainList): Detector {
     transports: OVER_TCP,
     budget: SNI_BUDGET,
     stateBytes: SNI_STATE_BYTES,
-    bannable: true,
-    provesPeers: false,
+    strength: STRENGTH_NAME,
+    producerIsPeer: false,
     inspect(ctx: InspectContext): number {
       const pkt = ctx.pkt;
       const buf = pkt.buf;

@@ -1,4 +1,4 @@
-import { GIVE_UP, MATCH, MORE, OVER_UDP, type Detector, type InspectContext } from './detector.js';
+import { GIVE_UP, MATCH, MORE, OVER_UDP, STRENGTH_EXACT, STRENGTH_RESPONSE, type Detector, type InspectContext } from './detector.js';
 
 /** The connect request's connection_id, 0x41727101980, in network byte order. */
 const PROTOCOL_ID = Uint8Array.from([0x00, 0x00, 0x04, 0x17, 0x27, 0x10, 0x19, 0x80]);
@@ -37,6 +37,11 @@ const OTHER = 0;
 const CONNECT_REQUEST = 1;
 const REQUEST_SEEN = 2;
 const ANSWERED = 3;
+/**
+ * Shaped as the answer, but a request itself: what a reflecting service (UDP echo) sends back of
+ * a request whose connection id reads as an action and a transaction id. No tracker answered.
+ */
+const REFLECTED = 4;
 
 /**
  * BEP 15 UDP tracker protocol. The 16-byte connect request, with its 64-bit protocol magic, is
@@ -44,7 +49,10 @@ const ANSWERED = 3;
  * scrape request is decided with its response from the other side: same transaction id, and an
  * announce response (compact peers, 6 bytes each over IPv4, 18 over IPv6), a scrape response
  * (12 bytes per hash asked) or an error. The peers of announce responses, in the matching flow and
- * in the later packets of a flow already matched, go to the peer cache.
+ * in the later packets of a flow already matched, go to the peer lists of the host they reach.
+ * Evidence: a connect request is `exact`; a response with the asked transaction id is a `response`
+ * from the tracker, unless it is a request itself (see REFLECTED), when it is `exact`. Any other
+ * datagram gives the flow up, so the asking side can have sent nothing else for an echo to return.
  * Budget: 32 payload packets, for the announces a client sends to one tracker from one socket.
  */
 export const udpTrackerDetector: Detector = {
@@ -52,11 +60,12 @@ export const udpTrackerDetector: Detector = {
   transports: OVER_UDP,
   budget: 32,
   stateBytes: TRANSACTION + 4,
-  bannable: true,
-  provesPeers: true,
+  strength: STRENGTH_EXACT,
+  producerIsPeer: true,
   inspect(ctx: InspectContext): number {
     const seen = readDatagram(ctx);
-    if (seen === CONNECT_REQUEST || seen === ANSWERED) return MATCH;
+    if (seen === ANSWERED) ctx.strength = STRENGTH_RESPONSE;
+    if (seen === CONNECT_REQUEST || seen === ANSWERED || seen === REFLECTED) return MATCH;
     return seen === REQUEST_SEEN ? MORE : GIVE_UP;
   },
   learn(ctx: InspectContext): void {
@@ -80,38 +89,54 @@ function readDatagram(ctx: InspectContext): number {
   const base = ctx.stateOff;
   const pending = state[base + REQUEST];
   const fromResponder = ctx.dir === 1 ? FROM_RESPONDER : 0;
+  const request = requestAction(buf, start, len);
   if ((pending & PENDING) !== 0 && (pending & FROM_RESPONDER) !== fromResponder && len >= 8 && sameTransaction(buf, start + 4, state, base + TRANSACTION)) {
-    return isResponse(ctx, actionAt(buf, start), pending & ACTION_MASK, state[base + HASHES]) ? ANSWERED : OTHER;
+    if (!isResponse(ctx, actionAt(buf, start), pending & ACTION_MASK, state[base + HASHES])) return OTHER;
+    if (request >= 0) return REFLECTED;
+    listPeers(ctx);
+    return ANSWERED;
   }
-  const action = len >= 16 ? actionAt(buf, start + 8) : -1;
-  let hashes = 0;
-  if (action === ACTION_ANNOUNCE) {
-    if (len < ANNOUNCE_REQUEST_LEN || !isAnnounceRequest(buf, start, start + len)) return OTHER;
-  } else if (action === ACTION_SCRAPE) {
-    if ((len - SCRAPE_REQUEST_HEADER) % INFO_HASH_LEN !== 0) return OTHER;
-    hashes = (len - SCRAPE_REQUEST_HEADER) / INFO_HASH_LEN;
-    if (hashes < 1 || hashes > MAX_SCRAPE_HASHES) return OTHER;
-  } else return OTHER;
-  // Clients draw transaction ids at random: an all-zero one is a zero-filled look-alike.
-  if ((buf[start + 12] | buf[start + 13] | buf[start + 14] | buf[start + 15]) === 0) return OTHER;
-  state[base + REQUEST] = PENDING | fromResponder | action;
-  state[base + HASHES] = hashes;
+  if (request < 0) return OTHER;
+  state[base + REQUEST] = PENDING | fromResponder | request;
+  state[base + HASHES] = request === ACTION_SCRAPE ? (len - SCRAPE_REQUEST_HEADER) / INFO_HASH_LEN : 0;
   for (let i = 0; i < 4; i++) state[base + TRANSACTION + i] = buf[start + 12 + i];
   return REQUEST_SEEN;
 }
 
+/** The action of an announce or scrape request in buf[start, start + len), or -1 when it is none. */
+function requestAction(buf: Uint8Array, start: number, len: number): number {
+  const action = len >= 16 ? actionAt(buf, start + 8) : -1;
+  if (action === ACTION_ANNOUNCE) {
+    if (len < ANNOUNCE_REQUEST_LEN || !isAnnounceRequest(buf, start, start + len)) return -1;
+  } else if (action === ACTION_SCRAPE) {
+    const hashes = (len - SCRAPE_REQUEST_HEADER) / INFO_HASH_LEN;
+    if (!Number.isInteger(hashes) || hashes < 1 || hashes > MAX_SCRAPE_HASHES) return -1;
+  } else return -1;
+  // Clients draw transaction ids at random: an all-zero one is a zero-filled look-alike.
+  return (buf[start + 12] | buf[start + 13] | buf[start + 14] | buf[start + 15]) === 0 ? -1 : action;
+}
+
 /** Whether the datagram (action and transaction id already read) answers the pending request. */
 function isResponse(ctx: InspectContext, action: number, requested: number, hashes: number): boolean {
-  const pkt = ctx.pkt;
-  const len = pkt.payloadLen;
+  const len = ctx.pkt.payloadLen;
   if (action === ACTION_ERROR) return true;
   if (action !== requested) return false;
   if (action === ACTION_SCRAPE) return len === SCRAPE_RESPONSE_HEADER + hashes * SCRAPE_ENTRY_LEN;
-  const entryLen = pkt.family === 4 ? PEER4_LEN : PEER6_LEN;
   const peersLen = len - ANNOUNCE_RESPONSE_HEADER;
-  if (peersLen < 0 || peersLen % entryLen !== 0) return false;
-  ctx.peers.addCompact(pkt.family, pkt.buf, pkt.payloadOff + ANNOUNCE_RESPONSE_HEADER, peersLen / entryLen, entryLen, 0);
-  return true;
+  return peersLen >= 0 && peersLen % peerEntryLength(ctx) === 0;
+}
+
+/** The compact peers of an announce response (BEP 15: 6 bytes each over IPv4, 18 over IPv6), to the host it reaches. */
+function listPeers(ctx: InspectContext): void {
+  const pkt = ctx.pkt;
+  if (actionAt(pkt.buf, pkt.payloadOff) !== ACTION_ANNOUNCE) return;
+  const entryLen = peerEntryLength(ctx);
+  const count = (pkt.payloadLen - ANNOUNCE_RESPONSE_HEADER) / entryLen;
+  ctx.peers.addCompact(pkt.family, pkt.buf, pkt.payloadOff + ANNOUNCE_RESPONSE_HEADER, count, entryLen, 0);
+}
+
+function peerEntryLength(ctx: InspectContext): number {
+  return ctx.pkt.family === 4 ? PEER4_LEN : PEER6_LEN;
 }
 
 /** An announce request: event 0-3 (none, completed, started, stopped), then BEP 41 options that end inside the datagram. */

@@ -1,5 +1,5 @@
 import { skipValue } from './bencode.js';
-import { GIVE_UP, MATCH, MORE, OVER_UDP, type Detector, type InspectContext } from './detector.js';
+import { GIVE_UP, MATCH, MORE, OVER_UDP, STRENGTH_EXACT, STRENGTH_RESPONSE, type Detector, type InspectContext } from './detector.js';
 
 /** BEP 29 packet types (high nibble of the first byte; the low nibble is the version, 1). */
 const ST_DATA = 0;
@@ -39,6 +39,14 @@ const MIN_RUN_BOTH_WAYS = 6;
 const FLAGS = 0;
 const SYN_SEEN = 1;
 const SYN_FROM_RESPONDER = 2;
+/**
+ * SENT_OTHER << dir: that direction sent a datagram other than a SYN. The side that opens a uTP
+ * connection sends nothing but its SYN (and its retransmissions) until it is answered, so an
+ * "answer" to a side that sent anything else may be a reflection (a UDP echo sending back what
+ * that side sent): a match then, but no proof.
+ */
+const SENT_OTHER = 4;
+const SENT_OTHER_EITHER = SENT_OTHER | (SENT_OTHER << 1);
 const SYN_ID = 1;
 const SYN_SEQ = 3;
 const DIR_BASE = 5;
@@ -58,6 +66,9 @@ const DIR_BYTES = 7;
  * connection id and acknowledging its sequence number, or, for a flow caught mid-way, after a few
  * packets each way whose connection ids differ by one and whose sequence numbers,
  * acknowledgements, timestamps and windows progress plausibly.
+ * Evidence: the answer to a SYN is a `response` from the answering end (it carries what only a
+ * receiver of that SYN knows), unless the SYN's side sent anything but SYNs (see SENT_OTHER); a
+ * mid-way run is `exact`.
  * Budget: 32 payload packets, room for two acknowledgements of a bulk transfer caught mid-way.
  */
 export const utpDetector: Detector = {
@@ -65,14 +76,15 @@ export const utpDetector: Detector = {
   transports: OVER_UDP,
   budget: 32,
   stateBytes: DIR_BASE + 2 * DIR_BYTES,
-  bannable: true,
-  provesPeers: true,
+  strength: STRENGTH_EXACT,
+  producerIsPeer: true,
   inspect(ctx: InspectContext): number {
     const pkt = ctx.pkt;
     const buf = pkt.buf;
     const start = pkt.payloadOff;
     const end = start + pkt.payloadLen;
     const kind = packetType(buf, start, end);
+    if (kind !== ST_SYN) ctx.state[ctx.stateOff + FLAGS] |= SENT_OTHER << ctx.dir;
     if (kind < 0) return buf[start] === BENCODE_DICT && skipValue(buf, start, end) === end ? MORE : GIVE_UP;
     const state = ctx.state;
     const base = ctx.stateOff;
@@ -80,15 +92,20 @@ export const utpDetector: Detector = {
     const seq = (buf[start + 16] << 8) | buf[start + 17];
     const ack = (buf[start + 18] << 8) | buf[start + 19];
     if (kind === ST_SYN) {
-      state[base + FLAGS] = SYN_SEEN | (ctx.dir === 1 ? SYN_FROM_RESPONDER : 0);
+      state[base + FLAGS] = (state[base + FLAGS] & SENT_OTHER_EITHER) | SYN_SEEN | (ctx.dir === 1 ? SYN_FROM_RESPONDER : 0);
       writeU16(state, base + SYN_ID, id);
       writeU16(state, base + SYN_SEQ, seq);
       return MORE;
     }
     const flags = state[base + FLAGS];
-    const synFromOtherSide = (flags & SYN_SEEN) !== 0 && ((flags & SYN_FROM_RESPONDER) !== 0) !== (ctx.dir === 1);
+    const synSeen = (flags & SYN_SEEN) !== 0;
+    const synFromOtherSide = synSeen && ((flags & SYN_FROM_RESPONDER) !== 0) !== (ctx.dir === 1);
     if (synFromOtherSide && (kind === ST_STATE || kind === ST_RESET)) {
-      if (id === readU16(state, base + SYN_ID) && ack === readU16(state, base + SYN_SEQ)) return MATCH;
+      if (id === readU16(state, base + SYN_ID) && ack === readU16(state, base + SYN_SEQ)) {
+        const synSide = (flags & SYN_FROM_RESPONDER) !== 0 ? 1 : 0;
+        if ((flags & (SENT_OTHER << synSide)) === 0) ctx.strength = STRENGTH_RESPONSE;
+        return MATCH;
+      }
     }
     // A reset may carry either side's id: it proves nothing about the flow's id pair.
     if (kind === ST_RESET) return MORE;

@@ -1,7 +1,7 @@
-import { GIVE_UP, InspectContext, MATCH, OVER_TCP, OVER_UDP, type Detector } from '../detect/detector.js';
+import { GIVE_UP, InspectContext, MATCH, OVER_TCP, OVER_UDP, STRENGTH_NAMES, type Detector } from '../detect/detector.js';
 import { DETECTORS } from '../detect/registry.js';
 import { Clock } from '../flow/clock.js';
-import { PeerCache } from '../flow/peers.js';
+import { PeerCache, PeerLists } from '../flow/peers.js';
 import { FlowTable } from '../flow/table.js';
 import { PacketDecoder } from '../packet/decode.js';
 import { DECODED_TCP_UDP, IPPROTO_TCP, PacketInfo } from '../packet/packet.js';
@@ -22,7 +22,7 @@ export interface EngineOptions {
   idleTimeoutMs?: number;
   /** The ordered detector chain (default: every registered detector). */
   detectors?: readonly Detector[];
-  /** Most BitTorrent endpoints remembered at once (default 65,536) and for how long (default 1 h). */
+  /** Most BitTorrent endpoints remembered at once in each peer table (default 65,536) and for how long (default 1 h). */
   peerCapacity?: number;
   peerTtlMs?: number;
   /** Operator's allowlist: an address for which this returns true is never remembered as a peer. */
@@ -33,24 +33,34 @@ export interface EngineOptions {
 export type RuleNames = readonly string[];
 
 /**
- * The detection engine shared by `btwall scan` and the inline daemon: packets in, verdicts out.
+ * The detection engine shared by `btwall scan` and the inline daemon: packets in, evidence out.
  *
- * Each packet is decoded, counted in its flow, and, while the flow is undecided and carries
- * payload, shown to every detector that has not given up on the flow, in registry order. The
- * first MATCH makes the flow BitTorrent; when every detector has given up it is clean. A flow
- * with a verdict costs one table lookup per packet from then on.
+ * Each packet is decoded and counted in its flow (`track`), and, while the flow is undecided and
+ * carries payload, shown to every detector that has not given up on the flow, in registry order
+ * (`examine`). The first MATCH makes the flow BitTorrent and records its evidence (rule,
+ * strength, the direction whose bytes matched) for the policy; when every detector has given up
+ * it is clean. A flow with a verdict costs one table lookup per packet from then on. What a
+ * verdict does (drop, mark, ban, remember) is the policy's (src/policy/), not the engine's.
  */
 export class Engine {
   /** Set it to the packet's (or the batch's) time before calling `process`. */
   readonly clock: Clock;
   readonly flows: FlowTable;
-  readonly peers: PeerCache;
+  /** Endpoints proven peers by their own bytes: for every host. */
+  readonly proven: PeerCache;
+  /** Endpoints listed to one host by a tracker, DHT node or PEX: for that host only. */
+  readonly announced: PeerCache;
   readonly decoder = new PacketDecoder();
   readonly packet = new PacketInfo();
   readonly ruleNames: RuleNames;
-  /** Whether the endpoints of a flow decided by `rule` (FlowTable.rule) may be banned. */
-  ruleBannable(rule: number): boolean {
-    return rule > 0 && this.detectors[rule - 1].bannable;
+  /** Whether the end whose bytes matched `rule` (FlowTable.rule) is a peer rather than a service. */
+  producerIsPeer(rule: number): boolean {
+    return rule > 0 && this.detectors[rule - 1].producerIsPeer;
+  }
+
+  /** The strength of a decided flow's evidence, as a word ('exact', 'response', ...). */
+  strengthName(flow: number): string {
+    return STRENGTH_NAMES[this.flows.strength[flow]];
   }
 
   /** Called once per flow when it gets its verdict (read the flow from `flows`). */
@@ -87,10 +97,21 @@ export class Engine {
     this.learnersMask = learnersMask;
     this.ruleNames = ['', ...this.detectors.map((d) => d.name)];
     this.flows = new FlowTable(options.flowCapacity ?? 1 << 20, options.idleTimeoutMs ?? 120_000, stateBytes, this.clock);
-    this.peers = new PeerCache(options.peerCapacity ?? 1 << 16, options.peerTtlMs ?? 3_600_000, this.clock, options.isAllowlisted);
+    const peerCapacity = options.peerCapacity ?? 1 << 16;
+    const peerTtlMs = options.peerTtlMs ?? 3_600_000;
+    this.proven = new PeerCache(peerCapacity, peerTtlMs, this.clock, options.isAllowlisted);
+    this.announced = new PeerCache(peerCapacity, peerTtlMs, this.clock, options.isAllowlisted, true);
     this.context.pkt = this.packet;
     this.context.state = this.flows.state;
-    this.context.peers = this.peers;
+    this.context.peers = new PeerLists(this.announced, this.packet);
+    this.context.proven = this.proven;
+  }
+
+  /** Forgets every flow and peer: a new capture file is a new network. */
+  reset(): void {
+    this.flows.clear();
+    this.proven.clear();
+    this.announced.clear();
   }
 
   /**
@@ -98,16 +119,31 @@ export class Engine {
    * Returns the verdict of its flow: VERDICT_UNDECIDED, VERDICT_CLEAN, VERDICT_BITTORRENT or VERDICT_NO_FLOW.
    */
   process(buf: Uint8Array, off: number, len: number, linkType: number): number {
+    const flow = this.track(buf, off, len, linkType);
+    return flow < 0 ? VERDICT_NO_FLOW : this.examine(flow);
+  }
+
+  /**
+   * Decodes one frame and counts it in its flow, without inspecting it; returns the flow, or -1
+   * when the packet belongs to none. `packet` and the table's `direction` and `created` describe it
+   * until the next call.
+   */
+  track(buf: Uint8Array, off: number, len: number, linkType: number): number {
     const pkt = this.packet;
     if (this.decoder.decode(buf, off, len, linkType, pkt) !== DECODED_TCP_UDP) {
       this.lastFlow = -1;
-      return VERDICT_NO_FLOW;
+      return -1;
     }
-    const flows = this.flows;
-    const flow = flows.track(pkt);
+    const flow = this.flows.track(pkt);
     this.lastFlow = flow;
+    return flow;
+  }
+
+  /** Inspects the packet `track` just counted in `flow`; returns the flow's verdict. */
+  examine(flow: number): number {
+    const flows = this.flows;
     const verdict = flows.verdict[flow];
-    if (pkt.payloadLen === 0) return verdict;
+    if (this.packet.payloadLen === 0) return verdict;
     if (verdict === VERDICT_UNDECIDED) return this.inspect(flow);
     if (verdict === VERDICT_BITTORRENT && (this.learnersMask & (1 << (flows.rule[flow] - 1))) !== 0) this.learn(flow);
     return verdict;
@@ -152,10 +188,12 @@ export class Engine {
         continue;
       }
       ctx.stateOff = flow * flows.stateBytes + this.stateOffsets[i];
+      ctx.strength = detector.strength;
       const outcome = detector.inspect(ctx);
       if (outcome === MATCH) {
         flows.detectorsDone[flow] = done;
-        if (detector.provesPeers) this.rememberPeers(dir);
+        flows.strength[flow] = ctx.strength;
+        flows.producer[flow] = dir;
         return this.decide(flow, VERDICT_BITTORRENT, i + 1);
       }
       if (outcome === GIVE_UP) done |= bit;
@@ -163,21 +201,6 @@ export class Engine {
     flows.detectorsDone[flow] = done;
     if ((candidates & ~done) === 0) return this.decide(flow, VERDICT_CLEAN, 0);
     return VERDICT_UNDECIDED;
-  }
-
-  /**
-   * Remembers the endpoints of the current packet's flow as peers: the responder, which listens for
-   * peers, and over UDP the initiator too, which sends from the port it listens on (uTP, DHT).
-   */
-  private rememberPeers(dir: number): void {
-    const pkt = this.packet;
-    const fromInitiator = dir === 0;
-    const responderAddr = fromInitiator ? pkt.dstOff : pkt.srcOff;
-    const responderPort = fromInitiator ? pkt.dport : pkt.sport;
-    this.peers.add(pkt.family, pkt.buf, responderAddr, responderPort);
-    if (pkt.l4 !== IPPROTO_TCP) {
-      this.peers.add(pkt.family, pkt.buf, fromInitiator ? pkt.srcOff : pkt.dstOff, fromInitiator ? pkt.sport : pkt.dport);
-    }
   }
 
   private decide(flow: number, verdict: number, rule: number): number {

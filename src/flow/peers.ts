@@ -1,7 +1,12 @@
-import { Clock } from './clock.js';
+import type { Clock } from './clock.js';
+import type { PacketInfo } from '../packet/packet.js';
 
-/** Unsigned 32-bit words per entry key: address (4, IPv4 in the first), then port << 8 | family. */
-const KEY_WORDS = 5;
+/**
+ * Unsigned 32-bit words per entry key: the endpoint's address (4, IPv4 in the first), port << 8 |
+ * family | scope family << 4, then, in a scoped cache, the address of the host the entry is for (4).
+ */
+const ENDPOINT_WORDS = 5;
+const SCOPE_WORDS = 4;
 /** Entries per set: a lookup or insert looks at this many slots, never more. */
 const WAYS = 4;
 
@@ -15,25 +20,30 @@ const NEVER_CACHED_PORTS = new Set([
 ]);
 
 /**
- * Endpoints (address and port) known to speak BitTorrent: proven by a flow, or announced as peers
- * by DHT nodes, PEX or trackers. A new flow to or from one is BitTorrent from its first packet,
- * even when it is encrypted from its first byte.
+ * Endpoints (address and port) known to speak BitTorrent, each until its time to live runs out.
+ * Unscoped, an entry holds for every host (peers proven by their own bytes); scoped, it holds only
+ * for the one host it was told to (peers a tracker, DHT node or PEX message listed to that host).
  *
- * A bounded set-associative cache over typed arrays: each endpoint hashes to one set of WAYS
- * slots; an insert takes an empty or expired slot, else the one closest to expiry. Nothing grows.
+ * A bounded set-associative cache over typed arrays: each key hashes to one set of WAYS slots; an
+ * insert takes an empty or expired slot, else the one closest to expiry. Nothing grows; the hash
+ * is seeded per process, so no sender can aim its entries at one set.
  */
 export class PeerCache {
   readonly capacity: number;
   readonly ttlMs: number;
+  /** Memory of the whole cache, bytes. */
+  readonly bytes: number;
   /** Lookups that found an endpoint, inserts, inserts refused by the port rule. */
   hits = 0;
   inserts = 0;
   refused = 0;
 
+  private readonly keyWords: number;
   private readonly keys: Uint32Array;
   private readonly expiresMs: Float64Array;
   private readonly setMask: number;
-  private readonly probe = new Uint32Array(KEY_WORDS);
+  private readonly probe: Uint32Array;
+  private readonly seed = (Math.random() * 0x100000000) >>> 0;
 
   constructor(
     capacity: number,
@@ -41,14 +51,19 @@ export class PeerCache {
     private readonly clock: Clock,
     /** Operator's allowlist: an address for which this returns true is never cached. */
     private readonly isAllowlisted: (family: number, buf: Uint8Array, addrOff: number) => boolean = () => false,
+    /** Whether every entry belongs to one host (the scope passed to add and has). */
+    readonly scoped = false,
   ) {
     let sets = 1;
     while (sets * WAYS < capacity) sets <<= 1;
     this.capacity = sets * WAYS;
     this.ttlMs = ttlMs;
     this.setMask = sets - 1;
-    this.keys = new Uint32Array(this.capacity * KEY_WORDS);
+    this.keyWords = ENDPOINT_WORDS + (scoped ? SCOPE_WORDS : 0);
+    this.probe = new Uint32Array(this.keyWords);
+    this.keys = new Uint32Array(this.capacity * this.keyWords);
     this.expiresMs = new Float64Array(this.capacity);
+    this.bytes = this.keys.byteLength + this.expiresMs.byteLength;
   }
 
   /** Whether an endpoint may be cached at all. */
@@ -56,13 +71,17 @@ export class PeerCache {
     return port >= 1024 && !NEVER_CACHED_PORTS.has(port) && !isUnusableAddress(family, buf, addrOff) && !this.isAllowlisted(family, buf, addrOff);
   }
 
-  /** Caches the endpoint whose address is at buf[addrOff] (4 or 16 bytes) until now + ttl. Returns false when refused. */
-  add(family: number, buf: Uint8Array, addrOff: number, port: number): boolean {
+  /**
+   * Caches the endpoint whose address is at buf[addrOff] (4 or 16 bytes) until now + ttl; in a
+   * scoped cache, for the host whose address (of `scopeFamily`) is at scopeBuf[scopeOff]. Returns
+   * false when refused.
+   */
+  add(family: number, buf: Uint8Array, addrOff: number, port: number, scopeFamily = 0, scopeBuf = buf, scopeOff = 0): boolean {
     if (!this.accepts(family, buf, addrOff, port)) {
       this.refused++;
       return false;
     }
-    const set = this.setOf(family, buf, addrOff, port);
+    const set = this.setOf(family, buf, addrOff, port, scopeFamily, scopeBuf, scopeOff);
     const now = this.clock.nowMs;
     let slot = this.find(set);
     if (slot < 0) {
@@ -75,23 +94,90 @@ export class PeerCache {
         }
         if (this.expiresMs[set + way] < this.expiresMs[slot]) slot = set + way;
       }
-      this.keys.set(this.probe, slot * KEY_WORDS);
+      this.keys.set(this.probe, slot * this.keyWords);
     }
     this.expiresMs[slot] = now + this.ttlMs;
     this.inserts++;
     return true;
   }
 
-  /** Whether the endpoint is cached and not expired. */
-  has(family: number, buf: Uint8Array, addrOff: number, port: number): boolean {
-    const slot = this.find(this.setOf(family, buf, addrOff, port));
+  /** Whether the endpoint is cached (for that host, when scoped) and not expired. */
+  has(family: number, buf: Uint8Array, addrOff: number, port: number, scopeFamily = 0, scopeBuf = buf, scopeOff = 0): boolean {
+    const slot = this.find(this.setOf(family, buf, addrOff, port, scopeFamily, scopeBuf, scopeOff));
     if (slot < 0 || this.expiresMs[slot] <= this.clock.nowMs) return false;
     this.hits++;
     return true;
   }
 
+  /** Forgets everything (a new capture file is a new network): an entry past its expiry is as good as empty. */
+  clear(): void {
+    this.expiresMs.fill(0);
+  }
+
+  /** Writes the key into `probe` and returns the first slot of its set. */
+  private setOf(family: number, buf: Uint8Array, addrOff: number, port: number, scopeFamily: number, scopeBuf: Uint8Array, scopeOff: number): number {
+    const probe = this.probe;
+    const scope = this.scoped ? scopeFamily : 0;
+    let h = this.seed ^ (port << 8) ^ family;
+    h = mixAddress(probe, 0, h, family, buf, addrOff);
+    probe[4] = (port << 8) | family | (scope << 4);
+    h = Math.imul(h ^ probe[4], 0x9e3779b1);
+    if (this.scoped) h = mixAddress(probe, ENDPOINT_WORDS, h, scope, scopeBuf, scopeOff);
+    h ^= h >>> 15;
+    return (h & this.setMask) * WAYS;
+  }
+
+  private find(set: number): number {
+    const keys = this.keys;
+    const probe = this.probe;
+    const words = this.keyWords;
+    for (let way = 0; way < WAYS; way++) {
+      const base = (set + way) * words;
+      let same = true;
+      for (let w = 0; w < words && same; w++) same = keys[base + w] === probe[w];
+      if (same) return set + way;
+    }
+    return -1;
+  }
+}
+
+/** Writes an address's four key words (zeros past an IPv4 address) into probe[at...] and mixes them into h. */
+function mixAddress(probe: Uint32Array, at: number, h: number, family: number, buf: Uint8Array, off: number): number {
+  const words = family === 4 ? 1 : 4;
+  for (let w = 0; w < 4; w++) {
+    const byte = off + w * 4;
+    const word = w < words ? (buf[byte] << 24) | (buf[byte + 1] << 16) | (buf[byte + 2] << 8) | buf[byte + 3] : 0;
+    probe[at + w] = word;
+    h = Math.imul(h ^ word, 0x9e3779b1);
+    h ^= h >>> 15;
+  }
+  return h;
+}
+
+/**
+ * What detectors write peer lists into: the scoped cache, with the host that receives the
+ * current packet (its destination) as the scope. A list a tracker, DHT node or PEX message sends
+ * to one host drops that host's new flows to the listed endpoints, no one else's.
+ */
+export class PeerLists {
+  constructor(
+    readonly cache: PeerCache,
+    private readonly pkt: PacketInfo,
+  ) {}
+
+  /** Lists the endpoint at buf[addrOff] (4 or 16 bytes) to the current packet's receiver. */
+  add(family: number, buf: Uint8Array, addrOff: number, port: number): boolean {
+    const pkt = this.pkt;
+    return this.cache.add(family, buf, addrOff, port, pkt.family, pkt.buf, pkt.dstOff);
+  }
+
+  /** Whether an endpoint may be listed at all (see PeerCache.accepts). */
+  accepts(family: number, buf: Uint8Array, addrOff: number, port: number): boolean {
+    return this.cache.accepts(family, buf, addrOff, port);
+  }
+
   /**
-   * Caches every endpoint of a compact list (BEP 23 peers, BEP 5 nodes, BEP 11 added): `count`
+   * Lists every endpoint of a compact list (BEP 23 peers, BEP 5 nodes, BEP 11 added): `count`
    * entries of `entryLen` bytes from `off`, each with its address at `addrAt` within the entry and
    * the port right after the address.
    */
@@ -101,39 +187,6 @@ export class PeerCache {
       const addr = off + i * entryLen + addrAt;
       this.add(family, buf, addr, (buf[addr + addrLen] << 8) | buf[addr + addrLen + 1]);
     }
-  }
-
-  /** Forgets everything (a new capture file is a new network): an entry past its expiry is as good as empty. */
-  clear(): void {
-    this.expiresMs.fill(0);
-  }
-
-  /** Writes the key into `probe` and returns the first slot of its set. */
-  private setOf(family: number, buf: Uint8Array, addrOff: number, port: number): number {
-    const probe = this.probe;
-    const words = family === 4 ? 1 : 4;
-    let h = (port << 8) ^ family;
-    for (let w = 0; w < 4; w++) {
-      const at = addrOff + w * 4;
-      const word = w < words ? (buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3] : 0;
-      probe[w] = word;
-      h = Math.imul(h ^ word, 0x9e3779b1);
-      h ^= h >>> 15;
-    }
-    probe[4] = (port << 8) | family;
-    return (h & this.setMask) * WAYS;
-  }
-
-  private find(set: number): number {
-    const keys = this.keys;
-    const probe = this.probe;
-    for (let way = 0; way < WAYS; way++) {
-      const base = (set + way) * KEY_WORDS;
-      if (keys[base + 4] === probe[4] && keys[base] === probe[0] && keys[base + 1] === probe[1] && keys[base + 2] === probe[2] && keys[base + 3] === probe[3]) {
-        return set + way;
-      }
-    }
-    return -1;
   }
 }
 

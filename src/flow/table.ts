@@ -35,9 +35,14 @@ export class FlowTable {
   readonly payloadPackets: Uint32Array;
   readonly payloadBytes: Float64Array;
   readonly tcpFlags: Uint8Array;
+  /** TCP only, per direction: the sequence number of its SYN (valid when tcpFlags has TCP_SYN). */
+  readonly synSeq: Uint32Array;
   /** Verdict code and the rule (detector index + 1, 0 = none) that decided it; owned by the engine. */
   readonly verdict: Uint8Array;
   readonly rule: Uint8Array;
+  /** The deciding evidence: its strength (STRENGTH_*) and the direction whose bytes matched. */
+  readonly strength: Uint8Array;
+  readonly producer: Uint8Array;
   /** Bit i set: detector i has given up on this flow. */
   readonly detectorsDone: Uint32Array;
   /** Detector scratch space, stateBytes per flow. */
@@ -65,6 +70,8 @@ export class FlowTable {
   private readonly freeSlots: Int32Array;
   private freeCount: number;
   private readonly probe = new Uint32Array(KEY_WORDS);
+  /** Per process: a sender who knows the hash cannot aim its flows at one bucket chain. */
+  private readonly hashSeed = (Math.random() * 0x100000000) | 0;
 
   constructor(
     capacity: number,
@@ -90,8 +97,11 @@ export class FlowTable {
     this.payloadPackets = new Uint32Array(capacity * 2);
     this.payloadBytes = new Float64Array(capacity * 2);
     this.tcpFlags = new Uint8Array(capacity * 2);
+    this.synSeq = new Uint32Array(capacity * 2);
     this.verdict = new Uint8Array(capacity);
     this.rule = new Uint8Array(capacity);
+    this.strength = new Uint8Array(capacity);
+    this.producer = new Uint8Array(capacity);
     this.detectorsDone = new Uint32Array(capacity);
     this.state = new Uint8Array(capacity * stateBytes);
     this.chainNext = new Int32Array(capacity);
@@ -101,7 +111,7 @@ export class FlowTable {
     for (let i = 0; i < capacity; i++) this.freeSlots[i] = capacity - 1 - i;
     this.freeCount = capacity;
     this.bytesPerFlow =
-      KEY_WORDS * 4 + 1 + 8 + 8 + 2 * (4 + 4 + 8 + 1) + 1 + 1 + 4 + stateBytes + 4 * 4 + (bucketCount / capacity) * 4;
+      KEY_WORDS * 4 + 1 + 8 + 8 + 2 * (4 + 4 + 8 + 1 + 4) + 1 + 1 + 1 + 1 + 4 + stateBytes + 4 * 4 + (bucketCount / capacity) * 4;
   }
 
   /**
@@ -112,7 +122,7 @@ export class FlowTable {
     const nowMs = this.clock.nowMs;
     const forward = this.buildKey(pkt);
     const probe = this.probe;
-    const hash = hashKey(probe);
+    const hash = hashKeyAt(probe, 0, this.hashSeed);
     let flow = this.find(probe, hash);
     // A flow idle past the timeout is over: the same endpoints now start a new one.
     if (flow !== NONE && this.lastSeenMs[flow] < nowMs - this.idleTimeoutMs) {
@@ -139,7 +149,11 @@ export class FlowTable {
       this.payloadPackets[slot]++;
       this.payloadBytes[slot] += pkt.payloadLen;
     }
-    if (pkt.l4 === IPPROTO_TCP) this.tcpFlags[slot] |= pkt.tcpFlags;
+    if (pkt.l4 === IPPROTO_TCP) {
+      // The first SYN of a direction: a retransmitted or forged later one cannot move it.
+      if ((pkt.tcpFlags & TCP_SYN) !== 0 && (this.tcpFlags[slot] & TCP_SYN) === 0) this.synSeq[slot] = pkt.tcpSeq;
+      this.tcpFlags[slot] |= pkt.tcpFlags;
+    }
     return flow;
   }
 
@@ -262,6 +276,8 @@ export class FlowTable {
     this.tcpFlags[flow * 2] = this.tcpFlags[flow * 2 + 1] = 0;
     this.verdict[flow] = 0;
     this.rule[flow] = 0;
+    this.strength[flow] = 0;
+    this.producer[flow] = 0;
     this.detectorsDone[flow] = 0;
     if (this.stateBytes > 0) this.state.fill(0, flow * this.stateBytes, (flow + 1) * this.stateBytes);
     this.lruPrev[flow] = NONE;
@@ -275,7 +291,7 @@ export class FlowTable {
 
   private release(flow: number): void {
     if (this.onRelease !== null) this.onRelease(flow);
-    const bucket = hashKeyAt(this.keys, flow * KEY_WORDS) & this.bucketMask;
+    const bucket = hashKeyAt(this.keys, flow * KEY_WORDS, this.hashSeed) & this.bucketMask;
     if (this.buckets[bucket] === flow) {
       this.buckets[bucket] = this.chainNext[flow];
     } else {
@@ -307,16 +323,12 @@ export class FlowTable {
   }
 }
 
-function hashKey(words: Uint32Array): number {
-  return hashKeyAt(words, 0);
-}
-
 /**
  * Murmur3-style mix of one key's words: cheap, and spreads the low bits the bucket mask keeps.
  * Returns 30 bits so the result stays a small integer (no heap box) when the call is not inlined.
  */
-function hashKeyAt(words: Uint32Array, base: number): number {
-  let h = 0x9747b28c;
+function hashKeyAt(words: Uint32Array, base: number, seed: number): number {
+  let h = 0x9747b28c ^ seed;
   for (let w = 0; w < KEY_WORDS; w++) {
     let k = Math.imul(words[base + w], 0xcc9e2d51);
     k = (k << 15) | (k >>> 17);

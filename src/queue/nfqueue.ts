@@ -128,8 +128,13 @@ export class PacketBatch {
 
   /** Interface index the packet came in on, or went out of for locally generated packets. */
   ifindex(i: number): number {
-    const indev = this.words[i * this.wordsPerPacket + layout.packetIndev / 4];
+    const indev = this.inputInterface(i);
     return indev !== 0 ? indev : this.words[i * this.wordsPerPacket + layout.packetOutdev / 4];
+  }
+
+  /** Interface index the packet came in on; 0 for a packet this host sent. */
+  inputInterface(i: number): number {
+    return this.words[i * this.wordsPerPacket + layout.packetIndev / 4];
   }
 
   /**

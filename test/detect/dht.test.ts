@@ -2,14 +2,15 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GIVE_UP, MATCH, MORE } from '../../src/detect/detector.js';
+import { GIVE_UP, MATCH, MORE, STRENGTH_EXACT } from '../../src/detect/detector.js';
 import { dhtDetector } from '../../src/detect/dht.js';
 import { peerCacheDetector } from '../../src/detect/peer-cache.js';
 import { Engine, VERDICT_BITTORRENT } from '../../src/engine/engine.js';
 import { LINKTYPE_RAW } from '../../src/packet/linktype.js';
 import { scanCapture } from '../helpers/capture.js';
 import { FlowRunner, type Datagram, type FlowEndpoints } from '../helpers/detector-run.js';
-import { ascii, concat, ipv4Address, ipv6Address, packet4, packet6, PROTO_TCP, PROTO_UDP, tcp, u16, udp } from '../helpers/frames.js';
+import { ascii, concat, ipv4Address, ipv6Address, packet4, PROTO_TCP, PROTO_UDP, tcp, u16, udp } from '../helpers/frames.js';
+import { listedTo } from '../helpers/listed.js';
 import {
   dhcpDiscover,
   dnsQuery,
@@ -121,9 +122,14 @@ describe('DHT detector (BEP 5 KRPC and extensions)', () => {
     for (const dir of [0, 1]) {
       for (const endpoints of [undefined, IPV6_ENDPOINTS]) {
         const outcome = run([{ dir, payload: message }], endpoints);
-        expect(outcome).toMatchObject({ outcome: MATCH, decidedAt: 0, strayReads: [] });
+        expect(outcome).toMatchObject({ outcome: MATCH, decidedAt: 0, strength: STRENGTH_EXACT, strayReads: [] });
       }
     }
+  });
+
+  it('is exact evidence from a peer', () => {
+    expect(dhtDetector.strength).toBe(STRENGTH_EXACT);
+    expect(dhtDetector.producerIsPeer).toBe(true);
   });
 
   it('does not rely on the keys being sorted', () => {
@@ -289,9 +295,9 @@ function send(engine: Engine, frame: Uint8Array): string {
   return verdict === VERDICT_BITTORRENT ? engine.ruleNames[engine.flows.rule[engine.lastFlow]] : '';
 }
 
-function cached(engine: Engine, family: 4 | 6, address: string, port: number): boolean {
-  const bytes = Uint8Array.from(family === 4 ? ipv4Address(address) : ipv6Address(address));
-  return engine.peers.has(family, bytes, 0, port);
+/** Whether address:port is listed to `host` (by default the client, which received the responses). */
+function cached(engine: Engine, address: string, port: number, host = CLIENT): boolean {
+  return listedTo(engine, address, port, host);
 }
 
 describe('DHT peer learning', () => {
@@ -302,53 +308,68 @@ describe('DHT peer learning', () => {
     values: [peer4('192.0.2.50', 6881), peer6('2001:db8::50', 6882)],
   });
 
-  it('reads the response that follows the matched query: values and nodes become peers', () => {
+  it('reads the response that follows the matched query: values and nodes are listed to the host it reached', () => {
     const engine = learningEngine();
     expect(send(engine, dhtDatagram(true, query('get_peers', { info_hash: INFO_HASH })))).toBe('dht');
-    expect(cached(engine, 4, '192.0.2.50', 6881)).toBe(false);
+    expect(cached(engine, '192.0.2.50', 6881)).toBe(false);
     send(engine, dhtDatagram(false, answer));
-    expect(cached(engine, 4, '192.0.2.50', 6881)).toBe(true);
-    expect(cached(engine, 6, '2001:db8::50', 6882)).toBe(true);
-    expect(cached(engine, 4, '198.51.100.7', 51413)).toBe(true);
-    expect(cached(engine, 4, '203.0.113.9', 6881)).toBe(true);
-    expect(cached(engine, 6, '2001:db8::77', 51413)).toBe(true);
-    // A later flow to a learned peer is BitTorrent from its first (here encrypted-looking) byte.
-    const toPeer = packet4('192.0.2.99', '192.0.2.50', PROTO_TCP, tcp(50000, 6881, filler(96, 9)));
+    expect(cached(engine, '192.0.2.50', 6881)).toBe(true);
+    expect(cached(engine, '2001:db8::50', 6882)).toBe(true);
+    expect(cached(engine, '198.51.100.7', 51413)).toBe(true);
+    expect(cached(engine, '203.0.113.9', 6881)).toBe(true);
+    expect(cached(engine, '2001:db8::77', 51413)).toBe(true);
+    // To the client only: the node that sent them, and everyone else, were told nothing.
+    expect(cached(engine, '192.0.2.50', 6881, NODE)).toBe(false);
+    expect(cached(engine, '192.0.2.50', 6881, '192.0.2.99')).toBe(false);
+    expect(engine.proven.inserts).toBe(0);
+    // A later flow of the client to a listed peer is BitTorrent from its first (here encrypted-looking) byte.
+    const toPeer = packet4(CLIENT, '192.0.2.50', PROTO_TCP, tcp(50000, 6881, filler(96, 9)));
     expect(send(engine, toPeer)).toBe('peer-cache');
-    const toNode6 = packet6('2001:db8::99', '2001:db8::77', PROTO_TCP, tcp(50000, 51413, filler(96, 9)));
-    expect(send(engine, toNode6)).toBe('peer-cache');
-    const elsewhere = packet4('192.0.2.99', '192.0.2.51', PROTO_TCP, tcp(50000, 6881, filler(96, 9)));
+    expect(engine.strengthName(engine.lastFlow)).toBe('announced');
+    const toNode = packet4(CLIENT, '198.51.100.7', PROTO_UDP, udp(6881, 51413, filler(96, 9)));
+    expect(send(engine, toNode)).toBe('peer-cache');
+    // Another host's flow to the same peer is not: the list did not reach it.
+    const otherHost = packet4('192.0.2.99', '192.0.2.50', PROTO_TCP, tcp(50000, 6881, filler(96, 9)));
+    expect(send(engine, otherHost)).toBe('');
+    const elsewhere = packet4(CLIENT, '192.0.2.51', PROTO_TCP, tcp(50000, 6881, filler(96, 9)));
     expect(send(engine, elsewhere)).toBe('');
   });
 
   it('learns from a response that is the first datagram seen of its flow', () => {
     const engine = learningEngine();
     expect(send(engine, dhtDatagram(false, answer))).toBe('dht');
-    expect(cached(engine, 4, '192.0.2.50', 6881)).toBe(true);
-    expect(cached(engine, 6, '2001:db8::77', 51413)).toBe(true);
+    expect(engine.flows.producer[engine.lastFlow]).toBe(0);
+    expect(cached(engine, '192.0.2.50', 6881)).toBe(true);
+    expect(cached(engine, '2001:db8::77', 51413)).toBe(true);
   });
 
-  it('learns the port an announce_peer names for its sender, unless it is implied', () => {
+  it('lists the port an announce_peer names for its sender to the node it announced to, unless it is implied', () => {
     const engine = learningEngine();
     send(engine, dhtDatagram(true, query('announce_peer', { implied_port: 0, info_hash: INFO_HASH, port: 49152, token: TOKEN })));
-    expect(cached(engine, 4, CLIENT, 49152)).toBe(true);
+    expect(cached(engine, CLIENT, 49152, NODE)).toBe(true);
+    expect(cached(engine, CLIENT, 49152, CLIENT)).toBe(false);
+    expect(engine.announced.inserts).toBe(1);
+    // The engine itself remembers neither end of the flow: that is the policy's call.
+    expect(cached(engine, CLIENT, 6881, NODE)).toBe(false);
+    expect(engine.proven.inserts).toBe(0);
     const implied = learningEngine();
     send(implied, dhtDatagram(true, query('announce_peer', { implied_port: 1, info_hash: INFO_HASH, port: 49152, token: TOKEN })));
-    expect(cached(implied, 4, CLIENT, 49152)).toBe(false);
-    expect(cached(implied, 4, CLIENT, 6881)).toBe(true);
+    expect(cached(implied, CLIENT, 49152, NODE)).toBe(false);
+    expect(implied.announced.inserts).toBe(0);
     const outOfRange = learningEngine();
-    send(outOfRange, dhtDatagram(true, query('announce_peer', { info_hash: INFO_HASH, port: 6881 + 65536, token: TOKEN })));
-    expect(outOfRange.peers.inserts).toBe(2);
+    expect(send(outOfRange, dhtDatagram(true, query('announce_peer', { info_hash: INFO_HASH, port: 6881 + 65536, token: TOKEN })))).toBe('dht');
+    expect(outOfRange.announced.inserts + outOfRange.announced.refused).toBe(0);
   });
 
   it('learns nothing from a malformed response, and nothing once the budget is spent', () => {
     const engine = learningEngine();
     send(engine, dhtDatagram(true, query('get_peers', { info_hash: INFO_HASH })));
     send(engine, dhtDatagram(false, response({ nodes: concat(NODES, [0]), token: TOKEN, values: [peer4('192.0.2.50', 6881)] })));
-    expect(cached(engine, 4, '192.0.2.50', 6881)).toBe(false);
+    expect(cached(engine, '192.0.2.50', 6881)).toBe(false);
     for (let i = 2; i < dhtDetector.budget; i++) send(engine, dhtDatagram(true, query('ping', {})));
     send(engine, dhtDatagram(false, answer));
-    expect(cached(engine, 4, '192.0.2.50', 6881)).toBe(false);
+    expect(cached(engine, '192.0.2.50', 6881)).toBe(false);
+    expect(engine.announced.inserts).toBe(0);
   });
 
   it('keeps learning through a long flow, every datagram guarded', () => {
@@ -358,7 +379,9 @@ describe('DHT peer learning', () => {
     datagrams.push({ dir: 1, payload: response({ values: [peer4('192.0.2.77', 7000)], token: TOKEN }) });
     const outcome = runner.run(datagrams, true);
     expect(outcome).toMatchObject({ outcome: MATCH, decidedAt: 0, strayReads: [] });
-    expect(runner.peers.has(4, Uint8Array.from(ipv4Address('192.0.2.77')), 0, 7000)).toBe(true);
+    // FlowRunner's responder answered its initiator, 10.0.0.1.
+    expect(listedTo(runner, '192.0.2.77', 7000, '10.0.0.1')).toBe(true);
+    expect(listedTo(runner, '192.0.2.77', 7000, '10.0.0.2')).toBe(false);
   });
 });
 
@@ -368,17 +391,21 @@ describe('DHT in real captures', () => {
     // Three nodes, each pair talking over IPv4 and over IPv6.
     expect(flows.length).toBe(6);
     for (const flow of flows) expect(flow).toMatchObject({ bittorrent: true, rule: 'dht', payloadPackets: 1 });
-    // Besides the two endpoints of each flow, the nodes, values and announced ports of the rest of each flow.
-    expect(engine.peers.inserts).toBeGreaterThan(2 * flows.length + 100);
-    for (const host of ['10.77.0.1', '10.77.0.2', '10.77.0.3']) expect(cached(engine, 4, host, 6881)).toBe(true);
-    for (const host of ['fd77::1', 'fd77::2', 'fd77::3']) expect(cached(engine, 6, host, 6881)).toBe(true);
+    // The nodes, values and announced ports of the rest of each flow; the flows' own endpoints are the policy's.
+    expect(engine.announced.inserts).toBeGreaterThan(100);
+    expect(engine.proven.inserts).toBe(0);
+    // Each node was told about each of the others.
+    for (const hosts of [['10.77.0.1', '10.77.0.2', '10.77.0.3'], ['fd77::1', 'fd77::2', 'fd77::3']]) {
+      for (const node of hosts) for (const host of hosts) if (node !== host) expect(cached(engine, node, 6881, host), `${node} to ${host}`).toBe(true);
+    }
   });
 
   it.runIf(existsSync(CORPUS_CAPTURE))('matches the two DHT flows of the shared corpus and learns the nodes they return', () => {
     const { flows, engine } = scanCapture(CORPUS_CAPTURE, { detectors: [dhtDetector] });
     const dht = flows.filter((flow) => flow.rule === 'dht');
     expect(dht.map((flow) => flow.responder).sort()).toEqual(['79.164.55.123:5001', '89.64.45.227:5201']);
-    // Two endpoints per flow, then each find_node response's 8 nodes.
-    expect(engine.peers.inserts).toBeGreaterThanOrEqual(2 * 2 + 2 * 8);
+    // Each find_node response's 8 nodes, listed to the client that asked.
+    expect(engine.announced.inserts).toBeGreaterThanOrEqual(2 * 8);
+    expect(engine.proven.inserts).toBe(0);
   });
 });

@@ -2,13 +2,12 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CLIENT_SERVICE_DOMAINS, DEFAULT_DOMAINS, DomainList, TORRENT_SITE_DOMAINS, TRACKER_DOMAINS, TrackerAddresses } from '../../src/detect/domains.js';
+import { CLIENT_SERVICE_DOMAINS, DEFAULT_DOMAINS, DomainList, TORRENT_SITE_DOMAINS, TRACKER_DOMAINS } from '../../src/detect/domains.js';
 import { trackerDomainDetector } from '../../src/detect/tracker-domain.js';
 import { trackerHostDetector } from '../../src/detect/tracker-host.js';
 import { trackerSniDetector } from '../../src/detect/tracker-sni.js';
-import { Clock } from '../../src/flow/clock.js';
 import { scanCapture } from '../helpers/capture.js';
-import { ascii, ipv4Address } from '../helpers/frames.js';
+import { ascii } from '../helpers/frames.js';
 
 const CORPUS = resolve(import.meta.dirname, '../../../shared/corpus/ndpi');
 
@@ -78,19 +77,6 @@ describe('DomainList', () => {
         expect(new DomainList(domains).matchDotted(ascii(name), 0, name.length)).toBe(longest === undefined ? -1 : domains.indexOf(longest));
       }),
     );
-  });
-});
-
-describe('TrackerAddresses', () => {
-  it('keeps addresses, not ports, until they expire', () => {
-    const clock = new Clock();
-    const addresses = new TrackerAddresses(8, 1000, clock);
-    const tracker = Uint8Array.from(ipv4Address('192.0.2.7'));
-    addresses.add(4, tracker, 0);
-    expect(addresses.has(4, tracker, 0)).toBe(true);
-    expect(addresses.has(4, Uint8Array.from(ipv4Address('192.0.2.8')), 0)).toBe(false);
-    clock.nowMs = 1000;
-    expect(addresses.has(4, tracker, 0)).toBe(false);
   });
 });
 

@@ -1,9 +1,11 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { STRENGTH_EXACT } from '../../src/detect/detector.js';
 import { handshakeDetector } from '../../src/detect/handshake.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN, VERDICT_UNDECIDED } from '../../src/engine/engine.js';
 import { LINKTYPE_RAW } from '../../src/packet/linktype.js';
-import { ascii, concat, ipv4Address, packet4, tcp } from '../helpers/frames.js';
+import { ascii, concat, packet4, tcp } from '../helpers/frames.js';
+import { listedTo } from '../helpers/listed.js';
 import { Conversation, extensionHandshake, handshake, pex } from '../helpers/peer-wire.js';
 
 const HANDSHAKE = concat([19], ascii('BitTorrent protocol'), new Uint8Array(8).fill(0), new Uint8Array(20).fill(7), ascii('-qB4650-012345678901'));
@@ -77,17 +79,34 @@ describe('handshake detector (BEP 3)', () => {
 });
 
 describe('handshake detector after the match', () => {
-  const cached = (engine: Engine, address: string, port: number) => engine.peers.has(4, Uint8Array.from(ipv4Address(address)), 0, port);
+  const CLIENT = '10.0.0.1';
+  const SERVER = '10.0.0.2';
 
-  it('walks the messages after both 68-byte handshakes for the peers they name', () => {
+  it('walks the messages after both 68-byte handshakes for the peers they name, each listed to the end that read it', () => {
     const flow = new Conversation({ detectors: [handshakeDetector] });
     // The extension handshake shares the matching segment, which learn() never sees: inspect reads it.
     expect(flow.send(0, concat(handshake(), extensionHandshake({ m: { ut_pex: 2 }, p: 51413 })))).toBe(VERDICT_BITTORRENT);
-    expect(cached(flow.engine, '10.0.0.1', 51413)).toBe(true);
+    // The client's listen port, told to the server.
+    expect(listedTo(flow.engine, CLIENT, 51413, SERVER)).toBe(true);
+    expect(listedTo(flow.engine, CLIENT, 51413, CLIENT)).toBe(false);
     flow.sendCut(1, concat(handshake('-TR4050-abcdefghijkl'), extensionHandshake({ m: { ut_pex: 6 } })), [20, 68]);
     flow.send(1, pex(2, ['192.0.2.5:6881']));
     flow.send(0, pex(6, ['192.0.2.6:6881']));
-    expect(cached(flow.engine, '192.0.2.5', 6881)).toBe(true);
-    expect(cached(flow.engine, '192.0.2.6', 6881)).toBe(true);
+    expect(listedTo(flow.engine, '192.0.2.5', 6881, CLIENT)).toBe(true);
+    expect(listedTo(flow.engine, '192.0.2.5', 6881, SERVER)).toBe(false);
+    expect(listedTo(flow.engine, '192.0.2.6', 6881, SERVER)).toBe(true);
+    expect(listedTo(flow.engine, '192.0.2.6', 6881, CLIENT)).toBe(false);
+    // Neither end is proven by the engine: that is the policy's.
+    expect(flow.engine.proven.inserts).toBe(0);
+  });
+
+  it('is exact evidence from a peer, produced by the side whose handshake matched', () => {
+    expect(handshakeDetector.strength).toBe(STRENGTH_EXACT);
+    expect(handshakeDetector.producerIsPeer).toBe(true);
+    const flow = new Conversation({ detectors: [handshakeDetector] });
+    flow.send(0, ascii('hello'));
+    expect(flow.send(1, handshake())).toBe(VERDICT_BITTORRENT);
+    expect(flow.engine.strengthName(flow.engine.lastFlow)).toBe('exact');
+    expect(flow.engine.flows.producer[flow.engine.lastFlow]).toBe(1);
   });
 });

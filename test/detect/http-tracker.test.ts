@@ -2,12 +2,13 @@ import { readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GIVE_UP, MATCH } from '../../src/detect/detector.js';
+import { GIVE_UP, MATCH, STRENGTH_EXACT } from '../../src/detect/detector.js';
 import { httpTrackerDetector } from '../../src/detect/http-tracker.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_UNDECIDED } from '../../src/engine/engine.js';
 import { scanCapture } from '../helpers/capture.js';
 import { FlowRunner } from '../helpers/detector-run.js';
-import { ascii, concat, ipv4Address, ipv6Address } from '../helpers/frames.js';
+import { ascii, concat } from '../helpers/frames.js';
+import { listedTo } from '../helpers/listed.js';
 import { bencode, compactPeers, Conversation } from '../helpers/peer-wire.js';
 
 const FIXTURES = resolve(import.meta.dirname, '../../fixtures/bt-http');
@@ -59,13 +60,12 @@ function verdictOf(...segments: [0 | 1, Uint8Array][]): number {
   return verdict;
 }
 
-function knows(engine: Engine, endpoint: string): boolean {
+/** Whether the endpoint ("address:port", "[address]:port") is listed to `host`: by default the Conversation's client. */
+function knows(engine: Engine, endpoint: string, host = '10.0.0.1'): boolean {
   const colon = endpoint.lastIndexOf(':');
-  const host = endpoint.slice(0, colon);
+  const address = endpoint.slice(0, colon);
   const port = Number(endpoint.slice(colon + 1));
-  const v6 = host.startsWith('[');
-  const address = Uint8Array.from(v6 ? ipv6Address(host.slice(1, -1)) : ipv4Address(host));
-  return engine.peers.has(v6 ? 6 : 4, address, 0, port);
+  return listedTo(engine, address.startsWith('[') ? address.slice(1, -1) : address, port, host);
 }
 
 describe('http-tracker detector (BEP 3, 7, 23, 48)', () => {
@@ -78,10 +78,25 @@ describe('http-tracker detector (BEP 3, 7, 23, 48)', () => {
       expect(flow).toMatchObject({ bittorrent: true, rule: 'http-tracker', payloadPackets: 1 });
     }
     if (name.startsWith('announce-')) {
-      // The seeder the tracker listed, and the client's own listening endpoint from its port= parameter.
-      expect(knows(engine, '10.77.0.1:51413')).toBe(true);
-      expect(knows(engine, '10.77.0.2:51413')).toBe(true);
+      // The seeder the tracker listed to the client (10.77.0.2), and the client's own listening
+      // endpoint from its port= parameter, listed to the tracker (10.77.0.1) it announced to.
+      expect(knows(engine, '10.77.0.1:51413', '10.77.0.2')).toBe(true);
+      expect(knows(engine, '10.77.0.2:51413', '10.77.0.1')).toBe(true);
+      expect(knows(engine, '10.77.0.1:51413', '10.77.0.3')).toBe(false);
     }
+    // A tracker's bytes never prove anyone a peer.
+    expect(engine.proven.inserts).toBe(0);
+  });
+
+  it('is exact evidence that never names its producer a peer, be it the announcing client or the tracker', () => {
+    expect(httpTrackerDetector.strength).toBe(STRENGTH_EXACT);
+    expect(httpTrackerDetector.producerIsPeer).toBe(false);
+    const { engine } = exchange(get(`/announce?${ANNOUNCE_QUERY}`));
+    const flow = engine.lastFlow;
+    expect(engine.ruleNames[engine.flows.rule[flow]]).toBe('http-tracker');
+    expect(engine.strengthName(flow)).toBe('exact');
+    expect(engine.flows.producer[flow]).toBe(0);
+    expect(engine.producerIsPeer(engine.flows.rule[flow])).toBe(false);
   });
 
   it.each([
@@ -193,12 +208,15 @@ describe('http-tracker detector (BEP 3, 7, 23, 48)', () => {
   });
 
   describe('learning peers', () => {
-    it('caches the compact peers of the answer and the client announced port', () => {
+    it('lists the compact peers of the answer to the client, and the client announced port to the tracker', () => {
       const { engine } = exchange(get(`/announce?${ANNOUNCE_QUERY}`), ok(COMPACT_BODY));
       for (const peer of PEERS) expect(knows(engine, peer)).toBe(true);
-      expect(knows(engine, '10.0.0.1:51413')).toBe(true);
+      for (const peer of PEERS) expect(knows(engine, peer, '10.0.0.2')).toBe(false);
+      expect(knows(engine, '10.0.0.1:51413', '10.0.0.2')).toBe(true);
+      expect(knows(engine, '10.0.0.1:51413')).toBe(false);
       // The tracker is infrastructure, not a peer.
       expect(knows(engine, '10.0.0.2:6969')).toBe(false);
+      expect(engine.announced.inserts).toBe(PEERS.length + 1);
     });
 
     it('caches the peers of an answer seen without its request', () => {
@@ -227,10 +245,10 @@ describe('http-tracker detector (BEP 3, 7, 23, 48)', () => {
       const response = ok(bencode({ interval: 1800, peers: compactPeers(...peers) }));
       const cut = 200;
       const conversation = exchange(get(`/announce?${ANNOUNCE_QUERY}`), response.subarray(0, cut));
-      const inserts = conversation.engine.peers.inserts;
+      const inserts = conversation.engine.announced.inserts;
       conversation.send(1, response.subarray(0, cut), 0);
       conversation.send(1, response.subarray(cut), cut);
-      expect(conversation.engine.peers.inserts).toBe(inserts);
+      expect(conversation.engine.announced.inserts).toBe(inserts);
     });
 
     it('reads a chunked answer from its first segment only', () => {
@@ -256,12 +274,12 @@ describe('http-tracker detector (BEP 3, 7, 23, 48)', () => {
       });
       const { engine } = exchange(get(`/announce?${ANNOUNCE_QUERY}`), ok(body));
       expect(knows(engine, '203.0.113.9:51413')).toBe(true);
-      expect(engine.peers.inserts).toBe(2);
+      expect(engine.announced.inserts).toBe(2);
     });
 
     it('learns nothing from a failure', () => {
       const { engine } = exchange(get(`/announce?${ANNOUNCE_QUERY}`), ok(bencode({ 'failure reason': 'not registered' })));
-      expect(engine.peers.inserts).toBe(1);
+      expect(engine.announced.inserts).toBe(1);
     });
   });
 

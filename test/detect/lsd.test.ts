@@ -1,9 +1,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GIVE_UP, MATCH } from '../../src/detect/detector.js';
+import { GIVE_UP, MATCH, STRENGTH_EXACT } from '../../src/detect/detector.js';
 import { lsdDetector } from '../../src/detect/lsd.js';
 import { FlowRunner, type FlowEndpoints } from '../helpers/detector-run.js';
-import { ascii, ipv4Address, ipv6Address } from '../helpers/frames.js';
+import { ascii } from '../helpers/frames.js';
+import { listedTo } from '../helpers/listed.js';
 import { dhcpDiscover, dnsQuery, dtlsClientHello, quicInitial, stunBindingRequest, wireguardInitiation } from '../helpers/udp-lookalikes.js';
 
 const HASH = 'ED4F1085E885F98F9A69B70EE89EB988B8FD9115';
@@ -30,12 +31,22 @@ describe('LSD detector (BEP 14)', () => {
     ['sent unicast', QBITTORRENT_SEARCH, UNICAST],
     ['header names in another case, tabs and no trailing empty line', `BT-SEARCH * HTTP/1.1\r\nhost: 239.192.152.143:6771\r\nPORT:\t61197 \r\nINFOHASH:${HASH}\r\n`, MULTICAST4],
     ['a v2 info-hash written in full', `BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\nPort: 61197\r\nInfohash: ${HASH}${'0'.repeat(24)}\r\n\r\n`, MULTICAST4],
-  ] as [string, string, FlowEndpoints][])('matches %s and learns the announced port', (_name, text, endpoints) => {
+  ] as [string, string, FlowEndpoints][])('matches %s and lists the announced port to the receiver', (_name, text, endpoints) => {
     const { outcome, runner } = inspect(text, endpoints);
     expect(outcome).toBe(MATCH);
-    const address = Uint8Array.from(endpoints.family === 4 ? ipv4Address(endpoints.initiator) : ipv6Address(endpoints.initiator));
-    expect(runner.peers.has(endpoints.family, address, 0, 61197)).toBe(true);
-    expect(runner.peers.has(endpoints.family, address, 0, 6771)).toBe(false);
+    const { initiator, responder } = endpoints;
+    expect(listedTo(runner, initiator, 61197, responder)).toBe(true);
+    expect(listedTo(runner, initiator, 6771, responder)).toBe(false);
+    // Not to the sender itself, nor to a host the datagram did not reach.
+    expect(listedTo(runner, initiator, 61197, initiator)).toBe(false);
+    expect(listedTo(runner, initiator, 61197, endpoints.family === 4 ? '10.9.9.9' : '2001:db8::99')).toBe(false);
+    expect(runner.proven.inserts).toBe(0);
+  });
+
+  it('is exact evidence from a peer', () => {
+    expect(lsdDetector.strength).toBe(STRENGTH_EXACT);
+    expect(lsdDetector.producerIsPeer).toBe(true);
+    expect(new FlowRunner(lsdDetector, UNICAST).run([{ dir: 0, payload: ascii(QBITTORRENT_SEARCH) }])).toMatchObject({ outcome: MATCH, strength: STRENGTH_EXACT });
   });
 
   it.each([

@@ -1,11 +1,11 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GIVE_UP, InspectContext, MATCH, MORE } from '../../src/detect/detector.js';
+import { GIVE_UP, InspectContext, MATCH, MORE, STRENGTH_HEURISTIC } from '../../src/detect/detector.js';
 import { mseDetector } from '../../src/detect/mse.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_UNDECIDED } from '../../src/engine/engine.js';
 import { Clock } from '../../src/flow/clock.js';
-import { PeerCache } from '../../src/flow/peers.js';
+import { PeerCache, PeerLists } from '../../src/flow/peers.js';
 import { LINKTYPE_RAW } from '../../src/packet/linktype.js';
 import { IPPROTO_TCP, PacketInfo, TCP_SYN } from '../../src/packet/packet.js';
 import { scanCapture } from '../helpers/capture.js';
@@ -79,7 +79,7 @@ function handshakeInSync(padA: number, padB: number, ...after: [number, number][
 const ISN = [0xfffffff0, 0x7ffffff8]; // the initiator's close to wrap-around: sequence arithmetic must be modular
 
 /** Sends the segments of one connection (10.0.0.1:40000 to 10.0.0.2:port) through an engine running mse alone. */
-function verdictOf(segments: Segment[], responderPort = 51413, opening: 'syn' | 'none' = 'none'): { verdict: number; rule: string } {
+function verdictOf(segments: Segment[], responderPort = 51413, opening: 'syn' | 'none' = 'none'): { verdict: number; rule: string; strength: string } {
   const engine = new Engine({ flowCapacity: 8, detectors: [mseDetector] });
   const frame = (dir: number, bytes: Uint8Array, seq: number, flags = 0x18) =>
     dir === 0
@@ -96,7 +96,7 @@ function verdictOf(segments: Segment[], responderPort = 51413, opening: 'syn' | 
     if (verdict !== VERDICT_UNDECIDED) break;
   }
   const flow = engine.lastFlow;
-  return { verdict, rule: flow >= 0 ? engine.ruleNames[engine.flows.rule[flow]] : '' };
+  return { verdict, rule: flow >= 0 ? engine.ruleNames[engine.flows.rule[flow]] : '', strength: flow >= 0 ? engine.strengthName(flow) : '' };
 }
 
 function named(segments: Segment[], responderPort?: number): boolean {
@@ -120,7 +120,9 @@ class DirectRunner {
 
   constructor() {
     this.ctx.pkt = this.pkt;
-    this.ctx.peers = new PeerCache(64, 3_600_000, new Clock());
+    const clock = new Clock();
+    this.ctx.peers = new PeerLists(new PeerCache(64, 3_600_000, clock, undefined, true), this.pkt);
+    this.ctx.proven = new PeerCache(64, 3_600_000, clock);
     this.ctx.state = new Uint8Array(mseDetector.stateBytes + 8);
     this.ctx.stateOff = 4;
     this.pkt.family = 4;
@@ -187,6 +189,12 @@ describe('mse detector (Message Stream Encryption)', () => {
       ],
     ])('%s', (_name, segments) => {
       expect(named(segments)).toBe(true);
+    });
+
+    it('is heuristic evidence: shape and entropy, which never ban', () => {
+      expect(mseDetector.strength).toBe(STRENGTH_HEURISTIC);
+      expect(mseDetector.producerIsPeer).toBe(true);
+      expect(verdictOf(handshakeAfterSync(200, 37, 100, 300))).toEqual({ verdict: VERDICT_BITTORRENT, rule: 'mse', strength: 'heuristic' });
     });
 
     it('names a plaintext handshake after MSE even on a service port, where length evidence alone is not enough', () => {

@@ -2,17 +2,18 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { InspectContext, type Detector } from '../../src/detect/detector.js';
+import { InspectContext, STRENGTH_EXACT, type Detector } from '../../src/detect/detector.js';
 import { handshakeDetector } from '../../src/detect/handshake.js';
 import { peerCacheDetector } from '../../src/detect/peer-cache.js';
 import { peerMessagesDetector } from '../../src/detect/peer-messages.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN, VERDICT_UNDECIDED } from '../../src/engine/engine.js';
 import { Clock } from '../../src/flow/clock.js';
-import { PeerCache } from '../../src/flow/peers.js';
+import { PeerCache, PeerLists } from '../../src/flow/peers.js';
 import { PacketDecoder } from '../../src/packet/decode.js';
 import { DECODED_TCP_UDP, IPPROTO_TCP, PacketInfo } from '../../src/packet/packet.js';
 import { readCapture } from '../../src/pcap/reader.js';
-import { ascii, concat, ipv4Address, ipv6Address, u16, u32 } from '../helpers/frames.js';
+import { ascii, concat, ipv4Address, u16, u32 } from '../helpers/frames.js';
+import { listedTo } from '../helpers/listed.js';
 import {
   allowedFast,
   bencode,
@@ -328,7 +329,9 @@ describe('peer wire walkers never read outside the payload', () => {
         const ctx = new InspectContext();
         ctx.state = state;
         ctx.stateOff = MARGIN;
-        ctx.peers = new PeerCache(64, 60_000, new Clock());
+        const clock = new Clock();
+        const announced = new PeerCache(64, 60_000, clock, undefined, true);
+        ctx.proven = new PeerCache(64, 60_000, clock);
         const seq = [0xfffff000, 0x10];
         const dirIndex = [0, 0];
         segments.forEach(({ dir, seqJump, payload }, flowIndex) => {
@@ -360,6 +363,7 @@ describe('peer wire walkers never read outside the payload', () => {
           pkt.tcpSeq = seq[dir];
           seq[dir] = (seq[dir] + payload.length) >>> 0;
           ctx.pkt = pkt;
+          ctx.peers = new PeerLists(announced, pkt);
           ctx.dir = dir;
           ctx.dirIndex = dirIndex[dir]++;
           ctx.flowIndex = flowIndex;
@@ -376,10 +380,10 @@ describe('peer wire walkers never read outside the payload', () => {
 
 describe('PEX learning (BEP 11)', () => {
   const detectors = [handshakeDetector, peerMessagesDetector, peerCacheDetector];
-  const has = (engine: Engine, address: string, port: number) => {
-    const v6 = address.includes(':');
-    return engine.peers.has(v6 ? 6 : 4, Uint8Array.from(v6 ? ipv6Address(address) : ipv4Address(address)), 0, port);
-  };
+  const CLIENT = '10.0.0.1';
+  const SERVER = '10.0.0.2';
+  /** Whether the endpoint is listed to `host`: by default the server, which receives what the client sends. */
+  const has = (engine: Engine, address: string, port: number, host = SERVER) => listedTo(engine, address, port, host);
 
   /** A plaintext connection up to the extension handshakes: the client assigns ut_pex 1, the server 5. */
   function connected(engine?: Engine): Conversation {
@@ -399,14 +403,20 @@ describe('PEX learning (BEP 11)', () => {
     expect(has(engine, '198.51.100.20', 51413)).toBe(true);
     expect(has(engine, '2001:db8::9', 6000)).toBe(true);
     expect(has(engine, '203.0.113.99', 7000)).toBe(false);
+    // Listed to the server, which received the message; not to the client that sent it.
+    expect(has(engine, '192.0.2.10', 6881, CLIENT)).toBe(false);
   });
 
-  it('decides a later flow to a PEX-learned peer by the peer cache', () => {
+  it("decides a later flow of the host a peer was PEX-listed to by the peer cache, and no other host's", () => {
     const flow = connected();
     flow.send(1, pex(1, ['192.0.2.44:24000']));
-    const later = new Conversation({ engine: flow.engine, client: '10.0.0.1', server: '192.0.2.44', clientPort: 41000, serverPort: 24000 });
-    expect(later.send(0, Uint8Array.from({ length: 96 }, (_, i) => (i * 37 + 11) & 0xff))).toBe(VERDICT_BITTORRENT);
+    const encrypted = Uint8Array.from({ length: 96 }, (_, i) => (i * 37 + 11) & 0xff);
+    const later = new Conversation({ engine: flow.engine, client: CLIENT, server: '192.0.2.44', clientPort: 41000, serverPort: 24000 });
+    expect(later.send(0, encrypted)).toBe(VERDICT_BITTORRENT);
     expect(later.rule()).toBe('peer-cache');
+    expect(flow.engine.strengthName(flow.engine.lastFlow)).toBe('announced');
+    const otherHost = new Conversation({ engine: flow.engine, client: '10.0.0.3', server: '192.0.2.44', clientPort: 41000, serverPort: 24000 });
+    expect(otherHost.send(0, encrypted)).not.toBe(VERDICT_BITTORRENT);
   });
 
   it('reads ut_pex only under the id the receiver assigned once that is known', () => {
@@ -414,14 +424,16 @@ describe('PEX learning (BEP 11)', () => {
     flow.send(0, pex(1, ['192.0.2.10:6881']));
     expect(has(flow.engine, '192.0.2.10', 6881)).toBe(false);
     flow.send(1, pex(1, ['192.0.2.11:6881']));
-    expect(has(flow.engine, '192.0.2.11', 6881)).toBe(true);
+    expect(has(flow.engine, '192.0.2.11', 6881, CLIENT)).toBe(true);
   });
 
   it('learns the listen port of the extension handshake and the DHT port of a port message', () => {
     const flow = connected();
     flow.send(1, port(6999));
-    expect(has(flow.engine, '10.0.0.1', 51413)).toBe(true);
-    expect(has(flow.engine, '10.0.0.2', 6999)).toBe(true);
+    // Each told to the other end.
+    expect(has(flow.engine, CLIENT, 51413)).toBe(true);
+    expect(has(flow.engine, SERVER, 6999, CLIENT)).toBe(true);
+    expect(has(flow.engine, SERVER, 6999)).toBe(false);
   });
 
   it('learns across the handshake and extension handshake arriving in pieces', () => {
@@ -447,10 +459,14 @@ describe('PEX learning (BEP 11)', () => {
     const flow = new Conversation({ detectors });
     expect(flow.send(0, concat(have(1), have(2), request(2, 0)))).toBe(VERDICT_BITTORRENT);
     expect(flow.rule()).toBe('peer-messages');
+    // Exact evidence, from the side whose messages completed the proof.
+    expect(flow.engine.strengthName(flow.engine.lastFlow)).toBe('exact');
+    expect(flow.engine.flows.producer[flow.engine.lastFlow]).toBe(0);
     flow.send(1, concat(piece(2, 0, BLOCK.subarray(0, 100)), pex(4, ['192.0.2.50:50000'])));
-    expect(has(flow.engine, '192.0.2.50', 50000)).toBe(true);
-    // peer-messages proves no endpoint: mid-stream, either side may be the one with the ephemeral port.
-    expect(has(flow.engine, '10.0.0.2', 6881)).toBe(false);
+    expect(has(flow.engine, '192.0.2.50', 50000, CLIENT)).toBe(true);
+    // The engine proves no endpoint of the flow itself (the policy decides; mid-stream it never bans).
+    expect(flow.engine.proven.inserts).toBe(0);
+    expect(has(flow.engine, SERVER, 6881, CLIENT)).toBe(false);
   });
 
   it('does not learn before the flow is decided', () => {
@@ -478,6 +494,11 @@ describe('PEX learning (BEP 11)', () => {
     expect(has(flow.engine, '192.0.2.70', 6881)).toBe(true);
     expect(has(flow.engine, '192.0.2.71', 6881)).toBe(false);
   });
+});
+
+it('peer-messages is exact evidence from a peer', () => {
+  expect(peerMessagesDetector.strength).toBe(STRENGTH_EXACT);
+  expect(peerMessagesDetector.producerIsPeer).toBe(true);
 });
 
 describe('peer-messages on the corpus', () => {

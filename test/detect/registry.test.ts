@@ -1,8 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { TrackerAddresses } from '../../src/detect/domains.js';
 import { DETECTORS, detectorChain } from '../../src/detect/registry.js';
 import { Engine, VERDICT_BITTORRENT } from '../../src/engine/engine.js';
-import { Clock } from '../../src/flow/clock.js';
 import { LINKTYPE_RAW } from '../../src/packet/linktype.js';
 import { packet4, tcp, udp } from '../helpers/frames.js';
 import { clientHello, dnsMessage, TO_QUESTION } from '../helpers/names.js';
@@ -29,19 +27,17 @@ describe('detector chain', () => {
     expect(engine.ruleNames[engine.flows.rule[engine.lastFlow]]).toBe('tracker-sni');
   });
 
-  it('hands the addresses a listed tracker name resolves to to the address sink, and leaves the chain alone otherwise', () => {
-    const clock = new Clock();
-    const reported: string[] = [];
-    class Recording extends TrackerAddresses {
-      override add(family: number, buf: Uint8Array, off: number): boolean {
-        reported.push(Array.from(buf.subarray(off, off + (family === 4 ? 4 : 16))).join('.'));
-        return super.add(family, buf, off);
-      }
-    }
-    const engine = new Engine({ clock, flowCapacity: 16, detectors: detectorChain({ blockSocks: false, trackerAddresses: new Recording(64, 60_000, clock) }) });
-    const answer = dnsMessage('tracker.opentrackr.org', [[TO_QUESTION, 1, [93, 158, 213, 92]]]);
-    expect(verdict(engine, packet4('10.0.0.1', '10.0.0.53', 17, udp(40000, 53, answer)))).toBe(VERDICT_BITTORRENT);
-    expect(reported).toEqual(['93.158.213.92']);
+  it('leaves the chain alone without extra names, and keeps DNS answers for tracker names out of the peer tables', () => {
     expect(detectorChain({ blockSocks: false })).toBe(DETECTORS);
+    expect(detectorChain({ blockSocks: false, trackerDomains: [] })).toBe(DETECTORS);
+    const engine = new Engine({ flowCapacity: 16, detectors: detectorChain({ blockSocks: false, trackerDomains: ['private-tracker.example'] }) });
+    const answer = dnsMessage('tracker.opentrackr.org', [[TO_QUESTION, 1, [93, 158, 213, 92]]]);
+    expect(verdict(engine, packet4('10.0.0.53', '10.0.0.1', 17, udp(53, 40000, answer)))).toBe(VERDICT_BITTORRENT);
+    const rule = engine.flows.rule[engine.lastFlow];
+    expect(engine.ruleNames[rule]).toBe('tracker-domain');
+    expect(engine.strengthName(engine.lastFlow)).toBe('name');
+    expect(engine.producerIsPeer(rule)).toBe(false);
+    // A name is no proof: the address it resolves to is neither proven nor listed.
+    expect(engine.proven.inserts + engine.announced.inserts).toBe(0);
   });
 });

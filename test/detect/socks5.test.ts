@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GIVE_UP, MATCH, MORE } from '../../src/detect/detector.js';
+import { GIVE_UP, MATCH, MORE, STRENGTH_EXACT, STRENGTH_RESPONSE } from '../../src/detect/detector.js';
 import { dhtDetector } from '../../src/detect/dht.js';
 import { handshakeDetector } from '../../src/detect/handshake.js';
 import { signatureDetector } from '../../src/detect/signatures.js';
@@ -14,6 +14,7 @@ import { DETECTORS, detectorChain } from '../../src/detect/registry.js';
 import { scanCapture } from '../helpers/capture.js';
 import { FlowRunner, type Datagram } from '../helpers/detector-run.js';
 import { ascii, concat, u16, u32 } from '../helpers/frames.js';
+import { listedTo } from '../helpers/listed.js';
 import { clientHello } from '../helpers/names.js';
 import { overTcp } from '../helpers/tcp-stream.js';
 
@@ -61,9 +62,11 @@ describe('socks5 detector: CONNECT', () => {
     expect(result.strayStateWrites).toEqual([]);
   });
 
-  it('is not bannable and proves no peers: the other end is the proxy', () => {
-    expect(socks5Detector.bannable).toBe(false);
-    expect(socks5Detector.provesPeers).toBe(false);
+  it('never calls its producer a peer: the other end is the proxy', () => {
+    expect(socks5Detector.producerIsPeer).toBe(false);
+    expect(socks5ProxyDetector.producerIsPeer).toBe(false);
+    // The evidence is as strong as what the tunnel carried: a handshake is exact.
+    expect(stream([...NEGOTIATION, client(HANDSHAKE)]).strength).toBe(STRENGTH_EXACT);
   });
 
   it.each([
@@ -120,12 +123,19 @@ describe('socks5 detector: UDP ASSOCIATE', () => {
     expect(result.strayStateWrites).toEqual([]);
   });
 
-  it('teaches the peer cache the nodes a tunnelled DHT response names', () => {
+  it('lists the nodes a tunnelled DHT response names to the host behind the proxy', () => {
     const node = [...ascii('n'.repeat(20)), 10, 0, 0, 9, ...u16(51413)];
     const response = concat(ascii('d1:rd2:id20:mnopqrstuvwxyz1234565:nodes26:'), node, ascii('e1:t2:aa1:y1:re'));
     const runner = new FlowRunner(socks5Detector);
     expect(runner.run([server(udpHeader(), response)], true).outcome).toBe(MATCH);
-    expect(runner.peers.has(4, Uint8Array.from([10, 0, 0, 9]), 0, 51413)).toBe(true);
+    // The relay (10.0.0.2) sent the list to the client (10.0.0.1).
+    expect(listedTo(runner, '10.0.0.9', 51413, '10.0.0.1')).toBe(true);
+    expect(listedTo(runner, '10.0.0.9', 51413, '10.0.0.2')).toBe(false);
+  });
+
+  it('gives the strength of what it tunnelled: a uTP SYN answered through the relay is a response', () => {
+    expect(datagrams([client(udpHeader(), utpSyn), server(udpHeader(), utpState)]).strength).toBe(STRENGTH_RESPONSE);
+    expect(datagrams([client(udpHeader(), DHT_PING)]).strength).toBe(STRENGTH_EXACT);
   });
 
   it.each([

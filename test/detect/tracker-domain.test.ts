@@ -2,16 +2,15 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GIVE_UP, MATCH, MORE } from '../../src/detect/detector.js';
-import { DEFAULT_DOMAIN_LIST, TrackerAddresses } from '../../src/detect/domains.js';
+import { GIVE_UP, MATCH, MORE, STRENGTH_NAME } from '../../src/detect/detector.js';
+import { DEFAULT_DOMAIN_LIST, DomainList } from '../../src/detect/domains.js';
 import { createTrackerDomainDetector, trackerDomainDetector } from '../../src/detect/tracker-domain.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_UNDECIDED } from '../../src/engine/engine.js';
-import { Clock } from '../../src/flow/clock.js';
 import { LINKTYPE_RAW } from '../../src/packet/linktype.js';
 import { scanCapture } from '../helpers/capture.js';
 import { FlowRunner, type Datagram } from '../helpers/detector-run.js';
 import { concat, ipv4Address, ipv6Address, packet4, tcp, u16, udp } from '../helpers/frames.js';
-import { dnsMessage, dnsName, TO_QUESTION } from '../helpers/names.js';
+import { dnsMessage, TO_QUESTION } from '../helpers/names.js';
 
 const LAB_CAPTURE = join(resolve(import.meta.dirname, '../..'), 'fixtures/names/direct.pcap');
 
@@ -31,9 +30,12 @@ describe('tracker-domain (DNS)', () => {
     expect(result.strayReads).toEqual([]);
   });
 
-  it('is not bannable and proves no peers: the other end is a resolver', () => {
-    expect(trackerDomainDetector.bannable).toBe(false);
-    expect(trackerDomainDetector.provesPeers).toBe(false);
+  it('is name evidence whose producer is no peer: the other end is a resolver', () => {
+    expect(trackerDomainDetector.strength).toBe(STRENGTH_NAME);
+    expect(trackerDomainDetector.producerIsPeer).toBe(false);
+    const result = dns([{ dir: 0, payload: dnsMessage('tracker.opentrackr.org') }]);
+    expect(result.outcome).toBe(MATCH);
+    expect(result.strength).toBe(STRENGTH_NAME);
   });
 
   it.each([
@@ -70,40 +72,24 @@ describe('tracker-domain (DNS)', () => {
     expect(engine.process(frame, 0, frame.length, LINKTYPE_RAW)).toBe(VERDICT_BITTORRENT);
   });
 
-  it('keeps the A and AAAA answers whose owner is listed, and nothing a CNAME leads to', () => {
-    const clock = new Clock();
-    clock.nowMs = 1_000_000;
-    const addresses = new TrackerAddresses(64, 60_000, clock);
-    const detector = createTrackerDomainDetector(DEFAULT_DOMAIN_LIST, addresses);
-    const cdnName = dnsName('edge.cdn.example.net');
-    // tracker -> A 10.1.1.1, AAAA 2001:db8::7; web.utorrent.com CNAME edge.cdn... -> A 10.9.9.9.
+  it('learns nothing from the answers: a name never lists nor proves an address', () => {
+    expect(trackerDomainDetector.learn).toBeUndefined();
+    const runner = new FlowRunner(createTrackerDomainDetector(new DomainList(['opentrackr.org'])), { family: 4, initiator: '10.0.0.1', initiatorPort: 40000, responder: '10.0.0.2', responderPort: 53 });
     const response = dnsMessage('tracker.opentrackr.org', [
       [TO_QUESTION, 1, ipv4Address('10.1.1.1')],
       [TO_QUESTION, 28, ipv6Address('2001:db8::7')],
-      [dnsName('web.utorrent.com'), 5, cdnName],
-      [cdnName, 1, ipv4Address('10.9.9.9')],
     ]);
-    const query = dnsMessage('tracker.opentrackr.org');
-    expect(dns([{ dir: 0, payload: query }, { dir: 1, payload: response }], detector).outcome).toBe(MATCH);
-    const has = (family: number, address: number[]) => addresses.has(family, Uint8Array.from(address), 0);
-    expect(has(4, ipv4Address('10.1.1.1'))).toBe(true);
-    expect(has(6, ipv6Address('2001:db8::7'))).toBe(true);
-    expect(has(4, ipv4Address('10.9.9.9'))).toBe(false);
-    clock.nowMs += 60_001;
-    expect(has(4, ipv4Address('10.1.1.1'))).toBe(false);
+    const result = runner.run([{ dir: 0, payload: dnsMessage('tracker.opentrackr.org') }, { dir: 1, payload: response }], true);
+    expect(result).toMatchObject({ outcome: MATCH, decidedAt: 0, strength: STRENGTH_NAME });
+    expect(runner.announced.inserts + runner.proven.inserts).toBe(0);
   });
 
-  it.runIf(existsSync(LAB_CAPTURE))('matches the lab client resolving its trackers and DHT router, and keeps their addresses (fixtures/names/direct.pcap)', () => {
-    const clock = new Clock();
-    const addresses = new TrackerAddresses(64, 3_600_000, clock);
-    const detector = createTrackerDomainDetector(DEFAULT_DOMAIN_LIST, addresses);
-    const { flows } = scanCapture(LAB_CAPTURE, { detectors: [detector] });
+  it.runIf(existsSync(LAB_CAPTURE))('matches the lab client resolving its trackers and DHT router (fixtures/names/direct.pcap)', () => {
+    const { flows, engine } = scanCapture(LAB_CAPTURE, { detectors: [trackerDomainDetector] });
     const matched = flows.filter((f) => f.bittorrent);
     expect(matched.length).toBeGreaterThanOrEqual(4);
     expect(matched.every((f) => f.responder === '10.79.0.2:53')).toBe(true);
-    // The capture's clock is in 2026; the address set's is at 0, so nothing has expired.
-    expect(addresses.has(4, Uint8Array.from(ipv4Address('10.79.0.2')), 0)).toBe(true);
-    expect(addresses.has(4, Uint8Array.from(ipv4Address('10.79.0.3')), 0)).toBe(true);
+    expect(engine.announced.inserts + engine.proven.inserts).toBe(0);
   });
 });
 
@@ -114,7 +100,7 @@ describe('tracker-domain on arbitrary input', () => {
       payload,
       fc.tuple(fc.constantFrom(dnsMessage('x.t-ru.org'), dnsMessage('tracker.opentrackr.org', [[TO_QUESTION, 1, [1, 2, 3, 4]]])), fc.nat(80), payload).map(([m, cut, tail]) => concat(m.subarray(0, cut), tail)),
     );
-    const runner = new FlowRunner(createTrackerDomainDetector(DEFAULT_DOMAIN_LIST, new TrackerAddresses(16, 1000, new Clock())), { family: 4, initiator: '10.0.0.1', initiatorPort: 40000, responder: '10.0.0.2', responderPort: 53 });
+    const runner = new FlowRunner(createTrackerDomainDetector(DEFAULT_DOMAIN_LIST), { family: 4, initiator: '10.0.0.1', initiatorPort: 40000, responder: '10.0.0.2', responderPort: 53 });
     fc.assert(
       fc.property(fc.array(fc.record({ dir: fc.integer({ min: 0, max: 1 }), payload: shaped }), { minLength: 1, maxLength: 8 }), (datagrams) => {
         const result = runner.run(datagrams, true);

@@ -1,9 +1,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GIVE_UP, MATCH, MORE } from '../../src/detect/detector.js';
+import { GIVE_UP, MATCH, MORE, STRENGTH_EXACT, STRENGTH_RESPONSE } from '../../src/detect/detector.js';
 import { udpTrackerDetector } from '../../src/detect/udp-tracker.js';
 import { FlowRunner, type Datagram, type FlowEndpoints } from '../helpers/detector-run.js';
 import { ascii, concat, ipv4Address, ipv6Address, u16, u32 } from '../helpers/frames.js';
+import { listedTo } from '../helpers/listed.js';
 import { dhcpDiscover, dnsQuery, dtlsClientHello, filler, quicInitial, stunBindingRequest, wireguardInitiation } from '../helpers/udp-lookalikes.js';
 
 const PROTOCOL_ID = [0x00, 0x00, 0x04, 0x17, 0x27, 0x10, 0x19, 0x80];
@@ -16,6 +17,8 @@ const connectResponse = (tid: number) => concat(u32(0), u32(tid), CONNECTION_ID)
 
 interface AnnounceFields {
   tid: number;
+  /** The 8-byte connection id (default CONNECTION_ID). */
+  connectionId?: number[];
   event?: number;
   options?: number[];
 }
@@ -23,7 +26,7 @@ interface AnnounceFields {
 /** BEP 15 announce request: 98 bytes, then BEP 41 options. */
 function announceRequest(f: AnnounceFields): Uint8Array {
   return concat(
-    CONNECTION_ID,
+    f.connectionId ?? CONNECTION_ID,
     u32(1),
     u32(f.tid),
     filler(20, 31),
@@ -65,9 +68,9 @@ const PEERS6: [string, number][] = [
   ['2001:db8:3::7', 40000],
 ];
 
-function knows(runner: FlowRunner, [address, port]: [string, number]): boolean {
-  const family = address.includes(':') ? 6 : 4;
-  return runner.peers.has(family, Uint8Array.from(family === 4 ? ipv4Address(address) : ipv6Address(address)), 0, port);
+/** Whether the peer is listed to `host` (by default the client the tracker answered). */
+function knows(runner: FlowRunner, [address, port]: [string, number], host = TRACKER4.initiator): boolean {
+  return listedTo(runner, address, port, host);
 }
 
 describe('UDP tracker detector (BEP 15)', () => {
@@ -91,6 +94,56 @@ describe('UDP tracker detector (BEP 15)', () => {
     expect(new FlowRunner(udpTrackerDetector, TRACKER4).run(datagrams)).toMatchObject({ outcome: MATCH, decidedAt: decidingPacket });
   });
 
+  describe('evidence', () => {
+    const run = (datagrams: Datagram[]) => new FlowRunner(udpTrackerDetector, TRACKER4).run(datagrams);
+
+    it('is exact by default', () => {
+      expect(udpTrackerDetector.strength).toBe(STRENGTH_EXACT);
+      expect(udpTrackerDetector.producerIsPeer).toBe(true);
+    });
+
+    it('calls a connect request exact: its magic is the whole protocol structure', () => {
+      expect(run([client(connectRequest(0x1d2e3f40))])).toMatchObject({ outcome: MATCH, decidedAt: 0, strength: STRENGTH_EXACT });
+      expect(run([tracker(connectRequest(0x1d2e3f40))])).toMatchObject({ outcome: MATCH, decidedAt: 0, strength: STRENGTH_EXACT });
+    });
+
+    it.each([
+      ['an announce response', [client(announceRequest({ tid: 0x01020304 })), tracker(announceResponse(0x01020304, PEERS4))]],
+      ['the answer to a retransmitted announce', [client(announceRequest({ tid: 5 })), client(announceRequest({ tid: 5 })), tracker(announceResponse(5, PEERS4))]],
+      ['a scrape response', [client(scrapeRequest(0x0badcafe, 3)), tracker(scrapeResponse(0x0badcafe, 3))]],
+      ['an error answering an announce', [client(announceRequest({ tid: 0x600d })), tracker(errorResponse(0x600d))]],
+      ['an announce response to a request from the responder side', [tracker(announceRequest({ tid: 0x0a0b })), client(announceResponse(0x0a0b, PEERS4))]],
+    ] as [string, Datagram[]][])('calls %s a response', (_name, datagrams) => {
+      expect(run(datagrams)).toMatchObject({ outcome: MATCH, decidedAt: datagrams.length - 1, strength: STRENGTH_RESPONSE });
+    });
+
+    it('calls a request reflected back exact: its first bytes are the request\'s own, no tracker answered', () => {
+      // A connection id that reads as action and transaction id: sent back as it is (a UDP echo),
+      // the request looks like its own answer.
+      const asAnnounce = announceRequest({ tid: 0x01020304, connectionId: [...u32(1), ...u32(0x01020304)] });
+      expect(run([client(asAnnounce), tracker(asAnnounce)])).toMatchObject({ outcome: MATCH, decidedAt: 1, strength: STRENGTH_EXACT });
+      const asError = announceRequest({ tid: 0x600d, connectionId: [...u32(3), ...u32(0x600d)] });
+      expect(run([client(asError), tracker(asError)])).toMatchObject({ outcome: MATCH, decidedAt: 1, strength: STRENGTH_EXACT });
+      // A datagram that is a request itself is no tracker's answer, whatever it answers.
+      expect(run([client(announceRequest({ tid: 0x01020304 })), tracker(asAnnounce)])).toMatchObject({ outcome: MATCH, decidedAt: 1, strength: STRENGTH_EXACT });
+    });
+
+    it('leaves an echo nothing but requests to send back', () => {
+      const answer = announceResponse(9, PEERS4);
+      // The asker sends the "answer" first, then the request, for an echo to return the first: the
+      // first datagram is no request, so the flow is given up there.
+      expect(run([client(answer), client(announceRequest({ tid: 9 })), tracker(answer)])).toMatchObject({ outcome: GIVE_UP, decidedAt: 0 });
+      // Two crossed announces whose connection ids read as each other's action and transaction id.
+      const crossed = (tid: number, other: number) => announceRequest({ tid, connectionId: [...u32(1), ...u32(other)] });
+      expect(run([client(crossed(0x11223344, 0x55667788)), client(crossed(0x55667788, 0x11223344)), tracker(crossed(0x11223344, 0x55667788))])).toMatchObject({
+        outcome: MATCH,
+        strength: STRENGTH_EXACT,
+      });
+      // A real exchange stays a response.
+      expect(run([client(announceRequest({ tid: 9 })), tracker(answer)])).toMatchObject({ outcome: MATCH, decidedAt: 1, strength: STRENGTH_RESPONSE });
+    });
+  });
+
   it('learns the compact IPv4 peers of an announce response, in the matching flow and after a connect matched it', () => {
     for (const flow of [
       [client(announceRequest({ tid: 9 })), tracker(announceResponse(9, PEERS4))],
@@ -99,13 +152,16 @@ describe('UDP tracker detector (BEP 15)', () => {
       const runner = new FlowRunner(udpTrackerDetector, TRACKER4);
       expect(runner.run(flow).outcome).toBe(MATCH);
       expect(PEERS4.map((peer) => knows(runner, peer))).toEqual([true, true, true, true]);
+      // To the client that received the list, not to the tracker or anyone else.
+      expect(PEERS4.some((peer) => knows(runner, peer, TRACKER4.responder) || knows(runner, peer, '10.0.0.3'))).toBe(false);
     }
   });
 
   it('learns 18-byte IPv6 peers from a tracker reached over IPv6', () => {
     const runner = new FlowRunner(udpTrackerDetector, TRACKER6);
     expect(runner.run([client(connectRequest(8)), tracker(connectResponse(8)), client(announceRequest({ tid: 9 })), tracker(announceResponse(9, PEERS6))]).outcome).toBe(MATCH);
-    expect(PEERS6.map((peer) => knows(runner, peer))).toEqual([true, true, true]);
+    expect(PEERS6.map((peer) => knows(runner, peer, TRACKER6.initiator))).toEqual([true, true, true]);
+    expect(PEERS6.some((peer) => knows(runner, peer, TRACKER6.responder))).toBe(false);
   });
 
   it('learns nothing from an answer to another transaction, or with a ragged peer list', () => {

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GIVE_UP, MATCH, MORE } from '../../src/detect/detector.js';
+import { GIVE_UP, MATCH, MORE, STRENGTH_EXACT, STRENGTH_RESPONSE } from '../../src/detect/detector.js';
 import { packetType, utpDetector } from '../../src/detect/utp.js';
 import { scanCapture } from '../helpers/capture.js';
 import { FlowRunner, type Datagram } from '../helpers/detector-run.js';
@@ -132,6 +132,49 @@ describe('uTP detector (BEP 29)', () => {
     ],
   ] as [string, Datagram[], number][])('matches %s', (_name, datagrams, decidingPacket) => {
     expect(runner.run(datagrams)).toMatchObject({ outcome: MATCH, decidedAt: decidingPacket });
+  });
+
+  describe('evidence', () => {
+    const syn = from(0, utp({ type: ST_SYN, id: 0x5302, seq: 0xe7f5, ack: 0 }));
+    const answer = from(1, utp({ type: ST_STATE, id: 0x5302, seq: 0x49c7, ack: 0xe7f5 }));
+
+    it('is exact by default and names a peer', () => {
+      expect(utpDetector.strength).toBe(STRENGTH_EXACT);
+      expect(utpDetector.producerIsPeer).toBe(true);
+    });
+
+    it.each([
+      ['a STATE answering the SYN', [syn, answer], 1],
+      ['a RESET refusing the SYN', [syn, from(1, utp({ type: ST_RESET, id: 0x5302, seq: 5, ack: 0xe7f5, wnd: 0 }))], 1],
+      ['the answer to a retransmitted SYN', [syn, syn, answer], 2],
+      ['the initiator answering a SYN from the responder', [from(1, utp({ type: ST_SYN, id: 9, seq: 3, ack: 0 })), from(0, utp({ type: ST_STATE, id: 9, seq: 40, ack: 3 }))], 1],
+    ] as [string, Datagram[], number][])('calls %s a response', (_name, datagrams, decidingPacket) => {
+      expect(runner.run(datagrams)).toMatchObject({ outcome: MATCH, decidedAt: decidingPacket, strength: STRENGTH_RESPONSE });
+    });
+
+    it('calls a run caught mid-way exact: nothing in it answers what the other side sent first', () => {
+      expect(runner.run(midFlow(3))).toMatchObject({ outcome: MATCH, decidedAt: 5, strength: STRENGTH_EXACT });
+      // A SYN seen, then a run with other ids: exact too.
+      expect(runner.run([syn, ...midFlow(3)])).toMatchObject({ outcome: MATCH, decidedAt: 6, strength: STRENGTH_EXACT });
+    });
+
+    it("calls an \"answer\" exact when the SYN's own side sent anything but SYNs, as a reflection would return it", () => {
+      // The SYN's side sends a STATE with the SYN's id, and the other side sends it back: the bytes
+      // answer nothing the other side could only know from the SYN.
+      const ownState = from(0, utp({ type: ST_STATE, id: 0x5302, seq: 0x49c7, ack: 0xe7f5 }));
+      expect(runner.run([syn, ownState, answer])).toMatchObject({ outcome: MATCH, decidedAt: 2, strength: STRENGTH_EXACT });
+      // Sent before the SYN, and echoed after it, the same.
+      expect(runner.run([ownState, syn, answer])).toMatchObject({ outcome: MATCH, decidedAt: 2, strength: STRENGTH_EXACT });
+      const ownReset = from(0, utp({ type: 3, id: 0x5302, seq: 0x49c7, ack: 0xe7f5 }));
+      expect(runner.run([ownReset, syn, from(1, utp({ type: 3, id: 0x5302, seq: 0x49c7, ack: 0xe7f5 }))])).toMatchObject({ outcome: MATCH, strength: STRENGTH_EXACT });
+      // Any data of the SYN's side before the answer, whatever its id: an opener waits for the answer.
+      for (const id of [0x5302, 0x5303]) {
+        const ownData = from(0, utp({ type: ST_DATA, id, seq: 0xe7f6, ack: 0, payload: filler(20) }));
+        expect(runner.run([syn, ownData, answer])).toMatchObject({ outcome: MATCH, decidedAt: 2, strength: STRENGTH_EXACT });
+      }
+      // A retransmitted SYN leaves the answer a response.
+      expect(runner.run([syn, syn, answer])).toMatchObject({ outcome: MATCH, decidedAt: 2, strength: STRENGTH_RESPONSE });
+    });
   });
 
   it.each([

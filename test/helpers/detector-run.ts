@@ -3,9 +3,9 @@
  * learn() on the rest of a matched flow), without building or decoding frames: fast enough for
  * hundreds of thousands of random flows, and able to watch every byte the detector reads.
  */
-import { GIVE_UP, InspectContext, MATCH, MORE, type Detector } from '../../src/detect/detector.js';
+import { GIVE_UP, InspectContext, MATCH, MORE, STRENGTH_NONE, type Detector } from '../../src/detect/detector.js';
 import { Clock } from '../../src/flow/clock.js';
-import { PeerCache } from '../../src/flow/peers.js';
+import { PeerCache, PeerLists } from '../../src/flow/peers.js';
 import { IPPROTO_UDP, PacketInfo } from '../../src/packet/packet.js';
 import { concat, ipv4Address, ipv6Address } from './frames.js';
 
@@ -30,6 +30,8 @@ export interface FlowOutcome {
   outcome: number;
   /** Index of the datagram that decided (the first after the budget for a give-up by budget), or -1. */
   decidedAt: number;
+  /** The strength (STRENGTH_*) the detector gave its match, STRENGTH_NONE without one. */
+  strength: number;
   /** Indexes read outside the payload and the two addresses (with `guard`). */
   strayReads: number[];
   /** Indexes of per-flow state bytes outside the detector's own that it wrote. */
@@ -59,7 +61,10 @@ function guardedBuffer(bytes: Uint8Array, allowed: (index: number) => boolean, s
 
 export class FlowRunner {
   readonly clock = new Clock();
-  readonly peers: PeerCache;
+  /** What the detector lists, each endpoint to the host that received its list (see helpers/listed.ts). */
+  readonly announced: PeerCache;
+  /** Endpoints proven peers (the detector only reads them). */
+  readonly proven: PeerCache;
   private readonly ctx = new InspectContext();
   private readonly pkt = new PacketInfo();
   private readonly initiatorAddress: number[];
@@ -69,10 +74,12 @@ export class FlowRunner {
     private readonly detector: Detector,
     private readonly endpoints: FlowEndpoints = DEFAULT_ENDPOINTS,
   ) {
-    this.peers = new PeerCache(1024, 3_600_000, this.clock);
+    this.announced = new PeerCache(1024, 3_600_000, this.clock, undefined, true);
+    this.proven = new PeerCache(1024, 3_600_000, this.clock);
     this.clock.nowMs = 1_700_000_000_000;
     this.ctx.pkt = this.pkt;
-    this.ctx.peers = this.peers;
+    this.ctx.peers = new PeerLists(this.announced, this.pkt);
+    this.ctx.proven = this.proven;
     this.ctx.state = new Uint8Array(Math.max(1, detector.stateBytes) + MARGIN);
     const address = endpoints.family === 4 ? ipv4Address : ipv6Address;
     this.initiatorAddress = address(endpoints.initiator);
@@ -87,6 +94,7 @@ export class FlowRunner {
     const strayReads: number[] = [];
     let outcome = MORE;
     let decidedAt = -1;
+    let strength = STRENGTH_NONE;
     let flowIndex = 0;
     for (let i = 0; i < datagrams.length; i++) {
       const { dir, payload } = datagrams[i];
@@ -115,11 +123,14 @@ export class FlowRunner {
         detector.learn?.(ctx);
         continue;
       }
+      // As the engine does: the detector's own strength, unless it sets another before matching.
+      ctx.strength = detector.strength;
       const result = detector.inspect(ctx);
       if (result !== MORE) [outcome, decidedAt] = [result, i];
+      if (result === MATCH) strength = ctx.strength;
       if (result === GIVE_UP) break;
     }
-    return { outcome, decidedAt, strayReads, strayStateWrites: this.strayStateWrites() };
+    return { outcome, decidedAt, strength, strayReads, strayStateWrites: this.strayStateWrites() };
   }
 
   /** State bytes outside the detector's own that are no longer zero. */

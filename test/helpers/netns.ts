@@ -31,6 +31,13 @@ export function createNamespace(tag: string): Namespace {
   return namespace;
 }
 
+/** The device of a namespace that holds an address. */
+export function deviceWith(ns: Namespace, address: string): string {
+  const line = ns.must('ip', ['-o', 'addr', 'show']).split('\n').find((l) => l.includes(` ${address}/`));
+  if (!line) throw new Error(`no device with ${address} in ${ns.name}`);
+  return line.split(/\s+/)[1];
+}
+
 /** Whether this process may create namespaces and has the tools: kernel tests need root. */
 export function canUseKernel(): boolean {
   return process.getuid?.() === 0 && spawnSync('iptables', ['--version']).status === 0;

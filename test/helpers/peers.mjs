@@ -39,8 +39,8 @@ switch (mode) {
     setTimeout(() => process.exit(0), lifetime);
     break;
   }
-  // tcp-send HOST PORT handshake|text WAIT_MS [CONNECTIONS [LOCAL_ADDRESS,...]]: connects (from each local
-  // address in turn), sends, waits, reports how many connected.
+  // tcp-send HOST PORT handshake|text|hex:BYTES WAIT_MS [CONNECTIONS [LOCAL_ADDRESS,...]]: connects (from each
+  // local address in turn), sends, waits, reports how many connected.
   case 'tcp-send': {
     const [host, port, kind, wait, connections = '1', locals = ''] = args;
     const localAddresses = locals ? locals.split(',') : [undefined];
@@ -49,7 +49,7 @@ switch (mode) {
       const socket = net.connect({ port: Number(port), host, localAddress: localAddresses[i % localAddresses.length] });
       socket.on('connect', () => {
         connected++;
-        socket.write(kind === 'handshake' ? HANDSHAKE : Buffer.from('hello, plain text\n'));
+        socket.write(kind === 'handshake' ? HANDSHAKE : kind.startsWith('hex:') ? Buffer.from(kind.slice(4), 'hex') : Buffer.from('hello, plain text\n'));
       });
       socket.on('error', () => {});
     }

@@ -1,0 +1,189 @@
+/**
+ * The data path, top-down, behind every packet source (NFQUEUE batches inline, capture files in
+ * `btwall scan`): packet -> flow -> detectors (evidence) -> policy (decision) -> what the source
+ * does with the packet. The pipeline carries out the decision's memory (proven and listed
+ * peers) itself and hands every detection, with its decision, to `onDetection`, where the daemon
+ * logs it and bans, and a scan reports it. It decides nothing: src/policy/ does.
+ */
+import type { Config } from '../config/config.js';
+import { CidrSet } from '../config/cidr.js';
+import { STRENGTH_NAMES } from '../detect/detector.js';
+import { detectorChain } from '../detect/registry.js';
+import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN } from '../engine/engine.js';
+import { formatAddress } from '../flow/address.js';
+import { Clock } from '../flow/clock.js';
+import { IPPROTO_TCP, TCP_ACK, TCP_SYN } from '../packet/packet.js';
+import { Evidence, Policy, type Decision } from '../policy/policy.js';
+import { policySettings, type HostFacts } from '../policy/settings.js';
+
+/** What the packet source does with the packet `handle` was given. */
+export const PACKET_ACCEPT = 0;
+export const PACKET_DROP = 1;
+/** Accept it, and mark its connection clean: the kernel lets the rest skip the queue. */
+export const PACKET_ACCEPT_MARK_CLEAN = 2;
+/** Drop it, and mark its connection BitTorrent: the kernel drops the rest. */
+export const PACKET_DROP_MARK_BITTORRENT = 3;
+
+/** One flow found to be BitTorrent, with what the policy decided; made once per flow, never per packet. */
+export interface DetectionEvent {
+  timeMs: number;
+  /** The flow's slot in the engine's table, until the flow is released. */
+  flow: number;
+  l4: 'tcp' | 'udp';
+  tunnelled: boolean;
+  initiator: string;
+  initiatorPort: number;
+  responder: string;
+  responderPort: number;
+  rule: string;
+  strength: string;
+  /** Whose bytes matched. */
+  producer: 'initiator' | 'responder';
+  /** Packets of the flow seen so far, both ways, the deciding one included. */
+  flowPackets: number;
+  decision: Decision;
+  /** A copy of the deciding packet's payload. */
+  payload: Uint8Array;
+}
+
+export class Pipeline {
+  readonly engine: Engine;
+  readonly policy: Policy;
+  /** Every detection, once per flow, while its deciding packet is in hand. */
+  onDetection: ((event: DetectionEvent) => void) | null = null;
+
+  private readonly evidence = new Evidence();
+  /**
+   * Per flow and direction: the interface index its first packet came in on (0 when the source
+   * does not say, as a capture file does not). Both ends' packets on one interface means one
+   * side's were made up on that side of the gateway.
+   */
+  private readonly arrivedOn: Uint32Array;
+  /** The decision made while the current packet was examined, if it decided its flow. */
+  private decidedNow: Decision | null = null;
+
+  constructor(config: Config, host: HostFacts, clock = new Clock()) {
+    const allow = new CidrSet(config.allowCidrs);
+    this.engine = new Engine({
+      clock,
+      detectors: detectorChain({ blockSocks: config.blockSocks, trackerDomains: config.trackerDomains }),
+      flowCapacity: config.flowCapacity,
+      idleTimeoutMs: config.flowIdleTimeoutS * 1000,
+      peerCapacity: config.peerCacheSize,
+      peerTtlMs: config.peerCacheTtlS * 1000,
+      isAllowlisted: (family, buf, off) => allow.contains(family, buf, off),
+    });
+    this.policy = new Policy(policySettings(config, host), clock);
+    this.arrivedOn = new Uint32Array(this.engine.flows.capacity * 2);
+    this.engine.onVerdict = (flow) => this.onVerdict(flow);
+  }
+
+  /**
+   * One frame of the given link type, seen at `engine.clock.nowMs`, that came in on interface
+   * `ifindex` (0: unknown): returns a PACKET_* action.
+   */
+  handle(buf: Uint8Array, off: number, len: number, linkType: number, ifindex = 0): number {
+    const flows = this.engine.flows;
+    const flow = this.engine.track(buf, off, len, linkType);
+    if (flow < 0) return PACKET_ACCEPT;
+    const slot = flow * 2 + flows.direction;
+    if (flows.packets[slot] === 1) this.arrivedOn[slot] = ifindex;
+    return this.decideTracked(flow);
+  }
+
+  /** Memory of every table behind this pipeline (flows, peers, arrival interfaces), bytes. */
+  get memoryBytes(): number {
+    const engine = this.engine;
+    return engine.flows.capacity * engine.flows.bytesPerFlow + this.arrivedOn.byteLength + engine.proven.bytes + engine.announced.bytes;
+  }
+
+  /** The action for the packet `engine.track` just counted in `flow`. */
+  decideTracked(flow: number): number {
+    this.decidedNow = null;
+    const verdict = this.engine.examine(flow);
+    const decision = this.decidedNow as Decision | null;
+    if (verdict === VERDICT_BITTORRENT) {
+      // Monitor only: nothing dropped or marked, so the rest of the flow is still seen (and learned from).
+      if (this.policy.monitorOnly) return PACKET_ACCEPT;
+      return decision !== null && decision.markConnection ? PACKET_DROP_MARK_BITTORRENT : PACKET_DROP;
+    }
+    return verdict === VERDICT_CLEAN && decision !== null && decision.markConnection ? PACKET_ACCEPT_MARK_CLEAN : PACKET_ACCEPT;
+  }
+
+  private onVerdict(flow: number): void {
+    const engine = this.engine;
+    const pkt = engine.packet;
+    if (engine.flows.verdict[flow] === VERDICT_CLEAN) {
+      this.decidedNow = this.policy.clean(pkt.tunnelDepth > 0);
+      return;
+    }
+    const e = this.fillEvidence(flow);
+    const decision = this.policy.decide(e);
+    this.decidedNow = decision;
+    const producer = e.producer;
+    const other = 1 - producer;
+    if (decision.remember === 'proven' && (!e.tcp || producer === 1)) {
+      // A TCP initiator's port is ephemeral: only a listening port names the peer again.
+      engine.proven.add(e.family, e.addresses[producer], 0, e.ports[producer]);
+    } else if (decision.remember === 'listed') {
+      engine.announced.add(e.family, e.addresses[other], 0, e.ports[other], e.family, e.addresses[producer], 0);
+    }
+    this.onDetection?.(this.event(flow, e, decision));
+  }
+
+  /** The evidence of the flow just decided BitTorrent, from the table and the deciding packet. */
+  private fillEvidence(flow: number): Evidence {
+    const engine = this.engine;
+    const flows = engine.flows;
+    const pkt = engine.packet;
+    const e = this.evidence;
+    const rule = flows.rule[flow];
+    e.rule = engine.ruleNames[rule];
+    e.strength = flows.strength[flow];
+    e.producerIsPeer = engine.producerIsPeer(rule);
+    e.tcp = flows.l4(flow) === IPPROTO_TCP;
+    e.tunnelled = pkt.tunnelDepth > 0;
+    e.family = flows.family(flow) === 4 ? 4 : 6;
+    for (let dir = 0; dir < 2; dir++) {
+      flows.address(flow, dir, e.addresses[dir]);
+      e.ports[dir] = flows.port(flow, dir);
+    }
+    const producer = flows.producer[flow];
+    const other = 1 - producer;
+    e.producer = producer;
+    const initiatorFlags = flows.tcpFlags[flow * 2];
+    const responderFlags = flows.tcpFlags[flow * 2 + 1];
+    e.handshakeSeen = e.tcp && (initiatorFlags & TCP_SYN) !== 0 && (responderFlags & (TCP_SYN | TCP_ACK)) === (TCP_SYN | TCP_ACK);
+    // The deciding packet is the producer's: it must acknowledge the other end's SYN (ISN + 1),
+    // plus at most what the other end has sent since (and its FIN).
+    const acked = (pkt.tcpAck - flows.synSeq[flow * 2 + other] - 1) >>> 0;
+    e.acknowledgesOtherSyn =
+      e.tcp && (pkt.tcpFlags & TCP_ACK) !== 0 && (flows.tcpFlags[flow * 2 + other] & TCP_SYN) !== 0 && acked <= flows.payloadBytes[flow * 2 + other] + 1;
+    const producerIf = this.arrivedOn[flow * 2 + producer];
+    e.sameInterfaceBothWays = producerIf !== 0 && producerIf === this.arrivedOn[flow * 2 + other];
+    return e;
+  }
+
+  private event(flow: number, e: Evidence, decision: Decision): DetectionEvent {
+    const engine = this.engine;
+    const flows = engine.flows;
+    const pkt = engine.packet;
+    return {
+      timeMs: engine.clock.nowMs,
+      flow,
+      l4: e.tcp ? 'tcp' : 'udp',
+      tunnelled: e.tunnelled,
+      initiator: formatAddress(e.family, e.addresses[0]),
+      initiatorPort: e.ports[0],
+      responder: formatAddress(e.family, e.addresses[1]),
+      responderPort: e.ports[1],
+      rule: e.rule,
+      strength: STRENGTH_NAMES[e.strength],
+      producer: e.producer === 0 ? 'initiator' : 'responder',
+      flowPackets: flows.packets[flow * 2] + flows.packets[flow * 2 + 1],
+      decision,
+      // A copy of just these bytes: a view of a queue's shared memory would be cloned whole when posted.
+      payload: pkt.buf.slice(pkt.payloadOff, pkt.payloadOff + pkt.payloadLen),
+    };
+  }
+}

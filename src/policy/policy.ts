@@ -1,0 +1,215 @@
+/**
+ * The one place that turns evidence into decisions: what happens to the deciding packet and the
+ * rest of its connection, and whether an address is banned, with the reason the detection log
+ * records. Pure: no I/O, no clock of its own (it reads the engine's), so every rule below is
+ * unit-tested from evidence alone.
+ *
+ * Drop on any evidence; ban only on proof. A ban cuts an address off for every user of the
+ * gateway, so it names an address only when that address's own bytes were BitTorrent (`exact` or
+ * `response`) over an exchange no off-path sender can forge: TCP whose handshake the gateway saw
+ * both ways and whose bytes acknowledge the other end's SYN, or UDP that answers a local query.
+ * Bytes a local user sent, names, peer lists, cache hits and statistical guesses drop flows only.
+ */
+import { STRENGTH_EXACT, STRENGTH_NAMES, STRENGTH_RESPONSE } from '../detect/detector.js';
+import type { Clock } from '../flow/clock.js';
+import { formatAddress } from '../flow/address.js';
+import type { CidrSet } from '../config/cidr.js';
+
+/** What the gateway knows about one detection. The pipeline refills one instance per detection. */
+export class Evidence {
+  /** The detector's rule name. */
+  rule = '';
+  /** STRENGTH_* of the match. */
+  strength = 0;
+  /** The detector's word on whether the end whose bytes matched is a peer (not a tracker, proxy, web seed, resolver). */
+  producerIsPeer = false;
+  tcp = false;
+  /** Found inside a tunnel (GRE, VXLAN, GTP-U, Teredo, IP-in-IP): the connection the kernel tracks is the tunnel's. */
+  tunnelled = false;
+  family: 4 | 6 = 4;
+  /** The flow's ends: index 0 the initiator, 1 the responder, each its address bytes (4 or 16) and port. */
+  readonly addresses = [new Uint8Array(16), new Uint8Array(16)] as const;
+  readonly ports = [0, 0];
+  /** Which end (0 initiator, 1 responder) sent the bytes that matched. */
+  producer = 0;
+  /** TCP: the gateway saw the initiator's SYN and the responder's SYN-ACK. */
+  handshakeSeen = false;
+  /** TCP: the deciding packet acknowledges the other end's SYN, whose sequence number an off-path sender never saw. */
+  acknowledgesOtherSyn = false;
+  /**
+   * Both ends' first packets came in on the same interface of the gateway (known inline only):
+   * a real remote peer's packets arrive from the other side, so one end's were forged on this side.
+   */
+  sameInterfaceBothWays = false;
+}
+
+export interface Ban {
+  family: 4 | 6;
+  address: string;
+  durationS: number;
+}
+
+/** What to do about one flow. */
+export interface Decision {
+  /** The deciding packet and the rest of the flow are dropped (BitTorrent) or accepted (clean). */
+  drop: boolean;
+  /**
+   * The decision goes into the connection's mark, so the kernel handles its later packets. Never for
+   * a tunnelled flow: the kernel's connection is the tunnel, which carries other flows too.
+   */
+  markConnection: boolean;
+  /** False in monitor-only mode: nothing is dropped, marked or banned, and the log says what would have been. */
+  enforce: boolean;
+  ban: Ban | null;
+  /** The policy's words for the ban or for the absence of one. */
+  reason: string;
+  /**
+   * An endpoint to remember, so that the next flow to it is dropped from its first packet:
+   * `proven` the banned producer, for every host; `listed` the other end of a flow a local host
+   * spoke BitTorrent to, for that host only; or nothing.
+   */
+  remember: 'proven' | 'listed' | null;
+}
+
+/** A list of addresses never banned, with the words a reason uses for it. */
+export interface ExemptList {
+  /** What the list is, for a reason: "ALLOW_CIDRS", "a resolver of this host", ... */
+  label: string;
+  cidrs: CidrSet;
+}
+
+export interface PolicySettings {
+  /** MONITOR_ONLY: decide everything, enforce nothing. */
+  monitorOnly: boolean;
+  banDurationS: number;
+  /** Where the gateway's own users are (LOCAL_CIDRS, or the private ranges when it is empty). */
+  local: CidrSet;
+  /** BAN_LOCAL: local addresses may be banned too (on the same proof). */
+  banLocal: boolean;
+  /** Never banned, whatever the evidence. */
+  exempt: readonly ExemptList[];
+  /** BAN_RATE: most new bans per local host and minute; past it flows are still dropped. */
+  banRatePerMinute: number;
+  /** Most local hosts whose ban rate is counted at once (a bounded table). */
+  rateHosts?: number;
+}
+
+const RATE_WINDOW_MS = 60_000;
+const DEFAULT_RATE_HOSTS = 65_536;
+
+const CLEAN: Decision = { drop: false, markConnection: true, enforce: true, ban: null, reason: 'no BitTorrent evidence', remember: null };
+const CLEAN_TUNNELLED: Decision = { ...CLEAN, markConnection: false, reason: 'no BitTorrent evidence (tunnelled: the tunnel stays unmarked)' };
+
+export class Policy {
+  /** Bans the policy would have made but for BAN_RATE. */
+  bansRateLimited = 0;
+  bans = 0;
+  private settings: PolicySettings;
+  /** Per local host (textual address): the start of its current minute and the bans in it. */
+  private readonly rate = new Map<string, { windowStartMs: number; count: number }>();
+
+  constructor(
+    settings: PolicySettings,
+    private readonly clock: Clock,
+  ) {
+    this.settings = settings;
+  }
+
+  get monitorOnly(): boolean {
+    return this.settings.monitorOnly;
+  }
+
+  /** Replaces the exempt lists (the gateway's addresses and resolvers change while it runs). */
+  setExempt(exempt: readonly ExemptList[]): void {
+    this.settings = { ...this.settings, exempt };
+  }
+
+  /** A flow every detector gave up on. */
+  clean(tunnelled: boolean): Decision {
+    return tunnelled ? CLEAN_TUNNELLED : CLEAN;
+  }
+
+  /** A flow found to be BitTorrent. */
+  decide(e: Evidence): Decision {
+    const s = this.settings;
+    const { ban, reason } = this.ban(e);
+    let remember: Decision['remember'] = null;
+    if (ban !== null) remember = 'proven';
+    else if (this.producerListsItsPeer(e)) remember = 'listed';
+    return { drop: true, markConnection: !e.tunnelled, enforce: !s.monitorOnly, ban, reason, remember };
+  }
+
+  /** The ban the evidence proves, or none, and why. */
+  private ban(e: Evidence): { ban: Ban | null; reason: string } {
+    const s = this.settings;
+    const none = (reason: string) => ({ ban: null, reason: `no ban: ${reason}` });
+    const strength = STRENGTH_NAMES[e.strength];
+    const producer = e.addresses[e.producer];
+    const other = e.addresses[1 - e.producer];
+    const producerText = formatAddress(e.family, producer);
+    const otherText = formatAddress(e.family, other);
+    if (e.tunnelled) return none('found inside a tunnel, whose encapsulation the XDP program does not parse');
+    if (e.strength !== STRENGTH_EXACT && e.strength !== STRENGTH_RESPONSE) return none(`${strength} evidence drops flows, it never bans`);
+    if (!e.producerIsPeer) return none(`the ${e.rule} bytes came from ${producerText}, a service (tracker, web seed, proxy or resolver), not a peer`);
+    const producerLocal = s.local.contains(e.family, producer, 0);
+    const otherLocal = s.local.contains(e.family, other, 0);
+    if (!producerLocal && !otherLocal) return none(`neither ${producerText} nor ${otherText} is a local address; set LOCAL_CIDRS to the gateway's users`);
+    if (producerLocal && !s.banLocal) return none(`the BitTorrent bytes came from the local end ${producerText}; a local user's bytes never ban the other end`);
+    if (e.sameInterfaceBothWays) return none(`both ends' packets came in on the same interface, so ${producerText}'s may be forged from that side`);
+    let how: string;
+    if (e.tcp) {
+      if (!e.handshakeSeen) return none(`the gateway did not see this TCP connection's handshake both ways`);
+      if (!e.acknowledgesOtherSyn) return none(`the bytes from ${producerText} do not acknowledge ${otherText}'s SYN, so anyone could have forged them`);
+      how = 'over TCP after a handshake seen both ways';
+    } else {
+      if (e.strength !== STRENGTH_RESPONSE || e.producer !== 1) return none(`an unsolicited UDP datagram can carry any source address`);
+      how = `over UDP in answer to ${otherText}'s query`;
+    }
+    for (const list of s.exempt) {
+      if (list.cidrs.contains(e.family, producer, 0)) return none(`${producerText} is exempt (${list.label})`);
+    }
+    if (!this.takeRate(otherText)) {
+      this.bansRateLimited++;
+      return none(`${otherText} reached BAN_RATE (${s.banRatePerMinute} bans a minute); the flow is still dropped`);
+    }
+    this.bans++;
+    return {
+      ban: { family: e.family, address: producerText, durationS: s.banDurationS },
+      reason: `ban: ${producerText} sent ${e.rule} bytes (${strength}) ${how}`,
+    };
+  }
+
+  /**
+   * Whether a local host's own BitTorrent bytes name the peer it spoke to: the other end, when it
+   * is the one that listens (the responder, or either end of a UDP flow).
+   */
+  private producerListsItsPeer(e: Evidence): boolean {
+    if (e.tunnelled || !e.producerIsPeer || (e.strength !== STRENGTH_EXACT && e.strength !== STRENGTH_RESPONSE)) return false;
+    if (!this.settings.local.contains(e.family, e.addresses[e.producer], 0)) return false;
+    return !e.tcp || e.producer === 0;
+  }
+
+  /** Counts one ban against the local host; false when it has had BAN_RATE this minute. */
+  private takeRate(localHost: string): boolean {
+    const now = this.clock.nowMs;
+    const limit = this.settings.banRatePerMinute;
+    let entry = this.rate.get(localHost);
+    if (entry === undefined || now - entry.windowStartMs >= RATE_WINDOW_MS) {
+      if (entry === undefined && this.rate.size >= (this.settings.rateHosts ?? DEFAULT_RATE_HOSTS)) this.forgetOldestRate(now);
+      entry = { windowStartMs: now, count: 0 };
+      this.rate.delete(localHost);
+      this.rate.set(localHost, entry);
+    }
+    if (entry.count >= limit) return false;
+    entry.count++;
+    return true;
+  }
+
+  /** The table is full: windows that ended go first, else the oldest one. */
+  private forgetOldestRate(now: number): void {
+    for (const [host, entry] of this.rate) {
+      if (now - entry.windowStartMs >= RATE_WINDOW_MS) this.rate.delete(host);
+    }
+    if (this.rate.size >= (this.settings.rateHosts ?? DEFAULT_RATE_HOSTS)) this.rate.delete(this.rate.keys().next().value!);
+  }
+}

@@ -1,0 +1,239 @@
+import { describe, expect, it } from 'vitest';
+import { CidrSet } from '../src/config/cidr.js';
+import { loadConfig } from '../src/config/config.js';
+import {
+  STRENGTH_ANNOUNCED,
+  STRENGTH_CACHE,
+  STRENGTH_EXACT,
+  STRENGTH_HEURISTIC,
+  STRENGTH_NAME,
+  STRENGTH_RESPONSE,
+} from '../src/detect/detector.js';
+import { Clock } from '../src/flow/clock.js';
+import { Evidence, Policy } from '../src/policy/policy.js';
+import { policySettings, type HostFacts } from '../src/policy/settings.js';
+import { ipv4Address, ipv6Address } from './helpers/frames.js';
+
+const LOCAL = '10.8.0.2';
+const REMOTE = '198.51.100.9';
+const INITIATOR = 0;
+const RESPONDER = 1;
+
+interface EvidenceFields {
+  rule?: string;
+  strength?: number;
+  producerIsPeer?: boolean;
+  tcp?: boolean;
+  tunnelled?: boolean;
+  initiator?: string;
+  responder?: string;
+  producer?: number;
+  handshakeSeen?: boolean;
+  acknowledgesOtherSyn?: boolean;
+  sameInterfaceBothWays?: boolean;
+}
+
+/** A flow the local host opened to a remote peer, with the remote's bytes over a handshake seen both ways. */
+function evidence(fields: EvidenceFields = {}): Evidence {
+  const e = new Evidence();
+  const initiator = fields.initiator ?? LOCAL;
+  const responder = fields.responder ?? REMOTE;
+  const v6 = initiator.includes(':');
+  e.family = v6 ? 6 : 4;
+  e.addresses[0].set(v6 ? ipv6Address(initiator) : ipv4Address(initiator));
+  e.addresses[1].set(v6 ? ipv6Address(responder) : ipv4Address(responder));
+  e.ports[0] = 50000;
+  e.ports[1] = 51413;
+  e.rule = fields.rule ?? 'handshake';
+  e.strength = fields.strength ?? STRENGTH_EXACT;
+  e.producerIsPeer = fields.producerIsPeer ?? true;
+  e.tcp = fields.tcp ?? true;
+  e.tunnelled = fields.tunnelled ?? false;
+  e.producer = fields.producer ?? RESPONDER;
+  e.handshakeSeen = fields.handshakeSeen ?? e.tcp;
+  e.acknowledgesOtherSyn = fields.acknowledgesOtherSyn ?? e.tcp;
+  e.sameInterfaceBothWays = fields.sameInterfaceBothWays ?? false;
+  return e;
+}
+
+function policy(env: Record<string, string> = {}, host: HostFacts = { ownAddresses: [], resolvers: [] }, clock = new Clock()): Policy {
+  return new Policy(policySettings(loadConfig(env), host), clock);
+}
+
+describe('policy: drop on any evidence', () => {
+  it.each([
+    ['exact', STRENGTH_EXACT],
+    ['response', STRENGTH_RESPONSE],
+    ['heuristic', STRENGTH_HEURISTIC],
+    ['cache', STRENGTH_CACHE],
+    ['announced', STRENGTH_ANNOUNCED],
+    ['name', STRENGTH_NAME],
+  ])('drops a flow on %s evidence and marks its connection', (_name, strength) => {
+    for (const producer of [INITIATOR, RESPONDER]) {
+      const decision = policy().decide(evidence({ strength, producer }));
+      expect(decision).toMatchObject({ drop: true, markConnection: true, enforce: true });
+    }
+  });
+
+  it('leaves a clean flow to the kernel through its connection mark, except inside a tunnel', () => {
+    expect(policy().clean(false)).toMatchObject({ drop: false, markConnection: true, ban: null });
+    expect(policy().clean(true)).toMatchObject({ drop: false, markConnection: false, ban: null });
+  });
+
+  it('in monitor-only mode decides the same drop and ban, and enforces neither', () => {
+    const decision = policy({ MONITOR_ONLY: 'true' }).decide(evidence());
+    expect(decision).toMatchObject({ drop: true, enforce: false, ban: { address: REMOTE, durationS: 18000 } });
+  });
+});
+
+describe('policy: ban only on proof', () => {
+  it('bans a remote peer whose own handshake came over a TCP handshake it saw both ways', () => {
+    const decision = policy().decide(evidence());
+    expect(decision.ban).toEqual({ family: 4, address: REMOTE, durationS: 18000 });
+    expect(decision.reason).toBe(`ban: ${REMOTE} sent handshake bytes (exact) over TCP after a handshake seen both ways`);
+    expect(decision.remember).toBe('proven');
+  });
+
+  it('bans a remote peer that connected in and spoke first, over IPv6 too', () => {
+    const decision = policy().decide(evidence({ initiator: '2001:db8::9', responder: 'fd00::2', producer: INITIATOR }));
+    expect(decision.ban).toEqual({ family: 6, address: '2001:db8::9', durationS: 18000 });
+  });
+
+  it("never bans the remote end for the local user's own bytes: a handshake written to a web server", () => {
+    const decision = policy().decide(evidence({ producer: INITIATOR }));
+    expect(decision.ban).toBeNull();
+    expect(decision.reason).toBe(`no ban: the BitTorrent bytes came from the local end ${LOCAL}; a local user's bytes never ban the other end`);
+    // The local host's own BitTorrent names its peer, for that host's later flows only.
+    expect(decision.remember).toBe('listed');
+  });
+
+  it('never bans without the TCP handshake both ways, or bytes that do not acknowledge the SYN', () => {
+    expect(policy().decide(evidence({ handshakeSeen: false })).reason).toBe("no ban: the gateway did not see this TCP connection's handshake both ways");
+    const blind = policy().decide(evidence({ acknowledgesOtherSyn: false }));
+    expect(blind.ban).toBeNull();
+    expect(blind.reason).toContain('do not acknowledge');
+  });
+
+  it('never bans on an unsolicited UDP datagram, whose source can be anything', () => {
+    for (const producer of [INITIATOR, RESPONDER]) {
+      const decision = policy().decide(evidence({ tcp: false, rule: 'dht', initiator: producer === INITIATOR ? REMOTE : LOCAL, responder: producer === INITIATOR ? LOCAL : REMOTE, producer }));
+      expect(decision.ban).toBeNull();
+      expect(decision.reason).toBe('no ban: an unsolicited UDP datagram can carry any source address');
+    }
+  });
+
+  it('bans the remote end of UDP that answers a local query (a uTP STATE for the local SYN)', () => {
+    const decision = policy().decide(evidence({ tcp: false, rule: 'utp', strength: STRENGTH_RESPONSE }));
+    expect(decision.ban?.address).toBe(REMOTE);
+    expect(decision.reason).toBe(`ban: ${REMOTE} sent utp bytes (response) over UDP in answer to ${LOCAL}'s query`);
+  });
+
+  it("never bans when both ends' packets came in on one interface: one side forged the other's", () => {
+    for (const tcp of [true, false]) {
+      const decision = policy().decide(evidence({ tcp, strength: STRENGTH_RESPONSE, sameInterfaceBothWays: true }));
+      expect(decision.ban).toBeNull();
+      expect(decision.reason).toContain('same interface');
+    }
+  });
+
+  it('never bans a UDP "response" from the end that opened the flow', () => {
+    const decision = policy().decide(evidence({ tcp: false, strength: STRENGTH_RESPONSE, initiator: REMOTE, responder: LOCAL, producer: INITIATOR }));
+    expect(decision.ban).toBeNull();
+  });
+
+  it.each([
+    ['heuristic', STRENGTH_HEURISTIC],
+    ['cache', STRENGTH_CACHE],
+    ['announced', STRENGTH_ANNOUNCED],
+    ['name', STRENGTH_NAME],
+  ])('never bans on %s evidence, however good the exchange', (name, strength) => {
+    const decision = policy().decide(evidence({ strength }));
+    expect(decision.ban).toBeNull();
+    expect(decision.reason).toBe(`no ban: ${name} evidence drops flows, it never bans`);
+    expect(decision.remember).toBeNull();
+  });
+
+  it('never bans a service that carried BitTorrent: tracker, web seed, proxy, resolver', () => {
+    const decision = policy().decide(evidence({ rule: 'http-tracker', producerIsPeer: false }));
+    expect(decision.ban).toBeNull();
+    expect(decision.reason).toContain('a service');
+  });
+
+  it('never bans inside a tunnel, and leaves the tunnel connection unmarked', () => {
+    const decision = policy().decide(evidence({ tunnelled: true }));
+    expect(decision).toMatchObject({ drop: true, markConnection: false, ban: null, remember: null });
+    expect(decision.reason).toContain('tunnel');
+  });
+
+  it('bans nobody when neither end is local', () => {
+    const decision = policy().decide(evidence({ initiator: '203.0.113.5' }));
+    expect(decision.ban).toBeNull();
+    expect(decision.reason).toContain('LOCAL_CIDRS');
+  });
+
+  it('bans a local peer on the same proof only with BAN_LOCAL', () => {
+    const inside = { initiator: '10.8.0.3', producer: INITIATOR };
+    expect(policy().decide(evidence(inside)).ban).toBeNull();
+    expect(policy({ BAN_LOCAL: 'true' }).decide(evidence(inside)).ban?.address).toBe('10.8.0.3');
+  });
+
+  it('honours LOCAL_CIDRS instead of the private ranges', () => {
+    const env = { LOCAL_CIDRS: '203.0.113.0/24' };
+    expect(policy(env).decide(evidence({ initiator: '203.0.113.5' })).ban?.address).toBe(REMOTE);
+    // 10.8.0.2 is now just another remote address: neither end is local.
+    expect(policy(env).decide(evidence()).ban).toBeNull();
+  });
+});
+
+describe('policy: never banned, whatever the evidence', () => {
+  const host: HostFacts = {
+    resolvers: [{ family: 4, address: '192.0.2.53', prefix: 32 }],
+    ownAddresses: [{ family: 4, address: '192.0.2.1', prefix: 32 }],
+  };
+  it.each([
+    ['ALLOW_CIDRS', { ALLOW_CIDRS: '198.51.100.0/24' }, REMOTE],
+    ['BAN_EXEMPT', { BAN_EXEMPT: '198.51.100.9' }, REMOTE],
+    ['a resolver in /etc/resolv.conf', {}, '192.0.2.53'],
+    ["one of the gateway's own addresses", {}, '192.0.2.1'],
+    ['loopback, link-local, multicast or unspecified', {}, '224.0.0.251'],
+    ['loopback, link-local, multicast or unspecified', {}, '127.0.0.1'],
+  ])('%s', (label, env, address) => {
+    const decision = policy(env, host).decide(evidence({ responder: address }));
+    expect(decision.ban).toBeNull();
+    expect(decision.reason).toBe(`no ban: ${address} is exempt (${label})`);
+  });
+
+  it('takes new exempt lists while it runs', () => {
+    const p = policy();
+    p.setExempt([{ label: 'BAN_EXEMPT', cidrs: new CidrSet([{ family: 4, address: REMOTE, prefix: 32 }]) }]);
+    expect(p.decide(evidence()).ban).toBeNull();
+  });
+});
+
+describe('policy: BAN_RATE', () => {
+  it('bans at most BAN_RATE new addresses per local host and minute, and still drops the rest', () => {
+    const clock = new Clock();
+    clock.nowMs = 1_000_000;
+    const p = policy({ BAN_RATE: '3' }, undefined, clock);
+    const remote = (i: number) => `198.51.100.${i}`;
+    const bans = [1, 2, 3, 4, 5].map((i) => p.decide(evidence({ responder: remote(i) })));
+    expect(bans.map((d) => d.ban?.address ?? null)).toEqual([remote(1), remote(2), remote(3), null, null]);
+    expect(bans.every((d) => d.drop)).toBe(true);
+    expect(bans[3].reason).toBe(`no ban: ${LOCAL} reached BAN_RATE (3 bans a minute); the flow is still dropped`);
+    expect(p.bansRateLimited).toBe(2);
+    // Another local host has its own count; the first one gets a new minute.
+    expect(p.decide(evidence({ initiator: '10.8.0.7', responder: remote(6) })).ban).not.toBeNull();
+    clock.nowMs += 60_000;
+    expect(p.decide(evidence({ responder: remote(7) })).ban).not.toBeNull();
+  });
+
+  it('counts at most rateHosts local hosts at once', () => {
+    const clock = new Clock();
+    const settings = { ...policySettings(loadConfig({ BAN_RATE: '1' }), { ownAddresses: [], resolvers: [] }), rateHosts: 2 };
+    const p = new Policy(settings, clock);
+    for (let host = 1; host <= 50; host++) expect(p.decide(evidence({ initiator: `10.8.0.${host}` })).ban).not.toBeNull();
+    // Host 1 was forgotten to make room, so it starts a new count; host 50 is still counted.
+    expect(p.decide(evidence({ initiator: '10.8.0.1' })).ban).not.toBeNull();
+    expect(p.decide(evidence({ initiator: '10.8.0.50' })).ban).toBeNull();
+  });
+});
