@@ -174,8 +174,9 @@ static void send_answers(struct broker *b, struct btq_slot *slot) {
 }
 
 /*
- * Settles every slot whose deadline has passed: one Node still holds is accepted (Node is late,
- * traffic must not wait); one Node answered but whose notice never came is sent as answered.
+ * Settles every slot whose deadline has passed: one Node has not answered is accepted (Node is late,
+ * traffic must not wait): a READY one goes back to FREE, a TAKEN one becomes ABANDONED, since Node
+ * may still be reading it. One Node answered but whose notice never came is sent as answered.
  */
 static void expire_overdue(struct broker *b, uint64_t now) {
   for (uint32_t s = 0; s < BTQ_SLOTS; s++) {
@@ -187,7 +188,8 @@ static void expire_overdue(struct broker *b, uint64_t now) {
       continue;
     }
     if (state != BTQ_READY && state != BTQ_TAKEN) continue;
-    if (!swap_state(slot, state, BTQ_FREE)) continue; /* Node answered just now: its notice follows */
+    if (!swap_state(slot, state, state == BTQ_READY ? BTQ_FREE : BTQ_ABANDONED)) continue; /* Node answered just now: its notice follows */
+    if (state == BTQ_TAKEN) b->shm->counters.abandoned++;
     send_each(b, slot, 0);
     b->shm->counters.watchdog_accepted += slot->count;
   }
@@ -205,6 +207,7 @@ static int poll_timeout(struct broker *b, uint64_t now) {
   return earliest <= now ? 0 : (int)((earliest - now + 999999u) / 1000000u);
 }
 
+/* An ABANDONED slot is not free: Node may still be reading it. */
 static int free_slot(struct broker *b) {
   for (uint32_t i = 0; i < BTQ_SLOTS; i++) {
     uint32_t s = (b->next_slot + i) % BTQ_SLOTS;
@@ -253,10 +256,10 @@ static int take_packet(struct broker *b, const struct nlmsghdr *nlh, struct btq_
   return 1;
 }
 
-/* Receives up to a batch of queued packets into slot `s`'s buffers, without waiting; returns how many datagrams. */
-static int receive_into(struct broker *b, uint32_t s) {
+/* Receives up to a batch of queued packets into BTQ_BATCH packet buffers, without waiting; returns how many datagrams. */
+static int receive_into(struct broker *b, char *buffers) {
   for (int i = 0; i < BTQ_BATCH; i++) {
-    b->iov[i].iov_base = b->base + b->shm->data_offset + ((size_t)s * BTQ_BATCH + i) * b->shm->packet_bytes;
+    b->iov[i].iov_base = buffers + (size_t)i * b->shm->packet_bytes;
     b->iov[i].iov_len = b->shm->packet_bytes;
     memset(&b->msgs[i].msg_hdr, 0, sizeof b->msgs[i].msg_hdr);
     b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
@@ -270,7 +273,7 @@ static int receive_into(struct broker *b, uint32_t s) {
 /* Receives up to a batch of packets straight into a free slot and announces it to Node. */
 static void receive_batch(struct broker *b, int s, uint64_t now) {
   struct btq_slot *slot = &b->shm->slot[s];
-  int n = receive_into(b, (uint32_t)s);
+  int n = receive_into(b, b->base + b->shm->data_offset + (size_t)s * BTQ_BATCH * b->shm->packet_bytes);
   if (n <= 0) return;
   uint32_t count = 0;
   for (int i = 0; i < n; i++) {
@@ -313,32 +316,34 @@ static void receive_batch(struct broker *b, int s, uint64_t now) {
 
 /*
  * Accepts what the kernel already delivered to the socket but nobody read: unbinding would drop
- * it (the kernel flushes a queue's packets with NF_DROP). Every slot is free by now, so one
- * VERDICT_BATCH up to the last id read covers exactly these packets.
+ * it (the kernel flushes a queue's packets with NF_DROP). No slot waits for a verdict by now, so
+ * one VERDICT_BATCH up to the last id read covers exactly these packets. They are read into
+ * buffers of our own: an ABANDONED slot's are still Node's to read.
  */
 static void accept_backlog(struct broker *b) {
-  for (;;) {
-    /* Every slot is free by now: slot 0's buffers will do. */
-    int n = receive_into(b, 0);
-    if (n <= 0) return;
+  char *buffers = malloc((size_t)BTQ_BATCH * b->shm->packet_bytes);
+  if (!buffers) return;
+  int n;
+  while ((n = receive_into(b, buffers)) > 0) {
     uint32_t count = 0;
-    uint32_t last_id = 0;
+    uint32_t last = 0;
     for (int i = 0; i < n; i++) {
       const struct nlmsghdr *nlh = b->iov[i].iov_base;
       int len = (int)b->msgs[i].msg_len;
       for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
         struct btq_packet packet;
         if (!take_packet(b, nlh, &packet)) continue;
-        last_id = packet.id;
+        last = packet.id;
         count++;
       }
     }
     if (count == 0) continue;
     struct nlmsghdr *v = nfq_nlmsg_put(b->send_buf, NFQNL_MSG_VERDICT_BATCH, b->queue);
-    nfq_nlmsg_verdict_put(v, last_id, NF_ACCEPT);
+    nfq_nlmsg_verdict_put(v, last, NF_ACCEPT);
     mnl_socket_sendto(b->nl, v, v->nlmsg_len);
     b->shm->counters.watchdog_accepted += count;
   }
+  free(buffers);
 }
 
 static uint32_t parse_u32(const char *text, const char *what, uint32_t max) {
