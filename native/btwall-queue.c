@@ -372,6 +372,17 @@ int main(int argc, char **argv) {
   uint32_t flags = (strchr(argv[6], 'o') ? NFQA_CFG_F_FAIL_OPEN : 0) | (strchr(argv[6], 'g') ? NFQA_CFG_F_GSO : 0);
   uint32_t connmark_mask = parse_u32(argv[7], "connmark mask", UINT32_MAX);
 
+  /*
+   * SIGTERM and SIGINT get in only while ppoll waits: one that comes after the loop checked
+   * `stopping` stays pending and ends the wait at once, instead of being handled before poll.
+   */
+  sigset_t stop_signals, waiting;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigprocmask(SIG_BLOCK, &stop_signals, &waiting);
+  sigdelset(&waiting, SIGTERM);
+  sigdelset(&waiting, SIGINT);
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   struct sigaction sa = {0};
   sa.sa_handler = on_signal;
@@ -406,9 +417,11 @@ int main(int argc, char **argv) {
     expire_overdue(b, now);
     int s = free_slot(b);
     struct pollfd fds[2] = {{NOTICE_FD, POLLIN, 0}, {b->nl_fd, s >= 0 ? POLLIN : 0, 0}};
-    if (poll(fds, 2, poll_timeout(b, now)) < 0) {
+    int timeout = poll_timeout(b, now);
+    struct timespec wait = {timeout / 1000, (long)(timeout % 1000) * 1000000L};
+    if (ppoll(fds, 2, timeout < 0 ? NULL : &wait, &waiting) < 0) {
       if (errno == EINTR) continue;
-      die("poll");
+      die("ppoll");
     }
     if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) && !read_answers(b)) break;
     if (s >= 0 && (fds[1].revents & POLLIN)) receive_batch(b, s, now_ns());

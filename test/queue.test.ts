@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -7,8 +7,9 @@ import { canUseKernel, createNamespace, type Namespace } from './helpers/netns.j
 
 /**
  * The queue broker (native/btwall-queue.c) against the kernel, through NfQueue in a namespace of
- * its own: datagrams to 127.0.0.1:PORT there are queued. The moments that matter are made to
- * happen, not waited for: a late handler busy-waits.
+ * its own: datagrams to 127.0.0.1:PORT there are queued. The moments that matter (a late handler,
+ * a stop signal at the wrong time) are made to happen, not waited for: the handler busy-waits, and
+ * strace injects the signal into one given sendto.
  */
 const PROBE = resolve(import.meta.dirname, 'helpers/queue-probe.mjs');
 const QUEUE = 5;
@@ -19,6 +20,29 @@ function startProbe(ns: Namespace, verdictTimeoutMs: number, first: string): Run
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   return new RunningDaemon(child);
+}
+
+interface Trace {
+  process: ChildProcess;
+  /** What strace printed so far: the sendto calls, marked (INJECTED) where it tampered. */
+  output(): string;
+}
+
+const traces = new Set<ChildProcess>();
+
+/** strace on one thread (a pid: its main thread), tampering with its sendto calls as `inject` says; resolves once attached. */
+async function trace(pid: number, inject: string): Promise<Trace> {
+  const child = spawn('strace', ['-p', String(pid), '-e', 'trace=sendto', '-e', `inject=sendto:${inject}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  traces.add(child);
+  let text = '';
+  await new Promise<void>((attached, failed) => {
+    child.stderr.setEncoding('utf8').on('data', (more: string) => {
+      text += more;
+      if (text.includes('attached')) attached();
+    });
+    child.on('exit', (code) => failed(new Error(`strace exited (${code}): ${text}`)));
+  });
+  return { process: child, output: () => text };
 }
 
 /** The datagrams a udp-sink on PORT counted. */
@@ -36,6 +60,8 @@ describe.runIf(canUseKernel())('the queue broker', () => {
     ns.must('iptables', ['-A', 'OUTPUT', '-o', 'lo', '-p', 'udp', '--dport', String(PORT), '-j', 'NFQUEUE', '--queue-num', String(QUEUE), '--queue-bypass']);
   });
   afterEach(async () => {
+    for (const child of traces) child.kill('SIGKILL');
+    traces.clear();
     if (probe?.running) await probe.stop();
     probe = null;
   });
@@ -68,5 +94,19 @@ describe.runIf(canUseKernel())('the queue broker', () => {
     expect(stats.watchdogAccepted).toBeGreaterThan(held.packets as number);
     // Failing open: nothing was lost on the way.
     expect(await received(sink)).toBe(100);
+  });
+
+  it('stops at a SIGTERM that comes after its loop checked for one and before it waits', async () => {
+    // The handler holds the only batch: the watchdog's accept is the broker's 2nd sendto after the
+    // notice, done between its stop check and its wait; SIGTERM comes with that sendto. Nothing
+    // else would wake the broker until the handler returns, so it must stop while the handler holds.
+    probe = startProbe(ns, 50, 'hold:8000');
+    const ready = await probe.waitFor('ready');
+    const tracer = await trace(ready.broker as number, 'signal=SIGTERM:when=2');
+    await peer(ns, 'udp-send', '127.0.0.1', PORT, 'numbered', 1, 0).done;
+    const held = await probe.waitFor('held', {}, 20_000);
+    expect(tracer.output()).toContain('SIGTERM');
+    expect(held.brokerGoneMs).toEqual(expect.any(Number));
+    await probe.waitFor('broker-exit');
   });
 });
