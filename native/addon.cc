@@ -169,7 +169,8 @@ class QueueChannel : public Napi::ObjectWrap<QueueChannel> {
     bool released = !in_time && __atomic_compare_exchange_n(&slot.state, &expected, (uint32_t)BTQ_FREE, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
     if (in_time || released) {
       btq_notice notice = {index, slot.seq};
-      // The broker reads constantly; if it is gone, its deadline no longer matters either.
+      // Only a wake-up: the broker settles by the slot states, so a notice lost on a full socket
+      // (the broker has others to read then) or a gone broker costs nothing.
       send(sock_, &notice, sizeof notice, MSG_DONTWAIT);
     }
     return Napi::Boolean::New(env, in_time);

@@ -145,17 +145,22 @@ static void send_each(struct broker *b, struct btq_slot *slot, int use_answers) 
   mnl_nlmsg_batch_stop(batch);
 }
 
-/* Whether a slot other than `self` still waits for Node: its packets have lower ids. */
-static int others_pending(struct broker *b, struct btq_slot *self) {
+/* Whether a slot in this state has packets the kernel still holds for a verdict of ours. */
+static int awaits_verdict(uint32_t state) { return state == BTQ_READY || state == BTQ_TAKEN || state == BTQ_ANSWERED; }
+
+/*
+ * Whether a slot other than `self` has packets waiting with ids up to `max_id`, which a VERDICT_BATCH
+ * would settle too. An ANSWERED slot counts: its answers are not sent yet.
+ */
+static int lower_pending(struct broker *b, struct btq_slot *self, uint32_t max_id) {
   for (uint32_t s = 0; s < BTQ_SLOTS; s++) {
     struct btq_slot *slot = &b->shm->slot[s];
-    uint32_t state = load_state(slot);
-    if (slot != self && (state == BTQ_READY || state == BTQ_TAKEN)) return 1;
+    if (slot != self && awaits_verdict(load_state(slot)) && (int32_t)(slot->packets[0].id - max_id) <= 0) return 1;
   }
   return 0;
 }
 
-/* Node's answers: one VERDICT_BATCH when they are all alike and nothing else is pending, else one each. */
+/* Node's answers: one VERDICT_BATCH when they are all alike and no lower id waits, else one each. */
 static void send_answers(struct broker *b, struct btq_slot *slot) {
   int alike = 1;
   for (uint32_t i = 0; i < slot->count; i++) {
@@ -163,7 +168,7 @@ static void send_answers(struct broker *b, struct btq_slot *slot) {
   }
   /* The kernel hands packets out in id order, and compares ids modulo 2^32: the last is the highest. */
   uint32_t max_id = slot->packets[slot->count - 1].id;
-  if (alike && !others_pending(b, slot)) {
+  if (alike && !lower_pending(b, slot, max_id)) {
     struct nlmsghdr *nlh = nfq_nlmsg_put(b->send_buf, NFQNL_MSG_VERDICT_BATCH, b->queue);
     nfq_nlmsg_verdict_put(nlh, max_id, slot->verdicts[0]);
     if (mnl_socket_sendto(b->nl, nlh, nlh->nlmsg_len) < 0) b->shm->counters.send_errors++;
@@ -174,25 +179,30 @@ static void send_answers(struct broker *b, struct btq_slot *slot) {
 }
 
 /*
- * Settles every slot whose deadline has passed: one Node has not answered is accepted (Node is late,
- * traffic must not wait): a READY one goes back to FREE, a TAKEN one becomes ABANDONED, since Node
- * may still be reading it. One Node answered but whose notice never came is sent as answered.
+ * Does what the slot states say, whatever notices came: sends every ANSWERED slot's verdicts (its
+ * notice may be lost or unread), and accepts every slot past its deadline that Node has not
+ * answered: a READY one goes back to FREE, a TAKEN one becomes ABANDONED, since Node may still be
+ * reading it. Returns how many slots Node changed under it; the next call sees their new state.
  */
-static void expire_overdue(struct broker *b, uint64_t now) {
+static int settle(struct broker *b, uint64_t now) {
+  int raced = 0;
   for (uint32_t s = 0; s < BTQ_SLOTS; s++) {
     struct btq_slot *slot = &b->shm->slot[s];
     uint32_t state = load_state(slot);
-    if (slot->deadline_ns > now) continue;
     if (state == BTQ_ANSWERED) {
       if (swap_state(slot, BTQ_ANSWERED, BTQ_FREE)) send_answers(b, slot);
       continue;
     }
-    if (state != BTQ_READY && state != BTQ_TAKEN) continue;
-    if (!swap_state(slot, state, state == BTQ_READY ? BTQ_FREE : BTQ_ABANDONED)) continue; /* Node answered just now: its notice follows */
+    if ((state != BTQ_READY && state != BTQ_TAKEN) || slot->deadline_ns > now) continue;
+    if (!swap_state(slot, state, state == BTQ_READY ? BTQ_FREE : BTQ_ABANDONED)) {
+      raced++; /* Node took or answered it just now */
+      continue;
+    }
     if (state == BTQ_TAKEN) b->shm->counters.abandoned++;
     send_each(b, slot, 0);
     b->shm->counters.watchdog_accepted += slot->count;
   }
+  return raced;
 }
 
 /* Milliseconds until the earliest deadline, or -1 when nothing waits. */
@@ -200,8 +210,7 @@ static int poll_timeout(struct broker *b, uint64_t now) {
   uint64_t earliest = UINT64_MAX;
   for (uint32_t s = 0; s < BTQ_SLOTS; s++) {
     struct btq_slot *slot = &b->shm->slot[s];
-    uint32_t state = load_state(slot);
-    if ((state == BTQ_READY || state == BTQ_TAKEN) && slot->deadline_ns < earliest) earliest = slot->deadline_ns;
+    if (awaits_verdict(load_state(slot)) && slot->deadline_ns < earliest) earliest = slot->deadline_ns;
   }
   if (earliest == UINT64_MAX) return -1;
   return earliest <= now ? 0 : (int)((earliest - now + 999999u) / 1000000u);
@@ -216,17 +225,13 @@ static int free_slot(struct broker *b) {
   return -1;
 }
 
-/* Reads Node's notices; returns 0 when Node has gone (the socket closed). */
-static int read_answers(struct broker *b) {
+/* Reads Node's notices, which only wake us up (settle() reads the states); returns 0 when Node has gone. */
+static int drain_notices(void) {
   for (;;) {
     struct btq_notice notice;
     ssize_t got = recv(NOTICE_FD, &notice, sizeof notice, MSG_DONTWAIT);
     if (got == 0) return 0;
     if (got < 0) return errno == EAGAIN || errno == EINTR;
-    if (got != sizeof notice || notice.slot >= BTQ_SLOTS) continue;
-    struct btq_slot *slot = &b->shm->slot[notice.slot];
-    if (slot->seq != notice.seq || !swap_state(slot, BTQ_ANSWERED, BTQ_FREE)) continue;
-    send_answers(b, slot);
   }
 }
 
@@ -414,7 +419,7 @@ int main(int argc, char **argv) {
 
   while (!stopping) {
     uint64_t now = now_ns();
-    expire_overdue(b, now);
+    settle(b, now);
     int s = free_slot(b);
     struct pollfd fds[2] = {{NOTICE_FD, POLLIN, 0}, {b->nl_fd, s >= 0 ? POLLIN : 0, 0}};
     int timeout = poll_timeout(b, now);
@@ -423,7 +428,7 @@ int main(int argc, char **argv) {
       if (errno == EINTR) continue;
       die("ppoll");
     }
-    if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) && !read_answers(b)) break;
+    if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) && !drain_notices()) break;
     if (s >= 0 && (fds[1].revents & POLLIN)) receive_batch(b, s, now_ns());
     if (fds[1].revents & POLLERR) {
       /* ENOBUFS is reported as a socket error: count it, clear it, go on. */
@@ -434,8 +439,9 @@ int main(int argc, char **argv) {
     }
   }
   /* Answers already given still count; whatever else waits is accepted: stopping must not drop traffic. */
-  read_answers(b);
-  expire_overdue(b, UINT64_MAX);
+  drain_notices();
+  while (settle(b, UINT64_MAX) > 0) {
+  }
   accept_backlog(b);
   close_queue(b);
   return 0;

@@ -5,7 +5,8 @@
  * The broker receives a batch of packets straight into a slot's buffers and marks the slot READY;
  * Node takes it (TAKEN), writes a verdict per packet, and marks it ANSWERED; the broker sends the
  * verdicts and frees the slot. Each hand-over is announced with a btq_notice on a SOCK_SEQPACKET
- * socketpair.
+ * socketpair; a notice only wakes the other side up, the slot states are what counts (the broker
+ * settles every ANSWERED slot it finds, so a notice lost on a full socket loses nothing).
  *
  * A slot not answered by its deadline is accepted by the broker. One still READY goes back to FREE
  * (Node never saw it); one Node holds (TAKEN) becomes ABANDONED, and the broker does not refill it

@@ -8,8 +8,8 @@ import { canUseKernel, createNamespace, type Namespace } from './helpers/netns.j
 /**
  * The queue broker (native/btwall-queue.c) against the kernel, through NfQueue in a namespace of
  * its own: datagrams to 127.0.0.1:PORT there are queued. The moments that matter (a late handler,
- * a stop signal at the wrong time) are made to happen, not waited for: the handler busy-waits, and
- * strace injects the signal into one given sendto.
+ * a stop signal at the wrong time, a lost notice) are made to happen, not waited for: the handler
+ * busy-waits, and strace injects the signal or the error into one given sendto.
  */
 const PROBE = resolve(import.meta.dirname, 'helpers/queue-probe.mjs');
 const QUEUE = 5;
@@ -108,5 +108,22 @@ describe.runIf(canUseKernel())('the queue broker', () => {
     expect(tracer.output()).toContain('SIGTERM');
     expect(held.brokerGoneMs).toEqual(expect.any(Number));
     await probe.waitFor('broker-exit');
+  });
+
+  it('settles an answered batch whose notice was lost, without letting a later batch verdict it', async () => {
+    // The first batch is dropped, but the notice of that answer is lost (the probe's first sendto
+    // fails); the second is accepted. A VERDICT_BATCH for the second would accept the first too.
+    probe = startProbe(ns, 30_000, 'drop');
+    await probe.waitFor('ready');
+    const tracer = await trace(probe.process.pid!, 'error=EAGAIN:when=1');
+    const sink = peer(ns, 'udp-sink', PORT, 5000);
+    await sink.ready;
+    await peer(ns, 'udp-send', '127.0.0.1', PORT, 'numbered', 2, 300).done;
+    // Both decided long before the first batch's deadline (30 s).
+    await probe.waitFor('stats', { verdicts: 2 }, 10_000);
+    expect(tracer.output()).toMatch(/EAGAIN.*\(INJECTED\)/);
+    const stats = await closed();
+    expect([stats.verdicts, stats.watchdogAccepted, stats.sendErrors, stats.lateAnswers]).toEqual([2, 0, 0, 0]);
+    expect(await received(sink)).toBe(1);
   });
 });
