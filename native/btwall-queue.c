@@ -123,8 +123,27 @@ static void close_queue(struct broker *b) {
   mnl_socket_close(b->nl);
 }
 
+/* Sends to the kernel; a refusal is counted, and the caller fails open. Returns 0 when sent. */
+static int send_nl(struct broker *b, const void *buf, size_t len) {
+  if (mnl_socket_sendto(b->nl, buf, len) >= 0) return 0;
+  b->shm->counters.send_errors++;
+  return -1;
+}
+
+/* An accept is the fail-open answer already: when the kernel refuses it, it is tried once more. */
+static void send_accept(struct broker *b, const struct nlmsghdr *nlh) {
+  if (send_nl(b, nlh, nlh->nlmsg_len) < 0) send_nl(b, nlh, nlh->nlmsg_len);
+}
+
+/* One VERDICT_BATCH: `verdict` for every packet queued up to `max_id`. */
+static int send_batch_verdict(struct broker *b, uint32_t max_id, uint32_t verdict) {
+  struct nlmsghdr *nlh = nfq_nlmsg_put(b->send_buf, NFQNL_MSG_VERDICT_BATCH, b->queue);
+  nfq_nlmsg_verdict_put(nlh, max_id, (int)verdict);
+  return send_nl(b, nlh, nlh->nlmsg_len);
+}
+
 /* Sends one verdict message per packet of the slot, all in one sendto. */
-static void send_each(struct broker *b, struct btq_slot *slot, int use_answers) {
+static int send_each(struct broker *b, struct btq_slot *slot, int use_answers) {
   struct mnl_nlmsg_batch *batch = mnl_nlmsg_batch_start(b->send_buf, sizeof b->send_buf);
   for (uint32_t i = 0; i < slot->count; i++) {
     struct nlmsghdr *nlh = nfq_nlmsg_put(mnl_nlmsg_batch_current(batch), NFQNL_MSG_VERDICT, b->queue);
@@ -141,8 +160,21 @@ static void send_each(struct broker *b, struct btq_slot *slot, int use_answers) 
     }
     mnl_nlmsg_batch_next(batch);
   }
-  if (mnl_socket_sendto(b->nl, mnl_nlmsg_batch_head(batch), mnl_nlmsg_batch_size(batch)) < 0) b->shm->counters.send_errors++;
+  int sent = send_nl(b, mnl_nlmsg_batch_head(batch), mnl_nlmsg_batch_size(batch));
   mnl_nlmsg_batch_stop(batch);
+  return sent;
+}
+
+/* The kernel hands packets out in id order, and compares ids modulo 2^32: the last is the highest. */
+static uint32_t last_id(const struct btq_slot *slot) { return slot->packets[slot->count - 1].id; }
+
+/*
+ * Accepts the slot's packets: the watchdog's verdict, and what a refused verdict falls back to (a
+ * packet without a verdict stays queued for good). If even this is refused, one VERDICT_BATCH, the
+ * smallest message, accepts up to the slot's last id, failing open for lower ids other slots hold.
+ */
+static void accept_slot(struct broker *b, struct btq_slot *slot) {
+  if (send_each(b, slot, 0) < 0) send_batch_verdict(b, last_id(slot), NF_ACCEPT);
 }
 
 /* Whether a slot in this state has packets the kernel still holds for a verdict of ours. */
@@ -166,16 +198,10 @@ static void send_answers(struct broker *b, struct btq_slot *slot) {
   for (uint32_t i = 0; i < slot->count; i++) {
     if (slot->verdicts[i] != slot->verdicts[0] || slot->marks[i] || slot->connmarks[i]) alike = 0;
   }
-  /* The kernel hands packets out in id order, and compares ids modulo 2^32: the last is the highest. */
-  uint32_t max_id = slot->packets[slot->count - 1].id;
-  if (alike && !lower_pending(b, slot, max_id)) {
-    struct nlmsghdr *nlh = nfq_nlmsg_put(b->send_buf, NFQNL_MSG_VERDICT_BATCH, b->queue);
-    nfq_nlmsg_verdict_put(nlh, max_id, slot->verdicts[0]);
-    if (mnl_socket_sendto(b->nl, nlh, nlh->nlmsg_len) < 0) b->shm->counters.send_errors++;
-  } else {
-    send_each(b, slot, 1);
-  }
-  b->shm->counters.verdicts += slot->count;
+  uint32_t max_id = last_id(slot);
+  int sent = alike && !lower_pending(b, slot, max_id) ? send_batch_verdict(b, max_id, slot->verdicts[0]) : send_each(b, slot, 1);
+  if (sent == 0) b->shm->counters.verdicts += slot->count;
+  else accept_slot(b, slot);
 }
 
 /*
@@ -199,7 +225,7 @@ static int settle(struct broker *b, uint64_t now) {
       continue;
     }
     if (state == BTQ_TAKEN) b->shm->counters.abandoned++;
-    send_each(b, slot, 0);
+    accept_slot(b, slot);
     b->shm->counters.watchdog_accepted += slot->count;
   }
   return raced;
@@ -293,7 +319,7 @@ static void receive_batch(struct broker *b, int s, uint64_t now) {
       } else {
         struct nlmsghdr *v = nfq_nlmsg_put(b->send_buf, NFQNL_MSG_VERDICT, b->queue);
         nfq_nlmsg_verdict_put(v, packet.id, NF_ACCEPT);
-        mnl_socket_sendto(b->nl, v, v->nlmsg_len);
+        send_accept(b, v);
         b->shm->counters.watchdog_accepted++;
       }
     }
@@ -314,7 +340,7 @@ static void receive_batch(struct broker *b, int s, uint64_t now) {
   struct btq_notice notice = {(uint32_t)s, slot->seq};
   /* A full socket means Node is not reading: don't make the packets wait for it. */
   if (send(NOTICE_FD, &notice, sizeof notice, MSG_DONTWAIT) != (ssize_t)sizeof notice && swap_state(slot, BTQ_READY, BTQ_FREE)) {
-    send_each(b, slot, 0);
+    accept_slot(b, slot);
     b->shm->counters.watchdog_accepted += count;
   }
 }
@@ -345,7 +371,7 @@ static void accept_backlog(struct broker *b) {
     if (count == 0) continue;
     struct nlmsghdr *v = nfq_nlmsg_put(b->send_buf, NFQNL_MSG_VERDICT_BATCH, b->queue);
     nfq_nlmsg_verdict_put(v, last, NF_ACCEPT);
-    mnl_socket_sendto(b->nl, v, v->nlmsg_len);
+    send_accept(b, v);
     b->shm->counters.watchdog_accepted += count;
   }
   free(buffers);

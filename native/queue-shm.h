@@ -67,10 +67,10 @@ struct btq_slot {
 struct btq_counters {
   uint64_t packets;           /* handed to Node */
   uint64_t batches;
-  uint64_t verdicts;          /* packets Node decided in time */
+  uint64_t verdicts;          /* packets Node decided in time, their verdicts sent */
   uint64_t watchdog_accepted; /* accepted by the broker because Node was late or not listening */
   uint64_t enobufs;           /* the kernel could not deliver to us: packets it dropped or failed open */
-  uint64_t send_errors;       /* verdicts the kernel refused */
+  uint64_t send_errors;       /* verdict sends the kernel refused (the packets are accepted instead) */
   uint64_t abandoned;         /* batches the watchdog accepted while Node held them (ABANDONED) */
 };
 

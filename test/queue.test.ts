@@ -8,8 +8,8 @@ import { canUseKernel, createNamespace, type Namespace } from './helpers/netns.j
 /**
  * The queue broker (native/btwall-queue.c) against the kernel, through NfQueue in a namespace of
  * its own: datagrams to 127.0.0.1:PORT there are queued. The moments that matter (a late handler,
- * a stop signal at the wrong time, a lost notice) are made to happen, not waited for: the handler
- * busy-waits, and strace injects the signal or the error into one given sendto.
+ * a stop signal at the wrong time, a lost notice, a refused verdict) are made to happen, not waited
+ * for: the handler busy-waits, and strace injects the signal or the error into one given sendto.
  */
 const PROBE = resolve(import.meta.dirname, 'helpers/queue-probe.mjs');
 const QUEUE = 5;
@@ -124,6 +124,21 @@ describe.runIf(canUseKernel())('the queue broker', () => {
     expect(tracer.output()).toMatch(/EAGAIN.*\(INJECTED\)/);
     const stats = await closed();
     expect([stats.verdicts, stats.watchdogAccepted, stats.sendErrors, stats.lateAnswers]).toEqual([2, 0, 0, 0]);
+    expect(await received(sink)).toBe(1);
+  });
+
+  it('counts a verdict the kernel refuses and accepts its packets rather than leave them queued', async () => {
+    // The handler drops the datagram; the broker's sendto of that verdict (its 2nd, after the notice) fails.
+    probe = startProbe(ns, 3000, 'drop');
+    const ready = await probe.waitFor('ready');
+    const tracer = await trace(ready.broker as number, 'error=ENOBUFS:when=2');
+    const sink = peer(ns, 'udp-sink', PORT, 5000);
+    await sink.ready;
+    await peer(ns, 'udp-send', '127.0.0.1', PORT, 'numbered', 1, 0).done;
+    await probe.waitFor('stats', { sendErrors: 1 }, 10_000);
+    expect(tracer.output()).toMatch(/sendto\((?!3,)\d+,.*ENOBUFS.*\(INJECTED\)/);
+    const stats = await closed();
+    expect([stats.sendErrors, stats.verdicts, stats.watchdogAccepted]).toEqual([1, 0, 0]);
     expect(await received(sink)).toBe(1);
   });
 });

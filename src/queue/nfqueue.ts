@@ -162,6 +162,7 @@ export interface QueueStats {
   abandoned: number;
   /** Times the kernel could not deliver to us (it failed open or dropped meanwhile). */
   enobufs: number;
+  /** Verdict sends the kernel refused; their packets were accepted instead. */
   sendErrors: number;
 }
 
