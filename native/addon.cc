@@ -146,20 +146,14 @@ class QueueChannel : public Napi::ObjectWrap<QueueChannel> {
       uint32_t expected = BTQ_READY;
       // A stale notice may win a slot the broker refilled since: the batch in it is ours all the
       // same, and its own notice, when it comes, finds the slot taken.
+      // The broker filled it with every verdict accept, unmarked; no one else writes it until we answer.
       if (!__atomic_compare_exchange_n(&slot.state, &expected, (uint32_t)BTQ_TAKEN, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
-      taken_seq_[notice.slot] = __atomic_load_n(&slot.seq, __ATOMIC_ACQUIRE);
-      // A handler that ran past its deadline may have written into this slot after the broker
-      // refilled it: every verdict starts again from accept, unmarked.
-      for (uint32_t i = 0; i < slot.count && i < BTQ_BATCH; i++) {
-        slot.verdicts[i] = BTQ_ACCEPT;
-        slot.marks[i] = 0;
-        slot.connmarks[i] = 0;
-      }
       return Napi::Number::New(env, notice.slot);
     }
   }
 
-  // answer(slot): hands the verdicts written into the slot back; false when the watchdog was first.
+  // answer(slot): hands the verdicts written into the slot back; false when the watchdog was first
+  // (it accepted the batch and left the slot ABANDONED to us: this lets the broker refill it).
   Napi::Value Answer(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint32_t index = info[0].As<Napi::Number>().Uint32Value();
@@ -170,11 +164,13 @@ class QueueChannel : public Napi::ObjectWrap<QueueChannel> {
     }
     btq_slot& slot = shm_->slot[index];
     uint32_t expected = BTQ_TAKEN;
-    bool in_time = slot.seq == taken_seq_[index] &&
-                   __atomic_compare_exchange_n(&slot.state, &expected, (uint32_t)BTQ_ANSWERED, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-    if (in_time) {
-      btq_notice notice = {index, taken_seq_[index]};
-      // The broker reads constantly; if it is gone, its deadline no longer matters either.
+    bool in_time = __atomic_compare_exchange_n(&slot.state, &expected, (uint32_t)BTQ_ANSWERED, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    expected = BTQ_ABANDONED;
+    bool released = !in_time && __atomic_compare_exchange_n(&slot.state, &expected, (uint32_t)BTQ_FREE, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    if (in_time || released) {
+      btq_notice notice = {index, slot.seq};
+      // Only a wake-up: the broker settles by the slot states, so a notice lost on a full socket
+      // (the broker has others to read then) or a gone broker costs nothing.
       send(sock_, &notice, sizeof notice, MSG_DONTWAIT);
     }
     return Napi::Boolean::New(env, in_time);
@@ -222,7 +218,6 @@ class QueueChannel : public Napi::ObjectWrap<QueueChannel> {
   int sock_ = -1;
   int broker_sock_ = -1;
   int broker_mem_ = -1;
-  uint32_t taken_seq_[BTQ_SLOTS] = {};
   uv_poll_t* poll_ = nullptr;
   Napi::Reference<Napi::ArrayBuffer> memory_;
   Napi::FunctionReference on_readable_;
@@ -256,6 +251,8 @@ Napi::Object Layout(Napi::Env env) {
   set("counterWatchdogAccepted", offsetof(btq_counters, watchdog_accepted));
   set("counterEnobufs", offsetof(btq_counters, enobufs));
   set("counterSendErrors", offsetof(btq_counters, send_errors));
+  set("counterAbandoned", offsetof(btq_counters, abandoned));
+  set("countersBytes", sizeof(btq_counters));
   set("brokerReady", offsetof(btq_header, broker_ready));
   set("drop", BTQ_DROP);
   set("accept", BTQ_ACCEPT);

@@ -123,8 +123,27 @@ static void close_queue(struct broker *b) {
   mnl_socket_close(b->nl);
 }
 
+/* Sends to the kernel; a refusal is counted, and the caller fails open. Returns 0 when sent. */
+static int send_nl(struct broker *b, const void *buf, size_t len) {
+  if (mnl_socket_sendto(b->nl, buf, len) >= 0) return 0;
+  b->shm->counters.send_errors++;
+  return -1;
+}
+
+/* An accept is the fail-open answer already: when the kernel refuses it, it is tried once more. */
+static void send_accept(struct broker *b, const struct nlmsghdr *nlh) {
+  if (send_nl(b, nlh, nlh->nlmsg_len) < 0) send_nl(b, nlh, nlh->nlmsg_len);
+}
+
+/* One VERDICT_BATCH: `verdict` for every packet queued up to `max_id`. */
+static int send_batch_verdict(struct broker *b, uint32_t max_id, uint32_t verdict) {
+  struct nlmsghdr *nlh = nfq_nlmsg_put(b->send_buf, NFQNL_MSG_VERDICT_BATCH, b->queue);
+  nfq_nlmsg_verdict_put(nlh, max_id, (int)verdict);
+  return send_nl(b, nlh, nlh->nlmsg_len);
+}
+
 /* Sends one verdict message per packet of the slot, all in one sendto. */
-static void send_each(struct broker *b, struct btq_slot *slot, int use_answers) {
+static int send_each(struct broker *b, struct btq_slot *slot, int use_answers) {
   struct mnl_nlmsg_batch *batch = mnl_nlmsg_batch_start(b->send_buf, sizeof b->send_buf);
   for (uint32_t i = 0; i < slot->count; i++) {
     struct nlmsghdr *nlh = nfq_nlmsg_put(mnl_nlmsg_batch_current(batch), NFQNL_MSG_VERDICT, b->queue);
@@ -141,56 +160,75 @@ static void send_each(struct broker *b, struct btq_slot *slot, int use_answers) 
     }
     mnl_nlmsg_batch_next(batch);
   }
-  if (mnl_socket_sendto(b->nl, mnl_nlmsg_batch_head(batch), mnl_nlmsg_batch_size(batch)) < 0) b->shm->counters.send_errors++;
+  int sent = send_nl(b, mnl_nlmsg_batch_head(batch), mnl_nlmsg_batch_size(batch));
   mnl_nlmsg_batch_stop(batch);
+  return sent;
 }
 
-/* Whether a slot other than `self` still waits for Node: its packets have lower ids. */
-static int others_pending(struct broker *b, struct btq_slot *self) {
+/* The kernel hands packets out in id order, and compares ids modulo 2^32: the last is the highest. */
+static uint32_t last_id(const struct btq_slot *slot) { return slot->packets[slot->count - 1].id; }
+
+/*
+ * Accepts the slot's packets: the watchdog's verdict, and what a refused verdict falls back to (a
+ * packet without a verdict stays queued for good). If even this is refused, one VERDICT_BATCH, the
+ * smallest message, accepts up to the slot's last id, failing open for lower ids other slots hold.
+ */
+static void accept_slot(struct broker *b, struct btq_slot *slot) {
+  if (send_each(b, slot, 0) < 0) send_batch_verdict(b, last_id(slot), NF_ACCEPT);
+}
+
+/* Whether a slot in this state has packets the kernel still holds for a verdict of ours. */
+static int awaits_verdict(uint32_t state) { return state == BTQ_READY || state == BTQ_TAKEN || state == BTQ_ANSWERED; }
+
+/*
+ * Whether a slot other than `self` has packets waiting with ids up to `max_id`, which a VERDICT_BATCH
+ * would settle too. An ANSWERED slot counts: its answers are not sent yet.
+ */
+static int lower_pending(struct broker *b, struct btq_slot *self, uint32_t max_id) {
   for (uint32_t s = 0; s < BTQ_SLOTS; s++) {
     struct btq_slot *slot = &b->shm->slot[s];
-    uint32_t state = load_state(slot);
-    if (slot != self && (state == BTQ_READY || state == BTQ_TAKEN)) return 1;
+    if (slot != self && awaits_verdict(load_state(slot)) && (int32_t)(slot->packets[0].id - max_id) <= 0) return 1;
   }
   return 0;
 }
 
-/* Node's answers: one VERDICT_BATCH when they are all alike and nothing else is pending, else one each. */
+/* Node's answers: one VERDICT_BATCH when they are all alike and no lower id waits, else one each. */
 static void send_answers(struct broker *b, struct btq_slot *slot) {
   int alike = 1;
   for (uint32_t i = 0; i < slot->count; i++) {
     if (slot->verdicts[i] != slot->verdicts[0] || slot->marks[i] || slot->connmarks[i]) alike = 0;
   }
-  /* The kernel hands packets out in id order, and compares ids modulo 2^32: the last is the highest. */
-  uint32_t max_id = slot->packets[slot->count - 1].id;
-  if (alike && !others_pending(b, slot)) {
-    struct nlmsghdr *nlh = nfq_nlmsg_put(b->send_buf, NFQNL_MSG_VERDICT_BATCH, b->queue);
-    nfq_nlmsg_verdict_put(nlh, max_id, slot->verdicts[0]);
-    if (mnl_socket_sendto(b->nl, nlh, nlh->nlmsg_len) < 0) b->shm->counters.send_errors++;
-  } else {
-    send_each(b, slot, 1);
-  }
-  b->shm->counters.verdicts += slot->count;
+  uint32_t max_id = last_id(slot);
+  int sent = alike && !lower_pending(b, slot, max_id) ? send_batch_verdict(b, max_id, slot->verdicts[0]) : send_each(b, slot, 1);
+  if (sent == 0) b->shm->counters.verdicts += slot->count;
+  else accept_slot(b, slot);
 }
 
 /*
- * Settles every slot whose deadline has passed: one Node still holds is accepted (Node is late,
- * traffic must not wait); one Node answered but whose notice never came is sent as answered.
+ * Does what the slot states say, whatever notices came: sends every ANSWERED slot's verdicts (its
+ * notice may be lost or unread), and accepts every slot past its deadline that Node has not
+ * answered: a READY one goes back to FREE, a TAKEN one becomes ABANDONED, since Node may still be
+ * reading it. Returns how many slots Node changed under it; the next call sees their new state.
  */
-static void expire_overdue(struct broker *b, uint64_t now) {
+static int settle(struct broker *b, uint64_t now) {
+  int raced = 0;
   for (uint32_t s = 0; s < BTQ_SLOTS; s++) {
     struct btq_slot *slot = &b->shm->slot[s];
     uint32_t state = load_state(slot);
-    if (slot->deadline_ns > now) continue;
     if (state == BTQ_ANSWERED) {
       if (swap_state(slot, BTQ_ANSWERED, BTQ_FREE)) send_answers(b, slot);
       continue;
     }
-    if (state != BTQ_READY && state != BTQ_TAKEN) continue;
-    if (!swap_state(slot, state, BTQ_FREE)) continue; /* Node answered just now: its notice follows */
-    send_each(b, slot, 0);
+    if ((state != BTQ_READY && state != BTQ_TAKEN) || slot->deadline_ns > now) continue;
+    if (!swap_state(slot, state, state == BTQ_READY ? BTQ_FREE : BTQ_ABANDONED)) {
+      raced++; /* Node took or answered it just now */
+      continue;
+    }
+    if (state == BTQ_TAKEN) b->shm->counters.abandoned++;
+    accept_slot(b, slot);
     b->shm->counters.watchdog_accepted += slot->count;
   }
+  return raced;
 }
 
 /* Milliseconds until the earliest deadline, or -1 when nothing waits. */
@@ -198,13 +236,13 @@ static int poll_timeout(struct broker *b, uint64_t now) {
   uint64_t earliest = UINT64_MAX;
   for (uint32_t s = 0; s < BTQ_SLOTS; s++) {
     struct btq_slot *slot = &b->shm->slot[s];
-    uint32_t state = load_state(slot);
-    if ((state == BTQ_READY || state == BTQ_TAKEN) && slot->deadline_ns < earliest) earliest = slot->deadline_ns;
+    if (awaits_verdict(load_state(slot)) && slot->deadline_ns < earliest) earliest = slot->deadline_ns;
   }
   if (earliest == UINT64_MAX) return -1;
   return earliest <= now ? 0 : (int)((earliest - now + 999999u) / 1000000u);
 }
 
+/* An ABANDONED slot is not free: Node may still be reading it. */
 static int free_slot(struct broker *b) {
   for (uint32_t i = 0; i < BTQ_SLOTS; i++) {
     uint32_t s = (b->next_slot + i) % BTQ_SLOTS;
@@ -213,17 +251,13 @@ static int free_slot(struct broker *b) {
   return -1;
 }
 
-/* Reads Node's notices; returns 0 when Node has gone (the socket closed). */
-static int read_answers(struct broker *b) {
+/* Reads Node's notices, which only wake us up (settle() reads the states); returns 0 when Node has gone. */
+static int drain_notices(void) {
   for (;;) {
     struct btq_notice notice;
     ssize_t got = recv(NOTICE_FD, &notice, sizeof notice, MSG_DONTWAIT);
     if (got == 0) return 0;
     if (got < 0) return errno == EAGAIN || errno == EINTR;
-    if (got != sizeof notice || notice.slot >= BTQ_SLOTS) continue;
-    struct btq_slot *slot = &b->shm->slot[notice.slot];
-    if (slot->seq != notice.seq || !swap_state(slot, BTQ_ANSWERED, BTQ_FREE)) continue;
-    send_answers(b, slot);
   }
 }
 
@@ -253,10 +287,10 @@ static int take_packet(struct broker *b, const struct nlmsghdr *nlh, struct btq_
   return 1;
 }
 
-/* Receives up to a batch of queued packets into slot `s`'s buffers, without waiting; returns how many datagrams. */
-static int receive_into(struct broker *b, uint32_t s) {
+/* Receives up to a batch of queued packets into BTQ_BATCH packet buffers, without waiting; returns how many datagrams. */
+static int receive_into(struct broker *b, char *buffers) {
   for (int i = 0; i < BTQ_BATCH; i++) {
-    b->iov[i].iov_base = b->base + b->shm->data_offset + ((size_t)s * BTQ_BATCH + i) * b->shm->packet_bytes;
+    b->iov[i].iov_base = buffers + (size_t)i * b->shm->packet_bytes;
     b->iov[i].iov_len = b->shm->packet_bytes;
     memset(&b->msgs[i].msg_hdr, 0, sizeof b->msgs[i].msg_hdr);
     b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
@@ -270,7 +304,7 @@ static int receive_into(struct broker *b, uint32_t s) {
 /* Receives up to a batch of packets straight into a free slot and announces it to Node. */
 static void receive_batch(struct broker *b, int s, uint64_t now) {
   struct btq_slot *slot = &b->shm->slot[s];
-  int n = receive_into(b, (uint32_t)s);
+  int n = receive_into(b, b->base + b->shm->data_offset + (size_t)s * BTQ_BATCH * b->shm->packet_bytes);
   if (n <= 0) return;
   uint32_t count = 0;
   for (int i = 0; i < n; i++) {
@@ -285,7 +319,7 @@ static void receive_batch(struct broker *b, int s, uint64_t now) {
       } else {
         struct nlmsghdr *v = nfq_nlmsg_put(b->send_buf, NFQNL_MSG_VERDICT, b->queue);
         nfq_nlmsg_verdict_put(v, packet.id, NF_ACCEPT);
-        mnl_socket_sendto(b->nl, v, v->nlmsg_len);
+        send_accept(b, v);
         b->shm->counters.watchdog_accepted++;
       }
     }
@@ -306,39 +340,41 @@ static void receive_batch(struct broker *b, int s, uint64_t now) {
   struct btq_notice notice = {(uint32_t)s, slot->seq};
   /* A full socket means Node is not reading: don't make the packets wait for it. */
   if (send(NOTICE_FD, &notice, sizeof notice, MSG_DONTWAIT) != (ssize_t)sizeof notice && swap_state(slot, BTQ_READY, BTQ_FREE)) {
-    send_each(b, slot, 0);
+    accept_slot(b, slot);
     b->shm->counters.watchdog_accepted += count;
   }
 }
 
 /*
  * Accepts what the kernel already delivered to the socket but nobody read: unbinding would drop
- * it (the kernel flushes a queue's packets with NF_DROP). Every slot is free by now, so one
- * VERDICT_BATCH up to the last id read covers exactly these packets.
+ * it (the kernel flushes a queue's packets with NF_DROP). No slot waits for a verdict by now, so
+ * one VERDICT_BATCH up to the last id read covers exactly these packets. They are read into
+ * buffers of our own: an ABANDONED slot's are still Node's to read.
  */
 static void accept_backlog(struct broker *b) {
-  for (;;) {
-    /* Every slot is free by now: slot 0's buffers will do. */
-    int n = receive_into(b, 0);
-    if (n <= 0) return;
+  char *buffers = malloc((size_t)BTQ_BATCH * b->shm->packet_bytes);
+  if (!buffers) return;
+  int n;
+  while ((n = receive_into(b, buffers)) > 0) {
     uint32_t count = 0;
-    uint32_t last_id = 0;
+    uint32_t last = 0;
     for (int i = 0; i < n; i++) {
       const struct nlmsghdr *nlh = b->iov[i].iov_base;
       int len = (int)b->msgs[i].msg_len;
       for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
         struct btq_packet packet;
         if (!take_packet(b, nlh, &packet)) continue;
-        last_id = packet.id;
+        last = packet.id;
         count++;
       }
     }
     if (count == 0) continue;
     struct nlmsghdr *v = nfq_nlmsg_put(b->send_buf, NFQNL_MSG_VERDICT_BATCH, b->queue);
-    nfq_nlmsg_verdict_put(v, last_id, NF_ACCEPT);
-    mnl_socket_sendto(b->nl, v, v->nlmsg_len);
+    nfq_nlmsg_verdict_put(v, last, NF_ACCEPT);
+    send_accept(b, v);
     b->shm->counters.watchdog_accepted += count;
   }
+  free(buffers);
 }
 
 static uint32_t parse_u32(const char *text, const char *what, uint32_t max) {
@@ -367,6 +403,17 @@ int main(int argc, char **argv) {
   uint32_t flags = (strchr(argv[6], 'o') ? NFQA_CFG_F_FAIL_OPEN : 0) | (strchr(argv[6], 'g') ? NFQA_CFG_F_GSO : 0);
   uint32_t connmark_mask = parse_u32(argv[7], "connmark mask", UINT32_MAX);
 
+  /*
+   * SIGTERM and SIGINT get in only while ppoll waits: one that comes after the loop checked
+   * `stopping` stays pending and ends the wait at once, instead of being handled before poll.
+   */
+  sigset_t stop_signals, waiting;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigprocmask(SIG_BLOCK, &stop_signals, &waiting);
+  sigdelset(&waiting, SIGTERM);
+  sigdelset(&waiting, SIGINT);
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   struct sigaction sa = {0};
   sa.sa_handler = on_signal;
@@ -398,14 +445,16 @@ int main(int argc, char **argv) {
 
   while (!stopping) {
     uint64_t now = now_ns();
-    expire_overdue(b, now);
+    settle(b, now);
     int s = free_slot(b);
     struct pollfd fds[2] = {{NOTICE_FD, POLLIN, 0}, {b->nl_fd, s >= 0 ? POLLIN : 0, 0}};
-    if (poll(fds, 2, poll_timeout(b, now)) < 0) {
+    int timeout = poll_timeout(b, now);
+    struct timespec wait = {timeout / 1000, (long)(timeout % 1000) * 1000000L};
+    if (ppoll(fds, 2, timeout < 0 ? NULL : &wait, &waiting) < 0) {
       if (errno == EINTR) continue;
-      die("poll");
+      die("ppoll");
     }
-    if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) && !read_answers(b)) break;
+    if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) && !drain_notices()) break;
     if (s >= 0 && (fds[1].revents & POLLIN)) receive_batch(b, s, now_ns());
     if (fds[1].revents & POLLERR) {
       /* ENOBUFS is reported as a socket error: count it, clear it, go on. */
@@ -416,8 +465,9 @@ int main(int argc, char **argv) {
     }
   }
   /* Answers already given still count; whatever else waits is accepted: stopping must not drop traffic. */
-  read_answers(b);
-  expire_overdue(b, UINT64_MAX);
+  drain_notices();
+  while (settle(b, UINT64_MAX) > 0) {
+  }
   accept_backlog(b);
   close_queue(b);
   return 0;

@@ -5,8 +5,13 @@
  * The broker receives a batch of packets straight into a slot's buffers and marks the slot READY;
  * Node takes it (TAKEN), writes a verdict per packet, and marks it ANSWERED; the broker sends the
  * verdicts and frees the slot. Each hand-over is announced with a btq_notice on a SOCK_SEQPACKET
- * socketpair. A slot not answered by its deadline is accepted by the broker and freed: the
- * sequence number tells Node that its late answer no longer counts.
+ * socketpair; a notice only wakes the other side up, the slot states are what counts (the broker
+ * settles every ANSWERED slot it finds, so a notice lost on a full socket loses nothing).
+ *
+ * A slot not answered by its deadline is accepted by the broker. One still READY goes back to FREE
+ * (Node never saw it); one Node holds (TAKEN) becomes ABANDONED, and the broker does not refill it
+ * until Node lets go of it (its late answer moves it to FREE), so a late handler never reads
+ * packets of another batch.
  */
 #ifndef BTWALL_QUEUE_SHM_H
 #define BTWALL_QUEUE_SHM_H
@@ -24,6 +29,7 @@ enum btq_slot_state {
   BTQ_READY = 1,    /* filled, announced to Node */
   BTQ_TAKEN = 2,    /* Node is deciding */
   BTQ_ANSWERED = 3, /* Node wrote the verdicts */
+  BTQ_ABANDONED = 4, /* accepted by the watchdog while Node held it: Node's until it answers */
 };
 
 /* Verdict values: the kernel's NF_DROP, NF_ACCEPT and NF_REPEAT (the packet runs through the hook
@@ -61,10 +67,11 @@ struct btq_slot {
 struct btq_counters {
   uint64_t packets;           /* handed to Node */
   uint64_t batches;
-  uint64_t verdicts;          /* packets Node decided in time */
+  uint64_t verdicts;          /* packets Node decided in time, their verdicts sent */
   uint64_t watchdog_accepted; /* accepted by the broker because Node was late or not listening */
   uint64_t enobufs;           /* the kernel could not deliver to us: packets it dropped or failed open */
-  uint64_t send_errors;       /* verdicts the kernel refused */
+  uint64_t send_errors;       /* verdict sends the kernel refused (the packets are accepted instead) */
+  uint64_t abandoned;         /* batches the watchdog accepted while Node held them (ABANDONED) */
 };
 
 struct btq_header {

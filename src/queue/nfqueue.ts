@@ -26,6 +26,8 @@ interface Layout {
   counterWatchdogAccepted: number;
   counterEnobufs: number;
   counterSendErrors: number;
+  counterAbandoned: number;
+  countersBytes: number;
   drop: number;
   accept: number;
   repeat: number;
@@ -158,8 +160,14 @@ export interface QueueStats {
   watchdogAccepted: number;
   /** Answers that came after the watchdog had accepted the batch. */
   lateAnswers: number;
+  /**
+   * Batches the watchdog accepted while the handler held them: the broker refills such a slot only
+   * after the late answer, so a handler never reads another batch's packets.
+   */
+  abandoned: number;
   /** Times the kernel could not deliver to us (it failed open or dropped meanwhile). */
   enobufs: number;
+  /** Verdict sends the kernel refused; their packets were accepted instead. */
   sendErrors: number;
 }
 
@@ -177,7 +185,7 @@ export class NfQueue {
     private readonly broker: ChildProcess,
     memory: ArrayBuffer,
   ) {
-    this.counters = new BigUint64Array(memory, layout.countersOffset, 6);
+    this.counters = new BigUint64Array(memory, layout.countersOffset, layout.countersBytes / 8);
   }
 
   /** Binds the queue; resolves once the kernel accepted the binding, rejects with the broker's words. */
@@ -232,6 +240,7 @@ export class NfQueue {
       verdicts: at(layout.counterVerdicts),
       watchdogAccepted: at(layout.counterWatchdogAccepted),
       lateAnswers: this.lateAnswers,
+      abandoned: at(layout.counterAbandoned),
       enobufs: at(layout.counterEnobufs),
       sendErrors: at(layout.counterSendErrors),
     };

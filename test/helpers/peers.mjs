@@ -72,7 +72,8 @@ switch (mode) {
     }, lifetime);
     break;
   }
-  // udp-send HOST PORT dht|text COUNT INTERVAL_MS: one flow (one source port), COUNT datagrams.
+  // udp-send HOST PORT dht|text|numbered COUNT INTERVAL_MS: one flow (one source port), COUNT datagrams
+  // (numbered: each says its number, so no two are alike).
   case 'udp-send': {
     const [host, port, kind, count, interval] = args;
     const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
@@ -84,7 +85,7 @@ switch (mode) {
         process.exit(0);
       }
       sent++;
-      socket.send(payload, Number(port), host, () => setTimeout(next, Number(interval)));
+      socket.send(kind === 'numbered' ? Buffer.from(`datagram ${sent}`) : payload, Number(port), host, () => setTimeout(next, Number(interval)));
     };
     next();
     break;
