@@ -63,11 +63,11 @@ describe('pipeline: what each abuse gets', () => {
     feed(p, [c.segment(0, ascii('hello'))]);
     expect(feed(p, [c.segment(1, HANDSHAKE)])).toEqual([PACKET_DROP_MARK_BITTORRENT]);
     expect(detections[0]).toMatchObject({ producer: 'responder', decision: { ban: { address: PEER } } });
-    // The proven peer is caught for another user from its first packet, as `cache`, with no second ban.
-    const other = new TcpConnection(OTHER_USER, 50002, PEER, 6881);
-    feed(p, other.open());
-    expect(feed(p, [other.segment(0, new Uint8Array(96).fill(0x5c))])).toEqual([PACKET_DROP_MARK_BITTORRENT]);
-    expect(detections[1]).toMatchObject({ rule: 'peer-cache', strength: 'cache', decision: { ban: null } });
+    // The proven peer is caught for another user at the SYN, as `cache`, with no second ban; the
+    // SYN dropped before conntrack confirmed it, its retransmission comes to the queue again.
+    const syn = new TcpConnection(OTHER_USER, 50002, PEER, 6881).open()[0];
+    expect(feed(p, [syn, syn])).toEqual([PACKET_DROP_MARK_BITTORRENT, PACKET_DROP]);
+    expect(detections[1]).toMatchObject({ rule: 'peer-cache', strength: 'cache', flowPackets: 1, decision: { ban: null } });
   });
 
   it('bans no one for a blind spoof: a forged SYN and a handshake that does not acknowledge the local SYN-ACK', () => {
@@ -140,10 +140,10 @@ describe('pipeline: what each abuse gets', () => {
     const { pipeline: p, detections } = pipeline({ MONITOR_ONLY: 'true' });
     // The user's DHT query is BitTorrent; in monitor mode the answer still arrives and is read.
     feed(p, [udp4(USER, 51413, PEER, 6881, dhtPing()), udp4(PEER, 6881, USER, 51413, dhtPeers([`${WEB}:8443`, `${WEB}:9000`]))]);
+    // Decided at the SYN: a connection attempt to a listed peer need never carry a byte.
     const toListed = new TcpConnection(USER, 50020, WEB, 9000);
-    feed(p, toListed.open());
-    feed(p, [toListed.segment(0, ascii('GET / HTTP/1.1\r\n\r\n'))]);
-    expect(detections.at(-1)).toMatchObject({ rule: 'peer-cache', strength: 'announced', responder: WEB, decision: { ban: null } });
+    feed(p, toListed.open().slice(0, 1));
+    expect(detections.at(-1)).toMatchObject({ rule: 'peer-cache', strength: 'announced', responder: WEB, flowPackets: 1, decision: { ban: null } });
     const count = detections.length;
     const otherUser = new TcpConnection(OTHER_USER, 50021, WEB, 9000);
     feed(p, otherUser.open());

@@ -87,6 +87,13 @@ export interface Detector {
   readonly producerIsPeer: boolean;
   inspect(ctx: InspectContext): number;
   /**
+   * Optional: whether the flow is BitTorrent from its endpoints alone, asked at the flow's first
+   * packet when it carries no payload (a SYN towards a known peer is a client's connection
+   * attempt, though it may never carry a byte; a first packet with payload goes to inspect()).
+   * Sets ctx.strength like inspect(); no state.
+   */
+  matchesEndpoints?(ctx: InspectContext): boolean;
+  /**
    * Optional: reads peer lists (tracker responses, DHT replies, PEX) from later payload packets of
    * a flow this detector matched, while the flow is within the detector's budget. Inline, a matched
    * flow is dropped, so only monitor-only mode gets here; it must not allocate either.

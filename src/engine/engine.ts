@@ -74,6 +74,8 @@ export class Engine {
   private readonly udpDetectorsMask: number;
   /** Bit i set: detector i has a learn() for the flows it matched. */
   private readonly learnersMask: number;
+  /** Bit i set: detector i can decide a flow from its endpoints at its first packet. */
+  private readonly endpointsMask: number;
   private readonly context = new InspectContext();
 
   constructor(options: EngineOptions = {}) {
@@ -85,8 +87,10 @@ export class Engine {
     let tcpMask = 0;
     let udpMask = 0;
     let learnersMask = 0;
+    let endpointsMask = 0;
     this.detectors.forEach((detector, i) => {
       if (detector.learn !== undefined) learnersMask |= 1 << i;
+      if (detector.matchesEndpoints !== undefined) endpointsMask |= 1 << i;
       this.stateOffsets[i] = stateBytes;
       stateBytes += detector.stateBytes;
       if (detector.transports & OVER_TCP) tcpMask |= 1 << i;
@@ -95,6 +99,7 @@ export class Engine {
     this.tcpDetectorsMask = tcpMask;
     this.udpDetectorsMask = udpMask;
     this.learnersMask = learnersMask;
+    this.endpointsMask = endpointsMask;
     this.ruleNames = ['', ...this.detectors.map((d) => d.name)];
     this.flows = new FlowTable(options.flowCapacity ?? 1 << 20, options.idleTimeoutMs ?? 120_000, stateBytes, this.clock);
     const peerCapacity = options.peerCapacity ?? 1 << 16;
@@ -142,8 +147,12 @@ export class Engine {
   /** Inspects the packet `track` just counted in `flow`; returns the flow's verdict. */
   examine(flow: number): number {
     const flows = this.flows;
+    // A first packet with payload goes through the whole chain, where a protocol names it first.
+    if (this.packet.payloadLen === 0) {
+      if (flows.created && this.endpointsMask !== 0) this.inspectEndpoints(flow);
+      return flows.verdict[flow];
+    }
     const verdict = flows.verdict[flow];
-    if (this.packet.payloadLen === 0) return verdict;
     if (verdict === VERDICT_UNDECIDED) return this.inspect(flow);
     if (verdict === VERDICT_BITTORRENT && (this.learnersMask & (1 << (flows.rule[flow] - 1))) !== 0) this.learn(flow);
     return verdict;
@@ -168,6 +177,22 @@ export class Engine {
     ctx.dir = dir;
     ctx.dirIndex = flows.payloadPackets[flow * 2 + dir] - 1;
     ctx.flowIndex = flows.payloadPackets[flow * 2] + flows.payloadPackets[flow * 2 + 1] - 1;
+  }
+
+  /** A new flow's first packet when it carries no payload (a SYN): the detectors that know peers by their endpoints. */
+  private inspectEndpoints(flow: number): void {
+    const ctx = this.context;
+    const candidates = (this.packet.l4 === IPPROTO_TCP ? this.tcpDetectorsMask : this.udpDetectorsMask) & this.endpointsMask;
+    const detectors = this.detectors;
+    for (let i = 0; i < detectors.length; i++) {
+      if ((candidates & (1 << i)) === 0) continue;
+      ctx.strength = detectors[i].strength;
+      if (!detectors[i].matchesEndpoints!(ctx)) continue;
+      this.flows.strength[flow] = ctx.strength;
+      this.flows.producer[flow] = this.flows.direction;
+      this.decide(flow, VERDICT_BITTORRENT, i + 1);
+      return;
+    }
   }
 
   /** Runs the detectors still interested in the flow over the current payload packet. */

@@ -10,7 +10,6 @@
  * Every decision (drop, ban, reason) is the one drop mode makes at the deciding packet.
  * Where the kernel counts a tunnel's packets under the outer connection, this counts the inner flow.
  */
-import { IPPROTO_TCP } from '../packet/packet.js';
 import { readCapture } from '../pcap/reader.js';
 import type { CaptureResult } from '../pcap/types.js';
 import { PACKET_ACCEPT_MARK_CLEAN, PACKET_DROP_MARK_BITTORRENT, type Pipeline } from './pipeline.js';
@@ -20,7 +19,10 @@ import type { PacketSource } from './source.js';
 const CONNECTION_UNMARKED = 0;
 const CONNECTION_CLEAN = 1;
 const CONNECTION_BITTORRENT = 2;
-/** Dropped at its first packet, before conntrack confirmed it: every later packet is a new connection's first, so it is queued. */
+/**
+ * Dropped at its first packet (a datagram, or a SYN to a known peer), before conntrack confirmed
+ * it: every later packet is a new connection's first, so it is queued.
+ */
 const CONNECTION_UNCONFIRMED = 3;
 
 /** What a caller of a capture source hears about besides the pipeline's detections. */
@@ -77,7 +79,7 @@ export class CaptureSource implements PacketSource {
     const action = pipeline.decideTracked(flow);
     if (action === PACKET_ACCEPT_MARK_CLEAN) this.marks[flow] = CONNECTION_CLEAN;
     else if (action === PACKET_DROP_MARK_BITTORRENT) {
-      this.marks[flow] = flows.l4(flow) !== IPPROTO_TCP && packets === 1 ? CONNECTION_UNCONFIRMED : CONNECTION_BITTORRENT;
+      this.marks[flow] = packets === 1 ? CONNECTION_UNCONFIRMED : CONNECTION_BITTORRENT;
     }
   }
 }
