@@ -8,7 +8,7 @@ import { mseDetector } from './mse.js';
 import { peerCacheDetector } from './peer-cache.js';
 import { peerMessagesDetector } from './peer-messages.js';
 import { signatureDetector } from './signatures.js';
-import { socks5Detector } from './socks5.js';
+import { createBittorrentSocks5Detector, socks5Detector } from './socks5.js';
 import { socks5ProxyDetector } from './socks5-proxy.js';
 import { DEFAULT_DOMAINS, DomainList } from './domains.js';
 import { createTrackerDomainDetector, trackerDomainDetector } from './tracker-domain.js';
@@ -47,20 +47,23 @@ export interface ChainOptions {
   trackerDomains?: readonly string[];
 }
 
-/** The chain for a configuration: DETECTORS, with the name rules rebuilt over the operator's extra names. */
+/** The chain for a configuration: DETECTORS, with the name rules (also those inside SOCKS5) rebuilt over the operator's extra names. */
 export function detectorChain(options: ChainOptions): readonly Detector[] {
   const extra = options.trackerDomains ?? [];
   let chain: readonly Detector[] = DETECTORS;
   if (extra.length > 0) {
-    const names = new DomainList([...DEFAULT_DOMAINS, ...extra]);
+    const list = new DomainList([...DEFAULT_DOMAINS, ...extra]);
+    const names = { sni: createTrackerSniDetector(list), host: createTrackerHostDetector(list), domain: createTrackerDomainDetector(list) };
     const replacements = new Map<Detector, Detector>([
-      [trackerSniDetector, createTrackerSniDetector(names)],
-      [trackerHostDetector, createTrackerHostDetector(names)],
-      [trackerDomainDetector, createTrackerDomainDetector(names)],
+      [trackerSniDetector, names.sni],
+      [trackerHostDetector, names.host],
+      [trackerDomainDetector, names.domain],
+      // Inside a tunnel the same names count.
+      [socks5Detector, createBittorrentSocks5Detector(names)],
     ]);
     chain = chain.map((detector) => replacements.get(detector) ?? detector);
   }
   if (!options.blockSocks) return chain;
-  const at = chain.indexOf(socks5Detector) + 1;
+  const at = chain.findIndex((detector) => detector.name === socks5Detector.name) + 1;
   return [...chain.slice(0, at), socks5ProxyDetector, ...chain.slice(at)];
 }

@@ -5,6 +5,7 @@ import { httpBittorrentDetector } from './http-bittorrent.js';
 import { httpTrackerDetector } from './http-tracker.js';
 import { mseDetector } from './mse.js';
 import { signatureDetector } from './signatures.js';
+import { trackerDomainDetector } from './tracker-domain.js';
 import { trackerHostDetector } from './tracker-host.js';
 import { trackerSniDetector } from './tracker-sni.js';
 import { udpTrackerDetector } from './udp-tracker.js';
@@ -123,15 +124,20 @@ export function createSocks5Detector(name: string, streamDetectors: readonly Det
 }
 
 /**
- * The default SOCKS5 detector: tunnelled streams go to the BEP 3 handshake, MSE, HTTP tracker,
- * HTTP BitTorrent, tracker name (TLS server name, HTTP Host) and signature detectors; datagrams to
- * the DHT, uTP and UDP tracker ones.
+ * The BitTorrent-in-SOCKS5 detector: tunnelled streams go to the BEP 3 handshake, MSE, HTTP
+ * tracker, HTTP BitTorrent, tracker name (TLS server name, HTTP Host) and signature detectors;
+ * datagrams to the DHT, uTP, UDP tracker and DNS name ones. The name rules are passed in, so the
+ * operator's TRACKER_DOMAINS count inside a tunnel as outside (the registry builds it so).
  */
-export const socks5Detector = createSocks5Detector(
-  'socks5',
-  [handshakeDetector, mseDetector, httpTrackerDetector, httpBittorrentDetector, trackerSniDetector, trackerHostDetector, signatureDetector],
-  [dhtDetector, utpDetector, udpTrackerDetector],
-);
+export function createBittorrentSocks5Detector(names: { sni: Detector; host: Detector; domain: Detector }): Detector {
+  return createSocks5Detector(
+    'socks5',
+    [handshakeDetector, mseDetector, httpTrackerDetector, httpBittorrentDetector, names.sni, names.host, signatureDetector],
+    [dhtDetector, utpDetector, udpTrackerDetector, names.domain],
+  );
+}
+
+export const socks5Detector = createBittorrentSocks5Detector({ sni: trackerSniDetector, host: trackerHostDetector, domain: trackerDomainDetector });
 
 /** A CONNECT stream: the negotiation in each direction, then the tunnelled bytes to the inner detectors. */
 function inspectStream(ctx: InspectContext, chain: InnerChain): number {

@@ -42,6 +42,25 @@ const NEGOTIATION = [client(GREETING), server(NO_AUTH), client(connect4), server
 /** A SOCKS5 UDP header for an IPv4 peer. */
 const udpHeader = (port = 6881) => [0, 0, 0, 1, 10, 0, 0, 3, ...u16(port)];
 
+describe("socks5 detector: the operator's names inside the tunnel", () => {
+  it('takes TRACKER_DOMAINS for TLS, HTTP and DNS through the proxy, as outside', () => {
+    const chain = detectorChain({ blockSocks: false, trackerDomains: ['private-tracker.example'] });
+    const inner = chain.find((d) => d.name === 'socks5')!;
+    const hello = [...NEGOTIATION, client(clientHello('announce.private-tracker.example'))];
+    expect(stream(hello).outcome).not.toBe(MATCH);
+    expect(stream(hello, inner).outcome).toBe(MATCH);
+    const host = [...NEGOTIATION, client(ascii('GET / HTTP/1.1\r\nHost: private-tracker.example\r\n\r\n'))];
+    expect(stream(host).outcome).not.toBe(MATCH);
+    expect(stream(host, inner).outcome).toBe(MATCH);
+    // DNS through UDP ASSOCIATE: the header names the resolver's port 53.
+    const name = (label: string) => [label.length, ...ascii(label)];
+    const question = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, ...name('private-tracker'), ...name('example'), 0, 0, 1, 0, 1];
+    const dns = [client(udpHeader(53), question)];
+    expect(datagrams(dns).outcome).not.toBe(MATCH);
+    expect(new FlowRunner(inner).run(dns, true)).toMatchObject({ outcome: MATCH, strayReads: [] });
+  });
+});
+
 describe('socks5 detector: CONNECT', () => {
   it.each([
     ['the BitTorrent handshake after a plain negotiation', [...NEGOTIATION, client(HANDSHAKE)]],
