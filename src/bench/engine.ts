@@ -4,7 +4,8 @@
  *     --expose-gc, a young generation large enough that a per-packet allocation shows as growth);
  *  2. packets/s over random 1448-byte TCP payloads (undecided flows: every detector looks);
  *  3. false alarms: flows flagged among RANDOM_PACKETS (default 10 M) random UDP datagrams and as
- *     many random TCP segments.
+ *     many random TCP segments;
+ *  4. the corpus through `btwall scan` and through ndpiReader, whole-process CPU (ndpi-race.ts).
  */
 import { readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -13,6 +14,7 @@ import { Engine, VERDICT_BITTORRENT } from '../engine/engine.js';
 import { IPPROTO_TCP, IPPROTO_UDP } from '../packet/packet.js';
 import { readCapture } from '../pcap/reader.js';
 import { formatRate, packetsPerSecond, runPasses, type PacketSet } from './frames.js';
+import { ndpiRace } from './ndpi-race.js';
 import { RandomTraffic, type RandomTrafficShape } from './random.js';
 
 function loadCorpus(dir: string): PacketSet {
@@ -120,6 +122,7 @@ async function main(): Promise<void> {
   const mixedLength: RandomTrafficShape['payloadLength'] = (rng) => (rng.below(2) === 0 ? 1 + rng.below(100) : 100 + rng.below(1301));
   out(`false alarms, random UDP: ${falseAlarms({ l4: IPPROTO_UDP, minPackets: 1, maxPackets: 8, payloadLength: mixedLength }, randomPackets, 0x0bad5eed)}`);
   out(`false alarms, random TCP: ${falseAlarms({ l4: IPPROTO_TCP, minPackets: 1, maxPackets: 8, payloadLength: mixedLength }, randomPackets, 0x7cb5eed)}`);
+  ndpiRace(corpusDir, out);
 }
 
 await main();

@@ -87,6 +87,8 @@ export class Pipeline {
     const flow = this.engine.track(buf, off, len, linkType);
     if (flow < 0) return PACKET_ACCEPT;
     const slot = flow * 2 + flows.direction;
+    // A reused slot must not keep the other direction's interface from the flow before.
+    if (flows.created) this.arrivedOn[slot ^ 1] = 0;
     if (flows.packets[slot] === 1) this.arrivedOn[slot] = ifindex;
     return this.decideTracked(flow);
   }
