@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, peer, startDaemon as startDaemonIn, stopPeers, type RunningDaemon } from './helpers/daemon.js';
-import { canUseKernel, createTopology, type Namespace, type Topology } from './helpers/netns.js';
+import { canUseKernel, createTopology, deviceWith, type Namespace, type Topology } from './helpers/netns.js';
 
 /**
  * The tests check what is decided, not how fast: a verdict deadline of seconds keeps a shared,
@@ -171,7 +171,8 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     await sink.ready;
     await peer(net.server, 'tcp-send', '10.77.1.2', 6882, 'handshake', 800).done;
     expect(closedConnections(await sink.done)).toEqual([{ event: 'closed', bytes: 68 }]);
-    const detection = await daemon.waitFor('BitTorrent detected');
+    // Earlier tests' orphaned sockets may still retransmit their handshakes: this port's detection.
+    const detection = await daemon.waitFor('BitTorrent detected', { destinationPort: 6882 });
     expect(detection).toMatchObject({ action: 'monitor only (accepted; would drop)', ban: `would ban ${net.serverV4} for 18000 s` });
     const log = readFileSync(logPath, 'utf8');
     expect(log).toContain('Detection:    handshake');
@@ -197,6 +198,32 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
       expect(await bad.exited).toBe(78);
       expect(bad.stderr).toContain(`${name}=${JSON.stringify(value)}`);
       expect(hooks(net.gateway)).toEqual([]);
+    }
+  });
+
+  it('refuses with exit code 78 what this machine cannot do, naming the variable, with nothing installed', async () => {
+    const link = deviceWith(net.gateway, '10.77.1.1');
+    const pinDir = `/sys/fs/bpf/btwall-test-${process.pid}-refused`;
+    const refused: [Record<string, string>, string, RegExp][] = [
+      [{ INTERFACE: '', XDP_MODE: 'generic' }, 'INTERFACE=""', /set XDP_MODE=off to run without kernel bans/],
+      [{ INTERFACE: `${link},btwnope0` }, `INTERFACE="${link},btwnope0"`, /no interface btwnope0 in this network namespace/],
+      [{ INTERFACE: link, XDP_MODE: 'offload' }, 'XDP_MODE="offload"', new RegExp(`${link} cannot run XDP programs on the NIC itself`)],
+      [{ INTERFACE: 'lo', XDP_MODE: 'native' }, 'XDP_MODE="native"', /lo has no native XDP support/],
+      [{ INTERFACE: link, BPF_PIN_DIR: join(work, 'pins') }, `BPF_PIN_DIR="${join(work, 'pins')}"`, /is not on a bpf filesystem/],
+      [{ INTERFACE: link, FLOW_CAPACITY: '67108864' }, 'FLOW_CAPACITY="67108864"', /more than the 4096 MB one array can hold/],
+      // 64 queues of 16 M flows: over 300 GB, more than any machine this runs on has available.
+      [{ INTERFACE: link, FLOW_CAPACITY: '16777216', QUEUE_NUM: '0-63' }, 'FLOW_CAPACITY="16777216"', /the tables need \d+ MB .* but this machine has \d+ MB available \(MemAvailable in \/proc\/meminfo\)/],
+    ];
+    for (const [env, named, problem] of refused) {
+      const bad = startDaemon(net.gateway, { BPF_PIN_DIR: pinDir, ...env });
+      expect(await bad.exited).toBe(78);
+      expect(bad.stderr).toContain(named);
+      expect(bad.stderr).toMatch(problem);
+      expect(bad.lines).toEqual([]);
+      // Nothing touched: no chain, no hook, no XDP program, no pins.
+      expect(['iptables', 'ip6tables'].flatMap((p) => net.gateway.must(p, ['-S']).split('\n')).filter((l) => l.includes('BTWALL'))).toEqual([]);
+      expect(net.gateway.must('ip', ['-o', 'link', 'show'])).not.toMatch(/xdp/);
+      expect(existsSync(pinDir)).toBe(false);
     }
   });
 });

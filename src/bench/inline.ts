@@ -226,7 +226,7 @@ interface Consumer {
 
 /** The configuration btwall runs with here; the C consumer gets the rules it yields too. */
 function daemonEnvironment(queue: number): Record<string, string> {
-  return { QUEUE_NUM: String(queue), CHAINS: 'FORWARD', DETECTION_LOG: '', LOG_LEVEL: 'info' };
+  return { QUEUE_NUM: String(queue), CHAINS: 'FORWARD', DETECTION_LOG: '', LOG_LEVEL: 'info', XDP_MODE: 'off' };
 }
 
 function gatewayRunner(gateway: LabNamespace): CommandRunner {
