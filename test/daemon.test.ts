@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -19,6 +19,24 @@ function ruleHits(ns: Namespace, rule: string): number {
   const lines = ns.must('iptables', ['-S', 'BTWALL', '-v']).split('\n');
   const line = lines.find((l) => l.replace(/ -c \d+ \d+/, '').endsWith(rule));
   return Number(/ -c (\d+) /.exec(line ?? '')?.[1] ?? -1);
+}
+
+/** The daemon's brokers (btwall-queue children), by pid. */
+function brokers(daemon: RunningDaemon): number[] {
+  const pid = daemon.process.pid!;
+  const children = readdirSync(`/proc/${pid}/task`).flatMap((task) => readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+  return children.filter((child) => {
+    try {
+      return readFileSync(`/proc/${child}/comm`, 'utf8').trim() === 'btwall-queue';
+    } catch {
+      return false; // gone since it was listed
+    }
+  });
+}
+
+/** The datagrams a udp-sink counted. */
+async function received(sink: ReturnType<typeof peer>): Promise<unknown> {
+  return (await sink.done).at(-1)?.datagrams;
 }
 
 const closedConnections = (lines: Record<string, unknown>[]) => lines.filter((l) => l.event === 'closed');
@@ -160,6 +178,55 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     expect(await daemon.stop()).toBe(0);
     const stats = daemon.lines.filter((l) => l.msg === 'stats').at(-1);
     expect(stats?.watchdogAccepted).toBeGreaterThan(0);
+  });
+
+  it('respawns a broker killed under traffic (its queue fails open meanwhile), and inspects again: a handshake sent afterwards is dropped', async () => {
+    daemon = startDaemon(net.gateway, { DETECTION_LOG: '' });
+    await daemon.waitFor('btwall running');
+    const [first] = brokers(daemon);
+    const sink = peer(net.server, 'udp-sink', 7010, 6000);
+    await sink.ready;
+    // 1500 new flows over 3 s, every one's datagram queued; the broker dies a second in.
+    const sent = peer(net.client, 'udp-flows', net.serverV4, 7010, 1500, 2).done;
+    await new Promise((r) => setTimeout(r, 1000));
+    process.kill(first, 'SIGKILL');
+    const died = await daemon.waitFor('queue broker died; its queue fails open until it is respawned');
+    expect(died).toMatchObject({ queue: 0, attempt: 1, respawnInMs: 100 });
+    expect(await daemon.waitFor('queue broker respawned')).toMatchObject({ queue: 0, attempt: 1 });
+    const [second] = brokers(daemon);
+    expect(second).not.toBe(first);
+    expect((await sent)[0]).toEqual({ sent: 1500 });
+    // Only what the dead broker held for a verdict is lost (the kernel drops a dead queue's packets).
+    expect((await received(sink)) as number).toBeGreaterThan(1300);
+
+    const handshakeSink = peer(net.server, 'tcp-sink', 6884, 3000);
+    await handshakeSink.ready;
+    const [connected] = await peer(net.client, 'tcp-send', net.serverV4, 6884, 'handshake', 1000).done;
+    expect(connected.connected).toBe(1);
+    expect(closedConnections(await handshakeSink.done)).toEqual([]);
+    await daemon.waitFor('BitTorrent detected', { destinationPort: 6884 });
+    expect(daemon.running).toBe(true);
+    expect(await daemon.stop()).toBe(0);
+    expect(daemon.lines.filter((l) => l.msg === 'stats').at(-1)?.brokerRestarts).toBe(1);
+  });
+
+  it('stops, saying why, and removes its rules when respawned brokers keep dying', async () => {
+    daemon = startDaemon(net.gateway, { DETECTION_LOG: '' });
+    await daemon.waitFor('btwall running');
+    // Each respawned broker is killed as soon as it runs: 6 respawns (0.1 s ... 3.2 s apart), then it gives up.
+    let killed = 0;
+    while (daemon.running && killed < 10) {
+      const pids = brokers(daemon);
+      if (pids.length > 0 && daemon.lines.filter((l) => l.msg === 'queue broker respawned').length === killed) {
+        process.kill(pids[0], 'SIGKILL');
+        killed++;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(await daemon.exited).toBe(1);
+    expect(killed).toBe(7);
+    expect(daemon.lines.find((l) => l.msg === 'queue broker keeps dying; stopping')?.reason).toBe('btwall-queue for queue 0 kept failing: 6 respawns in a row died within 10 s or could not bind the queue; last: btwall-queue exited (SIGKILL)');
+    expect(hooks(net.gateway)).toEqual([]);
   });
 
   it('in monitor-only mode lets BitTorrent through and logs the drop and the ban it would have made', async () => {

@@ -93,7 +93,7 @@ class Daemon {
               resolve();
             }
             else if (message.type === 'failed') reject(new Error(`queue ${queue}: ${message.reason}`));
-            else this.onWorkerMessage(message);
+            else this.onWorkerMessage(message, queue);
           });
           worker.on('error', (error) => {
             this.log.error({ queue, err: error }, 'queue worker failed');
@@ -148,7 +148,7 @@ class Daemon {
     this.log.info({ swept, ...this.bans.stats() }, 'ban sweep');
   }
 
-  private onWorkerMessage(message: WorkerMessage): void {
+  private onWorkerMessage(message: WorkerMessage, queue: number): void {
     switch (message.type) {
       case 'detection': {
         const { event, ifindex } = message;
@@ -164,8 +164,14 @@ class Daemon {
       case 'stopped':
         this.log.info(message.stats, 'stats');
         return;
+      case 'broker-down':
+        this.log.error({ queue, reason: message.reason, attempt: message.attempt, respawnInMs: message.delayMs }, 'queue broker died; its queue fails open until it is respawned');
+        return;
+      case 'broker-up':
+        this.log.warn({ queue, attempt: message.attempt, downMs: message.downMs }, 'queue broker respawned');
+        return;
       case 'broker-exit':
-        this.log.error({ reason: message.reason }, 'queue broker exited; traffic bypasses the queue');
+        this.log.fatal({ queue, reason: message.reason }, 'queue broker keeps dying; stopping');
         void this.stop(1);
         return;
     }

@@ -90,6 +90,27 @@ switch (mode) {
     next();
     break;
   }
+  // udp-flows HOST PORT COUNT INTERVAL_MS: COUNT datagrams, each from a socket of its own (a new
+  // flow each, so every one reaches the queue); INTERVAL_MS 0 sends them as fast as sockets open.
+  case 'udp-flows': {
+    const [host, port, count, interval] = args;
+    let sent = 0;
+    const next = () => {
+      if (sent === Number(count)) {
+        print({ sent });
+        process.exit(0);
+      }
+      sent++;
+      const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+      socket.send(Buffer.from(`flow ${sent}`), Number(port), host, () => {
+        socket.close();
+        if (Number(interval) > 0) setTimeout(next, Number(interval));
+        else setImmediate(next);
+      });
+    };
+    next();
+    break;
+  }
   // echo-serve PORT LIFETIME_MS
   case 'echo-serve': {
     const [port, lifetime] = args.map(Number);
