@@ -127,9 +127,12 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     // Earlier tests' orphaned sockets still retransmit their handshakes (and are caught again): count this port's.
     expect(daemon.lines.filter((l) => l.msg === 'BitTorrent detected' && l.destinationPort === 6883)).toHaveLength(16);
     expect(await daemon.stop()).toBe(0);
-    const perQueue = daemon.lines.filter((l) => l.msg === 'stats');
-    expect(perQueue.map((l) => l.queue).sort()).toEqual([0, 1]);
-    expect(perQueue.every((l) => (l.packets as number) > 0)).toBe(true);
+    const stats = daemon.lines.filter((l) => l.msg === 'stats');
+    expect(stats).toHaveLength(1);
+    const perQueue = stats[0].perQueue as Record<string, number>[];
+    expect(perQueue.map((l) => l.queue)).toEqual([0, 1]);
+    expect(perQueue.every((l) => l.packets > 0)).toBe(true);
+    expect(stats[0].packets).toBe(perQueue[0].packets + perQueue[1].packets);
   });
 
   it('passes HTTPS downloads through the gateway intact, over IPv4 and IPv6', async () => {
@@ -207,7 +210,41 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     await daemon.waitFor('BitTorrent detected', { destinationPort: 6884 });
     expect(daemon.running).toBe(true);
     expect(await daemon.stop()).toBe(0);
-    expect(daemon.lines.filter((l) => l.msg === 'stats').at(-1)?.brokerRestarts).toBe(1);
+    const stats = daemon.lines.filter((l) => l.msg === 'stats').at(-1);
+    expect(stats?.brokerRestarts).toBe(1);
+    // The flows sent while the broker was dead passed the rules uninspected, and are counted so.
+    expect(stats?.uninspectedRestarting).toBeGreaterThan(0);
+  });
+
+  it("counts what passes uninspected by cause, from the kernel's counters, and warns: a flood of new flows into a small queue", async () => {
+    daemon = startDaemon(net.gateway, { DETECTION_LOG: '', QUEUE_MAXLEN: '64', VERDICT_TIMEOUT_MS: '2000' });
+    await daemon.waitFor('btwall running');
+    const sink = peer(net.server, 'udp-sink', 7020, 7000);
+    await sink.ready;
+    // JavaScript stopped (the broker runs on): the kernel holds 64 packets for it, then fails open.
+    daemon.process.kill('SIGSTOP');
+    const [sent] = await peer(net.client, 'udp-flows', net.serverV4, 7020, 2000, 0).done;
+    // Past the verdict deadline: what the broker holds goes to the watchdog.
+    await new Promise((r) => setTimeout(r, 2500));
+    daemon.process.kill('SIGCONT');
+    expect(sent).toEqual({ sent: 2000 });
+    // Failing open loses nothing.
+    expect(await received(sink)).toBe(2000);
+    expect(await daemon.stop()).toBe(0);
+    const stats = daemon.lines.filter((l) => l.msg === 'stats').at(-1)! as Record<string, number>;
+    // The queue rules saw every flow (and maybe some earlier test's retransmissions).
+    expect(stats.seenByRules).toBeGreaterThanOrEqual(2000);
+    // Each packet handed to the broker was decided or, past the deadline, accepted by the watchdog...
+    expect(stats.uninspectedWatchdog).toBeGreaterThan(0);
+    expect(stats.inspected + stats.uninspectedWatchdog).toBe(stats.packets);
+    // ...and the kernel, holding at most QUEUE_MAXLEN (64) at a time, passed most flows by itself.
+    expect(stats.packets).toBeLessThan(1000);
+    expect(stats.uninspectedQueueFull).toBeGreaterThan(1000);
+    expect(stats.uninspectedQueueFull + stats.uninspectedWatchdog + stats.uninspectedRestarting).toBe(stats.uninspected);
+    expect(stats.inspected + stats.uninspected + stats.kernelDropped).toBe(stats.seenByRules);
+    const warning = daemon.lines.find((l) => l.msg.startsWith('uninspected traffic'));
+    expect(warning).toMatchObject({ cause: 'uninspectedQueueFull', msg: expect.stringContaining('the queue was full (kernel bypass): raise QUEUE_MAXLEN') });
+    expect(warning!.sharePercent).toBeGreaterThan(50);
   });
 
   it('stops, saying why, and removes its rules when respawned brokers keep dying', async () => {

@@ -299,7 +299,7 @@ function btwallConsumer(lab: Lab, queue: number): Consumer {
     async stop() {
       child!.kill('SIGTERM');
       await finish(child!, 15_000, 'btwall run');
-      const lost = lines.find((l) => l.msg.startsWith('queue broker exited'));
+      const lost = lines.find((l) => l.msg.startsWith('queue broker died'));
       if (lost !== undefined) throw new Disturbed(`btwall's broker was stopped from outside during the run (${String(lost.reason)})`);
       const stats = lines.filter((l) => l.msg === 'stats' && l.queue === queue).at(-1);
       if (stats === undefined) throw new Error(`no stats line from btwall run: ${stderr.trim()}`);

@@ -8,6 +8,7 @@ import { installRules, removeRules } from '../firewall/apply.js';
 import { DetectionLog, detectionRecord, type Detection } from './detection-log.js';
 import { readHostFacts } from './host-facts.js';
 import { InterfaceNames } from './interfaces.js';
+import { TrafficStats } from './traffic-stats.js';
 import type { WorkerCommand, WorkerMessage, WorkerSetup } from './queue-worker.js';
 
 /** Workers get this long to unbind their queues at stop (systemd's TimeoutStopSec is 20 s). */
@@ -47,6 +48,7 @@ class Daemon {
   private statsTimer: NodeJS.Timeout | null = null;
   private cleanupTimer: NodeJS.Timeout | null = null;
   private stopping = false;
+  private readonly traffic: TrafficStats;
   private rulesInstalled = false;
   /** What the queues' tables take together. */
   private tableBytes = 0;
@@ -57,6 +59,7 @@ class Daemon {
   ) {
     this.finished = new Promise((resolve) => (this.finish = resolve));
     this.bans = new DryRunBanSink(log);
+    this.traffic = new TrafficStats(config.queues, log);
   }
 
   async start(): Promise<void> {
@@ -161,13 +164,18 @@ class Daemon {
         return;
       }
       case 'stats':
-      case 'stopped':
-        this.log.info(message.stats, 'stats');
+      case 'stopped': {
+        // One line once every queue has answered, with the kernel's counts of what passed uninspected.
+        const line = this.traffic.add(queue, message.stats);
+        if (line !== null) this.log.info({ ...line, ...this.bans.stats() }, 'stats');
         return;
+      }
       case 'broker-down':
+        this.traffic.brokerDown(queue);
         this.log.error({ queue, reason: message.reason, attempt: message.attempt, respawnInMs: message.delayMs }, 'queue broker died; its queue fails open until it is respawned');
         return;
       case 'broker-up':
+        this.traffic.brokerUp(queue);
         this.log.warn({ queue, attempt: message.attempt, downMs: message.downMs }, 'queue broker respawned');
         return;
       case 'broker-exit':
