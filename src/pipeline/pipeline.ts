@@ -204,8 +204,9 @@ export class Pipeline {
       producer: e.producer === 0 ? 'initiator' : 'responder',
       flowPackets: flows.packets[flow * 2] + flows.packets[flow * 2 + 1],
       decision,
-      // A copy of just these bytes: a view of a queue's shared memory would be cloned whole when posted.
-      payload: pkt.buf.slice(pkt.payloadOff, pkt.payloadOff + pkt.payloadLen),
+      // A copy of just these bytes: a view of a queue's shared memory would be cloned whole when
+      // posted (33 MB per detection). Buffer's slice is such a view; new Uint8Array(view) copies.
+      payload: new Uint8Array(pkt.buf.subarray(pkt.payloadOff, pkt.payloadOff + pkt.payloadLen)),
     };
   }
 }
