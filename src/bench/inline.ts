@@ -25,7 +25,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config/config.js';
 import { MARK_MASK } from '../firewall/rules.js';
 import { installRules, removeRules, type CommandRunner } from '../firewall/apply.js';
-import { createLab, exited, type Lab, type LabNamespace } from './lab.js';
+import { createLab, finish, output, poll, type Lab, type LabNamespace } from './lab.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = resolve(ROOT, 'dist/cli/main.js');
@@ -90,28 +90,6 @@ function options(): Options {
 // Processes
 
 /** Collects a child's output as it comes. */
-function output(child: ChildProcess): { stdout: string; stderr: string } {
-  const out = { stdout: '', stderr: '' };
-  child.stdout?.setEncoding('utf8').on('data', (text: string) => (out.stdout += text));
-  child.stderr?.setEncoding('utf8').on('data', (text: string) => (out.stderr += text));
-  return out;
-}
-
-/** Waits for the child to exit by itself within `ms`, else kills it and throws. */
-async function finish(child: ChildProcess, ms: number, what: string): Promise<void> {
-  if (await exited(child, ms)) return;
-  child.kill('SIGKILL');
-  throw new Error(`${what} did not finish within ${ms} ms`);
-}
-
-async function poll(what: string, ms: number, ready: () => boolean): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ready()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 function listening(ns: LabNamespace, l4: 'tcp' | 'udp', port: number): Promise<void> {
   const flag = l4 === 'tcp' ? '-Hltn' : '-Hlun';
   return poll(`${l4} port ${port} in ${ns.name}`, 5000, () => ns.run('ss', [flag, `sport = :${port}`]).stdout.trim() !== '');
