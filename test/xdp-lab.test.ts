@@ -52,7 +52,7 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
     const port = handshakePort++;
     const sink = peer(net.client, 'tcp-sink', port, 3000);
     await sink.ready;
-    await peer(net.server, 'tcp-send', server.includes(':') ? CLIENT6 : CLIENT4, port, 'handshake', 300, 1, server).done;
+    await peer(net.server, 'tcp-send', server.includes(':') ? CLIENT6 : CLIENT4, port, 'handshake', 1500, 1, server).done;
     return daemon!.waitFor('banned', { address: server });
   };
 
