@@ -190,7 +190,7 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     const sink = peer(net.server, 'udp-sink', 7010, 6000);
     await sink.ready;
     // 1500 new flows over 3 s, every one's datagram queued; the broker dies a second in.
-    const sent = peer(net.client, 'udp-flows', net.serverV4, 7010, 1500, 2).done;
+    const sent = peer(net.client, 'udp-send', net.serverV4, 7010, 'flows', 1500, 2).done;
     await new Promise((r) => setTimeout(r, 1000));
     process.kill(first, 'SIGKILL');
     const died = await daemon.waitFor('queue broker died; its queue fails open until it is respawned');
@@ -223,7 +223,7 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     await sink.ready;
     // JavaScript stopped (the broker runs on): the kernel holds 64 packets for it, then fails open.
     daemon.process.kill('SIGSTOP');
-    const [sent] = await peer(net.client, 'udp-flows', net.serverV4, 7020, 2000, 0).done;
+    const [sent] = await peer(net.client, 'udp-send', net.serverV4, 7020, 'flows', 2000, 0).done;
     // Past the verdict deadline: what the broker holds goes to the watchdog.
     await new Promise((r) => setTimeout(r, 2500));
     daemon.process.kill('SIGCONT');

@@ -25,7 +25,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config/config.js';
 import { MARK_MASK } from '../firewall/rules.js';
 import { installRules, removeRules, type CommandRunner } from '../firewall/apply.js';
-import { createLab, finish, output, poll, type Lab, type LabNamespace } from './lab.js';
+import { collectLogLines, createLab, finish, output, poll, type Lab, type LabNamespace, type LogLine } from './lab.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = resolve(ROOT, 'dist/cli/main.js');
@@ -247,11 +247,6 @@ function cConsumer(lab: Lab, tools: string, config: Config): Consumer {
 /** The run was spoilt from outside (something killed the broker, e.g. a test run stopping btwall-queue by name): worth another try. */
 class Disturbed extends Error {}
 
-interface LogLine {
-  msg: string;
-  [key: string]: unknown;
-}
-
 function btwallConsumer(lab: Lab, queue: number): Consumer {
   let child: ChildProcess | null = null;
   const lines: LogLine[] = [];
@@ -260,13 +255,7 @@ function btwallConsumer(lab: Lab, queue: number): Consumer {
     label: 'btwall run',
     async start() {
       child = lab.gateway.start(process.execPath, [CLI, 'run'], { ...process.env, ...daemonEnvironment(queue) });
-      let pending = '';
-      child.stdout!.setEncoding('utf8').on('data', (text: string) => {
-        pending += text;
-        const complete = pending.split('\n');
-        pending = complete.pop() ?? '';
-        for (const line of complete) if (line.trim() !== '') lines.push(JSON.parse(line) as LogLine);
-      });
+      collectLogLines(child, lines);
       child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
       await poll('btwall to start', 20_000, () => {
         if (child!.exitCode !== null) throw new Error(`btwall run exited ${child!.exitCode}: ${stderr.trim()} ${JSON.stringify(lines)}`);

@@ -146,3 +146,19 @@ export async function poll(what: string, ms: number, ready: () => boolean): Prom
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+export interface LogLine {
+  msg: string;
+  [key: string]: unknown;
+}
+
+/** The daemon's JSON log lines, collected into `lines` as they come. */
+export function collectLogLines(child: ChildProcess, lines: LogLine[]): void {
+  let pending = '';
+  child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+    pending += text;
+    const complete = pending.split('\n');
+    pending = complete.pop() ?? '';
+    for (const line of complete) if (line.trim() !== '') lines.push(JSON.parse(line) as LogLine);
+  });
+}

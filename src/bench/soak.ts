@@ -12,7 +12,7 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { createLab, finish, output, poll, type Lab } from './lab.js';
+import { collectLogLines, createLab, finish, output, poll, type Lab, type LogLine } from './lab.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = resolve(ROOT, 'dist/cli/main.js');
@@ -35,11 +35,6 @@ function options(): Options {
     return n;
   };
   return { seconds: whole('SECONDS', positionals[0] ?? '600', 10, 86_400), flows: whole('--flows', values.flows, 10, 20_000), sample: whole('--sample', values.sample, 1, 3600) };
-}
-
-interface LogLine {
-  msg: string;
-  [key: string]: unknown;
 }
 
 function deviceWith(lab: Lab, ns: 'gateway' | 'server', address: string): string {
@@ -108,13 +103,7 @@ async function main(): Promise<number> {
     };
     const daemon = lab.gateway.start(process.execPath, [CLI, 'run'], env);
     const lines: LogLine[] = [];
-    let pending = '';
-    daemon.stdout!.setEncoding('utf8').on('data', (text: string) => {
-      pending += text;
-      const complete = pending.split('\n');
-      pending = complete.pop() ?? '';
-      for (const line of complete) if (line.trim() !== '') lines.push(JSON.parse(line) as LogLine);
-    });
+    collectLogLines(daemon, lines);
     const daemonOut = { stderr: '' };
     daemon.stderr!.setEncoding('utf8').on('data', (text: string) => (daemonOut.stderr += text));
     await poll('btwall to start', 20_000, () => {
