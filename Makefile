@@ -59,8 +59,9 @@ test: build
 	exit $$status
 
 # The daemon in the foreground with its defaults (FORWARD chain, queue 0); Ctrl-C stops it and removes its rules.
+# Without INTERFACE there is no XDP ban program, and the daemon must be told so: XDP_MODE=off.
 run: build
-	bin/btwall run
+	if [ -z "$${INTERFACE:-}" ]; then export XDP_MODE="$${XDP_MODE:-off}"; fi; bin/btwall run
 
 bench: build
 	npm run bench

@@ -9,7 +9,9 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/genetlink.h>
 #include <linux/if_link.h>
+#include <linux/netlink.h>
 #include <linux/magic.h>
 #include <net/if.h>
 #include <stdarg.h>
@@ -597,6 +599,97 @@ Napi::Value ProgInfo(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The kernel's netdev generic netlink family (linux/netdev.h, kernel 6.3+; Debian 12's headers
+// predate it): a device's xdp-features say which XDP modes its driver supports.
+constexpr uint8_t kNetdevCmdDevGet = 1;
+constexpr uint16_t kNetdevAttrIfindex = 1;
+constexpr uint16_t kNetdevAttrXdpFeatures = 3;
+
+struct GenlRequest {
+  nlmsghdr header;
+  genlmsghdr genl;
+  char attrs[64];
+};
+
+// Appends one attribute to the request.
+void PutAttr(GenlRequest& request, uint16_t type, const void* data, uint16_t length) {
+  nlattr* attr = reinterpret_cast<nlattr*>(reinterpret_cast<char*>(&request) + NLMSG_ALIGN(request.header.nlmsg_len));
+  attr->nla_type = type;
+  attr->nla_len = NLA_HDRLEN + length;
+  memcpy(reinterpret_cast<char*>(attr) + NLA_HDRLEN, data, length);
+  request.header.nlmsg_len = NLMSG_ALIGN(request.header.nlmsg_len) + NLA_ALIGN(attr->nla_len);
+}
+
+// Sends one request and reads its answer; returns 0, or the errno (the kernel's or the socket's).
+int GenlCall(int sock, GenlRequest& request, char* answer, size_t size, ssize_t* got) {
+  if (send(sock, &request, request.header.nlmsg_len, 0) < 0) return errno;
+  *got = recv(sock, answer, size, 0);
+  if (*got < 0) return errno;
+  const nlmsghdr* reply = reinterpret_cast<const nlmsghdr*>(answer);
+  if (*got < (ssize_t)sizeof *reply || !NLMSG_OK(reply, (size_t)*got)) return EPROTO;
+  if (reply->nlmsg_type == NLMSG_ERROR) return -static_cast<const nlmsgerr*>(NLMSG_DATA(reply))->error;
+  return 0;
+}
+
+// The payload of attribute `type` in a generic netlink answer, or nullptr.
+const nlattr* FindAttr(const char* answer, ssize_t got, uint16_t type) {
+  const nlmsghdr* reply = reinterpret_cast<const nlmsghdr*>(answer);
+  int left = (int)std::min<ssize_t>(got, reply->nlmsg_len) - NLMSG_HDRLEN - GENL_HDRLEN;
+  const nlattr* attr = reinterpret_cast<const nlattr*>(answer + NLMSG_HDRLEN + GENL_HDRLEN);
+  while (left >= NLA_HDRLEN && attr->nla_len >= NLA_HDRLEN && attr->nla_len <= left) {
+    if ((attr->nla_type & NLA_TYPE_MASK) == type) return attr;
+    left -= NLA_ALIGN(attr->nla_len);
+    attr = reinterpret_cast<const nlattr*>(reinterpret_cast<const char*>(attr) + NLA_ALIGN(attr->nla_len));
+  }
+  return nullptr;
+}
+
+// xdpFeatures(ifindex) -> the device's NETDEV_XDP_ACT_* bits (a number), or null when this kernel
+// cannot say (no netdev family). Reads only: nothing is attached or loaded.
+Napi::Value XdpFeatures(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t ifindex = info[0].As<Napi::Number>().Uint32Value();
+  int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+  if (sock < 0) {
+    Fail(env, "generic netlink socket", errno);
+    return env.Undefined();
+  }
+  timeval timeout = {2, 0};
+  setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  char answer[8192];
+  ssize_t got = 0;
+  GenlRequest request;
+  memset(&request, 0, sizeof request);
+  request.header = {NLMSG_LENGTH(GENL_HDRLEN), GENL_ID_CTRL, NLM_F_REQUEST, 1, 0};
+  request.genl = {CTRL_CMD_GETFAMILY, 1, 0};
+  PutAttr(request, CTRL_ATTR_FAMILY_NAME, "netdev", sizeof "netdev");
+  int err = GenlCall(sock, request, answer, sizeof answer, &got);
+  const nlattr* family = err == 0 ? FindAttr(answer, got, CTRL_ATTR_FAMILY_ID) : nullptr;
+  if (err == ENOENT || (err == 0 && family == nullptr)) {
+    close(sock);
+    return env.Null();
+  }
+  if (err == 0) {
+    uint16_t id;
+    memcpy(&id, reinterpret_cast<const char*>(family) + NLA_HDRLEN, sizeof id);
+    memset(&request, 0, sizeof request);
+    request.header = {NLMSG_LENGTH(GENL_HDRLEN), id, NLM_F_REQUEST, 2, 0};
+    request.genl = {kNetdevCmdDevGet, 1, 0};
+    PutAttr(request, kNetdevAttrIfindex, &ifindex, sizeof ifindex);
+    err = GenlCall(sock, request, answer, sizeof answer, &got);
+  }
+  close(sock);
+  if (err != 0) {
+    Fail(env, "xdp-features of interface " + std::to_string(ifindex), err);
+    return env.Undefined();
+  }
+  const nlattr* features = FindAttr(answer, got, kNetdevAttrXdpFeatures);
+  if (features == nullptr || features->nla_len < NLA_HDRLEN + sizeof(uint64_t)) return env.Null();
+  uint64_t bits;
+  memcpy(&bits, reinterpret_cast<const char*>(features) + NLA_HDRLEN, sizeof bits);
+  return Napi::Number::New(env, (double)bits);
+}
+
 // isBpffs(path) -> whether path is on a bpf filesystem (false when it does not exist).
 Napi::Value IsBpffs(const Napi::CallbackInfo& info) {
   std::string path = info[0].As<Napi::String>();
@@ -659,6 +752,7 @@ void InitXdp(Napi::Env env, Napi::Object exports) {
   xdp.Set("xdpDetach", Napi::Function::New<XdpDetach>(env, "xdpDetach"));
   xdp.Set("xdpQuery", Napi::Function::New<XdpQuery>(env, "xdpQuery"));
   xdp.Set("progInfo", Napi::Function::New<ProgInfo>(env, "progInfo"));
+  xdp.Set("xdpFeatures", Napi::Function::New<XdpFeatures>(env, "xdpFeatures"));
   xdp.Set("isBpffs", Napi::Function::New<IsBpffs>(env, "isBpffs"));
   xdp.Set("mountBpffs", Napi::Function::New<MountBpffs>(env, "mountBpffs"));
   xdp.Set("layout", Layout(env));

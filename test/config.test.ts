@@ -85,11 +85,15 @@ describe('configuration from the environment', () => {
   });
 
   it('btwall check-config prints the effective configuration, or exits 78 naming the variable', () => {
-    const good = spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, BAN_DURATION: '60' } });
+    const good = spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, BAN_DURATION: '60', XDP_MODE: 'off' } });
     expect(good.status).toBe(0);
     expect(JSON.parse(good.stdout).banDurationS).toBe(60);
     const bad = spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, CHAINS: 'NOWHERE' } });
     expect(bad.status).toBe(78);
     expect(bad.stderr).toContain('CHAINS="NOWHERE"');
+    // ...and against this machine: the daemon would run without kernel bans, unasked.
+    const unasked = spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, INTERFACE: '', XDP_MODE: 'generic' } });
+    expect(unasked.status).toBe(78);
+    expect(unasked.stderr).toContain('INTERFACE="": no interface for the XDP ban program');
   });
 });

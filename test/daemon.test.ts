@@ -1,10 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, peer, startDaemon as startDaemonIn, stopPeers, type RunningDaemon } from './helpers/daemon.js';
-import { canUseKernel, createTopology, type Namespace, type Topology } from './helpers/netns.js';
+import { canUseKernel, createTopology, deviceWith, type Namespace, type Topology } from './helpers/netns.js';
 
 /**
  * The tests check what is decided, not how fast: a verdict deadline of seconds keeps a shared,
@@ -19,6 +19,24 @@ function ruleHits(ns: Namespace, rule: string): number {
   const lines = ns.must('iptables', ['-S', 'BTWALL', '-v']).split('\n');
   const line = lines.find((l) => l.replace(/ -c \d+ \d+/, '').endsWith(rule));
   return Number(/ -c (\d+) /.exec(line ?? '')?.[1] ?? -1);
+}
+
+/** The daemon's brokers (btwall-queue children), by pid. */
+function brokers(daemon: RunningDaemon): number[] {
+  const pid = daemon.process.pid!;
+  const children = readdirSync(`/proc/${pid}/task`).flatMap((task) => readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+  return children.filter((child) => {
+    try {
+      return readFileSync(`/proc/${child}/comm`, 'utf8').trim() === 'btwall-queue';
+    } catch {
+      return false; // gone since it was listed
+    }
+  });
+}
+
+/** The datagrams a udp-sink counted. */
+async function received(sink: ReturnType<typeof peer>): Promise<unknown> {
+  return (await sink.done).at(-1)?.datagrams;
 }
 
 const closedConnections = (lines: Record<string, unknown>[]) => lines.filter((l) => l.event === 'closed');
@@ -109,9 +127,12 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     // Earlier tests' orphaned sockets still retransmit their handshakes (and are caught again): count this port's.
     expect(daemon.lines.filter((l) => l.msg === 'BitTorrent detected' && l.destinationPort === 6883)).toHaveLength(16);
     expect(await daemon.stop()).toBe(0);
-    const perQueue = daemon.lines.filter((l) => l.msg === 'stats');
-    expect(perQueue.map((l) => l.queue).sort()).toEqual([0, 1]);
-    expect(perQueue.every((l) => (l.packets as number) > 0)).toBe(true);
+    const stats = daemon.lines.filter((l) => l.msg === 'stats');
+    expect(stats).toHaveLength(1);
+    const perQueue = stats[0].perQueue as Record<string, number>[];
+    expect(perQueue.map((l) => l.queue)).toEqual([0, 1]);
+    expect(perQueue.every((l) => l.packets > 0)).toBe(true);
+    expect(stats[0].packets).toBe(perQueue[0].packets + perQueue[1].packets);
   });
 
   it('passes HTTPS downloads through the gateway intact, over IPv4 and IPv6', async () => {
@@ -162,6 +183,89 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     expect(stats?.watchdogAccepted).toBeGreaterThan(0);
   });
 
+  it('respawns a broker killed under traffic (its queue fails open meanwhile), and inspects again: a handshake sent afterwards is dropped', async () => {
+    daemon = startDaemon(net.gateway, { DETECTION_LOG: '' });
+    await daemon.waitFor('btwall running');
+    const [first] = brokers(daemon);
+    const sink = peer(net.server, 'udp-sink', 7010, 6000);
+    await sink.ready;
+    // 1500 new flows over 3 s, every one's datagram queued; the broker dies a second in.
+    const sent = peer(net.client, 'udp-send', net.serverV4, 7010, 'flows', 1500, 2).done;
+    await new Promise((r) => setTimeout(r, 1000));
+    process.kill(first, 'SIGKILL');
+    const died = await daemon.waitFor('queue broker died; its queue fails open until it is respawned');
+    expect(died).toMatchObject({ queue: 0, attempt: 1, respawnInMs: 100 });
+    expect(await daemon.waitFor('queue broker respawned')).toMatchObject({ queue: 0, attempt: 1 });
+    const [second] = brokers(daemon);
+    expect(second).not.toBe(first);
+    expect((await sent)[0]).toEqual({ sent: 1500 });
+    // Only what the dead broker held for a verdict is lost (the kernel drops a dead queue's packets).
+    expect((await received(sink)) as number).toBeGreaterThan(1300);
+
+    const handshakeSink = peer(net.server, 'tcp-sink', 6884, 3000);
+    await handshakeSink.ready;
+    const [connected] = await peer(net.client, 'tcp-send', net.serverV4, 6884, 'handshake', 1000).done;
+    expect(connected.connected).toBe(1);
+    expect(closedConnections(await handshakeSink.done)).toEqual([]);
+    await daemon.waitFor('BitTorrent detected', { destinationPort: 6884 });
+    expect(daemon.running).toBe(true);
+    expect(await daemon.stop()).toBe(0);
+    const stats = daemon.lines.filter((l) => l.msg === 'stats').at(-1);
+    expect(stats?.brokerRestarts).toBe(1);
+    // The flows sent while the broker was dead passed the rules uninspected, and are counted so.
+    expect(stats?.uninspectedRestarting).toBeGreaterThan(0);
+  });
+
+  it("counts what passes uninspected by cause, from the kernel's counters, and warns: a flood of new flows into a small queue", async () => {
+    daemon = startDaemon(net.gateway, { DETECTION_LOG: '', QUEUE_MAXLEN: '64', VERDICT_TIMEOUT_MS: '2000' });
+    await daemon.waitFor('btwall running');
+    const sink = peer(net.server, 'udp-sink', 7020, 7000);
+    await sink.ready;
+    // JavaScript stopped (the broker runs on): the kernel holds 64 packets for it, then fails open.
+    daemon.process.kill('SIGSTOP');
+    const [sent] = await peer(net.client, 'udp-send', net.serverV4, 7020, 'flows', 2000, 0).done;
+    // Past the verdict deadline: what the broker holds goes to the watchdog.
+    await new Promise((r) => setTimeout(r, 2500));
+    daemon.process.kill('SIGCONT');
+    expect(sent).toEqual({ sent: 2000 });
+    // Failing open loses nothing.
+    expect(await received(sink)).toBe(2000);
+    expect(await daemon.stop()).toBe(0);
+    const stats = daemon.lines.filter((l) => l.msg === 'stats').at(-1)! as Record<string, number>;
+    // The queue rules saw every flow (and maybe some earlier test's retransmissions).
+    expect(stats.seenByRules).toBeGreaterThanOrEqual(2000);
+    // Each packet handed to the broker was decided or, past the deadline, accepted by the watchdog...
+    expect(stats.uninspectedWatchdog).toBeGreaterThan(0);
+    expect(stats.inspected + stats.uninspectedWatchdog).toBe(stats.packets);
+    // ...and the kernel, holding at most QUEUE_MAXLEN (64) at a time, passed most flows by itself.
+    expect(stats.packets).toBeLessThan(1000);
+    expect(stats.uninspectedQueueFull).toBeGreaterThan(1000);
+    expect(stats.uninspectedQueueFull + stats.uninspectedWatchdog + stats.uninspectedRestarting).toBe(stats.uninspected);
+    expect(stats.inspected + stats.uninspected + stats.kernelDropped).toBe(stats.seenByRules);
+    const warning = daemon.lines.find((l) => l.msg.startsWith('uninspected traffic'));
+    expect(warning).toMatchObject({ cause: 'uninspectedQueueFull', msg: expect.stringContaining('the queue was full (kernel bypass): raise QUEUE_MAXLEN') });
+    expect(warning!.sharePercent).toBeGreaterThan(50);
+  });
+
+  it('stops, saying why, and removes its rules when respawned brokers keep dying', async () => {
+    daemon = startDaemon(net.gateway, { DETECTION_LOG: '' });
+    await daemon.waitFor('btwall running');
+    // Each respawned broker is killed as soon as it runs: 6 respawns (0.1 s ... 3.2 s apart), then it gives up.
+    let killed = 0;
+    while (daemon.running && killed < 10) {
+      const pids = brokers(daemon);
+      if (pids.length > 0 && daemon.lines.filter((l) => l.msg === 'queue broker respawned').length === killed) {
+        process.kill(pids[0], 'SIGKILL');
+        killed++;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(await daemon.exited).toBe(1);
+    expect(killed).toBe(7);
+    expect(daemon.lines.find((l) => l.msg === 'queue broker keeps dying; stopping')?.reason).toBe('btwall-queue for queue 0 kept failing: 6 respawns in a row died within 10 s or could not bind the queue; last: btwall-queue exited (SIGKILL)');
+    expect(hooks(net.gateway)).toEqual([]);
+  });
+
   it('in monitor-only mode lets BitTorrent through and logs the drop and the ban it would have made', async () => {
     const logPath = join(work, 'monitor.log');
     daemon = startDaemon(net.gateway, { MONITOR_ONLY: 'true', DETECTION_LOG: logPath, LOCAL_CIDRS: '10.77.1.0/24' });
@@ -171,7 +275,8 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     await sink.ready;
     await peer(net.server, 'tcp-send', '10.77.1.2', 6882, 'handshake', 800).done;
     expect(closedConnections(await sink.done)).toEqual([{ event: 'closed', bytes: 68 }]);
-    const detection = await daemon.waitFor('BitTorrent detected');
+    // Earlier tests' orphaned sockets may still retransmit their handshakes: this port's detection.
+    const detection = await daemon.waitFor('BitTorrent detected', { destinationPort: 6882 });
     expect(detection).toMatchObject({ action: 'monitor only (accepted; would drop)', ban: `would ban ${net.serverV4} for 18000 s` });
     const log = readFileSync(logPath, 'utf8');
     expect(log).toContain('Detection:    handshake');
@@ -197,6 +302,32 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
       expect(await bad.exited).toBe(78);
       expect(bad.stderr).toContain(`${name}=${JSON.stringify(value)}`);
       expect(hooks(net.gateway)).toEqual([]);
+    }
+  });
+
+  it('refuses with exit code 78 what this machine cannot do, naming the variable, with nothing installed', async () => {
+    const link = deviceWith(net.gateway, '10.77.1.1');
+    const pinDir = `/sys/fs/bpf/btwall-test-${process.pid}-refused`;
+    const refused: [Record<string, string>, string, RegExp][] = [
+      [{ INTERFACE: '', XDP_MODE: 'generic' }, 'INTERFACE=""', /set XDP_MODE=off to run without kernel bans/],
+      [{ INTERFACE: `${link},btwnope0` }, `INTERFACE="${link},btwnope0"`, /no interface btwnope0 in this network namespace/],
+      [{ INTERFACE: link, XDP_MODE: 'offload' }, 'XDP_MODE="offload"', new RegExp(`${link} cannot run XDP programs on the NIC itself`)],
+      [{ INTERFACE: 'lo', XDP_MODE: 'native' }, 'XDP_MODE="native"', /lo has no native XDP support/],
+      [{ INTERFACE: link, BPF_PIN_DIR: join(work, 'pins') }, `BPF_PIN_DIR="${join(work, 'pins')}"`, /is not on a bpf filesystem/],
+      [{ INTERFACE: link, FLOW_CAPACITY: '67108864' }, 'FLOW_CAPACITY="67108864"', /more than the 4096 MB one array can hold/],
+      // 64 queues of 16 M flows: over 300 GB, more than any machine this runs on has available.
+      [{ INTERFACE: link, FLOW_CAPACITY: '16777216', QUEUE_NUM: '0-63' }, 'FLOW_CAPACITY="16777216"', /the tables need \d+ MB .* but this machine has \d+ MB available \(MemAvailable in \/proc\/meminfo\)/],
+    ];
+    for (const [env, named, problem] of refused) {
+      const bad = startDaemon(net.gateway, { BPF_PIN_DIR: pinDir, ...env });
+      expect(await bad.exited).toBe(78);
+      expect(bad.stderr).toContain(named);
+      expect(bad.stderr).toMatch(problem);
+      expect(bad.lines).toEqual([]);
+      // Nothing touched: no chain, no hook, no XDP program, no pins.
+      expect(['iptables', 'ip6tables'].flatMap((p) => net.gateway.must(p, ['-S']).split('\n')).filter((l) => l.includes('BTWALL'))).toEqual([]);
+      expect(net.gateway.must('ip', ['-o', 'link', 'show'])).not.toMatch(/xdp/);
+      expect(existsSync(pinDir)).toBe(false);
     }
   });
 });

@@ -47,6 +47,20 @@ describe('pipeline: what each abuse gets', () => {
     expect(feed(p, [other.segment(0, ascii('\x16\x03\x01 tls-ish hello'))])).not.toContain(PACKET_DROP_MARK_BITTORRENT);
   });
 
+  it("copies a detection's payload out of the packet's buffer, even a Buffer (the queue's shared memory), whose slice is a view", () => {
+    const { pipeline: p, detections } = pipeline();
+    const c = new TcpConnection(USER, 50002, WEB, 443);
+    feed(p, c.open());
+    const frame = c.segment(0, HANDSHAKE);
+    const memory = Buffer.alloc(1 << 20);
+    memory.set(frame, 4096);
+    p.handle(memory, 4096, frame.length, LINKTYPE_RAW);
+    expect(detections).toHaveLength(1);
+    // Posted to the main thread, the payload takes its own bytes, not the megabyte around it.
+    expect(detections[0].payload.buffer.byteLength).toBe(HANDSHAKE.length);
+    expect(Buffer.from(detections[0].payload).equals(Buffer.from(HANDSHAKE))).toBe(true);
+  });
+
   it('bans a remote peer that connects in and sends its handshake, and then drops its port for every user', () => {
     const { pipeline: p, detections } = pipeline();
     const c = new TcpConnection(PEER, 40000, USER, 51413);

@@ -98,17 +98,17 @@ function duration(seconds: number): string {
   return first < 0 ? '0s' : parts.slice(first).map(([n, unit]) => `${n}${unit}`).join(' ');
 }
 
-function enforcementLine(on: { name: string; mode: string }[]): string {
-  return on.length > 0
-    ? `enforced in the kernel on ${on.map((a) => `${a.name} (${a.mode})`).join(', ')}`
-    : 'NOT enforced in the kernel: no btwall XDP program uses these maps in this network namespace (the daemon is stopped, or runs without XDP: see its log)';
+function enforcementLine(config: Config, on: { name: string; mode: string }[]): string {
+  if (on.length > 0) return `enforced in the kernel on ${on.map((a) => `${a.name} (${a.mode})`).join(', ')}`;
+  const why = config.xdpMode === 'off' ? 'XDP_MODE=off: the daemon attaches no XDP program' : 'the daemon is stopped, or no interface matching INTERFACE exists yet: see its log';
+  return `NOT enforced in the kernel: no btwall XDP program uses these maps in this network namespace (${why})`;
 }
 
 function list(config: Config, json: boolean): number {
   const maps = BanMaps.openPinned(config.bpfPinDir);
   if (maps === null) {
     if (json) process.stdout.write(`${JSON.stringify({ pinDir: config.bpfPinDir, pinned: false, enforced: false, enforcedOn: [], bans: [], dropped: null })}\n`);
-    else process.stdout.write(`no ban maps pinned at ${config.bpfPinDir}: no bans, and bans are NOT enforced in the kernel\n`);
+    else process.stdout.write(`no ban maps pinned at ${config.bpfPinDir}: no bans; ${enforcementLine(config, [])}\n`);
     return 0;
   }
   try {
@@ -124,7 +124,7 @@ function list(config: Config, json: boolean): number {
     const width = Math.max(7, ...bans.map((b) => b.address.length)) + 2;
     const lines = bans.length > 0 ? [`${'ADDRESS'.padEnd(width)}${'REMAINING'.padEnd(16)}RULE`, ...bans.map((b) => `${b.address.padEnd(width)}${duration(b.remainingS).padEnd(16)}${b.rule}`)] : [];
     lines.push(
-      `${bans.length} ban${bans.length === 1 ? '' : 's'}; ${enforcementLine(on)}`,
+      `${bans.length} ban${bans.length === 1 ? '' : 's'}; ${enforcementLine(config, on)}`,
       `dropped by XDP: IPv4 ${dropped.v4.packets} packets (${dropped.v4.bytes} bytes), IPv6 ${dropped.v6.packets} packets (${dropped.v6.bytes} bytes)`,
     );
     process.stdout.write(`${lines.join('\n')}\n`);
@@ -154,7 +154,7 @@ function add(config: Config, args: readonly string[]): number {
   try {
     const remainingS = maps.ban(address.family, address.bytes, durationS, 'manual');
     const kept = remainingS > durationS ? ' (a longer ban was already in place)' : '';
-    process.stdout.write(`banned ${address.text} for ${duration(remainingS)}${kept}; ${enforcementLine(enforcement(maps))}\n`);
+    process.stdout.write(`banned ${address.text} for ${duration(remainingS)}${kept}; ${enforcementLine(config, enforcement(maps))}\n`);
     return 0;
   } finally {
     maps.close();

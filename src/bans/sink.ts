@@ -3,6 +3,8 @@ import type { Logger } from 'pino';
 /** Where the daemon sends addresses to ban: the XDP maps, or only the log in a dry run. */
 export interface BanSink {
   readonly enforced: boolean;
+  /** Whether and where bans are enforced, for the startup line. */
+  describe(): string;
   /** `address` is the textual address; `durationS` counts from now (a longer ban in place is kept); `rule` is what proved it. */
   ban(address: string, durationS: number, rule: string): void;
   /** Deletes expired bans (every CLEANUP_INTERVAL); returns how many. */
@@ -16,7 +18,15 @@ export interface BanSink {
 export class DryRunBanSink implements BanSink {
   readonly enforced = false;
 
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly log: Logger,
+    /** Why bans are not enforced in the kernel. */
+    private readonly reason = 'no XDP program',
+  ) {}
+
+  describe(): string {
+    return `NOT enforced in the kernel (${this.reason}): BitTorrent flows are still dropped through the queue and connection marks, but proven peers are not cut off`;
+  }
 
   ban(address: string, durationS: number, rule: string): void {
     this.log.info({ address, durationS, rule, enforced: false }, 'ban (dry run: not enforced in the kernel)');

@@ -7,6 +7,7 @@
  * holds its expiry on CLOCK_BOOTTIME and the rule that proved the peer. The maps outlive the
  * daemon: a restart reuses them, `btwall bans` edits them whether or not the daemon runs.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
@@ -15,7 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { addressBytes, CidrSet } from '../config/cidr.js';
-import type { Cidr, Config } from '../config/config.js';
+import { interfaceMatches, isInterfacePattern, type Cidr, type Config } from '../config/config.js';
 import { formatAddress } from '../flow/address.js';
 import type { BanSink } from './sink.js';
 
@@ -94,6 +95,8 @@ interface XdpAddon {
   xdpDetach(ifindex: number, modeFlags: number, programId: number): void;
   xdpQuery(ifindex: number): Record<XdpMode, number>;
   progInfo(id: number): { name: string; mapIds: number[] } | null;
+  /** NETDEV_XDP_ACT_* bits of a device, or null when the kernel cannot say (before 6.3). */
+  xdpFeatures(ifindex: number): number | null;
   isBpffs(path: string): boolean;
   mountBpffs(path: string): void;
   layout: XdpLayout;
@@ -106,10 +109,29 @@ const layout = native.layout;
 /** The compiled program (Makefile: bpf/build/btwall.bpf.o). */
 export const BPF_OBJECT = fileURLToPath(new URL('../../bpf/build/btwall.bpf.o', import.meta.url));
 /** Where bpffs is mounted when it is not yet. */
-const BPFFS = '/sys/fs/bpf';
+export const BPFFS = '/sys/fs/bpf';
+
+/** linux/netdev.h: the driver runs XDP programs (native mode); the NIC runs them itself (offload). */
+const NETDEV_XDP_ACT_BASIC = 1;
+const NETDEV_XDP_ACT_HW_OFFLOAD = 16;
+
+/** What the kernel says of this network namespace's devices, read only: nothing is loaded or attached. */
+export const devices = {
+  link: (name: string): { index: number; type: number } | null => native.linkInfo(name),
+  list: (): { name: string; index: number }[] => native.interfaces(),
+  isBpffs: (path: string): boolean => native.isBpffs(path),
+  /** Whether the device's driver supports the mode; null when the kernel cannot say (attaching will). */
+  supports(ifindex: number, mode: XdpMode): boolean | null {
+    if (mode === 'generic') return true;
+    const features = native.xdpFeatures(ifindex);
+    if (features === null) return null;
+    return (features & (mode === 'native' ? NETDEV_XDP_ACT_BASIC : NETDEV_XDP_ACT_HW_OFFLOAD)) !== 0;
+  },
+};
 const NS_PER_S = 1_000_000_000n;
 
-export type XdpMode = Config['xdpMode'];
+/** The attachment modes; XDP_MODE=off attaches nothing. */
+export type XdpMode = Exclude<Config['xdpMode'], 'off'>;
 export const XDP_PASS = layout.xdpPass;
 export const XDP_DROP = layout.xdpDrop;
 
@@ -136,7 +158,7 @@ const L3_LINK_TYPES = new Set([
   823 /* IP6GRE */,
 ]);
 
-function linkKind(arphrd: number): LinkKind | null {
+export function linkKind(arphrd: number): LinkKind | null {
   if (ETHERNET_LINK_TYPES.has(arphrd)) return 'ethernet';
   if (L3_LINK_TYPES.has(arphrd)) return 'l3';
   return null;
@@ -562,26 +584,41 @@ export function enforcement(maps: BanMaps): { name: string; mode: XdpMode }[] {
 export class XdpUnavailableError extends Error {}
 
 export interface XdpBanSinkOptions {
+  /** Exact device names, and patterns (wg*) for devices that come and go. */
   interfaces: string[];
   mode: XdpMode;
   pinDir: string;
   capacity: number;
 }
 
+/** How soon after a link change the devices are looked at again: one burst of changes, one look. */
+const RESCAN_DELAY_MS = 100;
+/** A link monitor that ended is started again after this. */
+const MONITOR_RESTART_MS = 1000;
+
 /**
- * Bans in the kernel: the program on every configured interface (a failure on one is reported,
- * the others keep working), the maps pinned so bans outlive the daemon. Each sweep also
- * re-attaches where the program went missing (an interface created or re-created later) and
- * refreshes the gateway's own addresses.
+ * Bans in the kernel: the program on every configured interface, the maps pinned so bans outlive
+ * the daemon. Devices that appear later (a VPN's tun, ppp or WireGuard device matching a pattern,
+ * or a named one re-created) get the program as soon as rtnetlink reports them, and those that go
+ * are released: `ip -o monitor link`, a child process, tells of every link change (no native code
+ * of ours; iproute2 is a dependency already, and a monitor that ends is restarted, with the sweep
+ * as the fallback). Each sweep also refreshes the gateway's own addresses.
  */
 export class XdpBanSink implements BanSink {
   readonly enforced = true;
+  /** Attachments by device name. */
   private readonly attached = new Map<string, Attachment>();
-  /** Why an interface is not attached, so a failure is logged once, not at every sweep. */
+  /** Why a device is not attached, so a failure is logged once, not at every look. */
   private readonly failures = new Map<string, string>();
   private own = new CidrSet([]);
   private swept = 0;
   private refused = 0;
+  /** Devices that got the program after start, and devices released because they went away. */
+  private attachedLater = 0;
+  private released = 0;
+  private monitor: ChildProcess | null = null;
+  private rescanTimer: NodeJS.Timeout | null = null;
+  private closed = false;
 
   private constructor(
     private readonly program: XdpProgram,
@@ -589,7 +626,10 @@ export class XdpBanSink implements BanSink {
     private readonly log: Logger,
   ) {}
 
-  /** Loads and attaches; throws XdpUnavailableError when no interface can take the program. */
+  /**
+   * Loads and attaches; throws XdpUnavailableError when the program cannot be loaded or a named
+   * interface cannot take it (a pattern may match nothing yet).
+   */
   static open(options: XdpBanSinkOptions, log: Logger): XdpBanSink {
     let program: XdpProgram;
     try {
@@ -600,14 +640,23 @@ export class XdpBanSink implements BanSink {
     const sink = new XdpBanSink(program, options, log);
     sink.refreshOwnAddresses();
     sink.attachMissing(false);
-    if (sink.attached.size === 0) {
-      program.close();
-      const reasons = [...sink.failures].map(([name, reason]) => `${name}: ${reason}`).join('; ');
-      throw new XdpUnavailableError(`the XDP program could not be attached to any interface (${reasons})`);
+    const named = options.interfaces.filter((item) => !isInterfacePattern(item));
+    const failed = named.filter((name) => sink.failures.has(name));
+    if (failed.length > 0) {
+      sink.close();
+      throw new XdpUnavailableError(`the XDP program could not be attached to ${failed.map((name) => `${name} (${sink.failures.get(name)})`).join(', ')}`);
     }
     for (const [name, reason] of sink.failures) log.error({ interface: name, reason }, 'XDP program not attached to this interface; the others enforce bans');
-    log.info({ interfaces: [...sink.attached.values()].map((a) => `${a.name} (${a.kind}, ${a.mode})`), pinDir: options.pinDir, bans: program.maps.list().length }, 'XDP bans enforced');
+    sink.startMonitor();
+    log.info({ interfaces: sink.describeAttached(), patterns: options.interfaces.filter(isInterfacePattern), pinDir: options.pinDir, bans: program.maps.list().length }, 'XDP bans enforced');
     return sink;
+  }
+
+  /** For the startup line: where bans are enforced. */
+  describe(): string {
+    const patterns = this.options.interfaces.filter(isInterfacePattern);
+    const on = this.describeAttached();
+    return `enforced in the kernel by XDP on ${on.length > 0 ? on.join(', ') : 'no interface yet'}${patterns.length > 0 ? `, and on devices matching ${patterns.join(', ')} as they appear` : ''}`;
   }
 
   ban(address: string, durationS: number, rule: string): void {
@@ -644,6 +693,8 @@ export class XdpBanSink implements BanSink {
     const drops = this.program.maps.drops();
     return {
       xdpInterfaces: this.attached.size,
+      xdpAttachedLater: this.attachedLater,
+      xdpReleased: this.released,
       bansSwept: this.swept,
       bansRefused: this.refused,
       droppedV4Packets: drops.v4.packets,
@@ -655,6 +706,9 @@ export class XdpBanSink implements BanSink {
 
   /** Detaches from every interface; the maps stay pinned, so the bans come back with the daemon. */
   close(): void {
+    this.closed = true;
+    if (this.rescanTimer !== null) clearTimeout(this.rescanTimer);
+    this.monitor?.kill('SIGTERM');
     for (const attachment of this.attached.values()) {
       try {
         this.program.detach(attachment);
@@ -666,22 +720,71 @@ export class XdpBanSink implements BanSink {
     this.program.close();
   }
 
+  private describeAttached(): string[] {
+    return [...this.attached.values()].map((a) => `${a.name} (${a.kind}, ${a.mode})`);
+  }
+
   private refreshOwnAddresses(): void {
     const own = ownAddresses();
     this.own = new CidrSet(own);
     this.program.setOwnAddresses(own);
   }
 
-  /** Attaches wherever the program is not (any more); `report` logs what changed since last time. */
+  /** Every link change: look again at the devices shortly (a burst of messages makes one look). */
+  private startMonitor(): void {
+    if (this.closed) return;
+    const monitor = spawn('ip', ['-o', 'monitor', 'link'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    this.monitor = monitor;
+    monitor.stdout.on('data', () => {
+      this.rescanTimer ??= setTimeout(() => {
+        this.rescanTimer = null;
+        if (!this.closed) this.attachMissing(true);
+      }, RESCAN_DELAY_MS);
+    });
+    monitor.on('error', (error) => this.log.error({ err: error }, 'cannot run ip monitor link: devices that appear get the XDP program at the next sweep'));
+    monitor.on('exit', (code, signal) => {
+      if (this.closed) return;
+      this.log.warn({ code, signal }, 'ip monitor link ended; restarting it');
+      setTimeout(() => this.startMonitor(), MONITOR_RESTART_MS).unref();
+    });
+    monitor.unref();
+  }
+
+  /** The configured devices present now: named ones, and those matching a pattern. */
+  private wanted(): string[] {
+    const names = new Set(this.options.interfaces.filter((item) => !isInterfacePattern(item)));
+    const patterns = this.options.interfaces.filter(isInterfacePattern);
+    if (patterns.length > 0) {
+      for (const { name } of devices.list()) if (patterns.some((pattern) => interfaceMatches(pattern, name))) names.add(name);
+    }
+    return [...names];
+  }
+
+  /**
+   * Releases attachments whose device went away (or was renamed out of the configuration) and
+   * attaches wherever the program is not (any more); `report` logs what changed.
+   */
   private attachMissing(report: boolean): void {
-    for (const name of this.options.interfaces) {
-      const current = this.attached.get(name);
-      if (current !== undefined && this.program.isAttached(current)) continue;
+    const wanted = this.wanted();
+    for (const [name, attachment] of this.attached) {
+      if (wanted.includes(name) && this.program.isAttached(attachment)) continue;
       this.attached.delete(name);
+      if (wanted.includes(name)) continue; // re-created, or its program removed: attached again below
+      // Gone, the kernel took the program with the device (nothing to detach); renamed, it is detached.
+      const detached = this.program.detach(attachment);
+      this.released++;
+      this.failures.delete(name);
+      this.log.info({ interface: name, detached }, 'XDP interface gone; released');
+    }
+    for (const name of wanted) {
+      if (this.attached.has(name)) continue;
       try {
         const attachment = this.program.attach(name, this.options.mode);
         this.attached.set(name, attachment);
-        if (report && (current !== undefined || this.failures.has(name))) this.log.info({ interface: name, kind: attachment.kind, mode: attachment.mode }, 'XDP program attached');
+        if (report) {
+          this.attachedLater++;
+          this.log.info({ interface: name, kind: attachment.kind, mode: attachment.mode }, 'XDP program attached');
+        }
         this.failures.delete(name);
       } catch (error) {
         const reason = errorMessage(error);

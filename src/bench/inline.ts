@@ -25,7 +25,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config/config.js';
 import { MARK_MASK } from '../firewall/rules.js';
 import { installRules, removeRules, type CommandRunner } from '../firewall/apply.js';
-import { createLab, exited, type Lab, type LabNamespace } from './lab.js';
+import { collectLogLines, createLab, finish, output, poll, type Lab, type LabNamespace, type LogLine } from './lab.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = resolve(ROOT, 'dist/cli/main.js');
@@ -90,28 +90,6 @@ function options(): Options {
 // Processes
 
 /** Collects a child's output as it comes. */
-function output(child: ChildProcess): { stdout: string; stderr: string } {
-  const out = { stdout: '', stderr: '' };
-  child.stdout?.setEncoding('utf8').on('data', (text: string) => (out.stdout += text));
-  child.stderr?.setEncoding('utf8').on('data', (text: string) => (out.stderr += text));
-  return out;
-}
-
-/** Waits for the child to exit by itself within `ms`, else kills it and throws. */
-async function finish(child: ChildProcess, ms: number, what: string): Promise<void> {
-  if (await exited(child, ms)) return;
-  child.kill('SIGKILL');
-  throw new Error(`${what} did not finish within ${ms} ms`);
-}
-
-async function poll(what: string, ms: number, ready: () => boolean): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ready()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 function listening(ns: LabNamespace, l4: 'tcp' | 'udp', port: number): Promise<void> {
   const flag = l4 === 'tcp' ? '-Hltn' : '-Hlun';
   return poll(`${l4} port ${port} in ${ns.name}`, 5000, () => ns.run('ss', [flag, `sport = :${port}`]).stdout.trim() !== '');
@@ -226,7 +204,7 @@ interface Consumer {
 
 /** The configuration btwall runs with here; the C consumer gets the rules it yields too. */
 function daemonEnvironment(queue: number): Record<string, string> {
-  return { QUEUE_NUM: String(queue), CHAINS: 'FORWARD', DETECTION_LOG: '', LOG_LEVEL: 'info' };
+  return { QUEUE_NUM: String(queue), CHAINS: 'FORWARD', DETECTION_LOG: '', LOG_LEVEL: 'info', XDP_MODE: 'off' };
 }
 
 function gatewayRunner(gateway: LabNamespace): CommandRunner {
@@ -269,11 +247,6 @@ function cConsumer(lab: Lab, tools: string, config: Config): Consumer {
 /** The run was spoilt from outside (something killed the broker, e.g. a test run stopping btwall-queue by name): worth another try. */
 class Disturbed extends Error {}
 
-interface LogLine {
-  msg: string;
-  [key: string]: unknown;
-}
-
 function btwallConsumer(lab: Lab, queue: number): Consumer {
   let child: ChildProcess | null = null;
   const lines: LogLine[] = [];
@@ -282,13 +255,7 @@ function btwallConsumer(lab: Lab, queue: number): Consumer {
     label: 'btwall run',
     async start() {
       child = lab.gateway.start(process.execPath, [CLI, 'run'], { ...process.env, ...daemonEnvironment(queue) });
-      let pending = '';
-      child.stdout!.setEncoding('utf8').on('data', (text: string) => {
-        pending += text;
-        const complete = pending.split('\n');
-        pending = complete.pop() ?? '';
-        for (const line of complete) if (line.trim() !== '') lines.push(JSON.parse(line) as LogLine);
-      });
+      collectLogLines(child, lines);
       child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
       await poll('btwall to start', 20_000, () => {
         if (child!.exitCode !== null) throw new Error(`btwall run exited ${child!.exitCode}: ${stderr.trim()} ${JSON.stringify(lines)}`);
@@ -299,7 +266,7 @@ function btwallConsumer(lab: Lab, queue: number): Consumer {
     async stop() {
       child!.kill('SIGTERM');
       await finish(child!, 15_000, 'btwall run');
-      const lost = lines.find((l) => l.msg.startsWith('queue broker exited'));
+      const lost = lines.find((l) => l.msg.startsWith('queue broker died'));
       if (lost !== undefined) throw new Disturbed(`btwall's broker was stopped from outside during the run (${String(lost.reason)})`);
       const stats = lines.filter((l) => l.msg === 'stats' && l.queue === queue).at(-1);
       if (stats === undefined) throw new Error(`no stats line from btwall run: ${stderr.trim()}`);

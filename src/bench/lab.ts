@@ -123,3 +123,42 @@ export function createLab(tag: string, nets: LabNetworks): Lab {
     throw error;
   }
 }
+
+/** A child's output, collected as it comes. */
+export function output(child: ChildProcess): { stdout: string; stderr: string } {
+  const out = { stdout: '', stderr: '' };
+  child.stdout?.setEncoding('utf8').on('data', (text: string) => (out.stdout += text));
+  child.stderr?.setEncoding('utf8').on('data', (text: string) => (out.stderr += text));
+  return out;
+}
+
+/** Waits for the child to exit by itself within `ms`, else kills it and throws. */
+export async function finish(child: ChildProcess, ms: number, what: string): Promise<void> {
+  if (await exited(child, ms)) return;
+  child.kill('SIGKILL');
+  throw new Error(`${what} did not finish within ${ms} ms`);
+}
+
+export async function poll(what: string, ms: number, ready: () => boolean): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ready()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface LogLine {
+  msg: string;
+  [key: string]: unknown;
+}
+
+/** The daemon's JSON log lines, collected into `lines` as they come. */
+export function collectLogLines(child: ChildProcess, lines: LogLine[]): void {
+  let pending = '';
+  child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+    pending += text;
+    const complete = pending.split('\n');
+    pending = complete.pop() ?? '';
+    for (const line of complete) if (line.trim() !== '') lines.push(JSON.parse(line) as LogLine);
+  });
+}

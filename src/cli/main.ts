@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { bansCommand } from '../bans/cli.js';
 import { withConfig, type Config } from '../config/config.js';
+import { machineProblems } from '../config/machine.js';
 import { installCommands, removalSteps, shellLine } from '../firewall/rules.js';
 import { runDaemon } from '../daemon/daemon.js';
 import { SCAN_USAGE, scanCommand } from './scan.js';
@@ -55,7 +56,7 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'run':
       return runDaemon(process.env);
     case 'check-config':
-      return withConfig(process.env, printConfig);
+      return withConfig(process.env, printConfig, machineProblems);
     case 'rules':
       return withConfig(process.env, printRules);
     case 'bans':

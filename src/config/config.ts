@@ -6,7 +6,8 @@ export const EXIT_CONFIG = 78;
 
 const CHAIN_NAMES = ['INPUT', 'FORWARD', 'OUTPUT'] as const;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
-const XDP_MODES = ['generic', 'native', 'offload'] as const;
+/** `off`: no XDP program at all; bans are then not enforced in the kernel, and the daemon says so. */
+const XDP_MODES = ['generic', 'native', 'offload', 'off'] as const;
 
 /** Comma-separated list: surrounding spaces and empty items ignored. */
 function list(raw: string): string[] {
@@ -43,10 +44,25 @@ const queueRange = z
   .refine((q) => q.first <= q.last && q.last <= 65535, 'must be a queue number (0-65535) or a range first-last with first <= last')
   .refine((q) => q.last - q.first < 64, 'a queue range may span at most 64 queues');
 
+/** An INTERFACE item with `*` or `?` names every device that matches it, now or later. */
+export function isInterfacePattern(item: string): boolean {
+  return /[*?]/.test(item);
+}
+
+/** Whether a device name matches an INTERFACE item (an exact name, or a pattern with `*` and `?`). */
+export function interfaceMatches(item: string, name: string): boolean {
+  if (!isInterfacePattern(item)) return item === name;
+  const regex = item.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${regex}$`).test(name);
+}
+
 const interfaces = z
   .string()
-  .transform(list)
-  .refine((names) => names.every((n) => /^[A-Za-z0-9_.:@-]{1,15}$/.test(n)), 'must be a comma list of interface names (at most 15 characters each)');
+  .transform((v) => [...new Set(list(v))])
+  .refine(
+    (names) => names.every((n) => /^[A-Za-z0-9_.:@*?-]{1,15}$/.test(n)),
+    'must be a comma list of interface names or patterns with * and ? (wg*, ppp*), at most 15 characters each',
+  );
 
 const chains = z
   .string()
@@ -102,6 +118,7 @@ const schema = z.object({
   BLOCK_SOCKS: boolean.prefault('false'),
   XDP_MODE: z.string().trim().toLowerCase().pipe(z.enum(XDP_MODES)).prefault('generic'),
   CLEANUP_INTERVAL: integer(1, 86_400).prefault('300'),
+  STATS_INTERVAL: integer(1, 86_400).prefault('60'),
   BAN_CAPACITY: integer(1024, 1 << 24).prefault('131072'),
   TRACKER_DOMAINS: z
     .string()
@@ -134,6 +151,7 @@ const schema = z.object({
 
 export interface Config {
   queues: { first: number; last: number };
+  /** Exact device names, and patterns (`wg*`) for devices that come and go. */
   interfaces: string[];
   chains: (typeof CHAIN_NAMES)[number][];
   banDurationS: number;
@@ -144,6 +162,8 @@ export interface Config {
   blockSocks: boolean;
   xdpMode: (typeof XDP_MODES)[number];
   cleanupIntervalS: number;
+  /** Seconds between stats log lines. */
+  statsIntervalS: number;
   /** Entries each XDP ban map (IPv4, IPv6) holds; the least recently used go first when full. */
   banCapacity: number;
   /** Added to the built-in tracker and client-service names (DNS, TLS SNI, HTTP Host). */
@@ -203,6 +223,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     blockSocks: c.BLOCK_SOCKS,
     xdpMode: c.XDP_MODE,
     cleanupIntervalS: c.CLEANUP_INTERVAL,
+    statsIntervalS: c.STATS_INTERVAL,
     banCapacity: c.BAN_CAPACITY,
     trackerDomains: c.TRACKER_DOMAINS,
     bpfPinDir: c.BPF_PIN_DIR,
@@ -224,12 +245,15 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
 
 /**
  * Runs `use` with the validated environment; when it is invalid, prints every problem and returns
- * exit code 78 instead, having touched nothing.
+ * exit code 78 instead, having touched nothing. `check` adds problems a valid configuration can
+ * still have on this machine (the daemon's: see src/config/machine.ts), each naming its variable.
  */
-export function withConfig<T>(env: NodeJS.ProcessEnv, use: (config: Config) => T): T | typeof EXIT_CONFIG {
+export function withConfig<T>(env: NodeJS.ProcessEnv, use: (config: Config) => T, check?: (config: Config) => string[]): T | typeof EXIT_CONFIG {
   let config: Config;
   try {
     config = loadConfig(env);
+    const problems = check?.(config) ?? [];
+    if (problems.length > 0) throw new ConfigError(problems);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     process.stderr.write(`btwall: ${error.message}\n`);

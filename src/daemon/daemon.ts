@@ -1,15 +1,16 @@
 import { Worker } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
 import { DryRunBanSink, type BanSink } from '../bans/sink.js';
-import { XdpBanSink, XdpUnavailableError } from '../bans/xdp.js';
+import { XdpBanSink } from '../bans/xdp.js';
 import { withConfig, type Config } from '../config/config.js';
+import { machineProblems } from '../config/machine.js';
 import { installRules, removeRules } from '../firewall/apply.js';
 import { DetectionLog, detectionRecord, type Detection } from './detection-log.js';
 import { readHostFacts } from './host-facts.js';
 import { InterfaceNames } from './interfaces.js';
+import { TrafficStats } from './traffic-stats.js';
 import type { WorkerCommand, WorkerMessage, WorkerSetup } from './queue-worker.js';
 
-const STATS_INTERVAL_MS = 60_000;
 /** Workers get this long to unbind their queues at stop (systemd's TimeoutStopSec is 20 s). */
 const STOP_TIMEOUT_MS = 10_000;
 
@@ -20,7 +21,7 @@ const STOP_TIMEOUT_MS = 10_000;
  * SIGHUP reopens the detection log. This thread is the control plane: rules, logs, bans.
  */
 export function runDaemon(env: NodeJS.ProcessEnv): Promise<number> {
-  return Promise.resolve(withConfig(env, serve));
+  return Promise.resolve(withConfig(env, serve, machineProblems));
 }
 
 async function serve(config: Config): Promise<number> {
@@ -47,6 +48,7 @@ class Daemon {
   private statsTimer: NodeJS.Timeout | null = null;
   private cleanupTimer: NodeJS.Timeout | null = null;
   private stopping = false;
+  private readonly traffic: TrafficStats;
   private rulesInstalled = false;
   /** What the queues' tables take together. */
   private tableBytes = 0;
@@ -57,6 +59,7 @@ class Daemon {
   ) {
     this.finished = new Promise((resolve) => (this.finish = resolve));
     this.bans = new DryRunBanSink(log);
+    this.traffic = new TrafficStats(config.queues, log);
   }
 
   async start(): Promise<void> {
@@ -93,7 +96,7 @@ class Daemon {
               resolve();
             }
             else if (message.type === 'failed') reject(new Error(`queue ${queue}: ${message.reason}`));
-            else this.onWorkerMessage(message);
+            else this.onWorkerMessage(message, queue);
           });
           worker.on('error', (error) => {
             this.log.error({ queue, err: error }, 'queue worker failed');
@@ -107,7 +110,7 @@ class Daemon {
     // Queues first, rules second: the first packet queued already has a listener.
     installRules(c);
     this.rulesInstalled = true;
-    this.statsTimer = setInterval(() => this.tell({ type: 'stats' }), STATS_INTERVAL_MS).unref();
+    this.statsTimer = setInterval(() => this.tell({ type: 'stats' }), c.statsIntervalS * 1000).unref();
     this.cleanupTimer = setInterval(() => this.sweepBans(), c.cleanupIntervalS * 1000).unref();
     this.log.info(
       {
@@ -117,26 +120,25 @@ class Daemon {
         inspectPackets: c.inspectPackets,
         detectionLog: c.detectionLog || null,
         bansEnforced: this.bans.enforced,
+        bans: this.bans.describe(),
         tableMemoryMB: Math.round(this.tableBytes / 2 ** 20),
       },
       'btwall running',
     );
   }
 
-  /** The XDP fast path when INTERFACE names devices and one takes the program; otherwise a dry run, said once. */
+  /**
+   * The XDP fast path on the INTERFACE devices (checked beforehand: they exist and support
+   * XDP_MODE); failing to load or attach stops the start. Only XDP_MODE=off runs without, said once.
+   */
   private openBans(): BanSink {
     const c = this.config;
-    let reason = 'INTERFACE is not set';
-    if (c.interfaces.length > 0) {
-      try {
-        return XdpBanSink.open({ interfaces: c.interfaces, mode: c.xdpMode, pinDir: c.bpfPinDir, capacity: c.banCapacity }, this.log);
-      } catch (error) {
-        if (!(error instanceof XdpUnavailableError)) throw error;
-        reason = error.message;
-      }
+    if (c.xdpMode === 'off') {
+      const sink = new DryRunBanSink(this.log, 'XDP_MODE=off');
+      this.log.warn({ reason: 'XDP_MODE=off' }, `bans are ${sink.describe()}`);
+      return sink;
     }
-    this.log.warn({ reason }, 'bans are not enforced in the kernel: BitTorrent flows are still dropped through the queue and connection marks, but proven peers are not cut off');
-    return new DryRunBanSink(this.log);
+    return XdpBanSink.open({ interfaces: c.interfaces, mode: c.xdpMode, pinDir: c.bpfPinDir, capacity: c.banCapacity }, this.log);
   }
 
   /**
@@ -149,7 +151,7 @@ class Daemon {
     this.log.info({ swept, ...this.bans.stats() }, 'ban sweep');
   }
 
-  private onWorkerMessage(message: WorkerMessage): void {
+  private onWorkerMessage(message: WorkerMessage, queue: number): void {
     switch (message.type) {
       case 'detection': {
         const { event, ifindex } = message;
@@ -162,11 +164,22 @@ class Daemon {
         return;
       }
       case 'stats':
-      case 'stopped':
-        this.log.info(message.stats, 'stats');
+      case 'stopped': {
+        // One line once every queue has answered, with the kernel's counts of what passed uninspected.
+        const line = this.traffic.add(queue, message.stats);
+        if (line !== null) this.log.info({ ...line, ...this.bans.stats() }, 'stats');
+        return;
+      }
+      case 'broker-down':
+        this.traffic.brokerDown(queue);
+        this.log.error({ queue, reason: message.reason, attempt: message.attempt, respawnInMs: message.delayMs }, 'queue broker died; its queue fails open until it is respawned');
+        return;
+      case 'broker-up':
+        this.traffic.brokerUp(queue);
+        this.log.warn({ queue, attempt: message.attempt, downMs: message.downMs }, 'queue broker respawned');
         return;
       case 'broker-exit':
-        this.log.error({ reason: message.reason }, 'queue broker exited; traffic bypasses the queue');
+        this.log.fatal({ queue, reason: message.reason }, 'queue broker keeps dying; stopping');
         void this.stop(1);
         return;
     }

@@ -23,6 +23,10 @@ export type WorkerMessage =
   /** The interface is left for the main thread to name from `ifindex`: looking names up blocks. */
   | { type: 'detection'; event: DetectionEvent; ifindex: number }
   | { type: 'stats'; stats: Record<string, number> }
+  /** The broker died; the queue fails open until the respawn, `delayMs` from now, binds it. */
+  | { type: 'broker-down'; reason: string; attempt: number; delayMs: number }
+  | { type: 'broker-up'; attempt: number; downMs: number }
+  /** Respawning kept failing: the daemon stops. */
   | { type: 'broker-exit'; reason: string }
   | { type: 'stopped'; stats: Record<string, number> };
 
@@ -44,7 +48,11 @@ const source = new QueueSource(
     failOpen: true,
     gso: true,
   },
-  (reason) => post({ type: 'broker-exit', reason }),
+  {
+    down: (reason, attempt, delayMs) => post({ type: 'broker-down', reason, attempt, delayMs }),
+    up: (attempt, downMs) => post({ type: 'broker-up', attempt, downMs }),
+    gaveUp: (reason) => post({ type: 'broker-exit', reason }),
+  },
 );
 pipeline.onDetection = (event) => post({ type: 'detection', event, ifindex: source.currentInterface() });
 

@@ -54,8 +54,7 @@ export class PeerCache {
     /** Whether every entry belongs to one host (the scope passed to add and has). */
     readonly scoped = false,
   ) {
-    let sets = 1;
-    while (sets * WAYS < capacity) sets <<= 1;
+    const sets = PeerCache.setsFor(capacity);
     this.capacity = sets * WAYS;
     this.ttlMs = ttlMs;
     this.setMask = sets - 1;
@@ -64,6 +63,18 @@ export class PeerCache {
     this.keys = new Uint32Array(this.capacity * this.keyWords);
     this.expiresMs = new Float64Array(this.capacity);
     this.bytes = this.keys.byteLength + this.expiresMs.byteLength;
+  }
+
+  private static setsFor(capacity: number): number {
+    let sets = 1;
+    while (sets * WAYS < capacity) sets <<= 1;
+    return sets;
+  }
+
+  /** What a cache of this capacity takes (`bytes` once built), computed without allocating it. */
+  static bytesFor(capacity: number, scoped: boolean): number {
+    const entries = PeerCache.setsFor(capacity) * WAYS;
+    return entries * ((ENDPOINT_WORDS + (scoped ? SCOPE_WORDS : 0)) * 4 + 8);
   }
 
   /** Whether an endpoint may be cached at all. */

@@ -110,8 +110,14 @@ export class FlowTable {
     this.freeSlots = new Int32Array(capacity);
     for (let i = 0; i < capacity; i++) this.freeSlots[i] = capacity - 1 - i;
     this.freeCount = capacity;
-    this.bytesPerFlow =
-      KEY_WORDS * 4 + 1 + 8 + 8 + 2 * (4 + 4 + 8 + 1 + 4) + 1 + 1 + 1 + 1 + 4 + stateBytes + 4 * 4 + (bucketCount / capacity) * 4;
+    this.bytesPerFlow = FlowTable.bytesPerFlowFor(capacity, stateBytes);
+  }
+
+  /** What one slot of a table of this capacity costs, across every array (the daemon checks memory with it before allocating). */
+  static bytesPerFlowFor(capacity: number, stateBytes: number): number {
+    let bucketCount = 1;
+    while (bucketCount < capacity) bucketCount <<= 1;
+    return KEY_WORDS * 4 + 1 + 8 + 8 + 2 * (4 + 4 + 8 + 1 + 4) + 1 + 1 + 1 + 1 + 4 + stateBytes + 4 * 4 + (bucketCount / capacity) * 4;
   }
 
   /**

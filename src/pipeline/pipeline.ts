@@ -12,6 +12,8 @@ import { detectorChain } from '../detect/registry.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN } from '../engine/engine.js';
 import { formatAddress } from '../flow/address.js';
 import { Clock } from '../flow/clock.js';
+import { PeerCache } from '../flow/peers.js';
+import { FlowTable } from '../flow/table.js';
 import { IPPROTO_TCP, TCP_ACK, TCP_SYN } from '../packet/packet.js';
 import { Evidence, Policy, type Decision } from '../policy/policy.js';
 import { policySettings, type HostFacts } from '../policy/settings.js';
@@ -23,6 +25,9 @@ export const PACKET_DROP = 1;
 export const PACKET_ACCEPT_MARK_CLEAN = 2;
 /** Drop it, and mark its connection BitTorrent: the kernel drops the rest. */
 export const PACKET_DROP_MARK_BITTORRENT = 3;
+
+/** The arrival interface of each direction of a flow: two 32-bit words. */
+const ARRIVED_ON_BYTES_PER_FLOW = 8;
 
 /** One flow found to be BitTorrent, with what the policy decided; made once per flow, never per packet. */
 export interface DetectionEvent {
@@ -74,7 +79,7 @@ export class Pipeline {
       isAllowlisted: (family, buf, off) => allow.contains(family, buf, off),
     });
     this.policy = new Policy(policySettings(config, host), clock);
-    this.arrivedOn = new Uint32Array(this.engine.flows.capacity * 2);
+    this.arrivedOn = new Uint32Array((this.engine.flows.capacity * ARRIVED_ON_BYTES_PER_FLOW) / 4);
     this.engine.onVerdict = (flow) => this.onVerdict(flow);
   }
 
@@ -97,6 +102,23 @@ export class Pipeline {
   get memoryBytes(): number {
     const engine = this.engine;
     return engine.flows.capacity * engine.flows.bytesPerFlow + this.arrivedOn.byteLength + engine.proven.bytes + engine.announced.bytes;
+  }
+
+  /**
+   * What a pipeline of this configuration will take (`memoryBytes` once built), and its largest
+   * single array (the detectors' per-flow state), computed without allocating anything.
+   */
+  static plannedMemory(config: Config): { bytes: number; largestArrayBytes: number } {
+    const stateBytes = detectorChain({ blockSocks: config.blockSocks, trackerDomains: config.trackerDomains }).reduce((sum, d) => sum + d.stateBytes, 0);
+    const flows = config.flowCapacity;
+    return {
+      bytes:
+        flows * FlowTable.bytesPerFlowFor(flows, stateBytes) +
+        flows * ARRIVED_ON_BYTES_PER_FLOW +
+        PeerCache.bytesFor(config.peerCacheSize, false) +
+        PeerCache.bytesFor(config.peerCacheSize, true),
+      largestArrayBytes: flows * stateBytes,
+    };
   }
 
   /** The action for the packet `engine.track` just counted in `flow`. */
@@ -184,8 +206,9 @@ export class Pipeline {
       producer: e.producer === 0 ? 'initiator' : 'responder',
       flowPackets: flows.packets[flow * 2] + flows.packets[flow * 2 + 1],
       decision,
-      // A copy of just these bytes: a view of a queue's shared memory would be cloned whole when posted.
-      payload: pkt.buf.slice(pkt.payloadOff, pkt.payloadOff + pkt.payloadLen),
+      // A copy of just these bytes: a view of a queue's shared memory would be cloned whole when
+      // posted (33 MB per detection). Buffer's slice is such a view; new Uint8Array(view) copies.
+      payload: new Uint8Array(pkt.buf.subarray(pkt.payloadOff, pkt.payloadOff + pkt.payloadLen)),
     };
   }
 }

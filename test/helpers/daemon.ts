@@ -56,10 +56,13 @@ export class RunningDaemon {
   }
 }
 
-/** `btwall run` in the namespace (nsenter: pinned BPF objects stay visible), logging at info. */
+/**
+ * `btwall run` in the namespace (nsenter: pinned BPF objects stay visible), logging at info.
+ * Without INTERFACE it runs with XDP_MODE=off (the daemon refuses to run without kernel bans unless told).
+ */
 export function startDaemon(ns: Namespace, env: Record<string, string>): RunningDaemon {
   const child = spawn('nsenter', [`--net=/run/netns/${ns.name}`, process.execPath, CLI, 'run'], {
-    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, LOG_LEVEL: 'info', ...(env.INTERFACE === undefined ? { XDP_MODE: 'off' } : {}), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   return new RunningDaemon(child);

@@ -72,11 +72,12 @@ switch (mode) {
     }, lifetime);
     break;
   }
-  // udp-send HOST PORT dht|text|numbered COUNT INTERVAL_MS: one flow (one source port), COUNT datagrams
-  // (numbered: each says its number, so no two are alike).
+  // udp-send HOST PORT KIND COUNT INTERVAL_MS: COUNT datagrams of KIND dht, text, numbered (each unlike the
+  // others) from one source port, or flows (each from a socket of its own: a new flow each, all queued).
   case 'udp-send': {
     const [host, port, kind, count, interval] = args;
-    const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    const family = host.includes(':') ? 'udp6' : 'udp4';
+    const shared = kind === 'flows' ? null : dgram.createSocket(family);
     const payload = kind === 'dht' ? Buffer.from('d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe') : Buffer.from('hello, plain datagram');
     let sent = 0;
     const next = () => {
@@ -85,7 +86,13 @@ switch (mode) {
         process.exit(0);
       }
       sent++;
-      socket.send(kind === 'numbered' ? Buffer.from(`datagram ${sent}`) : payload, Number(port), host, () => setTimeout(next, Number(interval)));
+      const socket = shared ?? dgram.createSocket(family);
+      const data = kind === 'numbered' ? Buffer.from(`datagram ${sent}`) : kind === 'flows' ? Buffer.from(`flow ${sent}`) : payload;
+      socket.send(data, Number(port), host, () => {
+        if (shared === null) socket.close();
+        if (Number(interval) > 0) setTimeout(next, Number(interval));
+        else setImmediate(next);
+      });
     };
     next();
     break;
