@@ -187,8 +187,9 @@ export class Pipeline {
       producer: e.producer === 0 ? 'initiator' : 'responder',
       flowPackets: flows.packets[flow * 2] + flows.packets[flow * 2 + 1],
       decision,
-      // A copy of just these bytes: a view of a queue's shared memory would be cloned whole when posted.
-      payload: pkt.buf.slice(pkt.payloadOff, pkt.payloadOff + pkt.payloadLen),
+      // A copy of just these bytes: a view of a queue's shared memory would be cloned whole when
+      // posted. Not buf.slice(): the queue's buf is a Buffer, whose slice() is such a view.
+      payload: Uint8Array.prototype.slice.call(pkt.buf, pkt.payloadOff, pkt.payloadOff + pkt.payloadLen),
     };
   }
 }
