@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditReport } from '../src/audit/query.js';
-import { btwall, CLI, peer, startDaemon, stopPeers, type RunningDaemon } from './helpers/daemon.js';
+import { btwall, CLI, peer, startDaemon, stopIfRunning, stopPeers, type RunningDaemon } from './helpers/daemon.js';
 import { canUseKernel, createTopology, deviceWith, type Topology } from './helpers/netns.js';
 
 const ALICE = '10.77.1.2';
@@ -53,10 +53,7 @@ describe.runIf(canUseKernel())('detection log audits', () => {
     for (const address of [DHT_NODE, PEER]) net.server.must('ip', ['addr', 'add', `${address}/24`, 'dev', serverDevice]);
     work = mkdtempSync(join(tmpdir(), 'btwall-audit-lab-'));
   });
-  afterEach(async () => {
-    if (daemon?.running) await daemon.stop();
-    daemon = null;
-  });
+  afterEach(() => stopIfRunning(daemon));
   afterAll(() => {
     stopPeers();
     net?.destroy();

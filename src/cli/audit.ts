@@ -3,6 +3,7 @@ import { Audit, type AuditQuery, type AuditReport } from '../audit/query.js';
 import { readLogFile, rotatedFiles, type ReadProblem } from '../audit/read.js';
 import { parseCidr, withConfig, type Cidr } from '../config/config.js';
 import { columns } from './output.js';
+import { EXIT_USAGE, parseUsage, UsageError } from './usage.js';
 
 export const AUDIT_USAGE = `usage: btwall audit [--since T] [--until T] [--local ADDR] [--remote ADDR]
                     [--at T [--window D]] [--json] [FILE...]
@@ -25,8 +26,6 @@ ban, when, the address and why. Without FILE, reads DETECTION_LOG and its rotate
 A line that is not a whole record (a truncated last line, another format) is reported on
 stderr with its file and line, and the rest is read. Exit status: 0 every line read, 1 some
 input was unreadable or corrupt (the answer covers the rest), 64 bad usage, 78 a bad variable.`;
-
-class UsageError extends Error {}
 
 const TIME = /^(\d{4}-\d{2}-\d{2})([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$/i;
 
@@ -94,19 +93,13 @@ function parseAuditArgs(args: string[]): AuditArgs {
 }
 
 export async function auditCommand(args: string[]): Promise<number> {
-  let parsed: AuditArgs;
-  try {
-    parsed = parseAuditArgs(args);
-  } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    process.stderr.write(`btwall audit: ${error.message}\n${AUDIT_USAGE}\n`);
-    return 64;
-  }
+  const parsed = parseUsage('audit', AUDIT_USAGE, () => parseAuditArgs(args));
+  if (parsed === null) return EXIT_USAGE;
   if (parsed.files.length > 0) return audit(parsed, parsed.files);
   return withConfig(process.env, (config) => {
     if (config.detectionLog === '') {
       process.stderr.write('btwall audit: DETECTION_LOG is empty (no detection log): name the files to read\n');
-      return 64;
+      return EXIT_USAGE;
     }
     const files = rotatedFiles(config.detectionLog);
     if (files.length === 0) {
