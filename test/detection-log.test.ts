@@ -278,6 +278,21 @@ describe('detection log', () => {
       expect(() => statSync(join(dir, 'elsewhere'))).toThrow();
     });
 
+    it('on reopen, refuses a link planted after rotation and goes on writing to the file it has', () => {
+      dir = mkdtempSync(join(tmpdir(), 'btwall-log-'));
+      const path = join(dir, 'detections.log');
+      const target = join(dir, 'precious');
+      writeFileSync(target, 'keep me\n');
+      const log = openLog(path);
+      renameSync(path, `${path}.1`);
+      symlinkSync(target, path);
+      expect(() => log.reopen()).toThrow(UnsafeLogError);
+      expect(log.write(event(), 'eth0')).toBe(true);
+      log.close();
+      expect(readFileSync(target, 'utf8')).toBe('keep me\n');
+      expect(jsonLines(`${path}.1`)).toHaveLength(1);
+    });
+
     it('refuses what is not a regular file with one name: a directory, a FIFO (without hanging), a hard link', () => {
       dir = mkdtempSync(join(tmpdir(), 'btwall-log-'));
       mkdirSync(join(dir, 'adir'));
