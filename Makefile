@@ -2,9 +2,10 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-# Debian packages the build and the tests use (strace: the queue tests' fault injection); installed when missing.
+# Debian packages the build and the tests use (strace: the queue tests' fault injection; logrotate: the
+# rotation test runs the shipped snippet); installed when missing.
 APT_PACKAGES := python3 make gcc g++ pkg-config libnetfilter-queue-dev libmnl-dev iptables iproute2 \
-  clang llvm libbpf-dev libelf-dev zlib1g-dev strace
+  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate
 NPM_STAMP := node_modules/.package-lock.json
 TEST_REPORT := dist/test-report.json
 

@@ -25,6 +25,10 @@ describe('configuration from the environment', () => {
     expect(config.banLocal).toBe(false);
     expect(config.inspectPackets).toBe(20);
     expect(config.verdictTimeoutMs).toBe(50);
+    expect(config.detectionLog).toBe('/var/log/btwall/detections.log');
+    expect(config.detectionLogFormat).toBe('json');
+    expect(config.detectionLogPayloadBytes).toBe(256);
+    expect(loadConfig({ DETECTION_LOG: '', DETECTION_LOG_FORMAT: 'Text', DETECTION_LOG_PAYLOAD_BYTES: '0' })).toMatchObject({ detectionLog: '', detectionLogFormat: 'text', detectionLogPayloadBytes: 0 });
   });
 
   it('reads lists, ranges, booleans and CIDRs', () => {
@@ -78,6 +82,11 @@ describe('configuration from the environment', () => {
     ['TRACKER_DOMAINS', 'tracker.example,not a domain'],
     ['TRACKER_DOMAINS', 'tracker.b-'],
     ['ALLOW_CIDRS', 'fe80::1%eth0'],
+    ['DETECTION_LOG', 'detections.log'],
+    ['DETECTION_LOG', '/var/log/btwall/'],
+    ['DETECTION_LOG_FORMAT', 'xml'],
+    ['DETECTION_LOG_PAYLOAD_BYTES', '65536'],
+    ['DETECTION_LOG_PAYLOAD_BYTES', 'all'],
   ])('rejects %s=%j and names it', (name, value) => {
     const found = problems({ [name]: value });
     expect(found).toHaveLength(1);

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -93,7 +93,12 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
       ['handshake', 'dropped', 6881],
       ['handshake', 'dropped', 6881],
     ]);
-    expect(readFileSync(join(work, 'inline.log'), 'utf8')).toContain('Destination:  [fd77:2::2]:6881');
+    // The default format: one JSON record per line; with the default LOCAL_CIDRS both ends are local, so the initiator is.
+    const records = readFileSync(join(work, 'inline.log'), 'utf8').trimEnd().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(records.map((r) => [r.rule, r.action, r.remote, r.local_ends, r.direction])).toEqual([
+      ['handshake', 'drop', { address: net.serverV4, port: 6881 }, 2, 'local'],
+      ['handshake', 'drop', { address: net.serverV6, port: 6881 }, 2, 'local'],
+    ]);
   });
 
   it('drops all of a BitTorrent flow longer than INSPECT_PACKETS, and lets a clean one skip the queue', async () => {
@@ -268,7 +273,7 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
 
   it('in monitor-only mode lets BitTorrent through and logs the drop and the ban it would have made', async () => {
     const logPath = join(work, 'monitor.log');
-    daemon = startDaemon(net.gateway, { MONITOR_ONLY: 'true', DETECTION_LOG: logPath, LOCAL_CIDRS: '10.77.1.0/24' });
+    daemon = startDaemon(net.gateway, { MONITOR_ONLY: 'true', DETECTION_LOG: logPath, DETECTION_LOG_FORMAT: 'text', LOCAL_CIDRS: '10.77.1.0/24' });
     await daemon.waitFor('btwall running');
     // A remote peer connects in and proves itself: drop mode would drop the flow and ban the peer.
     const sink = peer(net.client, 'tcp-sink', 6882, 3000);
@@ -329,5 +334,30 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
       expect(net.gateway.must('ip', ['-o', 'link', 'show'])).not.toMatch(/xdp/);
       expect(existsSync(pinDir)).toBe(false);
     }
+  });
+
+  it('refuses an unsafe DETECTION_LOG with exit code 78, naming it, before installing any rule; a planted link leaves its target untouched', async () => {
+    const target = join(work, 'precious');
+    writeFileSync(target, 'keep me\n');
+    chmodSync(target, 0o644);
+    mkdirSync(join(work, 'linked'), { mode: 0o700 });
+    symlinkSync(target, join(work, 'linked', 'detections.log'));
+    mkdirSync(join(work, 'shared'));
+    chmodSync(join(work, 'shared'), 0o775);
+    for (const [path, problem] of [
+      [join(work, 'linked', 'detections.log'), 'is a symbolic link'],
+      [join(work, 'shared', 'detections.log'), `the directory ${join(work, 'shared')} is writable by group or others`],
+      [join(target, 'sub', 'detections.log'), `cannot create the directory ${join(target, 'sub')}`],
+    ]) {
+      const bad = startDaemon(net.gateway, { DETECTION_LOG: path });
+      expect(await bad.exited).toBe(78);
+      expect(bad.stderr).toContain(`DETECTION_LOG=${JSON.stringify(path)}: `);
+      expect(bad.stderr).toContain(problem);
+      expect(hooks(net.gateway)).toEqual([]);
+      expect(net.gateway.run('iptables', ['-S', 'BTWALL']).status).not.toBe(0);
+    }
+    expect(readFileSync(target, 'utf8')).toBe('keep me\n');
+    expect(statSync(target).mode & 0o777).toBe(0o644);
+    expect(existsSync(join(work, 'shared', 'detections.log'))).toBe(false);
   });
 });

@@ -252,3 +252,34 @@ describe('the flow table hash', () => {
     expect(a.hashSeed).not.toBe(b.hashSeed);
   });
 });
+
+describe('pipeline: the detection event', () => {
+  it("copies the deciding payload out of the packet source's buffer, even a Buffer's (the queue's shared memory)", () => {
+    const { pipeline: p, detections } = pipeline();
+    const frame = udp4(USER, 51000, PEER, 6881, dhtPing());
+    // A frame inside a large Buffer, as a queue batch hands it over.
+    const ring = Buffer.alloc(1 << 20);
+    ring.set(frame, 4096);
+    p.handle(ring, 4096, frame.length, LINKTYPE_RAW);
+    expect(detections).toHaveLength(1);
+    const { payload } = detections[0];
+    expect(Buffer.from(payload)).toEqual(Buffer.from(dhtPing()));
+    // Posted to the main thread, a view would clone the whole megabyte per detection.
+    expect(payload.buffer.byteLength).toBe(payload.length);
+    ring.fill(0);
+    expect(Buffer.from(payload)).toEqual(Buffer.from(dhtPing()));
+  });
+
+  it('says which ends are local by LOCAL_CIDRS', () => {
+    const { pipeline: p, detections } = pipeline({ LOCAL_CIDRS: '10.8.0.0/24' });
+    const inbound = new TcpConnection(PEER, 40000, USER, 51413);
+    feed(p, inbound.open());
+    feed(p, [inbound.segment(0, HANDSHAKE)]);
+    feed(p, [udp4(USER, 51000, OTHER_USER, 6881, dhtPing()), udp4(PEER, 51001, WEB, 6881, dhtPing())]);
+    expect(detections.map((d) => [d.initiatorLocal, d.responderLocal])).toEqual([
+      [false, true],
+      [true, true],
+      [false, false],
+    ]);
+  });
+});

@@ -4,6 +4,7 @@ import { withConfig, type Config } from '../config/config.js';
 import { machineProblems } from '../config/machine.js';
 import { installCommands, removalSteps, shellLine } from '../firewall/rules.js';
 import { runDaemon } from '../daemon/daemon.js';
+import { AUDIT_USAGE, auditCommand } from './audit.js';
 import { SCAN_USAGE, scanCommand } from './scan.js';
 
 const USAGE = `usage: btwall COMMAND [ARGS]
@@ -11,13 +12,16 @@ const USAGE = `usage: btwall COMMAND [ARGS]
 commands:
   run            the inline daemon: NFQUEUE inspection, configured by environment variables (see README)
   scan FILE...   detect BitTorrent flows in pcap/pcapng captures (btwall scan --help)
+  audit [FILE...]  who the detection log says did what: per local host, per ban, around a time (btwall audit --help)
   check-config   validate the daemon's environment variables and print the effective configuration
   rules          print the iptables/ip6tables commands the daemon runs at start and stop
   bans           list, add, delete or flush the XDP bans (btwall bans --help)
   help           this text
   version        the version
 
-${SCAN_USAGE}`;
+${SCAN_USAGE}
+
+${AUDIT_USAGE}`;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -44,15 +48,22 @@ function printRules(config: Config): number {
   return 0;
 }
 
+/** A command's --help prints its usage; otherwise the command runs. */
+function subcommand(args: string[], usage: string, run: (args: string[]) => number | Promise<number>): number | Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(`${usage}\n`);
+    return 0;
+  }
+  return run(args);
+}
+
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...args] = argv;
   switch (command) {
     case 'scan':
-      if (args.includes('--help') || args.includes('-h')) {
-        process.stdout.write(`${SCAN_USAGE}\n`);
-        return 0;
-      }
-      return scanCommand(args);
+      return subcommand(args, SCAN_USAGE, scanCommand);
+    case 'audit':
+      return subcommand(args, AUDIT_USAGE, auditCommand);
     case 'run':
       return runDaemon(process.env);
     case 'check-config':

@@ -23,3 +23,10 @@ export class OutputBuffer {
     this.pendingChars = 0;
   }
 }
+
+/** Rows under headers, each column as wide as its widest cell, two spaces apart; the last column is not padded. */
+export function columns(headers: readonly string[], rows: readonly (readonly (string | number)[])[]): string {
+  const cells = [headers, ...rows].map((row) => row.map(String));
+  const widths = headers.map((_, i) => Math.max(...cells.map((row) => row[i].length)));
+  return cells.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]))).join('  ')).join('\n');
+}

@@ -6,6 +6,7 @@ import { CaptureSource } from '../pipeline/capture-source.js';
 import { Pipeline } from '../pipeline/pipeline.js';
 import { NO_HOST_FACTS } from '../policy/settings.js';
 import { OutputBuffer } from './output.js';
+import { EXIT_USAGE, parseUsage, UsageError } from './usage.js';
 
 export const SCAN_USAGE = `usage: btwall scan [--summary] [--flows N] FILE...
 
@@ -33,8 +34,6 @@ interface ScanArgs {
   /** --flows, else FLOW_CAPACITY. */
   flowCapacity: number | undefined;
 }
-
-class UsageError extends Error {}
 
 function parseArgs(args: readonly string[]): ScanArgs {
   const parsed: ScanArgs = { files: [], summary: false, flowCapacity: undefined };
@@ -70,14 +69,8 @@ class ScanTally {
 }
 
 export function scanCommand(args: readonly string[]): number {
-  let parsed: ScanArgs;
-  try {
-    parsed = parseArgs(args);
-  } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    process.stderr.write(`btwall scan: ${error.message}\n${SCAN_USAGE}\n`);
-    return 64;
-  }
+  const parsed = parseUsage('scan', SCAN_USAGE, () => parseArgs(args));
+  if (parsed === null) return EXIT_USAGE;
   // The daemon's own variables (INSPECT_PACKETS, LOCAL_CIDRS, BAN_*...) shape the scan's pipeline.
   return withConfig(process.env, (config) => scan(parsed, { ...config, flowCapacity: parsed.flowCapacity ?? config.flowCapacity, monitorOnly: true }));
 }

@@ -8,6 +8,8 @@ const CHAIN_NAMES = ['INPUT', 'FORWARD', 'OUTPUT'] as const;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
 /** `off`: no XDP program at all; bans are then not enforced in the kernel, and the daemon says so. */
 const XDP_MODES = ['generic', 'native', 'offload', 'off'] as const;
+/** json: one record per line, what `btwall audit` and other tools read; text: the reference daemon's blocks, for people. */
+export const DETECTION_LOG_FORMATS = ['json', 'text'] as const;
 
 /** Comma-separated list: surrounding spaces and empty items ignored. */
 function list(raw: string): string[] {
@@ -83,7 +85,7 @@ export interface Cidr {
   prefix: number;
 }
 
-function parseCidr(text: string): Cidr | null {
+export function parseCidr(text: string): Cidr | null {
   const [address, prefixText, extra] = text.split('/');
   // A zone (fe80::1%eth0) names an interface, which iptables cannot match on as an address.
   if (extra !== undefined || address.includes('%')) return null;
@@ -113,7 +115,13 @@ const schema = z.object({
   CHAINS: chains.prefault('FORWARD'),
   BAN_DURATION: integer(1, 365 * 24 * 3600).prefault('18000'),
   LOG_LEVEL: z.string().trim().toLowerCase().pipe(z.enum(LOG_LEVELS)).prefault('info'),
-  DETECTION_LOG: z.string().trim().prefault('/var/log/btwall/detections.log'),
+  DETECTION_LOG: z
+    .string()
+    .trim()
+    .refine((p) => p === '' || (p.startsWith('/') && !p.endsWith('/')), 'must be an absolute path to a file (or empty: no detection log)')
+    .prefault('/var/log/btwall/detections.log'),
+  DETECTION_LOG_FORMAT: z.string().trim().toLowerCase().pipe(z.enum(DETECTION_LOG_FORMATS)).prefault('json'),
+  DETECTION_LOG_PAYLOAD_BYTES: integer(0, 65_535).prefault('256'),
   MONITOR_ONLY: boolean.prefault('false'),
   BLOCK_SOCKS: boolean.prefault('false'),
   XDP_MODE: z.string().trim().toLowerCase().pipe(z.enum(XDP_MODES)).prefault('generic'),
@@ -158,6 +166,9 @@ export interface Config {
   logLevel: (typeof LOG_LEVELS)[number];
   /** Empty: no detection log. */
   detectionLog: string;
+  detectionLogFormat: (typeof DETECTION_LOG_FORMATS)[number];
+  /** Most payload bytes of the deciding packet a record keeps. */
+  detectionLogPayloadBytes: number;
   monitorOnly: boolean;
   blockSocks: boolean;
   xdpMode: (typeof XDP_MODES)[number];
@@ -219,6 +230,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     banDurationS: c.BAN_DURATION,
     logLevel: c.LOG_LEVEL,
     detectionLog: c.DETECTION_LOG,
+    detectionLogFormat: c.DETECTION_LOG_FORMAT,
+    detectionLogPayloadBytes: c.DETECTION_LOG_PAYLOAD_BYTES,
     monitorOnly: c.MONITOR_ONLY,
     blockSocks: c.BLOCK_SOCKS,
     xdpMode: c.XDP_MODE,
@@ -256,8 +269,13 @@ export function withConfig<T>(env: NodeJS.ProcessEnv, use: (config: Config) => T
     if (problems.length > 0) throw new ConfigError(problems);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    process.stderr.write(`btwall: ${error.message}\n`);
-    return EXIT_CONFIG;
+    return refuseConfig(error);
   }
   return use(config);
+}
+
+/** Prints a refused configuration the one way every refusal is printed; the exit code to return. */
+export function refuseConfig(error: ConfigError): typeof EXIT_CONFIG {
+  process.stderr.write(`btwall: ${error.message}\n`);
+  return EXIT_CONFIG;
 }

@@ -2,10 +2,11 @@ import { Worker } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
 import { DryRunBanSink, type BanSink } from '../bans/sink.js';
 import { XdpBanSink } from '../bans/xdp.js';
-import { withConfig, type Config } from '../config/config.js';
+import { ConfigError, refuseConfig, withConfig, type Config } from '../config/config.js';
 import { machineProblems } from '../config/machine.js';
 import { installRules, removeRules } from '../firewall/apply.js';
-import { DetectionLog, detectionRecord, type Detection } from './detection-log.js';
+import { DetectionLog, detectionRecord } from './detection-log.js';
+import { UnsafeLogError } from './log-file.js';
 import { readHostFacts } from './host-facts.js';
 import { InterfaceNames } from './interfaces.js';
 import { TrafficStats } from './traffic-stats.js';
@@ -26,7 +27,14 @@ export function runDaemon(env: NodeJS.ProcessEnv): Promise<number> {
 
 async function serve(config: Config): Promise<number> {
   const log = pino({ level: config.logLevel, base: { service: 'btwall' } });
-  const daemon = new Daemon(config, log);
+  let detectionLog: DetectionLog | null;
+  try {
+    detectionLog = openDetectionLog(config, log);
+  } catch (error) {
+    if (!(error instanceof UnsafeLogError)) throw error;
+    return refuseConfig(new ConfigError([`DETECTION_LOG=${JSON.stringify(config.detectionLog)}: ${error.message}`]));
+  }
+  const daemon = new Daemon(config, log, detectionLog);
   try {
     await daemon.start();
   } catch (error) {
@@ -34,6 +42,23 @@ async function serve(config: Config): Promise<number> {
     await daemon.stop(1);
   }
   return daemon.finished;
+}
+
+/**
+ * The detection log, checked like the variables before anything is touched (UnsafeLogError), its
+ * losses to a full or failing disk reported in the daemon's log.
+ */
+function openDetectionLog(config: Config, log: Logger): DetectionLog | null {
+  const path = config.detectionLog;
+  if (path === '') return null;
+  return new DetectionLog(
+    { path, format: config.detectionLogFormat, payloadBytes: config.detectionLogPayloadBytes },
+    {
+      failing: (error) => log.error({ err: error, path }, 'cannot write the detection log; counting the records lost until it works again'),
+      recovered: (losses) =>
+        log.warn({ path, lostRecords: losses.count, since: new Date(losses.firstMs).toISOString(), error: losses.error }, 'detection log written again; records were lost'),
+    },
+  );
 }
 
 class Daemon {
@@ -44,7 +69,6 @@ class Daemon {
   private readonly workersExited: Promise<unknown>[] = [];
   private bans: BanSink;
   private readonly interfaces = new InterfaceNames();
-  private detectionLog: DetectionLog | null = null;
   private statsTimer: NodeJS.Timeout | null = null;
   private cleanupTimer: NodeJS.Timeout | null = null;
   private stopping = false;
@@ -56,6 +80,7 @@ class Daemon {
   constructor(
     private readonly config: Config,
     private readonly log: Logger,
+    private readonly detectionLog: DetectionLog | null,
   ) {
     this.finished = new Promise((resolve) => (this.finish = resolve));
     this.bans = new DryRunBanSink(log);
@@ -74,7 +99,6 @@ class Daemon {
       if (this.rulesInstalled) removeRules();
       process.exit(1);
     });
-    if (c.detectionLog !== '') this.detectionLog = new DetectionLog(c.detectionLog);
     this.bans = this.openBans();
     const ready: Promise<void>[] = [];
     const host = readHostFacts();
@@ -155,10 +179,11 @@ class Daemon {
     switch (message.type) {
       case 'detection': {
         const { event, ifindex } = message;
-        const detection = detectionRecord(event, this.interfaces.name(ifindex));
-        const { payload, ...fields } = detection;
+        const name = this.interfaces.name(ifindex);
+        const { payload, ...fields } = detectionRecord(event, name);
         this.log.warn({ ...fields, payloadBytes: payload.length }, 'BitTorrent detected');
-        this.writeDetection(detection);
+        // A full disk or a vanished directory costs the record (counted), not the daemon.
+        this.detectionLog?.write(event, ifindex === 0 ? null : name);
         const { ban, enforce } = event.decision;
         if (ban !== null && enforce) this.bans.ban(ban.address, ban.durationS, event.rule);
         return;
@@ -189,15 +214,6 @@ class Daemon {
     for (const worker of this.workers) worker.postMessage(command);
   }
 
-  /** A full disk or a vanished directory costs the audit record, not the daemon. */
-  private writeDetection(detection: Detection): void {
-    try {
-      this.detectionLog?.write(detection);
-    } catch (error) {
-      this.log.error({ err: error, path: this.config.detectionLog }, 'cannot write the detection log');
-    }
-  }
-
   private reopenLog(): void {
     try {
       this.detectionLog?.reopen();
@@ -219,7 +235,11 @@ class Daemon {
     await Promise.all(this.workersExited);
     clearTimeout(deadline);
     if (this.rulesInstalled) removeRules();
-    this.detectionLog?.close();
+    if (this.detectionLog !== null) {
+      const lost = this.detectionLog.lost;
+      if (lost > 0) this.log.error({ path: this.config.detectionLog, lostRecords: lost }, 'detection log closed with records never written');
+      this.detectionLog.close();
+    }
     this.bans.close();
     this.log.info({ code }, 'btwall stopped');
     this.finish(code);

@@ -1,7 +1,7 @@
-import { closeSync, fchmodSync, mkdirSync, openSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
-
+import { auditRecord, rfc3339, type LostNote } from '../audit/record.js';
+import type { Config } from '../config/config.js';
 import type { DetectionEvent } from '../pipeline/pipeline.js';
+import { openLogFile, RecordFile, type LossReport, type Losses } from './log-file.js';
 
 /** What one detection record says; written only when a flow is first found to be BitTorrent. */
 export interface Detection {
@@ -46,7 +46,6 @@ export function detectionRecord(event: DetectionEvent, interfaceName: string): D
   };
 }
 
-const SHOWN_BYTES = 512;
 const RULE = '='.repeat(80);
 
 function endpoint(address: string, port: number): string {
@@ -79,10 +78,13 @@ function asciiDump(bytes: Uint8Array): string {
   return String.fromCharCode(...bytes.map((b) => (printable(b) || b === 0x0a || b === 0x0d || b === 0x09 ? b : 0x2e)));
 }
 
-/** One record in the reference daemon's block format, so existing audit tooling keeps working. */
-export function formatDetection(d: Detection): string {
-  const shown = d.payload.subarray(0, SHOWN_BYTES);
-  const size = `${d.payload.length} bytes${d.payload.length > SHOWN_BYTES ? ` (showing first ${SHOWN_BYTES} bytes)` : ''}`;
+/**
+ * One record in the reference daemon's block format (DETECTION_LOG_FORMAT=text), for people and
+ * the reference daemon's tooling; at most `shownBytes` of the payload are dumped.
+ */
+export function formatDetection(d: Detection, shownBytes: number): string {
+  const shown = d.payload.subarray(0, shownBytes);
+  const size = `${d.payload.length} bytes${d.payload.length > shownBytes ? ` (showing first ${shownBytes} bytes)` : ''}`;
   return [
     RULE,
     `Timestamp:    ${timestamp(d.timeMs)}`,
@@ -107,37 +109,56 @@ export function formatDetection(d: Detection): string {
   ].join('\n');
 }
 
+/** The note of records lost, in each format: written ahead of the first record that could be written again. */
+function lostNote(format: Config['detectionLogFormat'], losses: Losses, nowMs: number): string {
+  if (format === 'json') {
+    const note: LostNote = { time: rfc3339(nowMs), lost_records: losses.count, first_lost: rfc3339(losses.firstMs), error: losses.error };
+    return `${JSON.stringify(note)}\n`;
+  }
+  return [RULE, `Lost records: ${losses.count} not written, from ${timestamp(losses.firstMs)} on (${losses.error})`, '', ''].join('\n');
+}
+
+export interface DetectionLogOptions {
+  path: string;
+  format: Config['detectionLogFormat'];
+  /** Most payload bytes a record keeps (DETECTION_LOG_PAYLOAD_BYTES). */
+  payloadBytes: number;
+}
+
 /**
- * The audit log of detections: appended to, readable by root only (it holds payload bytes of
- * users' traffic), reopened on request so logrotate can move it away.
+ * The audit log of detections: one record per detection, each written whole in one write,
+ * readable by root only (it holds payload bytes of users' traffic), reopened on request so
+ * logrotate can move it away. Opening refuses unsafe paths (UnsafeLogError); records the disk
+ * refuses are counted and reported through `report`, never thrown.
  */
 export class DetectionLog {
-  private fd: number;
+  private readonly file: RecordFile;
 
-  constructor(readonly path: string) {
-    this.fd = DetectionLog.open(path);
+  constructor(
+    readonly options: DetectionLogOptions,
+    report: LossReport,
+  ) {
+    this.file = new RecordFile(openLogFile(options.path), (losses, nowMs) => lostNote(options.format, losses, nowMs), report);
   }
 
-  private static open(path: string): number {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    const fd = openSync(path, 'a', 0o600);
-    // The mode of open() applies only to a new file: an existing one is tightened too.
-    fchmodSync(fd, 0o600);
-    return fd;
+  /** Records lost since the last one written. */
+  get lost(): number {
+    return this.file.lost;
   }
 
-  write(detection: Detection): void {
-    writeSync(this.fd, formatDetection(detection));
+  /** The record of a detection seen on `interfaceName` (null: unknown); true when it was written. */
+  write(event: DetectionEvent, interfaceName: string | null): boolean {
+    const { format, payloadBytes } = this.options;
+    const text = format === 'json' ? `${JSON.stringify(auditRecord(event, interfaceName, payloadBytes))}\n` : formatDetection(detectionRecord(event, interfaceName ?? '-'), payloadBytes);
+    return this.file.append(text, event.timeMs);
   }
 
-  /** After logrotate moved the file: start a new one at the same path. */
+  /** After logrotate moved the file: start a new one at the same path (UnsafeLogError: the old one stays). */
   reopen(): void {
-    const fresh = DetectionLog.open(this.path);
-    closeSync(this.fd);
-    this.fd = fresh;
+    this.file.replace(openLogFile(this.options.path));
   }
 
   close(): void {
-    closeSync(this.fd);
+    this.file.close();
   }
 }

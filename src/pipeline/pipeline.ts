@@ -40,6 +40,9 @@ export interface DetectionEvent {
   initiatorPort: number;
   responder: string;
   responderPort: number;
+  /** Which ends are the gateway's users, by the policy's LOCAL_CIDRS. */
+  initiatorLocal: boolean;
+  responderLocal: boolean;
   rule: string;
   strength: string;
   /** Whose bytes matched. */
@@ -201,6 +204,8 @@ export class Pipeline {
       initiatorPort: e.ports[0],
       responder: formatAddress(e.family, e.addresses[1]),
       responderPort: e.ports[1],
+      initiatorLocal: this.policy.isLocal(e.family, e.addresses[0]),
+      responderLocal: this.policy.isLocal(e.family, e.addresses[1]),
       rule: e.rule,
       strength: STRENGTH_NAMES[e.strength],
       producer: e.producer === 0 ? 'initiator' : 'responder',

@@ -119,6 +119,11 @@ export class Policy {
     return this.settings.monitorOnly;
   }
 
+  /** Whether an address (4 or 16 bytes) is one of the gateway's users (LOCAL_CIDRS). */
+  isLocal(family: 4 | 6, address: Uint8Array): boolean {
+    return this.settings.local.contains(family, address, 0);
+  }
+
   /** Replaces the exempt lists (the gateway's addresses and resolvers change while it runs). */
   setExempt(exempt: readonly ExemptList[]): void {
     this.settings = { ...this.settings, exempt };
@@ -151,8 +156,8 @@ export class Policy {
     if (e.tunnelled) return none('found inside a tunnel, whose encapsulation the XDP program does not parse');
     if (e.strength !== STRENGTH_EXACT && e.strength !== STRENGTH_RESPONSE) return none(`${strength} evidence drops flows, it never bans`);
     if (!e.producerIsPeer) return none(`the ${e.rule} bytes came from ${producerText}, a service (tracker, web seed, proxy or resolver), not a peer`);
-    const producerLocal = s.local.contains(e.family, producer, 0);
-    const otherLocal = s.local.contains(e.family, other, 0);
+    const producerLocal = this.isLocal(e.family, producer);
+    const otherLocal = this.isLocal(e.family, other);
     if (!producerLocal && !otherLocal) return none(`neither ${producerText} nor ${otherText} is a local address; set LOCAL_CIDRS to the gateway's users`);
     if (producerLocal && !s.banLocal) return none(`the BitTorrent bytes came from the local end ${producerText}; a local user's bytes never ban the other end`);
     if (e.sameInterfaceBothWays) return none(`both ends' packets came in on the same interface, so ${producerText}'s may be forged from that side`);
@@ -185,7 +190,7 @@ export class Policy {
    */
   private producerListsItsPeer(e: Evidence): boolean {
     if (e.tunnelled || !e.producerIsPeer || (e.strength !== STRENGTH_EXACT && e.strength !== STRENGTH_RESPONSE)) return false;
-    if (!this.settings.local.contains(e.family, e.addresses[e.producer], 0)) return false;
+    if (!this.isLocal(e.family, e.addresses[e.producer])) return false;
     return !e.tcp || e.producer === 0;
   }
 

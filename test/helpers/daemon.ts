@@ -56,6 +56,11 @@ export class RunningDaemon {
   }
 }
 
+/** Stops a daemon a test left running (a failed assertion skips the test's own stop). */
+export async function stopIfRunning(daemon: RunningDaemon | null): Promise<void> {
+  if (daemon?.running) await daemon.stop();
+}
+
 /**
  * `btwall run` in the namespace (nsenter: pinned BPF objects stay visible), logging at info.
  * Without INTERFACE it runs with XDP_MODE=off (the daemon refuses to run without kernel bans unless told).

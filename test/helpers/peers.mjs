@@ -23,6 +23,8 @@ function body(bytes) {
   return data;
 }
 
+const DHT_PING = Buffer.from('d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe');
+
 const sha256 = (data) => createHash('sha256').update(data).digest('hex');
 
 switch (mode) {
@@ -78,7 +80,7 @@ switch (mode) {
     const [host, port, kind, count, interval] = args;
     const family = host.includes(':') ? 'udp6' : 'udp4';
     const shared = kind === 'flows' ? null : dgram.createSocket(family);
-    const payload = kind === 'dht' ? Buffer.from('d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe') : Buffer.from('hello, plain datagram');
+    const payload = kind === 'dht' ? DHT_PING : Buffer.from('hello, plain datagram');
     let sent = 0;
     const next = () => {
       if (sent === Number(count)) {
@@ -93,6 +95,29 @@ switch (mode) {
         if (Number(interval) > 0) setTimeout(next, Number(interval));
         else setImmediate(next);
       });
+    };
+    next();
+    break;
+  }
+  // udp-flows HOST PORT COUNT INTERVAL_MS LOCAL_ADDRESS FIRST_PORT: COUNT flows, each one DHT ping from
+  // a source port of its own (FIRST_PORT, FIRST_PORT + 1, ...: never one reused), INTERVAL_MS apart;
+  // reports how many were sent.
+  case 'udp-flows': {
+    const [host, port, count, interval, localAddress, firstPort] = args;
+    let sent = 0;
+    const next = () => {
+      if (sent === Number(count)) {
+        print({ sent });
+        process.exit(0);
+      }
+      const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+      socket.bind({ port: Number(firstPort) + sent, address: localAddress }, () =>
+        socket.send(DHT_PING, Number(port), host, () => {
+          sent++;
+          socket.close();
+          setTimeout(next, Number(interval));
+        }),
+      );
     };
     next();
     break;
