@@ -188,9 +188,7 @@ export class Engine {
       if ((candidates & (1 << i)) === 0) continue;
       ctx.strength = detectors[i].strength;
       if (!detectors[i].matchesEndpoints!(ctx)) continue;
-      this.flows.strength[flow] = ctx.strength;
-      this.flows.producer[flow] = this.flows.direction;
-      this.decide(flow, VERDICT_BITTORRENT, i + 1);
+      this.match(flow, i);
       return;
     }
   }
@@ -199,7 +197,6 @@ export class Engine {
   private inspect(flow: number): number {
     const flows = this.flows;
     const ctx = this.context;
-    const dir = flows.direction;
     this.fillContext(flow);
     const candidates = this.packet.l4 === IPPROTO_TCP ? this.tcpDetectorsMask : this.udpDetectorsMask;
     let done = flows.detectorsDone[flow];
@@ -217,15 +214,20 @@ export class Engine {
       const outcome = detector.inspect(ctx);
       if (outcome === MATCH) {
         flows.detectorsDone[flow] = done;
-        flows.strength[flow] = ctx.strength;
-        flows.producer[flow] = dir;
-        return this.decide(flow, VERDICT_BITTORRENT, i + 1);
+        return this.match(flow, i);
       }
       if (outcome === GIVE_UP) done |= bit;
     }
     flows.detectorsDone[flow] = done;
     if ((candidates & ~done) === 0) return this.decide(flow, VERDICT_CLEAN, 0);
     return VERDICT_UNDECIDED;
+  }
+
+  /** Detector i matched the current packet: its evidence (ctx.strength, the packet's sender) decides the flow. */
+  private match(flow: number, detector: number): number {
+    this.flows.strength[flow] = this.context.strength;
+    this.flows.producer[flow] = this.flows.direction;
+    return this.decide(flow, VERDICT_BITTORRENT, detector + 1);
   }
 
   private decide(flow: number, verdict: number, rule: number): number {

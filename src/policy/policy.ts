@@ -154,7 +154,7 @@ export class Policy {
     const producerText = formatAddress(e.family, producer);
     const otherText = formatAddress(e.family, other);
     if (e.tunnelled) return none('found inside a tunnel, whose encapsulation the XDP program does not parse');
-    if (e.strength !== STRENGTH_EXACT && e.strength !== STRENGTH_RESPONSE) return none(`${strength} evidence drops flows, it never bans`);
+    if (!isProtocolBytes(e.strength)) return none(`${strength} evidence drops flows, it never bans`);
     if (!e.producerIsPeer) return none(`the ${e.rule} bytes came from ${producerText}, a service (tracker, web seed, proxy or resolver), not a peer`);
     const producerLocal = this.isLocal(e.family, producer);
     const otherLocal = this.isLocal(e.family, other);
@@ -189,7 +189,7 @@ export class Policy {
    * is the one that listens (the responder, or either end of a UDP flow).
    */
   private producerListsItsPeer(e: Evidence): boolean {
-    if (e.tunnelled || !e.producerIsPeer || (e.strength !== STRENGTH_EXACT && e.strength !== STRENGTH_RESPONSE)) return false;
+    if (e.tunnelled || !e.producerIsPeer || !isProtocolBytes(e.strength)) return false;
     if (!this.isLocal(e.family, e.addresses[e.producer])) return false;
     return !e.tcp || e.producer === 0;
   }
@@ -217,4 +217,9 @@ export class Policy {
     }
     if (this.rate.size >= (this.settings.rateHosts ?? DEFAULT_RATE_HOSTS)) this.rate.delete(this.rate.keys().next().value!);
   }
+}
+
+/** Whether the evidence is the protocol itself in one end's bytes, the only kind that can prove a peer. */
+function isProtocolBytes(strength: number): boolean {
+  return strength === STRENGTH_EXACT || strength === STRENGTH_RESPONSE;
 }
