@@ -8,7 +8,7 @@ import { mseDetector } from './mse.js';
 import { peerCacheDetector } from './peer-cache.js';
 import { peerMessagesDetector } from './peer-messages.js';
 import { signatureDetector } from './signatures.js';
-import { createBittorrentSocks5Detector, socks5Detector } from './socks5.js';
+import { createSocks5Detector } from './socks5.js';
 import { socks5ProxyDetector } from './socks5-proxy.js';
 import { DEFAULT_DOMAINS, DomainList } from './domains.js';
 import { createTrackerDomainDetector, trackerDomainDetector } from './tracker-domain.js';
@@ -19,9 +19,10 @@ import { utpDetector } from './utp.js';
 
 /**
  * Every detector, in the order the engine tries them: exact protocol signatures first, the
- * false-positive-prone heuristics last, so a precise rule names the flow whenever one can.
+ * false-positive-prone heuristics last, so a precise rule names the flow whenever one can. The
+ * SOCKS5 rule (after utp) runs the rest of the chain inside tunnels; see detectorChain.
  */
-export const DETECTORS: readonly Detector[] = [
+const UNTUNNELLED: readonly Detector[] = [
   handshakeDetector,
   httpTrackerDetector,
   httpBittorrentDetector,
@@ -29,7 +30,6 @@ export const DETECTORS: readonly Detector[] = [
   lsdDetector,
   udpTrackerDetector,
   utpDetector,
-  socks5Detector,
   trackerSniDetector,
   trackerHostDetector,
   trackerDomainDetector,
@@ -47,23 +47,34 @@ export interface ChainOptions {
   trackerDomains?: readonly string[];
 }
 
-/** The chain for a configuration: DETECTORS, with the name rules (also those inside SOCKS5) rebuilt over the operator's extra names. */
+/** The default chain (no extra names, SOCKS5 tunnels blocked only when they carry BitTorrent). */
+export const DETECTORS: readonly Detector[] = buildChain(UNTUNNELLED, false);
+
+/**
+ * The chain for a configuration: the detectors above, with the name rules rebuilt over the
+ * operator's extra names, and the SOCKS5 rule over all of them, so that inside a tunnel the same
+ * detectors run as outside.
+ */
 export function detectorChain(options: ChainOptions): readonly Detector[] {
   const extra = options.trackerDomains ?? [];
-  let chain: readonly Detector[] = DETECTORS;
+  // One default chain, shared: detectors keep no state of their own, so engines may share them.
+  if (extra.length === 0 && !options.blockSocks) return DETECTORS;
+  let chain: readonly Detector[] = UNTUNNELLED;
   if (extra.length > 0) {
     const list = new DomainList([...DEFAULT_DOMAINS, ...extra]);
-    const names = { sni: createTrackerSniDetector(list), host: createTrackerHostDetector(list), domain: createTrackerDomainDetector(list) };
     const replacements = new Map<Detector, Detector>([
-      [trackerSniDetector, names.sni],
-      [trackerHostDetector, names.host],
-      [trackerDomainDetector, names.domain],
-      // Inside a tunnel the same names count.
-      [socks5Detector, createBittorrentSocks5Detector(names)],
+      [trackerSniDetector, createTrackerSniDetector(list)],
+      [trackerHostDetector, createTrackerHostDetector(list)],
+      [trackerDomainDetector, createTrackerDomainDetector(list)],
     ]);
     chain = chain.map((detector) => replacements.get(detector) ?? detector);
   }
-  if (!options.blockSocks) return chain;
-  const at = chain.findIndex((detector) => detector.name === socks5Detector.name) + 1;
-  return [...chain.slice(0, at), socks5ProxyDetector, ...chain.slice(at)];
+  return buildChain(chain, options.blockSocks);
+}
+
+/** `detectors` with the SOCKS5 rule over them after utp, and the any-SOCKS5 rule after it when blocking proxies. */
+function buildChain(detectors: readonly Detector[], blockSocks: boolean): readonly Detector[] {
+  const at = detectors.indexOf(utpDetector) + 1;
+  const tunnels = [createSocks5Detector('socks5', detectors), ...(blockSocks ? [socks5ProxyDetector] : [])];
+  return [...detectors.slice(0, at), ...tunnels, ...detectors.slice(at)];
 }

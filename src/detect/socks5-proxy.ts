@@ -18,4 +18,4 @@ const tunnelledData: Detector = {
  * socks5 detector, so a tunnel that carries BitTorrent is still named for that. Never banned: the
  * proxy is a server, not a peer. Budget: the negotiation and the first tunnelled packet.
  */
-export const socks5ProxyDetector = createSocks5Detector('socks5-proxy', [tunnelledData], [tunnelledData]);
+export const socks5ProxyDetector = createSocks5Detector('socks5-proxy', [tunnelledData]);

@@ -1,15 +1,5 @@
+import { DetectorChain } from './chain.js';
 import { GIVE_UP, InspectContext, MATCH, MORE, OVER_TCP, OVER_UDP, type Detector, STRENGTH_EXACT } from './detector.js';
-import { dhtDetector } from './dht.js';
-import { handshakeDetector } from './handshake.js';
-import { httpBittorrentDetector } from './http-bittorrent.js';
-import { httpTrackerDetector } from './http-tracker.js';
-import { mseDetector } from './mse.js';
-import { signatureDetector } from './signatures.js';
-import { trackerDomainDetector } from './tracker-domain.js';
-import { trackerHostDetector } from './tracker-host.js';
-import { trackerSniDetector } from './tracker-sni.js';
-import { udpTrackerDetector } from './udp-tracker.js';
-import { utpDetector } from './utp.js';
 import { IPPROTO_TCP, PacketInfo } from '../packet/packet.js';
 
 /*
@@ -35,13 +25,16 @@ const ATYP_IPV4 = 1;
 const ATYP_DOMAIN = 3;
 const ATYP_IPV6 = 4;
 
-/** Own state: the negotiation phase per direction, inner payload packets per direction, inner detectors done, the one that matched. */
+/**
+ * Own state: the negotiation phase per direction, inner payload packets per direction, the inner
+ * chain's give-up mask (32 bits), the inner detector that matched (+1); the inner chain's state follows.
+ */
 const CLIENT_PHASE = 0;
 const SERVER_PHASE = 1;
 const INNER_PACKETS = 2;
 const INNER_DONE = 4;
-const INNER_MATCHED = 5;
-const OWN_STATE_BYTES = 6;
+const INNER_MATCHED = 8;
+const OWN_STATE_BYTES = 9;
 /** Set in CLIENT_PHASE when the client is the flow's responder. */
 const CLIENT_IS_RESPONDER = 0x80;
 const PHASE_MASK = 0x7f;
@@ -61,47 +54,27 @@ const FAILED = 4;
 /** Negotiation packets before the tunnel: greeting, authentication and request, each answered. */
 const NEGOTIATION_PACKETS = 6;
 
-/** The inner detectors of one transport, each with the offset of its state within this detector's. */
-class InnerChain {
-  readonly offsets: Int32Array;
-  readonly allDone: number;
-  readonly stateBytes: number;
-  readonly budget: number;
-
-  constructor(readonly detectors: readonly Detector[]) {
-    if (detectors.length === 0 || detectors.length > 8) throw new RangeError('1 to 8 inner detectors: they share a one-byte give-up mask');
-    this.offsets = new Int32Array(detectors.length);
-    let bytes = OWN_STATE_BYTES;
-    detectors.forEach((detector, i) => {
-      this.offsets[i] = bytes;
-      bytes += detector.stateBytes;
-    });
-    this.stateBytes = bytes;
-    this.allDone = (1 << detectors.length) - 1;
-    this.budget = Math.max(...detectors.map((d) => d.budget));
-  }
-}
-
 /** The view of the tunnelled payload the inner detectors see (one of each, reused for every packet). */
 const inner = new InspectContext();
 const innerPacket = new PacketInfo();
 inner.pkt = innerPacket;
 
 /**
- * SOCKS5 tunnels that carry BitTorrent: a CONNECT whose tunnelled stream one of `streamDetectors`
- * recognises, UDP ASSOCIATE datagrams whose data one of `datagramDetectors` recognises. Not
- * a peer (producerIsPeer false): the other end is the proxy, which may serve many users for other
- * traffic; the flow itself is stopped. Peers the inner detectors learn (DHT nodes, tracker
- * answers) still reach the receiving host's peer lists. Budget: the negotiation, then the largest inner budget.
+ * SOCKS5 tunnels that carry BitTorrent: a CONNECT whose tunnelled stream one of `detectors` that
+ * reads TCP recognises, UDP ASSOCIATE datagrams whose data one that reads UDP recognises, run by
+ * the same chain runner as the engine's. Not a peer (producerIsPeer false): the other end is the
+ * proxy, which may serve many users for other traffic; the flow itself is stopped. Peers the
+ * inner detectors learn (DHT nodes, tracker answers) still reach the receiving host's peer lists.
+ * Budget: the negotiation, then the largest inner budget.
  */
-export function createSocks5Detector(name: string, streamDetectors: readonly Detector[], datagramDetectors: readonly Detector[]): Detector {
-  const streamChain = new InnerChain(streamDetectors);
-  const datagramChain = new InnerChain(datagramDetectors);
+export function createSocks5Detector(name: string, detectors: readonly Detector[]): Detector {
+  const streamChain = new DetectorChain(detectors.filter((detector) => (detector.transports & OVER_TCP) !== 0));
+  const datagramChain = new DetectorChain(detectors.filter((detector) => (detector.transports & OVER_UDP) !== 0));
   return {
     name,
     transports: OVER_TCP | OVER_UDP,
     budget: NEGOTIATION_PACKETS + Math.max(streamChain.budget, datagramChain.budget),
-    stateBytes: Math.max(streamChain.stateBytes, datagramChain.stateBytes),
+    stateBytes: OWN_STATE_BYTES + Math.max(streamChain.stateBytes, datagramChain.stateBytes),
     strength: STRENGTH_EXACT,
     producerIsPeer: false,
     inspect(ctx: InspectContext): number {
@@ -109,38 +82,18 @@ export function createSocks5Detector(name: string, streamDetectors: readonly Det
     },
     learn(ctx: InspectContext): void {
       const tcp = ctx.pkt.l4 === IPPROTO_TCP;
-      const chain = tcp ? streamChain : datagramChain;
       const matched = ctx.state[ctx.stateOff + INNER_MATCHED] - 1;
-      const detector = chain.detectors[matched];
-      if (detector.learn === undefined) return;
       const dataAt = tcp ? ctx.pkt.payloadOff : datagramData(ctx);
-      if (dataAt < 0) return;
+      if (matched < 0 || dataAt < 0) return;
+      const base = ctx.stateOff + OWN_STATE_BYTES;
       enterInner(ctx, dataAt);
-      if (inner.flowIndex >= detector.budget) return;
-      inner.stateOff = ctx.stateOff + chain.offsets[matched];
-      detector.learn(inner);
+      (tcp ? streamChain : datagramChain).learn(inner, base, matched);
     },
   };
 }
 
-/**
- * The BitTorrent-in-SOCKS5 detector: tunnelled streams go to the BEP 3 handshake, MSE, HTTP
- * tracker, HTTP BitTorrent, tracker name (TLS server name, HTTP Host) and signature detectors;
- * datagrams to the DHT, uTP, UDP tracker and DNS name ones. The name rules are passed in, so the
- * operator's TRACKER_DOMAINS count inside a tunnel as outside (the registry builds it so).
- */
-export function createBittorrentSocks5Detector(names: { sni: Detector; host: Detector; domain: Detector }): Detector {
-  return createSocks5Detector(
-    'socks5',
-    [handshakeDetector, mseDetector, httpTrackerDetector, httpBittorrentDetector, names.sni, names.host, signatureDetector],
-    [dhtDetector, utpDetector, udpTrackerDetector, names.domain],
-  );
-}
-
-export const socks5Detector = createBittorrentSocks5Detector({ sni: trackerSniDetector, host: trackerHostDetector, domain: trackerDomainDetector });
-
 /** A CONNECT stream: the negotiation in each direction, then the tunnelled bytes to the inner detectors. */
-function inspectStream(ctx: InspectContext, chain: InnerChain): number {
+function inspectStream(ctx: InspectContext, chain: DetectorChain): number {
   const state = ctx.state;
   const base = ctx.stateOff;
   const pkt = ctx.pkt;
@@ -161,6 +114,8 @@ function inspectStream(ctx: InspectContext, chain: InnerChain): number {
     if (length <= 0) phase = FAILED;
     else {
       phase = nextPhase(buf[at], phase, fromClient);
+      // A CONNECT is the tunnel's SYN: towards a known peer it is a client's connection attempt.
+      if (fromClient && phase === TUNNEL && connectsToKnownPeer(ctx, chain, at)) return MATCH;
       at += length;
     }
   }
@@ -168,6 +123,29 @@ function inspectStream(ctx: InspectContext, chain: InnerChain): number {
   if (phase === FAILED) return GIVE_UP;
   if (phase !== TUNNEL || at >= end) return MORE;
   return runInner(ctx, chain, at);
+}
+
+/**
+ * Whether the CONNECT request at buf[at] names an endpoint the chain knows from its address alone
+ * (proven, or listed to the client), as the engine asks of a SYN; sets ctx.strength. A target
+ * given by name, or of the other address family than the client's, is left to what follows.
+ */
+function connectsToKnownPeer(ctx: InspectContext, chain: DetectorChain, at: number): boolean {
+  const pkt = ctx.pkt;
+  const buf = pkt.buf;
+  const family = buf[at + 3] === ATYP_IPV4 ? 4 : buf[at + 3] === ATYP_IPV6 ? 6 : 0;
+  if (family !== pkt.family) return false;
+  const portAt = at + 4 + (family === 4 ? 4 : 16);
+  copyPacket(pkt);
+  innerPacket.dstOff = at + 4;
+  innerPacket.dport = (buf[portAt] << 8) | buf[portAt + 1];
+  innerPacket.payloadLen = 0;
+  inner.peers = ctx.peers;
+  inner.proven = ctx.proven;
+  inner.dir = 0;
+  if (chain.matchEndpoints(inner) < 0) return false;
+  ctx.strength = inner.strength;
+  return true;
 }
 
 /** The phase after a whole message that starts with `first`. */
@@ -220,7 +198,7 @@ function addressedLength(buf: Uint8Array, atypAt: number, end: number, before: n
 }
 
 /** A UDP ASSOCIATE datagram: its header checked and its data shown to the inner detectors. */
-function inspectDatagram(ctx: InspectContext, chain: InnerChain): number {
+function inspectDatagram(ctx: InspectContext, chain: DetectorChain): number {
   const dataAt = datagramData(ctx);
   if (dataAt < 0) return GIVE_UP;
   return runInner(ctx, chain, dataAt);
@@ -244,12 +222,13 @@ function datagramData(ctx: InspectContext): number {
   const family = atyp === ATYP_IPV4 ? 4 : atyp === ATYP_IPV6 ? 6 : 0;
   const portAt = start + headerLength - 2;
   const port = (buf[portAt] << 8) | buf[portAt + 1];
-  // The header names the far peer: the destination of what the client sends, the source of what it receives.
+  // The header names the far peer: the destination of what the client sends, the source of what
+  // it receives. The inner flow is the client's with that peer, as if the relay were not there.
   if (family !== 0) {
     const peerAt = start + 4;
-    const proxyAt = ctx.dir === 0 ? pkt.dstOff : pkt.srcOff;
-    // Without an address of the peer's family for the proxy, the peer stands on both ends.
-    const localAt = family === pkt.family ? proxyAt : peerAt;
+    const clientAt = ctx.dir === 0 ? pkt.srcOff : pkt.dstOff;
+    // Without an address of the peer's family for the client, the peer stands on both ends.
+    const localAt = family === pkt.family ? clientAt : peerAt;
     innerPacket.family = family;
     innerPacket.srcOff = ctx.dir === 0 ? localAt : peerAt;
     innerPacket.dstOff = ctx.dir === 0 ? peerAt : localAt;
@@ -296,33 +275,22 @@ function enterInner(ctx: InspectContext, from: number): void {
   state[countAt + ctx.dir] = Math.min(inner.dirIndex + 1, 0xff);
 }
 
-/** Runs the inner detectors still interested over buf[from, payload end), the way the engine runs its chain. */
-function runInner(ctx: InspectContext, chain: InnerChain, from: number): number {
+/** Runs the inner chain over buf[from, payload end): the tunnel's own flow, its state after this detector's. */
+function runInner(ctx: InspectContext, chain: DetectorChain, from: number): number {
   const state = ctx.state;
   const base = ctx.stateOff;
+  const doneAt = base + INNER_DONE;
   enterInner(ctx, from);
-  let done = state[base + INNER_DONE];
-  const detectors = chain.detectors;
-  for (let i = 0; i < detectors.length; i++) {
-    const bit = 1 << i;
-    if ((done & bit) !== 0) continue;
-    const detector = detectors[i];
-    if (inner.flowIndex >= detector.budget) {
-      done |= bit;
-      continue;
-    }
-    inner.stateOff = base + chain.offsets[i];
-    inner.strength = detector.strength;
-    const outcome = detector.inspect(inner);
-    if (outcome === MATCH) {
-      // The evidence is as strong as what the tunnel carried (its producer, the proxy, is never banned).
-      ctx.strength = inner.strength;
-      state[base + INNER_DONE] = done;
-      state[base + INNER_MATCHED] = i + 1;
-      return MATCH;
-    }
-    if (outcome === GIVE_UP) done |= bit;
-  }
-  state[base + INNER_DONE] = done;
-  return done === chain.allDone ? GIVE_UP : MORE;
+  const done = ((state[doneAt] << 24) | (state[doneAt + 1] << 16) | (state[doneAt + 2] << 8) | state[doneAt + 3]) >>> 0;
+  const outcome = chain.run(inner, base + OWN_STATE_BYTES, done);
+  const after = chain.done;
+  state[doneAt] = after >>> 24;
+  state[doneAt + 1] = (after >>> 16) & 0xff;
+  state[doneAt + 2] = (after >>> 8) & 0xff;
+  state[doneAt + 3] = after & 0xff;
+  if (outcome !== MATCH) return outcome;
+  // The evidence is as strong as what the tunnel carried (its producer, the proxy, is never banned).
+  ctx.strength = inner.strength;
+  state[base + INNER_MATCHED] = chain.matched + 1;
+  return MATCH;
 }

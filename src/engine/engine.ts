@@ -1,10 +1,11 @@
-import { GIVE_UP, InspectContext, MATCH, OVER_TCP, OVER_UDP, STRENGTH_NAMES, type Detector } from '../detect/detector.js';
+import { DetectorChain } from '../detect/chain.js';
+import { InspectContext, MATCH, GIVE_UP, STRENGTH_NAMES, type Detector } from '../detect/detector.js';
 import { DETECTORS } from '../detect/registry.js';
 import { Clock } from '../flow/clock.js';
 import { PeerCache, PeerLists } from '../flow/peers.js';
 import { FlowTable } from '../flow/table.js';
 import { PacketDecoder } from '../packet/decode.js';
-import { DECODED_TCP_UDP, IPPROTO_TCP, PacketInfo } from '../packet/packet.js';
+import { DECODED_TCP_UDP, PacketInfo } from '../packet/packet.js';
 
 /** Per-flow verdict codes, as stored in FlowTable.verdict. */
 export const VERDICT_UNDECIDED = 0;
@@ -55,7 +56,7 @@ export class Engine {
   readonly ruleNames: RuleNames;
   /** Whether the end whose bytes matched `rule` (FlowTable.rule) is a peer rather than a service. */
   producerIsPeer(rule: number): boolean {
-    return rule > 0 && this.detectors[rule - 1].producerIsPeer;
+    return rule > 0 && this.chain.detectors[rule - 1].producerIsPeer;
   }
 
   /** The strength of a decided flow's evidence, as a word ('exact', 'response', ...). */
@@ -68,40 +69,15 @@ export class Engine {
   /** Flow of the last packet processed, or -1 when it had none. */
   lastFlow = -1;
 
-  private readonly detectors: readonly Detector[];
-  private readonly stateOffsets: Int32Array;
-  private readonly tcpDetectorsMask: number;
-  private readonly udpDetectorsMask: number;
-  /** Bit i set: detector i has a learn() for the flows it matched. */
-  private readonly learnersMask: number;
-  /** Bit i set: detector i can decide a flow from its endpoints at its first packet. */
-  private readonly endpointsMask: number;
+  /** The detectors, in order, and the loop that runs them. */
+  private readonly chain: DetectorChain;
   private readonly context = new InspectContext();
 
   constructor(options: EngineOptions = {}) {
     this.clock = options.clock ?? new Clock();
-    this.detectors = options.detectors ?? DETECTORS;
-    if (this.detectors.length > 31) throw new RangeError('at most 31 detectors fit the per-flow give-up mask');
-    this.stateOffsets = new Int32Array(this.detectors.length);
-    let stateBytes = 0;
-    let tcpMask = 0;
-    let udpMask = 0;
-    let learnersMask = 0;
-    let endpointsMask = 0;
-    this.detectors.forEach((detector, i) => {
-      if (detector.learn !== undefined) learnersMask |= 1 << i;
-      if (detector.matchesEndpoints !== undefined) endpointsMask |= 1 << i;
-      this.stateOffsets[i] = stateBytes;
-      stateBytes += detector.stateBytes;
-      if (detector.transports & OVER_TCP) tcpMask |= 1 << i;
-      if (detector.transports & OVER_UDP) udpMask |= 1 << i;
-    });
-    this.tcpDetectorsMask = tcpMask;
-    this.udpDetectorsMask = udpMask;
-    this.learnersMask = learnersMask;
-    this.endpointsMask = endpointsMask;
-    this.ruleNames = ['', ...this.detectors.map((d) => d.name)];
-    this.flows = new FlowTable(options.flowCapacity ?? 1 << 20, options.idleTimeoutMs ?? 120_000, stateBytes, this.clock);
+    this.chain = new DetectorChain(options.detectors ?? DETECTORS);
+    this.ruleNames = ['', ...this.chain.detectors.map((d) => d.name)];
+    this.flows = new FlowTable(options.flowCapacity ?? 1 << 20, options.idleTimeoutMs ?? 120_000, this.chain.stateBytes, this.clock);
     const peerCapacity = options.peerCapacity ?? 1 << 16;
     const peerTtlMs = options.peerTtlMs ?? 3_600_000;
     this.proven = new PeerCache(peerCapacity, peerTtlMs, this.clock, options.isAllowlisted);
@@ -149,24 +125,16 @@ export class Engine {
     const flows = this.flows;
     // A first packet with payload goes through the whole chain, where a protocol names it first.
     if (this.packet.payloadLen === 0) {
-      if (flows.created && this.endpointsMask !== 0) this.inspectEndpoints(flow);
+      if (flows.created) this.inspectEndpoints(flow);
       return flows.verdict[flow];
     }
     const verdict = flows.verdict[flow];
     if (verdict === VERDICT_UNDECIDED) return this.inspect(flow);
-    if (verdict === VERDICT_BITTORRENT && (this.learnersMask & (1 << (flows.rule[flow] - 1))) !== 0) this.learn(flow);
+    if (verdict === VERDICT_BITTORRENT && this.chain.learns(flows.rule[flow] - 1)) {
+      this.fillContext(flow);
+      this.chain.learn(this.context, flow * flows.stateBytes, flows.rule[flow] - 1);
+    }
     return verdict;
-  }
-
-  /** Shows a later payload packet of a matched flow to the detector that matched it, for its peer lists. */
-  private learn(flow: number): void {
-    const index = this.flows.rule[flow] - 1;
-    const detector = this.detectors[index];
-    const ctx = this.context;
-    this.fillContext(flow);
-    if (ctx.flowIndex >= detector.budget) return;
-    ctx.stateOff = flow * this.flows.stateBytes + this.stateOffsets[index];
-    detector.learn!(ctx);
   }
 
   private fillContext(flow: number): void {
@@ -181,45 +149,19 @@ export class Engine {
 
   /** A new flow's first packet when it carries no payload (a SYN): the detectors that know peers by their endpoints. */
   private inspectEndpoints(flow: number): void {
-    const ctx = this.context;
-    const candidates = (this.packet.l4 === IPPROTO_TCP ? this.tcpDetectorsMask : this.udpDetectorsMask) & this.endpointsMask;
-    const detectors = this.detectors;
-    for (let i = 0; i < detectors.length; i++) {
-      if ((candidates & (1 << i)) === 0) continue;
-      ctx.strength = detectors[i].strength;
-      if (!detectors[i].matchesEndpoints!(ctx)) continue;
-      this.match(flow, i);
-      return;
-    }
+    const matched = this.chain.matchEndpoints(this.context);
+    if (matched >= 0) this.match(flow, matched);
   }
 
   /** Runs the detectors still interested in the flow over the current payload packet. */
   private inspect(flow: number): number {
     const flows = this.flows;
-    const ctx = this.context;
+    const chain = this.chain;
     this.fillContext(flow);
-    const candidates = this.packet.l4 === IPPROTO_TCP ? this.tcpDetectorsMask : this.udpDetectorsMask;
-    let done = flows.detectorsDone[flow];
-    const detectors = this.detectors;
-    for (let i = 0; i < detectors.length; i++) {
-      const bit = 1 << i;
-      if ((candidates & bit) === 0 || (done & bit) !== 0) continue;
-      const detector = detectors[i];
-      if (ctx.flowIndex >= detector.budget) {
-        done |= bit;
-        continue;
-      }
-      ctx.stateOff = flow * flows.stateBytes + this.stateOffsets[i];
-      ctx.strength = detector.strength;
-      const outcome = detector.inspect(ctx);
-      if (outcome === MATCH) {
-        flows.detectorsDone[flow] = done;
-        return this.match(flow, i);
-      }
-      if (outcome === GIVE_UP) done |= bit;
-    }
-    flows.detectorsDone[flow] = done;
-    if ((candidates & ~done) === 0) return this.decide(flow, VERDICT_CLEAN, 0);
+    const outcome = chain.run(this.context, flow * flows.stateBytes, flows.detectorsDone[flow]);
+    flows.detectorsDone[flow] = chain.done;
+    if (outcome === MATCH) return this.match(flow, chain.matched);
+    if (outcome === GIVE_UP) return this.decide(flow, VERDICT_CLEAN, 0);
     return VERDICT_UNDECIDED;
   }
 

@@ -2,19 +2,21 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GIVE_UP, MATCH, MORE, STRENGTH_EXACT, STRENGTH_RESPONSE } from '../../src/detect/detector.js';
+import { GIVE_UP, MATCH, MORE, STRENGTH_ANNOUNCED, STRENGTH_CACHE, STRENGTH_EXACT, STRENGTH_RESPONSE } from '../../src/detect/detector.js';
 import { dhtDetector } from '../../src/detect/dht.js';
 import { handshakeDetector } from '../../src/detect/handshake.js';
 import { signatureDetector } from '../../src/detect/signatures.js';
 import { trackerSniDetector } from '../../src/detect/tracker-sni.js';
 import { udpTrackerDetector } from '../../src/detect/udp-tracker.js';
-import { createSocks5Detector, socks5Detector } from '../../src/detect/socks5.js';
+import { createSocks5Detector } from '../../src/detect/socks5.js';
 import { socks5ProxyDetector } from '../../src/detect/socks5-proxy.js';
 import { DETECTORS, detectorChain } from '../../src/detect/registry.js';
+
+const socks5Detector = DETECTORS.find((detector) => detector.name === 'socks5')!;
 import { scanCapture } from '../helpers/capture.js';
 import { FlowRunner, type Datagram } from '../helpers/detector-run.js';
 import { ascii, concat, u16, u32 } from '../helpers/frames.js';
-import { listedTo } from '../helpers/listed.js';
+import { listTo, listedTo, prove } from '../helpers/listed.js';
 import { clientHello } from '../helpers/names.js';
 import { overTcp } from '../helpers/tcp-stream.js';
 
@@ -79,6 +81,30 @@ describe('socks5 detector: CONNECT', () => {
     expect(result.outcome).toBe(MATCH);
     expect(result.strayReads).toEqual([]);
     expect(result.strayStateWrites).toEqual([]);
+  });
+
+  it('decides a CONNECT towards a known peer at the request, as the engine decides a SYN', () => {
+    // The client (10.0.0.1) asks the proxy for 10.0.0.3:6881 and nothing follows yet.
+    const attempt = [client(GREETING), server(NO_AUTH), client([5, 1, 0, 1, 10, 0, 0, 3, ...u16(6881)])];
+    const listedRunner = new FlowRunner(overTcp(socks5Detector));
+    listTo(listedRunner, '10.0.0.3', 6881, '10.0.0.1');
+    expect(listedRunner.run(attempt, true)).toMatchObject({ outcome: MATCH, decidedAt: 2, strength: STRENGTH_ANNOUNCED, strayReads: [] });
+    const provenRunner = new FlowRunner(overTcp(socks5Detector));
+    prove(provenRunner, '10.0.0.3', 6881);
+    expect(provenRunner.run(attempt, true)).toMatchObject({ outcome: MATCH, strength: STRENGTH_CACHE });
+    // Listed to another host only, or not at all: the request proves nothing.
+    const elsewhere = new FlowRunner(overTcp(socks5Detector));
+    listTo(elsewhere, '10.0.0.3', 6881, '10.0.0.9');
+    expect(elsewhere.run(attempt, true).outcome).toBe(MORE);
+    expect(stream(attempt).outcome).toBe(MORE);
+  });
+
+  it('runs the same detectors inside as outside: learned peers too', () => {
+    // A datagram through the relay to a peer the tracker listed to this client: peer-cache, inside.
+    const runner = new FlowRunner(socks5Detector);
+    listTo(runner, '10.0.0.3', 6881, '10.0.0.1');
+    expect(runner.run([client(udpHeader(), ascii('opaque bytes'))], true)).toMatchObject({ outcome: MATCH, strength: STRENGTH_ANNOUNCED });
+    expect(new FlowRunner(socks5Detector).run([client(udpHeader(), ascii('opaque bytes'))], true).outcome).not.toBe(MATCH);
   });
 
   it('never calls its producer a peer: the other end is the proxy', () => {
@@ -202,9 +228,9 @@ describe.runIf(existsSync(LAB_CAPTURE))('socks5 detector on libtorrent behind a 
 
   it('finds what each tunnel carries with the inner detector made for it', () => {
     // One peer connection (username/password, then the BEP 3 handshake), HTTPS and HTTP announces, UDP tracker and DHT datagrams.
-    expect(flagged(createSocks5Detector('socks5', [handshakeDetector], [dhtDetector])).map((f) => f.responder)).toEqual(['10.79.0.2:1080']);
-    expect(flagged(createSocks5Detector('socks5', [trackerSniDetector], [dhtDetector])).length).toBeGreaterThanOrEqual(2);
-    expect(flagged(createSocks5Detector('socks5', [signatureDetector], [udpTrackerDetector])).some((f) => isRelay(f.responder))).toBe(true);
+    expect(flagged(createSocks5Detector('socks5', [handshakeDetector, dhtDetector])).map((f) => f.responder)).toEqual(['10.79.0.2:1080']);
+    expect(flagged(createSocks5Detector('socks5', [trackerSniDetector, dhtDetector])).length).toBeGreaterThanOrEqual(2);
+    expect(flagged(createSocks5Detector('socks5', [signatureDetector, udpTrackerDetector])).some((f) => isRelay(f.responder))).toBe(true);
   });
 });
 
