@@ -34,6 +34,8 @@ const TS_BACK_MAX = 1;
  */
 const MIN_RUN_EACH_WAY = 2;
 const MIN_RUN_BOTH_WAYS = 6;
+/** Consistent packets from one side when the other side is never seen (an asymmetric route). */
+const MIN_RUN_ONE_WAY = 6;
 
 /** State: flags, the SYN's connection id and sequence number, then one record per direction. */
 const FLAGS = 0;
@@ -47,6 +49,8 @@ const SYN_FROM_RESPONDER = 2;
  */
 const SENT_OTHER = 4;
 const SENT_OTHER_EITHER = SENT_OTHER | (SENT_OTHER << 1);
+/** SENT << dir: that direction sent a datagram of any kind. */
+const SENT = 16;
 const SYN_ID = 1;
 const SYN_SEQ = 3;
 const DIR_BASE = 5;
@@ -58,17 +62,20 @@ const TS = 5;
 const DIR_BYTES = 7;
 
 /**
- * Recognises uTP (BEP 29, the micro transport protocol over UDP) from both directions of a flow,
- * never from one datagram: a 20-byte uTP header is too easy to mistake (a DNS query with the right
- * id parses as a SYN). Every datagram must be a well-formed version-1 header whose extension chain
+ * Recognises uTP (BEP 29, the micro transport protocol over UDP) from several datagrams of a flow,
+ * never from one: a 20-byte uTP header is too easy to mistake (a DNS query with the right id
+ * parses as a SYN). Every datagram must be a well-formed version-1 header whose extension chain
  * ends inside it, or a bencoded dictionary (DHT shares the socket); anything else gives up.
  * It matches when the responder answers a SYN with ST_STATE (or ST_RESET) carrying the SYN's
- * connection id and acknowledging its sequence number, or, for a flow caught mid-way, after a few
- * packets each way whose connection ids differ by one and whose sequence numbers,
- * acknowledgements, timestamps and windows progress plausibly.
+ * connection id and acknowledging its sequence number; when the SYN's side goes on with the ids
+ * its SYN announced (connection id + 1, sequence number + 1), which it does only once answered,
+ * so that an asymmetric route showing one side is enough; or, for a flow caught mid-way, after a
+ * few packets each way whose connection ids differ by one and whose sequence numbers,
+ * acknowledgements, timestamps and windows progress plausibly, or more of them from one side when
+ * the other is never seen.
  * Evidence: the answer to a SYN is a `response` from the answering end (it carries what only a
  * receiver of that SYN knows), unless the SYN's side sent anything but SYNs (see SENT_OTHER); a
- * mid-way run is `exact`.
+ * mid-way run or one side's continuation is `exact` (never a ban over UDP: it answers nothing).
  * Budget: 32 payload packets, room for two acknowledgements of a bulk transfer caught mid-way.
  */
 export const utpDetector: Detector = {
@@ -84,7 +91,7 @@ export const utpDetector: Detector = {
     const start = pkt.payloadOff;
     const end = start + pkt.payloadLen;
     const kind = packetType(buf, start, end);
-    if (kind !== ST_SYN) ctx.state[ctx.stateOff + FLAGS] |= SENT_OTHER << ctx.dir;
+    ctx.state[ctx.stateOff + FLAGS] |= (kind !== ST_SYN ? SENT_OTHER | SENT : SENT) << ctx.dir;
     if (kind < 0) return buf[start] === BENCODE_DICT && skipValue(buf, start, end) === end ? MORE : GIVE_UP;
     const state = ctx.state;
     const base = ctx.stateOff;
@@ -92,7 +99,7 @@ export const utpDetector: Detector = {
     const seq = (buf[start + 16] << 8) | buf[start + 17];
     const ack = (buf[start + 18] << 8) | buf[start + 19];
     if (kind === ST_SYN) {
-      state[base + FLAGS] = (state[base + FLAGS] & SENT_OTHER_EITHER) | SYN_SEEN | (ctx.dir === 1 ? SYN_FROM_RESPONDER : 0);
+      state[base + FLAGS] = (state[base + FLAGS] & (SENT_OTHER_EITHER | SENT | (SENT << 1))) | SYN_SEEN | (ctx.dir === 1 ? SYN_FROM_RESPONDER : 0);
       writeU16(state, base + SYN_ID, id);
       writeU16(state, base + SYN_SEQ, seq);
       return MORE;
@@ -107,6 +114,9 @@ export const utpDetector: Detector = {
         return MATCH;
       }
     }
+    // The SYN's own side answered: its next packets carry the SYN's id + 1 and the next sequence number.
+    const synFromThisSide = synSeen && !synFromOtherSide;
+    if (synFromThisSide && kind !== ST_RESET && id === ((readU16(state, base + SYN_ID) + 1) & 0xffff) && seq === ((readU16(state, base + SYN_SEQ) + 1) & 0xffff)) return MATCH;
     // A reset may carry either side's id: it proves nothing about the flow's id pair.
     if (kind === ST_RESET) return MORE;
     return extendRun(ctx, buf, start, id, seq, ack) ? MATCH : MORE;
@@ -138,6 +148,7 @@ function extendRun(ctx: InspectContext, buf: Uint8Array, start: number, id: numb
   writeU16(state, mine + TS, ts);
   const mineRun = state[mine + RUN];
   const otherRun = state[other + RUN];
+  if ((state[ctx.stateOff + FLAGS] & (SENT << (1 - ctx.dir))) === 0) return mineRun >= MIN_RUN_ONE_WAY;
   return mineRun >= MIN_RUN_EACH_WAY && otherRun >= MIN_RUN_EACH_WAY && mineRun + otherRun >= MIN_RUN_BOTH_WAYS;
 }
 

@@ -86,6 +86,27 @@ function midFlow(rounds: number, id = 0x5303, idGap = -1, seq = 0xfff0, ack = 0x
 const runner = new FlowRunner(utpDetector);
 
 describe('uTP detector (BEP 29)', () => {
+  describe('seen one way only (an asymmetric route)', () => {
+    const oneWay = (rounds: number, dir: number, id = 0x5303) =>
+      Array.from({ length: rounds }, (_, r) => from(dir, utp({ type: ST_DATA, id, seq: (0xfff0 + r) & 0xffff, ack: 0x49c6, ts: 0x10000000 + r * 40_000, payload: filler(100, r + 1) })));
+
+    it('names the SYN side going on with the ids its SYN announced', () => {
+      const syn = from(0, utp({ type: ST_SYN, id: 0x5302, seq: 0xe7f5, ack: 0 }));
+      const next = from(0, utp({ type: ST_DATA, id: 0x5303, seq: 0xe7f6, ack: 0x1234, payload: filler(30) }));
+      // Exact, from the opener's own bytes: never a ban over UDP, where only an answer to a local query is proof.
+      expect(runner.run([syn, next])).toMatchObject({ outcome: MATCH, decidedAt: 1, strength: STRENGTH_EXACT });
+      expect(runner.run([syn, from(0, utp({ type: ST_DATA, id: 0x5303, seq: 0xe7f8, ack: 0x1234, payload: filler(30) }))]).outcome).toBe(MORE);
+      expect(runner.run([syn, from(0, utp({ type: ST_DATA, id: 0x5304, seq: 0xe7f6, ack: 0x1234, payload: filler(30) }))]).outcome).toBe(MORE);
+    });
+
+    it.each([0, 1])('names a run of six consistent packets from direction %i when the other never speaks, not five', (dir) => {
+      expect(runner.run(oneWay(6, dir))).toMatchObject({ outcome: MATCH, decidedAt: 5, strength: STRENGTH_EXACT });
+      expect(runner.run(oneWay(5, dir)).outcome).toBe(MORE);
+      // A side that answers takes the flow back to the two-way rule.
+      expect(runner.run([...oneWay(5, 0), from(1, utp({ type: ST_STATE, id: 0x7777, seq: 1, ack: 1 })), ...oneWay(1, 0)]).outcome).toBe(MORE);
+    });
+  });
+
   it.each([
     ['SYN answered by ST_STATE', [from(0, utp({ type: ST_SYN, id: 0x5302, seq: 0xe7f5, ack: 0, wnd: 0 })), from(1, utp({ type: ST_STATE, id: 0x5302, seq: 0x49c7, ack: 0xe7f5 }))], 1],
     [
@@ -167,11 +188,9 @@ describe('uTP detector (BEP 29)', () => {
       expect(runner.run([ownState, syn, answer])).toMatchObject({ outcome: MATCH, decidedAt: 2, strength: STRENGTH_EXACT });
       const ownReset = from(0, utp({ type: 3, id: 0x5302, seq: 0x49c7, ack: 0xe7f5 }));
       expect(runner.run([ownReset, syn, from(1, utp({ type: 3, id: 0x5302, seq: 0x49c7, ack: 0xe7f5 }))])).toMatchObject({ outcome: MATCH, strength: STRENGTH_EXACT });
-      // Any data of the SYN's side before the answer, whatever its id: an opener waits for the answer.
-      for (const id of [0x5302, 0x5303]) {
-        const ownData = from(0, utp({ type: ST_DATA, id, seq: 0xe7f6, ack: 0, payload: filler(20) }));
-        expect(runner.run([syn, ownData, answer])).toMatchObject({ outcome: MATCH, decidedAt: 2, strength: STRENGTH_EXACT });
-      }
+      // Any data of the SYN's side before the answer: an opener waits for the answer.
+      const ownData = from(0, utp({ type: ST_DATA, id: 0x5302, seq: 0xe7f6, ack: 0, payload: filler(20) }));
+      expect(runner.run([syn, ownData, answer])).toMatchObject({ outcome: MATCH, decidedAt: 2, strength: STRENGTH_EXACT });
       // A retransmitted SYN leaves the answer a response.
       expect(runner.run([syn, syn, answer])).toMatchObject({ outcome: MATCH, decidedAt: 2, strength: STRENGTH_RESPONSE });
     });
