@@ -1,4 +1,4 @@
-import type { PeerCache, PeerLists } from '../flow/peers.js';
+import type { PeerCache, PeerLists, TorrentingHosts } from '../flow/peers.js';
 import type { PacketInfo } from '../packet/packet.js';
 
 /** What a detector says about a flow after one payload packet. */
@@ -60,6 +60,8 @@ export class InspectContext {
   peers!: PeerLists;
   /** Endpoints proven peers by their own bytes (the policy adds them; only peer-cache reads them). */
   proven!: PeerCache;
+  /** Hosts that spoke BitTorrent protocol bytes lately (the engine marks them; shape-only detectors read them). */
+  torrenting!: TorrentingHosts;
 }
 
 /**

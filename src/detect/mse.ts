@@ -12,73 +12,80 @@ import { HANDSHAKE_LENGTH } from './peer-wire.js';
  *
  * Every byte is indistinguishable from random. The DH keys give nothing either: P is a safe prime
  * and 2 a quadratic non-residue mod P, so G^X is uniform over the whole group, and a random 96-byte
- * number is >= P with probability ~2^-64. What shows is the shape: each side may only speak after
- * the other (A cannot hash S before it has Yb; B cannot answer message 3 before it has read it,
- * and A waits for crypto_select before sending past IA), message sizes are bounded by the spec, and
- * RC4 keeps lengths, so the 68-byte BEP 3 handshake that follows shows through as an exact length.
+ * number is >= P with probability ~2^-64. What shows is the shape, and RC4 keeps lengths.
+ *
+ * Only the first two flights are ordered by the protocol: B answers Ya, and A cannot hash S before
+ * it has Yb, so A's first bytes (Ya, PadA) all come before B's, and B's first bytes (Yb, PadB) all
+ * come before B has read message 3. After that each side writes when it likes: an initiator may
+ * send message 3 and its handshake before message 4 arrives, a responder message 4 and its
+ * handshake before A's handshake does, and on a path with a round-trip time they cross. So past
+ * the keys each direction's stream is read on its own, by its writes (TCP segments of new bytes),
+ * against the spec's structure:
+ * - A: message 3 is the first write (56..636 bytes without IA); the BEP 3 handshake is either IA
+ *   (message 3 of exactly 56 + 68 = 124 with an empty PadC: Transmission, rtorrent) or A's second
+ *   write, of exactly 68 (libtorrent, aria2).
+ * - B: message 4 is the first write (14 + PadD), alone or with B's handshake: exactly 14 or 82 with
+ *   an empty PadD (Transmission); or B's handshake is a write of exactly 68 of its own (aria2); or it
+ *   opens a larger write (libtorrent), seen only as 68 bytes or more sent after A's handshake.
+ * - crypto_select may pick plaintext: "\x13BitTorrent protocol" then shows as is.
  */
 
 const KEY_BURST_MIN = 96;
 const KEY_BURST_MAX = 96 + 512;
 /** Message 3 without PadC and IA: two hashes, VC, crypto_provide, len(PadC), len(IA). */
-const INITIATOR_SYNC_MIN = 20 + 20 + 8 + 4 + 2 + 2;
-/** With the largest PadC; a client that sends its handshake after message 4 sends no IA. */
-const INITIATOR_SYNC_NO_IA_MAX = INITIATOR_SYNC_MIN + 512;
-/** With the largest PadC and the handshake as IA (clients refuse a longer IA). */
-const INITIATOR_SYNC_MAX = INITIATOR_SYNC_NO_IA_MAX + HANDSHAKE_LENGTH;
-/** Message 3 with an empty PadC and the handshake as IA (Transmission, rtorrent). */
-const INITIATOR_SYNC_WITH_HANDSHAKE = INITIATOR_SYNC_MIN + HANDSHAKE_LENGTH;
-/** Message 4 before the payload: VC, crypto_select, len(PadD). */
-const RESPONDER_SYNC_MIN = 8 + 4 + 2;
-const RESPONDER_SYNC_MAX = RESPONDER_SYNC_MIN + 512;
-/** Message 4 with an empty PadD and the responder's handshake written with it (Transmission). */
-const RESPONDER_SYNC_WITH_HANDSHAKE = RESPONDER_SYNC_MIN + HANDSHAKE_LENGTH;
+const SYNC_MIN = 20 + 20 + 8 + 4 + 2 + 2;
+/** With the largest PadC and no IA. */
+const SYNC_NO_IA_MAX = SYNC_MIN + 512;
+/** With an empty PadC and the handshake as IA. */
+const SYNC_WITH_HANDSHAKE = SYNC_MIN + HANDSHAKE_LENGTH;
+/** Message 4 before the payload: VC, crypto_select, len(PadD); and with B's handshake written with it. */
+const SELECT_MIN = 8 + 4 + 2;
+const SELECT_WITH_HANDSHAKE = SELECT_MIN + HANDSHAKE_LENGTH;
 
-/**
- * Lengths of a segment that holds one bare peer wire message, which RC4 leaves visible: keep-alive
- * (4), a one-byte message (5: choke, unchoke, (not) interested, have all, have none), port (7), have
- * or allowed fast (9), a piece header written before its block (13), a request (17) or two (34).
- */
-const BARE_MESSAGE = new Uint8Array(35);
-for (const length of [4, 5, 7, 9, 13, 17, 34]) BARE_MESSAGE[length] = 1;
-/** Evidence a handshake sent inside message 3 needs: exact lengths and bare messages, one point each. */
-const POINTS_NEEDED = 3;
-/** Segments after message 4 in which the bare messages must show: the first exchanges after the handshakes. */
-const AFTER_SEGMENTS_MAX = 8;
-
-/**
- * Phases: the burst (all new stream bytes one side sends before the other side sends any) being
- * read. The key and sync phases alternate initiator (even) and responder (odd); AFTER is
- * everything that follows message 4.
- */
+/** Phases: A's key burst (Ya, PadA), B's key burst (Yb, PadB), then both streams on their own. */
 const KEY_A = 0;
 const KEY_B = 1;
-const SYNC_A = 2;
-const SYNC_B = 3;
-const AFTER = 4;
+const STREAMS = 2;
 
-/** Hypotheses still open in AFTER. */
-const HANDSHAKE_AFTER_SYNC = 1;
-/** A's burst after message 4 was exactly the handshake: B's next segment decides. */
-const HANDSHAKE_SEEN = 2;
-const HANDSHAKE_IN_SYNC = 4;
-/** B answered A's handshake with at least its own: A speaking again (extension handshake, bitfield) decides. */
-const HANDSHAKE_ANSWERED = 8;
+/** Evidence flags, set as the streams show it. */
+/** A: message 3 of exactly 124 bytes, the handshake as IA. */
+const A_HANDSHAKE_IN_SYNC = 1;
+/** A: a message 3 without IA, then a write of exactly 68. */
+const A_HANDSHAKE_AFTER_SYNC = 2;
+const A_HANDSHAKE = A_HANDSHAKE_IN_SYNC | A_HANDSHAKE_AFTER_SYNC;
+/** B: message 4 of exactly 14 or 82 bytes, or a write of exactly 68 right after it. */
+const B_EXACT = 4;
+/** A's 68-byte handshake came after B's message 4 (B had written, at most a padded message 4 and a handshake). */
+const A_AFTER_SELECT = 8;
+/**
+ * B's answer opened as a handshake would: after A's 68-byte handshake that followed message 4, a
+ * write of at least 68; after a 124-byte message 3, a message 4 of at most 14 + 512 + 68.
+ */
+const B_OPENED = 16;
+/** B sent at least its handshake's worth after A's handshake (68 bytes after A's, 82 after a 124-byte message 3). */
+const B_ANSWERED = 32;
+/** A wrote again after B's answer (with B's exact lengths, or an answer that opened as a handshake): B writing again names the flow. */
+const A_WENT_ON = 64;
 
 /**
- * State: phase; per direction the stream end (TCP sequence number) seen; bytes of the current
- * burst (saturating); message 3's bytes; in AFTER, bursts and segments seen since message 4, the
- * evidence points and the open hypotheses.
+ * State: phase; per direction the stream end (TCP sequence number) seen; bytes of the key burst
+ * being read (saturating); then A's and B's writes since the keys, the length of A's first (message
+ * 3), B's bytes since A's handshake (saturating), and the evidence flags.
  */
 const PHASE = 0;
 const END = 1;
 const BURST = 9;
-const SYNC_A_BYTES = 11;
-const AFTER_BURSTS = 13;
-const AFTER_SEGMENTS = 14;
-const POINTS = 15;
-const HYPOTHESES = 16;
-const STATE_BYTES = 17;
+const A_WRITES = 11;
+const B_WRITES = 12;
+const A_BYTES = 13;
+const B_BYTES = 15;
+const B_SINCE_HANDSHAKE = 17;
+const FLAGS = 19;
+/** A's write that held (or ended) its handshake: the one after it is A going on. */
+const A_HANDSHAKE_WRITE = 20;
+const STATE_BYTES = 21;
+/** Writes a message may be cut into before what follows it: message 3 or 4 in up to three, then the handshake. */
+const SPLIT_WRITES = 3;
 const SATURATED = 0xffff;
 /** A jump in sequence numbers larger than this is no handshake (or not the stream's start). */
 const MAX_AHEAD = 1 << 16;
@@ -98,17 +105,18 @@ const MIN_DISTINCT = 66;
 /**
  * Recognises the MSE handshake of encrypted BitTorrent over TCP by its shape (see above), from the
  * start of a connection: A's Ya+PadA (96-608 bytes) with nothing structured in it, B's Yb+PadB
- * (96-608), A's message 3 (56-636), B's message 4 (14 or more), then evidence of the BEP 3 peer
- * wire behind them:
- * - "\x13BitTorrent protocol" in plaintext within message 4's burst or opening one of the two
- *   bursts after it (crypto_select plaintext);
- * - A sends its handshake after message 4 (libtorrent, aria2): A's next burst is exactly 68 bytes
- *   after a message 3 with no room for IA and a message 4 with no room for payload, B's answer
- *   opens with at least its own 68, and A speaks again (on random segments this path alone would
- *   name about 3 flows per 10 M; waiting for A's next burst cuts that);
- * - A sends its handshake inside message 3 (Transmission, rtorrent): three points among message 3
- *   of exactly 124 bytes (empty PadC), B's first segment of message 4 of exactly 82 (empty PadD and
- *   B's handshake) and segments of one bare peer wire message among the 8 that follow message 4.
+ * (96-608), then, whatever the order in which the two sides' later writes arrive:
+ * - "\x13BitTorrent protocol" in plaintext in B's first writes after the keys or opening one of
+ *   A's after message 3 (crypto_select plaintext);
+ * - A's handshake (inside a 124-byte message 3, or as a 68-byte write after message 3), B's answer
+ *   of at least a handshake's length, A writing again after it (extension handshake, bitfield),
+ *   and either B's exact message 4 or 68-byte handshake write, or, without them, an answer that
+ *   opened as a handshake does and B writing again after A (the peer wire going on).
+ * Random writes of random lengths take this shape now and then (about 1 flow in a million in
+ * `npm run bench`: the exact lengths are few), so it names a flow only in context: one of its
+ * ends must have spoken BitTorrent protocol bytes lately (ctx.torrenting), as a host running a
+ * client does (DHT, trackers, uTP, plain handshakes); a host that never torrents is never named
+ * by shape.
  * The length evidence is heuristic: it names a flow only when its responder is an endpoint the peer
  * cache would accept (a high port that is no well-known service, an address not allowlisted), so
  * proxies and VPNs on service ports, random-looking too, are never named by it.
@@ -148,110 +156,119 @@ export const mseDetector: Detector = {
     state[endAt + 2] = (segmentEnd >>> 8) & 0xff;
     state[endAt + 3] = segmentEnd & 0xff;
 
-    let phase = state[at + PHASE];
-    let burst = (state[at + BURST] << 8) | state[at + BURST + 1];
-    // In AFTER either side may speak next; before it, the sides take turns.
-    const turn = phase === AFTER ? (state[at + AFTER_BURSTS] & 1) : phase & 1;
-    const opensBurst = dir !== turn;
-    if (opensBurst) {
-      // The other side speaks: the burst just read is complete.
-      const verdict = closeBurst(ctx, phase, burst);
-      if (verdict !== MORE) return verdict;
-      if (phase < AFTER) phase++;
-      state[at + PHASE] = phase;
+    const phase = state[at + PHASE];
+    if (phase === STREAMS) return dir === 0 ? initiatorWrite(ctx, fresh) : responderWrite(ctx, fresh);
+    let burst = readU16(state, at + BURST);
+    if (dir !== phase) {
+      // The other side speaks: the key burst just read is complete, and the next one opens.
+      if (burst < KEY_BURST_MIN) return GIVE_UP;
       burst = 0;
+      state[at + PHASE] = phase === KEY_A ? KEY_B : STREAMS;
+      if (phase === KEY_B) return initiatorWrite(ctx, fresh);
     }
+    // Ya and Yb are each written at once, so their 96 bytes open the direction's first segment.
+    if (ctx.dirIndex === 0 && (len < KEY_BURST_MIN || !looksRandom(pkt.buf, pkt.payloadOff, len))) return GIVE_UP;
     burst = Math.min(burst + fresh, SATURATED);
-    state[at + BURST] = burst >>> 8;
-    state[at + BURST + 1] = burst & 0xff;
-
-    const buf = pkt.buf;
-    const off = pkt.payloadOff;
-    switch (phase) {
-      case KEY_A:
-      case KEY_B:
-        // Ya and Yb are each written at once, so their 96 bytes open the direction's first segment.
-        if (ctx.dirIndex === 0 && (len < KEY_BURST_MIN || !looksRandom(buf, off, len))) return GIVE_UP;
-        return burst > KEY_BURST_MAX ? GIVE_UP : MORE;
-      case SYNC_A:
-        return burst > INITIATOR_SYNC_MAX ? GIVE_UP : MORE;
-      case SYNC_B:
-        if (containsPrefix(buf, off, len)) return MATCH;
-        if (opensBurst && len === RESPONDER_SYNC_WITH_HANDSHAKE) state[at + POINTS]++;
-        return MORE;
-      default:
-        return inspectAfter(ctx, opensBurst, burst);
-    }
+    writeU16(state, at + BURST, burst);
+    return burst > KEY_BURST_MAX ? GIVE_UP : MORE;
   },
 };
 
-/** A segment after message 4: the evidence that the peer wire follows. */
-function inspectAfter(ctx: InspectContext, opensBurst: boolean, burst: number): number {
+/** A write of new bytes from A after the keys: message 3 (in one write or two), its handshake, the peer wire. */
+function initiatorWrite(ctx: InspectContext, fresh: number): number {
   const state = ctx.state;
   const at = ctx.stateOff;
   const pkt = ctx.pkt;
   const len = pkt.payloadLen;
-  const afterBursts = state[at + AFTER_BURSTS];
-  let hypotheses = state[at + HYPOTHESES];
-  if (opensBurst && afterBursts <= 1 && startsWithPrefix(pkt.buf, pkt.payloadOff, len)) return MATCH;
-  if ((hypotheses & HANDSHAKE_ANSWERED) !== 0) {
-    // The only burst that can open now is A's: the peer wire goes on, as it does after a handshake.
-    if (opensBurst) return MATCH;
-  } else if ((hypotheses & HANDSHAKE_SEEN) !== 0) {
-    // B's answer to A's handshake opens with B's own.
-    hypotheses &= ~(HANDSHAKE_AFTER_SYNC | HANDSHAKE_SEEN);
-    if (len >= HANDSHAKE_LENGTH && responderMayBePeer(ctx)) hypotheses |= HANDSHAKE_ANSWERED;
-  } else if (afterBursts === 0 && burst > HANDSHAKE_LENGTH) {
-    hypotheses &= ~HANDSHAKE_AFTER_SYNC;
+  // Only a whole write of new bytes has the length the sender gave it.
+  const exact = fresh === len;
+  const writes = Math.min(state[at + A_WRITES] + 1, 0xff);
+  state[at + A_WRITES] = writes;
+  const before = readU16(state, at + A_BYTES);
+  const total = Math.min(before + fresh, SATURATED);
+  writeU16(state, at + A_BYTES, total);
+  let flags = state[at + FLAGS];
+  if ((flags & A_HANDSHAKE) === 0) {
+    if (writes > 1 && startsWithPrefix(pkt.buf, pkt.payloadOff, len)) return MATCH;
+    if (writes > 1 && writes <= SPLIT_WRITES + 1 && exact && len === HANDSHAKE_LENGTH && before >= SYNC_MIN && before <= SYNC_NO_IA_MAX) {
+      flags = (flags | A_HANDSHAKE_AFTER_SYNC) & ~B_ANSWERED;
+      // B's answer is what it sends from now on; before it, B wrote message 4 and at most its handshake.
+      const sinceKeys = readU16(state, at + B_BYTES);
+      if (sinceKeys > 0 && sinceKeys <= SELECT_WITH_HANDSHAKE + 512) flags |= A_AFTER_SELECT;
+      writeU16(state, at + B_SINCE_HANDSHAKE, 0);
+    } else if (writes <= SPLIT_WRITES && total === SYNC_WITH_HANDSHAKE) {
+      flags |= A_HANDSHAKE_IN_SYNC;
+    } else {
+      // Message 3 without IA is at most 636 bytes, and the handshake follows within a write or two.
+      return total > SYNC_NO_IA_MAX || writes > SPLIT_WRITES + 1 ? GIVE_UP : MORE;
+    }
+    state[at + FLAGS] = flags;
+    state[at + A_HANDSHAKE_WRITE] = writes;
+    return bothExact(flags) ? named(ctx) : MORE;
   }
-  if ((hypotheses & HANDSHAKE_IN_SYNC) !== 0) {
-    const points = state[at + POINTS] + (len < BARE_MESSAGE.length ? BARE_MESSAGE[len] : 0);
-    state[at + POINTS] = points;
-    if (points >= POINTS_NEEDED && responderMayBePeer(ctx)) return MATCH;
-    const segments = state[at + AFTER_SEGMENTS] + 1;
-    state[at + AFTER_SEGMENTS] = segments;
-    if (segments >= AFTER_SEGMENTS_MAX) hypotheses &= ~HANDSHAKE_IN_SYNC;
+  if (writes <= state[at + A_HANDSHAKE_WRITE] + 1 && startsWithPrefix(pkt.buf, pkt.payloadOff, len)) return MATCH;
+  // Without B's exact lengths, A's going on must be its first write after the handshake: a peer
+  // that put its handshake in message 3, or wrote it next, waits for B's before it writes more.
+  const firstAfterHandshake = writes === state[at + A_HANDSHAKE_WRITE] + 1;
+  if ((flags & (B_ANSWERED | A_WENT_ON)) === B_ANSWERED && (flags & B_OPENED) !== 0 && firstAfterHandshake) {
+    flags |= A_WENT_ON;
+    state[at + FLAGS] = flags;
   }
-  state[at + HYPOTHESES] = hypotheses;
-  return hypotheses === 0 ? GIVE_UP : MORE;
+  return MORE;
 }
 
-/** Checks the burst that just ended; MORE to go on, else the verdict. */
-function closeBurst(ctx: InspectContext, phase: number, burst: number): number {
+/** A write of new bytes from B after the keys: message 4 (in one write or two), its handshake, the peer wire. */
+function responderWrite(ctx: InspectContext, fresh: number): number {
   const state = ctx.state;
   const at = ctx.stateOff;
-  switch (phase) {
-    case KEY_A:
-    case KEY_B:
-      return burst >= KEY_BURST_MIN ? MORE : GIVE_UP;
-    case SYNC_A:
-      state[at + SYNC_A_BYTES] = burst >>> 8;
-      state[at + SYNC_A_BYTES + 1] = burst & 0xff;
-      return burst >= INITIATOR_SYNC_MIN ? MORE : GIVE_UP;
-    case SYNC_B: {
-      if (burst < RESPONDER_SYNC_MIN) return GIVE_UP;
-      const syncA = (state[at + SYNC_A_BYTES] << 8) | state[at + SYNC_A_BYTES + 1];
-      let hypotheses = 0;
-      if (syncA <= INITIATOR_SYNC_NO_IA_MAX && burst <= RESPONDER_SYNC_MAX) hypotheses |= HANDSHAKE_AFTER_SYNC;
-      if (syncA >= INITIATOR_SYNC_WITH_HANDSHAKE && burst >= RESPONDER_SYNC_WITH_HANDSHAKE) {
-        hypotheses |= HANDSHAKE_IN_SYNC;
-        if (syncA === INITIATOR_SYNC_WITH_HANDSHAKE) state[at + POINTS]++;
-      } else {
-        state[at + POINTS] = 0;
-      }
-      state[at + HYPOTHESES] = hypotheses;
-      return hypotheses === 0 ? GIVE_UP : MORE;
-    }
-    default: {
-      const afterBursts = state[at + AFTER_BURSTS];
-      if (afterBursts === 0 && (state[at + HYPOTHESES] & HANDSHAKE_AFTER_SYNC) !== 0) {
-        state[at + HYPOTHESES] ^= burst === HANDSHAKE_LENGTH ? HANDSHAKE_SEEN : HANDSHAKE_AFTER_SYNC;
-      }
-      // Wrapping at 256 keeps the parity that says whose turn it is.
-      state[at + AFTER_BURSTS] = afterBursts + 1;
-      return MORE;
-    }
-  }
+  const pkt = ctx.pkt;
+  const len = pkt.payloadLen;
+  const exact = fresh === len;
+  const writes = Math.min(state[at + B_WRITES] + 1, 0xff);
+  state[at + B_WRITES] = writes;
+  if (writes <= SPLIT_WRITES + 1 && containsPrefix(pkt.buf, pkt.payloadOff, len)) return MATCH;
+  const total = Math.min(readU16(state, at + B_BYTES) + fresh, SATURATED);
+  writeU16(state, at + B_BYTES, total);
+  if (writes === SPLIT_WRITES && total < SELECT_MIN) return GIVE_UP;
+  let flags = state[at + FLAGS];
+  // Message 4 with an empty PadD, alone or with B's handshake, or B's handshake written on its own after it.
+  if (writes <= SPLIT_WRITES && (total === SELECT_MIN || total === SELECT_WITH_HANDSHAKE)) flags |= B_EXACT;
+  if (writes > 1 && writes <= SPLIT_WRITES + 1 && exact && len === HANDSHAKE_LENGTH && total - len >= SELECT_MIN) flags |= B_EXACT;
+  // What B sent since A's handshake; a 124-byte message 3 holds A's, so all of B's counts, message 4 too.
+  const before = readU16(state, at + B_SINCE_HANDSHAKE);
+  if ((flags & A_AFTER_SELECT) !== 0 && before === 0 && fresh >= HANDSHAKE_LENGTH) flags |= B_OPENED;
+  if ((flags & A_HANDSHAKE_IN_SYNC) !== 0 && writes === 1 && fresh <= SELECT_WITH_HANDSHAKE + 512) flags |= B_OPENED;
+  const since = Math.min(before + fresh, SATURATED);
+  writeU16(state, at + B_SINCE_HANDSHAKE, since);
+  const answered = (flags & A_HANDSHAKE_AFTER_SYNC) !== 0 ? since >= HANDSHAKE_LENGTH : (flags & A_HANDSHAKE_IN_SYNC) !== 0 && since >= SELECT_WITH_HANDSHAKE;
+  if (answered) flags |= B_ANSWERED;
+  state[at + FLAGS] = flags;
+  return (flags & A_WENT_ON) !== 0 || bothExact(flags) ? named(ctx) : MORE;
+}
+
+/** Both handshakes showed by exact lengths: A's (in message 3, or after it) and B's (message 4, or its own write). */
+function bothExact(flags: number): boolean {
+  return (flags & A_HANDSHAKE) !== 0 && (flags & B_EXACT) !== 0;
+}
+
+/**
+ * The length evidence suffices: MATCH when the responder may be a peer and either end spoke
+ * BitTorrent protocol bytes lately (shapes alone, on random-looking traffic, are no evidence).
+ */
+function named(ctx: InspectContext): number {
+  const pkt = ctx.pkt;
+  const torrenting = ctx.torrenting;
+  const known = torrenting.has(pkt.family, pkt.buf, pkt.srcOff) || torrenting.has(pkt.family, pkt.buf, pkt.dstOff);
+  return known && responderMayBePeer(ctx) ? MATCH : MORE;
+}
+
+function readU16(state: Uint8Array, at: number): number {
+  return (state[at] << 8) | state[at + 1];
+}
+
+function writeU16(state: Uint8Array, at: number, value: number): void {
+  state[at] = value >>> 8;
+  state[at + 1] = value & 0xff;
 }
 
 /** No text, no sparse header, no TLS record, no SSH banner, no 2- or 4-byte length framing the segment. */

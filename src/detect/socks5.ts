@@ -142,6 +142,7 @@ function connectsToKnownPeer(ctx: InspectContext, chain: DetectorChain, at: numb
   innerPacket.payloadLen = 0;
   inner.peers = ctx.peers;
   inner.proven = ctx.proven;
+  inner.torrenting = ctx.torrenting;
   inner.dir = 0;
   if (chain.matchEndpoints(inner) < 0) return false;
   ctx.strength = inner.strength;
@@ -268,6 +269,7 @@ function enterInner(ctx: InspectContext, from: number): void {
   inner.state = state;
   inner.peers = ctx.peers;
   inner.proven = ctx.proven;
+  inner.torrenting = ctx.torrenting;
   inner.flow = ctx.flow;
   inner.dir = ctx.dir;
   inner.dirIndex = state[countAt + ctx.dir];

@@ -1,8 +1,8 @@
 import { DetectorChain } from '../detect/chain.js';
-import { InspectContext, MATCH, GIVE_UP, STRENGTH_NAMES, type Detector } from '../detect/detector.js';
+import { InspectContext, MATCH, GIVE_UP, STRENGTH_EXACT, STRENGTH_NAMES, STRENGTH_RESPONSE, type Detector } from '../detect/detector.js';
 import { DETECTORS } from '../detect/registry.js';
 import { Clock } from '../flow/clock.js';
-import { PeerCache, PeerLists } from '../flow/peers.js';
+import { PeerCache, PeerLists, TorrentingHosts } from '../flow/peers.js';
 import { FlowTable } from '../flow/table.js';
 import { PacketDecoder } from '../packet/decode.js';
 import { DECODED_TCP_UDP, PacketInfo } from '../packet/packet.js';
@@ -51,6 +51,8 @@ export class Engine {
   readonly proven: PeerCache;
   /** Endpoints listed to one host by a tracker, DHT node or PEX: for that host only. */
   readonly announced: PeerCache;
+  /** Hosts that spoke BitTorrent protocol bytes lately: the context shape-only evidence needs. */
+  readonly torrenting: TorrentingHosts;
   readonly decoder = new PacketDecoder();
   readonly packet = new PacketInfo();
   readonly ruleNames: RuleNames;
@@ -82,10 +84,12 @@ export class Engine {
     const peerTtlMs = options.peerTtlMs ?? 3_600_000;
     this.proven = new PeerCache(peerCapacity, peerTtlMs, this.clock, options.isAllowlisted);
     this.announced = new PeerCache(peerCapacity, peerTtlMs, this.clock, options.isAllowlisted, true);
+    this.torrenting = new TorrentingHosts(peerCapacity, peerTtlMs, this.clock, options.isAllowlisted);
     this.context.pkt = this.packet;
     this.context.state = this.flows.state;
     this.context.peers = new PeerLists(this.announced, this.packet);
     this.context.proven = this.proven;
+    this.context.torrenting = this.torrenting;
   }
 
   /** Forgets every flow and peer: a new capture file is a new network. */
@@ -93,6 +97,7 @@ export class Engine {
     this.flows.clear();
     this.proven.clear();
     this.announced.clear();
+    this.torrenting.clear();
   }
 
   /**
@@ -167,9 +172,22 @@ export class Engine {
 
   /** Detector i matched the current packet: its evidence (ctx.strength, the packet's sender) decides the flow. */
   private match(flow: number, detector: number): number {
-    this.flows.strength[flow] = this.context.strength;
+    const strength = this.context.strength;
+    this.flows.strength[flow] = strength;
     this.flows.producer[flow] = this.flows.direction;
+    if (strength === STRENGTH_EXACT || strength === STRENGTH_RESPONSE) this.markTorrenting(detector);
     return this.decide(flow, VERDICT_BITTORRENT, detector + 1);
+  }
+
+  /**
+   * Protocol bytes: the flow's initiator is torrenting (a client talking to a peer, a tracker or
+   * through a proxy), and so is its responder when that is a peer rather than a service.
+   */
+  private markTorrenting(detector: number): void {
+    const pkt = this.packet;
+    const fromInitiator = this.flows.direction === 0;
+    this.torrenting.mark(pkt.family, pkt.buf, fromInitiator ? pkt.srcOff : pkt.dstOff);
+    if (this.chain.detectors[detector].producerIsPeer) this.torrenting.mark(pkt.family, pkt.buf, fromInitiator ? pkt.dstOff : pkt.srcOff);
   }
 
   private decide(flow: number, verdict: number, rule: number): number {

@@ -165,6 +165,48 @@ function mixAddress(probe: Uint32Array, at: number, h: number, family: number, b
   return h;
 }
 
+/** The port of every key of TorrentingHosts: a host is one key, whatever ports it used (the cache's port rule lets this one through). */
+const HOST_KEY_PORT = 0xffff;
+
+/**
+ * Hosts whose flows showed BitTorrent protocol bytes (exact or response evidence: a DHT message,
+ * a handshake, a uTP exchange, a tracker announce), each for the peer time to live: the context in
+ * which shape-only evidence (MSE's lengths) may name a flow. Random-looking traffic of a host that
+ * never spoke BitTorrent is never named by shape. Names, caches and shapes mark no one, so nothing
+ * here feeds on itself.
+ */
+export class TorrentingHosts {
+  private readonly hosts: PeerCache;
+
+  constructor(capacity: number, ttlMs: number, clock: Clock, isAllowlisted?: (family: number, buf: Uint8Array, addrOff: number) => boolean) {
+    this.hosts = new PeerCache(capacity, ttlMs, clock, isAllowlisted);
+  }
+
+  /** Memory of the whole table, bytes. */
+  get bytes(): number {
+    return this.hosts.bytes;
+  }
+
+  /** What a table of this capacity takes, computed without allocating it. */
+  static bytesFor(capacity: number): number {
+    return PeerCache.bytesFor(capacity, false);
+  }
+
+  /** Marks the host whose address (4 or 16 bytes) is at buf[addrOff]. */
+  mark(family: number, buf: Uint8Array, addrOff: number): void {
+    this.hosts.add(family, buf, addrOff, HOST_KEY_PORT);
+  }
+
+  /** Whether the host was marked within the time to live. */
+  has(family: number, buf: Uint8Array, addrOff: number): boolean {
+    return this.hosts.has(family, buf, addrOff, HOST_KEY_PORT);
+  }
+
+  clear(): void {
+    this.hosts.clear();
+  }
+}
+
 /**
  * What detectors write peer lists into: the scoped cache, with the host that receives the
  * current packet (its destination) as the scope. A list a tracker, DHT node or PEX message sends

@@ -12,7 +12,7 @@ import { detectorChain } from '../detect/registry.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN } from '../engine/engine.js';
 import { formatAddress } from '../flow/address.js';
 import { Clock } from '../flow/clock.js';
-import { PeerCache } from '../flow/peers.js';
+import { PeerCache, TorrentingHosts } from '../flow/peers.js';
 import { FlowTable } from '../flow/table.js';
 import { IPPROTO_TCP, TCP_ACK, TCP_SYN } from '../packet/packet.js';
 import { Evidence, Policy, type Decision } from '../policy/policy.js';
@@ -101,10 +101,10 @@ export class Pipeline {
     return this.decideTracked(flow);
   }
 
-  /** Memory of every table behind this pipeline (flows, peers, arrival interfaces), bytes. */
+  /** Memory of every table behind this pipeline (flows, peers, torrenting hosts, arrival interfaces), bytes. */
   get memoryBytes(): number {
     const engine = this.engine;
-    return engine.flows.capacity * engine.flows.bytesPerFlow + this.arrivedOn.byteLength + engine.proven.bytes + engine.announced.bytes;
+    return engine.flows.capacity * engine.flows.bytesPerFlow + this.arrivedOn.byteLength + engine.proven.bytes + engine.announced.bytes + engine.torrenting.bytes;
   }
 
   /**
@@ -119,7 +119,8 @@ export class Pipeline {
         flows * FlowTable.bytesPerFlowFor(flows, stateBytes) +
         flows * ARRIVED_ON_BYTES_PER_FLOW +
         PeerCache.bytesFor(config.peerCacheSize, false) +
-        PeerCache.bytesFor(config.peerCacheSize, true),
+        PeerCache.bytesFor(config.peerCacheSize, true) +
+        TorrentingHosts.bytesFor(config.peerCacheSize),
       largestArrayBytes: flows * stateBytes,
     };
   }

@@ -19,6 +19,8 @@ export interface ScanOptions {
   detectors?: readonly Detector[];
   /** Called with each packet's 0-based index in the file: false drops the packet (a capture that started later). */
   keep?: (index: number) => boolean;
+  /** Every host taken as torrenting (as if each had spoken BitTorrent before): what shape evidence alone names. */
+  everyHostTorrenting?: boolean;
 }
 
 export function scanCapture(path: string, options: ScanOptions = {}): { flows: DecidedFlow[]; engine: Engine } {
@@ -44,7 +46,11 @@ export function scanCapture(path: string, options: ScanOptions = {}): { flows: D
   const result = readCapture(path, (buf, off, capLen, _origLen, linkType, tsMs) => {
     if (options.keep && !options.keep(index++)) return;
     engine.clock.nowMs = tsMs;
-    engine.process(buf, off, capLen, linkType);
+    const flow = engine.track(buf, off, capLen, linkType);
+    if (flow < 0) return;
+    const pkt = engine.packet;
+    if (options.everyHostTorrenting) engine.torrenting.mark(pkt.family, pkt.buf, pkt.srcOff);
+    engine.examine(flow);
   });
   if (result.error !== null) throw new Error(`${path}: ${result.error}`);
   return { flows, engine };
