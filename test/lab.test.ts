@@ -60,6 +60,15 @@ describe('namespace lab captures (fixtures/lab, made by test/lab/*.sh)', () => {
     expect(caught.length / encrypted.length, `missed: ${encrypted.filter((k) => !flagged.has(k)).join(', ')}`).toBeGreaterThanOrEqual(0.95);
   });
 
+  it('catches every BitTorrent flow of encrypted clients of mixed implementations behind a 25-40 ms round-trip time', () => {
+    const { figures, listing, flagged, truth } = scoreLab('bt-rtt');
+    expect(Number(figures.bt), listing).toBeGreaterThan(120);
+    expect(figures.recall, listing).toBe('1.000');
+    const encrypted = Object.entries(truth).flatMap(([file, flows]) => flows.filter((f) => f.encrypted).map((f) => flowKey(file, f.l4, f.a, f.b)));
+    expect(encrypted.length).toBeGreaterThan(30);
+    expect(encrypted.filter((key) => !flagged.has(key))).toEqual([]);
+  });
+
   it('flags nothing among HTTPS, SSH, DNS, STUN/TURN, SIP/RTP, iperf3, Shadowsocks, obfs4, VMess and WireGuard flows', () => {
     const { figures, listing } = scoreLab('clean');
     expect(Number(figures.nonbt), listing).toBeGreaterThan(300);

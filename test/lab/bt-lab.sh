@@ -4,7 +4,13 @@
 # manifests/<client>-<mode>.json (what each run was built to do), truth.json and captures.json.
 # Run as root:
 #
-#   bash test/lab/bt-lab.sh [--only CLIENT[-MODE]]... [--timeout SECONDS] [--out DIR] [--keep]
+#   bash test/lab/bt-lab.sh [--only CLIENT[-MODE]]... [--seeder CLIENT] [--rtt MS] [--timeout SECONDS]
+#                           [--out DIR] [--keep]
+#
+# --seeder: h1 runs that client instead of the leechers' own (implementations mixed on each side).
+# --rtt: every packet the seeder sends waits MS ms (../shared/bench/nfq-delay; this kernel has no
+# netem), so both directions interleave as on a real path; captures are named <client>-<mode>-rttMS.
+# BTLAB_PREFIX names the lab's namespaces (default btlab), so that two labs can run at once.
 #
 # Topology: namespace btlab-sw holds bridge btlab-br; btlab-trk (tracker / DHT node) and btlab-h1..3
 # (seeder, two leechers) hang off it by veth pairs, dual-stack 198.51.100.0/24 + 2001:db8:b7::/64.
@@ -18,18 +24,22 @@ OUT=$ROOT/fixtures/lab/bt
 TIMEOUT=60
 KEEP=0
 ONLY=()
+SEEDER=
+RTT_MS=0
 while [ $# -gt 0 ]; do
   case $1 in
     --only) ONLY+=("$2"); shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    *) echo "usage: $0 [--only CLIENT[-MODE]]... [--timeout S] [--out DIR] [--keep]" >&2; exit 2 ;;
+    --seeder) SEEDER=$2; shift 2 ;;
+    --rtt) RTT_MS=$2; shift 2 ;;
+    *) echo "usage: $0 [--only CLIENT[-MODE]]... [--seeder CLIENT] [--rtt MS] [--timeout S] [--out DIR] [--keep]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "bt-lab: must run as root" >&2; exit 2; }
 
-PFX=btlab
+PFX=${BTLAB_PREFIX:-btlab}
 NS_SW=$PFX-sw
 BRIDGE=$PFX-br
 NS_TRK=$PFX-trk
@@ -78,9 +88,9 @@ install_packages() {
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return
-  apt-get update -qq
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
   for p in "${missing[@]}"; do
-    apt-cache policy "$p" | grep -q 'Candidate: [0-9]' || { echo "bt-lab: no Debian package $p" >&2; exit 1; }
+    apt-cache policy "$p" | grep 'Candidate: [0-9]' >/dev/null || { echo "bt-lab: no Debian package $p" >&2; exit 1; }
   done
   # transmission-daemon, deluged and opentracker ship services that would start in the host's own
   # namespace, with the public DHT: keep dpkg from starting anything while we install.
@@ -88,7 +98,7 @@ install_packages() {
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${missing[@]}"
   [ $guard = 1 ] && rm -f /usr/sbin/policy-rc.d
   if [ -d /run/systemd/system ]; then
     systemctl disable --now transmission-daemon.service deluged.service opentracker.service 2>/dev/null || true
@@ -365,12 +375,14 @@ client_version() {
 
 run_one() {   # run_one CLIENT MODE CLIENT_INDEX MODE_INDEX
   local client=$1 mode=$2 cap=$1-$2
+  [ -n "$SEEDER" ] && cap=$cap-from-$SEEDER
+  [ "$RTT_MS" != 0 ] && cap=$cap-rtt$RTT_MS
   local base=$((20000 + $3 * 1000 + $4 * 100))
   RUN=$WORK/$cap
   RPORT=$((base + 50))
   NAME=btlab-$cap.bin
   rm -rf "$RUN"; mkdir -p "$RUN"
-  local i seeder=$client
+  local i seeder=${SEEDER:-$client}
   [ "$mode" = dht ] && seeder=libtorrent   # see README: reliable DHT announce from a lab seeder
   for i in "${HOSTS[@]}"; do mkdir -p "$RUN/h$i/cfg" "$RUN/h$i/save"; done
   cp "$WORK/data.bin" "$RUN/h1/save/$NAME"
@@ -409,6 +421,13 @@ run_one() {   # run_one CLIENT MODE CLIENT_INDEX MODE_INDEX
   [ "$mode" = dht ] && sleep 4     # the lab DHT nodes find each other
 
   local peers=() t0=$SECONDS
+  if [ "$RTT_MS" != 0 ]; then
+    # The seeder stands for the far side of a WAN path: all it sends is delayed.
+    ip netns exec "$PFX-h1" iptables -A OUTPUT -j NFQUEUE --queue-num 9 --queue-bypass
+    ip netns exec "$PFX-h1" ip6tables -A OUTPUT -j NFQUEUE --queue-num 9 --queue-bypass
+    spawn "$PFX-h1" "$RUN/delay.log" "$WORK/nfq-delay" 9 "$RTT_MS"
+    infra+=("$LAST_PID")
+  fi
   "start_$seeder" 1 "$mode" "$tor" "$RUN/h1/save" $((base + 1))
   peers+=("$LAST_PID")
   sleep 3                          # the seeder checks its data and announces before anyone asks
@@ -434,11 +453,16 @@ run_one() {   # run_one CLIENT MODE CLIENT_INDEX MODE_INDEX
   local secs=$((SECONDS - t0))
   stop_pids "${peers[@]}"
   stop_pids "${infra[@]}"
+  if [ "$RTT_MS" != 0 ]; then
+    ip netns exec "$PFX-h1" iptables -F OUTPUT
+    ip netns exec "$PFX-h1" ip6tables -F OUTPUT
+  fi
   kill -INT "$dump" 2>/dev/null || true
   wait "$dump" 2>/dev/null || true
   PIDS=()
 
   local pairing="h1 $(client_version "$seeder") seeds; h2, h3 $(client_version "$client") leech"
+  [ "$RTT_MS" != 0 ] && pairing="$pairing; the seeder's packets delayed ${RTT_MS} ms"
   if [ "$mode" = dht ]; then
     pairing="$pairing; btlab-trk runs a libtorrent DHT node; no tracker"
   else
@@ -484,6 +508,9 @@ WORK=$(mktemp -d /tmp/btlab.XXXXXX)
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 make_lab
+if [ "$RTT_MS" != 0 ]; then
+  gcc -O2 -Wall -o "$WORK/nfq-delay" "$ROOT/../shared/bench/nfq-delay.c" -lnetfilter_queue -lmnl
+fi
 head -c $((DATA_KB * 1024)) /dev/urandom >"$WORK/data.bin"
 ci=0
 for client in "${CLIENTS[@]}"; do
