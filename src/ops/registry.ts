@@ -40,6 +40,7 @@ export interface MetricsRegistry {
 }
 
 const NAME = /^[a-z][a-z0-9_]*$/;
+const MISNAMED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
 export class MetricsError extends Error {}
 
@@ -50,6 +51,8 @@ export class Metrics implements MetricsRegistry {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
+    // Gauges that prom-client names like counters: `promtool check metrics` rejects them, rightly.
+    for (const name of MISNAMED_DEFAULT_METRICS) this.registry.removeSingleMetric(name);
   }
 
   counter<L extends string = never>(spec: MetricSpec<L>, sample?: Sampler<L>): Counter<L> {

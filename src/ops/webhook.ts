@@ -6,6 +6,7 @@
  * detection (counted). `push` only appends to an array: the packet path (the workers) never
  * waits for the receiver, and neither does the main thread.
  *
+ * Credentials in the URL (https://user:password@host/...) go as HTTP Basic authorization.
  * Body: {"source":"btwall","host":HOSTNAME,"detections":[DETECTION...]}, each detection its
  * detection-log record without the payload (time, local, remote, rule, strength, action, ban, reason...).
  */
@@ -57,14 +58,24 @@ export class DetectionWebhook {
   private failingSince: number | null = null;
   private readonly closing = new AbortController();
   private readonly shownUrl: string;
+  /** The URL without its credentials (fetch refuses them), which go in an Authorization header instead. */
+  private readonly target: URL;
+  private readonly headers: Record<string, string> = { 'content-type': 'application/json' };
 
   constructor(
-    private readonly url: string,
+    url: string,
     private readonly log: Logger,
     private readonly options: WebhookOptions = WEBHOOK_DEFAULTS,
     private readonly host = hostname(),
   ) {
     this.shownUrl = redactedUrl(url);
+    this.target = new URL(url);
+    if (this.target.username !== '' || this.target.password !== '') {
+      const credentials = `${decodeURIComponent(this.target.username)}:${decodeURIComponent(this.target.password)}`;
+      this.headers.authorization = `Basic ${Buffer.from(credentials).toString('base64')}`;
+      this.target.username = '';
+      this.target.password = '';
+    }
   }
 
   /** Queues one detection and returns at once. */
@@ -116,9 +127,9 @@ export class DetectionWebhook {
     const batch = this.inFlight!;
     let failure: string;
     try {
-      const response = await fetch(this.url, {
+      const response = await fetch(this.target, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: this.headers,
         body: JSON.stringify({ source: 'btwall', host: this.host, detections: batch }),
         signal: AbortSignal.any([this.closing.signal, AbortSignal.timeout(this.options.timeoutMs)]),
       });
