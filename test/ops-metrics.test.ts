@@ -4,7 +4,8 @@ import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DryRunBanSink, type BanSink, type KernelBans } from '../src/bans/sink.js';
-import { MetricsAddressError, registerDaemonMetrics, serveMetrics } from '../src/ops/metrics.js';
+import { ConfigError } from '../src/config/config.js';
+import { registerDaemonMetrics, serveMetrics } from '../src/ops/metrics.js';
 import { ACTIONS, BATCH_PACKETS_BOUNDS, QueueCounters, SAMPLED } from '../src/ops/queue-counters.js';
 import { Metrics, MetricsError } from '../src/ops/registry.js';
 import { detectionSummary, Telemetry } from '../src/ops/telemetry.js';
@@ -157,7 +158,9 @@ describe('metrics endpoint', () => {
     expect((await fetch(`${base}/`)).status).toBe(404);
     expect((await fetch(`${base}/metrics`, { method: 'POST' })).status).toBe(405);
     const port = (server.address() as AddressInfo).port;
-    await expect(serveMetrics({ host: '127.0.0.1', port }, metrics, silent)).rejects.toThrow(MetricsAddressError);
+    const taken = serveMetrics({ host: '127.0.0.1', port }, metrics, silent);
+    await expect(taken).rejects.toThrow(ConfigError);
+    await expect(taken).rejects.toThrow(`METRICS_ADDR="127.0.0.1:${port}": cannot listen there: listen EADDRINUSE`);
   });
 
   it('answers 500 when a sampler fails, and keeps serving', async () => {

@@ -5,6 +5,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import type { BanSink } from '../bans/sink.js';
+import { ConfigError } from '../config/config.js';
 import { ACTIONS, type QueueSample, type SampledField } from './queue-counters.js';
 import type { Metrics, MetricsRegistry, Report } from './registry.js';
 import { BAN_OUTCOMES, type Telemetry } from './telemetry.js';
@@ -77,9 +78,7 @@ export function registerDaemonMetrics(registry: MetricsRegistry, telemetry: Tele
   });
 }
 
-export class MetricsAddressError extends Error {}
-
-/** Serves `metrics` at http://host:port/metrics; rejects with MetricsAddressError when it cannot listen. */
+/** Serves `metrics` at http://host:port/metrics; rejects with a ConfigError naming METRICS_ADDR when it cannot listen. */
 export function serveMetrics(address: { host: string; port: number }, metrics: Metrics, log: Logger): Promise<Server> {
   const server = createServer((request, response) => {
     const path = new URL(request.url ?? '/', 'http://metrics').pathname;
@@ -96,7 +95,8 @@ export function serveMetrics(address: { host: string; port: number }, metrics: M
   // A scraper that keeps a connection open must not hold the daemon's stop.
   server.keepAliveTimeout = 5000;
   return new Promise((resolve, reject) => {
-    server.once('error', (error) => reject(new MetricsAddressError(`cannot listen on ${address.host}:${address.port}: ${error.message}`)));
+    const shown = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+    server.once('error', (error) => reject(new ConfigError([`METRICS_ADDR=${JSON.stringify(shown)}: cannot listen there: ${error.message}`])));
     server.listen(address.port, address.host, () => resolve(server));
   });
 }
