@@ -3,9 +3,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 # Debian packages the build and the tests use (strace: the queue tests' fault injection; logrotate: the
-# rotation test runs the shipped snippet); installed when missing.
+# rotation test runs the shipped snippet; prometheus: its promtool lints the metrics exposition);
+# installed when missing.
 APT_PACKAGES := python3 make gcc g++ pkg-config libnetfilter-queue-dev libmnl-dev iptables iproute2 \
-  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate
+  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate prometheus
 NPM_STAMP := node_modules/.package-lock.json
 TEST_REPORT := dist/test-report.json
 

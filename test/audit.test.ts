@@ -48,6 +48,7 @@ function line(flow: Flow): string {
       markConnection: true,
       enforce: flow.monitor !== true,
       ban: inbound ? { family: 4, address: flow.remote, durationS: 18000 } : null,
+      rateLimited: false,
       reason: inbound ? `ban: ${flow.remote} sent handshake bytes (exact) over TCP after a handshake seen both ways` : `no ban: the BitTorrent bytes came from the local end ${flow.local}`,
       remember: null,
     },

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../src/config/config.js';
+import { ConfigError, loadConfig, redactedConfig } from '../src/config/config.js';
 
 const CLI = join(resolve(import.meta.dirname, '..'), 'bin/btwall');
 
@@ -29,6 +29,25 @@ describe('configuration from the environment', () => {
     expect(config.detectionLogFormat).toBe('json');
     expect(config.detectionLogPayloadBytes).toBe(256);
     expect(loadConfig({ DETECTION_LOG: '', DETECTION_LOG_FORMAT: 'Text', DETECTION_LOG_PAYLOAD_BYTES: '0' })).toMatchObject({ detectionLog: '', detectionLogFormat: 'text', detectionLogPayloadBytes: 0 });
+    // Metrics and the webhook are asked for; the control socket is there unless turned off.
+    expect(config).toMatchObject({ metricsAddr: null, controlSocket: '/run/btwall/control.sock', webhookUrl: '' });
+  });
+
+  it('reads METRICS_ADDR, CONTROL_SOCKET and WEBHOOK_URL', () => {
+    expect(loadConfig({ METRICS_ADDR: ' 127.0.0.1:9760 ' }).metricsAddr).toEqual({ host: '127.0.0.1', port: 9760 });
+    expect(loadConfig({ METRICS_ADDR: '[::1]:9760' }).metricsAddr).toEqual({ host: '::1', port: 9760 });
+    expect(loadConfig({ CONTROL_SOCKET: '' }).controlSocket).toBe('');
+    expect(loadConfig({ WEBHOOK_URL: 'https://hooks.example/btwall' }).webhookUrl).toBe('https://hooks.example/btwall');
+  });
+
+  it('redacts the credentials and the query of WEBHOOK_URL wherever the configuration is shown', () => {
+    const config = loadConfig({ WEBHOOK_URL: 'https://ops:s3cret@hooks.example/btwall?token=abc' });
+    expect(redactedConfig(config).webhookUrl).toBe('https://REDACTED:REDACTED@hooks.example/btwall?REDACTED');
+    expect(config.webhookUrl).toBe('https://ops:s3cret@hooks.example/btwall?token=abc');
+    const shown = spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, XDP_MODE: 'off', WEBHOOK_URL: config.webhookUrl } });
+    expect(shown.status).toBe(0);
+    expect(shown.stdout).not.toContain('s3cret');
+    expect(shown.stdout).not.toContain('abc');
   });
 
   it('reads lists, ranges, booleans and CIDRs', () => {
@@ -87,6 +106,17 @@ describe('configuration from the environment', () => {
     ['DETECTION_LOG_FORMAT', 'xml'],
     ['DETECTION_LOG_PAYLOAD_BYTES', '65536'],
     ['DETECTION_LOG_PAYLOAD_BYTES', 'all'],
+    ['METRICS_ADDR', '9760'],
+    ['METRICS_ADDR', 'localhost:9760'],
+    ['METRICS_ADDR', '127.0.0.1:0'],
+    ['METRICS_ADDR', '127.0.0.1:65536'],
+    ['METRICS_ADDR', '::1:9760'],
+    ['METRICS_ADDR', '[127.0.0.1]:9760'],
+    ['CONTROL_SOCKET', 'control.sock'],
+    ['CONTROL_SOCKET', '/run/btwall/../control.sock'],
+    ['CONTROL_SOCKET', `/run/${'x'.repeat(110)}`],
+    ['WEBHOOK_URL', 'ftp://hooks.example/btwall'],
+    ['WEBHOOK_URL', 'not a url'],
   ])('rejects %s=%j and names it', (name, value) => {
     const found = problems({ [name]: value });
     expect(found).toHaveLength(1);

@@ -68,6 +68,19 @@ describe('PeerCache', () => {
     expect(recentFound).toBe(10);
   });
 
+  it('counts its live entries a bounded number of slots at a time, reporting each whole pass', () => {
+    const clock = new Clock();
+    const cache = new PeerCache(64, 1000, clock);
+    for (let i = 0; i < 10; i++) cache.add(4, v4(`198.51.100.${i + 1}`), 0, 51413);
+    clock.nowMs = 500;
+    for (let i = 10; i < 13; i++) cache.add(4, v4(`198.51.100.${i + 1}`), 0, 51413);
+    // 64 slots, 16 a call: the count is known after the fourth call, and 0 until then.
+    expect([1, 2, 3].map(() => cache.countLive(500, 16))).toEqual([0, 0, 0]);
+    expect(cache.countLive(500, 16)).toBe(13);
+    // The first ten expire at 1000: the next whole pass counts the three left.
+    expect(cache.countLive(1000, 64)).toBe(3);
+  });
+
   it('forgets everything on clear()', () => {
     const cache = new PeerCache(64, 1000, new Clock(), undefined, true);
     cache.add(4, v4('198.51.100.7'), 0, 51413, 4, v4('10.1.0.2'), 0);

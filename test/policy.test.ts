@@ -221,6 +221,8 @@ describe('policy: BAN_RATE', () => {
     expect(bans.every((d) => d.drop)).toBe(true);
     expect(bans[3].reason).toBe(`no ban: ${LOCAL} reached BAN_RATE (3 bans a minute); the flow is still dropped`);
     expect(p.bansRateLimited).toBe(2);
+    // Withheld by the rate, not by the proof: the decision says so (the metrics count it apart).
+    expect(bans.map((d) => d.rateLimited)).toEqual([false, false, false, true, true]);
     // Another local host has its own count; the first one gets a new minute.
     expect(p.decide(evidence({ initiator: '10.8.0.7', responder: remote(6) })).ban).not.toBeNull();
     clock.nowMs += 60_000;

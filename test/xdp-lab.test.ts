@@ -110,6 +110,7 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
 
     expect(await daemon.stop()).toBe(0);
     const stopped = banList();
+    const stoppedAtMs = Date.now();
     expect(stopped.enforced).toBe(false);
     expect(stopped.bans.map((b) => b.address)).toEqual([SERVER4, SERVER6]);
     expect(bans('list').stdout).toContain('NOT enforced in the kernel');
@@ -121,7 +122,8 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
     expect(restarted.enforced).toBe(true);
     expect(restarted.bans.map((b) => b.address)).toEqual([SERVER4, SERVER6]);
     expect(restarted.bans[0].remainingS).toBeLessThanOrEqual(stopped.bans[0].remainingS);
-    expect(restarted.bans[0].remainingS).toBeGreaterThan(590);
+    // The same expiry, not a fresh BAN_DURATION: what is left is what was left, less the time since (a busy machine takes seconds to restart).
+    expect(restarted.bans[0].remainingS).toBeGreaterThan(stopped.bans[0].remainingS - (Date.now() - stoppedAtMs) / 1000 - 1);
     expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(false);
 
     // A crashed daemon leaves its program attached (bans stay enforced); the next one replaces it.

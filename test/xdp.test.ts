@@ -163,9 +163,12 @@ describe.runIf(canUseKernel())('XDP ban program (BPF_PROG_TEST_RUN)', () => {
   });
 
   it('extends a ban on a re-ban, never shortens it, and lists address, time left and rule', () => {
-    expect(ban(PEER4, 100, 'handshake')).toBe(100);
-    expect(ban(PEER4, 10, 'dht')).toBeGreaterThan(99);
-    expect(ban(PEER4, 300, 'utp')).toBe(300);
+    expect(ban(PEER4, 100, 'handshake')).toEqual({ outcome: 'added', remainingS: 100 });
+    const shorter = ban(PEER4, 10, 'dht');
+    expect(shorter.outcome).toBe('kept');
+    expect(shorter.remainingS).toBeGreaterThan(99);
+    expect(ban(PEER4, 300, 'utp')).toEqual({ outcome: 'extended', remainingS: 300 });
+    expect(maps.active()).toEqual({ v4: 1, v6: 0 });
     ban(PEER6, 50, 'manual');
     const listed = maps.list();
     expect(listed.map((b) => [b.family, b.address, b.rule])).toEqual([
@@ -180,8 +183,16 @@ describe.runIf(canUseKernel())('XDP ban program (BPF_PROG_TEST_RUN)', () => {
     ban(PEER4, 1);
     ban(PEER6, 60);
     await new Promise((r) => setTimeout(r, 1100));
+    // An expired entry not yet swept is not in force: not counted, and a new ban of it is new.
+    expect(maps.active()).toEqual({ v4: 0, v6: 1 });
     expect(maps.sweep()).toBe(1);
     expect(maps.list().map((b) => b.address)).toEqual([PEER6]);
+  });
+
+  it('calls a ban of an address whose ban expired, not yet swept, a new one', async () => {
+    ban(PEER4, 1);
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(ban(PEER4, 60).outcome).toBe('added');
   });
 });
 

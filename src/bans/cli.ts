@@ -1,6 +1,7 @@
 /** `btwall bans`: the pinned XDP ban maps, read and edited whether the daemon runs or not. */
 import { pino } from 'pino';
 import { CidrSet } from '../config/cidr.js';
+import { duration } from '../cli/output.js';
 import { withConfig, type Config } from '../config/config.js';
 import { BanMaps, banRefusal, enforcement, errorMessage, ownAddresses, parseAddress, XdpProgram, type BanEntry } from './xdp.js';
 
@@ -85,19 +86,6 @@ function addressArgument(positional: string[]) {
   return { text: positional[0], ...parsed };
 }
 
-/** 4h 59m 58s */
-function duration(seconds: number): string {
-  const s = Math.ceil(seconds);
-  const parts = [
-    [Math.floor(s / 86400), 'd'],
-    [Math.floor((s % 86400) / 3600), 'h'],
-    [Math.floor((s % 3600) / 60), 'm'],
-    [s % 60, 's'],
-  ] as const;
-  const first = parts.findIndex(([n]) => n > 0);
-  return first < 0 ? '0s' : parts.slice(first).map(([n, unit]) => `${n}${unit}`).join(' ');
-}
-
 function enforcementLine(config: Config, on: { name: string; mode: string }[]): string {
   if (on.length > 0) return `enforced in the kernel on ${on.map((a) => `${a.name} (${a.mode})`).join(', ')}`;
   const why = config.xdpMode === 'off' ? 'XDP_MODE=off: the daemon attaches no XDP program' : 'the daemon is stopped, or no interface matching INTERFACE exists yet: see its log';
@@ -152,8 +140,8 @@ function add(config: Config, args: readonly string[]): number {
     maps = BanMaps.openPinned(config.bpfPinDir)!;
   }
   try {
-    const remainingS = maps.ban(address.family, address.bytes, durationS, 'manual');
-    const kept = remainingS > durationS ? ' (a longer ban was already in place)' : '';
+    const { outcome, remainingS } = maps.ban(address.family, address.bytes, durationS, 'manual');
+    const kept = outcome === 'kept' ? ' (a longer ban was already in place)' : '';
     process.stdout.write(`banned ${address.text} for ${duration(remainingS)}${kept}; ${enforcementLine(config, enforcement(maps))}\n`);
     return 0;
   } finally {

@@ -1,4 +1,20 @@
 import type { Logger } from 'pino';
+import type { BanEntry, DropCounters } from './xdp.js';
+
+/**
+ * What a ban the policy made came to: a new entry, a longer one, one already running longer
+ * (kept), refused (one of the gateway's own addresses), a map update that failed, or nothing
+ * because no kernel program enforces bans.
+ */
+export type BanOutcome = 'added' | 'extended' | 'kept' | 'refused' | 'failed' | 'not_enforced';
+
+/** The kernel's side of the bans, per family. */
+export interface KernelBans {
+  /** Bans in force. */
+  active: { ipv4: number; ipv6: number };
+  /** What the XDP program dropped since its maps were created. */
+  dropped: { ipv4: DropCounters; ipv6: DropCounters };
+}
 
 /** Where the daemon sends addresses to ban: the XDP maps, or only the log in a dry run. */
 export interface BanSink {
@@ -6,7 +22,11 @@ export interface BanSink {
   /** Whether and where bans are enforced, for the startup line. */
   describe(): string;
   /** `address` is the textual address; `durationS` counts from now (a longer ban in place is kept); `rule` is what proved it. */
-  ban(address: string, durationS: number, rule: string): void;
+  ban(address: string, durationS: number, rule: string): BanOutcome;
+  /** The bans in force (none without a kernel program). */
+  list(): BanEntry[];
+  /** Bans in force and the program's drops; null without a kernel program. */
+  kernel(): KernelBans | null;
   /** Deletes expired bans (every CLEANUP_INTERVAL); returns how many. */
   sweep(): number;
   /** Counters for the daemon's periodic stats line. */
@@ -28,8 +48,17 @@ export class DryRunBanSink implements BanSink {
     return `NOT enforced in the kernel (${this.reason}): BitTorrent flows are still dropped through the queue and connection marks, but proven peers are not cut off`;
   }
 
-  ban(address: string, durationS: number, rule: string): void {
+  ban(address: string, durationS: number, rule: string): BanOutcome {
     this.log.info({ address, durationS, rule, enforced: false }, 'ban (dry run: not enforced in the kernel)');
+    return 'not_enforced';
+  }
+
+  list(): BanEntry[] {
+    return [];
+  }
+
+  kernel(): null {
+    return null;
   }
 
   sweep(): number {

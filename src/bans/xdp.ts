@@ -18,7 +18,7 @@ import type { Logger } from 'pino';
 import { addressBytes, CidrSet } from '../config/cidr.js';
 import { interfaceMatches, isInterfacePattern, type Cidr, type Config } from '../config/config.js';
 import { formatAddress } from '../flow/address.js';
-import type { BanSink } from './sink.js';
+import type { BanOutcome, BanSink, KernelBans } from './sink.js';
 
 /** What the addon reports of a map (bpf_map_info). */
 interface MapInfo {
@@ -263,22 +263,37 @@ export class BanMaps {
   /**
    * Bans `address` (network order, first 4 or 16 bytes) for durationS from now, or keeps the
    * ban in place if it already runs longer (a re-ban never shortens one). Returns the seconds
-   * left on the ban.
+   * left on the ban, and whether it was new (`added`), lengthened (`extended`; an expired entry
+   * not yet swept counts as new) or left as it was (`kept`).
    */
-  ban(family: 4 | 6, address: Uint8Array, durationS: number, rule: string): number {
+  ban(family: 4 | 6, address: Uint8Array, durationS: number, rule: string): { outcome: 'added' | 'extended' | 'kept'; remainingS: number } {
     const key = address.subarray(0, family === 4 ? 4 : 16);
     const now = native.bootTimeNs();
     const expires = now + BigInt(durationS) * NS_PER_S;
     const value = this.value;
+    let outcome: 'added' | 'extended' = 'added';
     if (this.map(family).lookup(key, value)) {
       const current = value.readBigUInt64LE(layout.banExpires);
-      if (current >= expires) return Number(current - now) / 1e9;
+      if (current >= expires) return { outcome: 'kept', remainingS: Number(current - now) / 1e9 };
+      if (current > now) outcome = 'extended';
     }
     value.fill(0);
     value.writeBigUInt64LE(expires, layout.banExpires);
     value.write(rule, layout.banRule, layout.ruleBytes - 1, 'utf8');
     this.map(family).update(key, value, layout.updateAny);
-    return durationS;
+    return { outcome, remainingS: durationS };
+  }
+
+  /** How many bans are in force, per family, without listing them. */
+  active(): { v4: number; v6: number } {
+    const now = native.bootTimeNs();
+    const live = (family: 4 | 6) => {
+      const entries = this.map(family).dump();
+      let count = 0;
+      for (let i = 0; i < entries.count; i++) if (entries.values.readBigUInt64LE(i * layout.banBytes + layout.banExpires) > now) count++;
+      return count;
+    };
+    return { v4: live(4), v6: live(6) };
   }
 
   /** Lifts a ban at once; false when there was none. */
@@ -659,21 +674,33 @@ export class XdpBanSink implements BanSink {
     return `enforced in the kernel by XDP on ${on.length > 0 ? on.join(', ') : 'no interface yet'}${patterns.length > 0 ? `, and on devices matching ${patterns.join(', ')} as they appear` : ''}`;
   }
 
-  ban(address: string, durationS: number, rule: string): void {
+  ban(address: string, durationS: number, rule: string): BanOutcome {
     const parsed = parseAddress(address);
     // ALLOW_CIDRS was applied by the caller (the daemon's ban policy).
     const refusal = parsed === null ? 'not an IP address' : banRefusal(parsed.family, parsed.bytes, this.own);
     if (parsed === null || refusal !== null) {
       this.refused++;
       this.log.warn({ address, rule, reason: refusal }, 'not banned');
-      return;
+      return 'refused';
     }
     try {
-      const remainingS = this.program.maps.ban(parsed.family, parsed.bytes, durationS, rule);
-      this.log.info({ address, durationS, remainingS: Math.round(remainingS), rule, enforced: true }, 'banned');
+      const { outcome, remainingS } = this.program.maps.ban(parsed.family, parsed.bytes, durationS, rule);
+      this.log.info({ address, durationS, remainingS: Math.round(remainingS), rule, enforced: true, outcome }, 'banned');
+      return outcome;
     } catch (error) {
       this.log.error({ address, rule, err: error }, 'ban failed');
+      return 'failed';
     }
+  }
+
+  list(): BanEntry[] {
+    return this.program.maps.list();
+  }
+
+  kernel(): KernelBans {
+    const active = this.program.maps.active();
+    const drops = this.program.maps.drops();
+    return { active: { ipv4: active.v4, ipv6: active.v6 }, dropped: { ipv4: drops.v4, ipv6: drops.v6 } };
   }
 
   sweep(): number {

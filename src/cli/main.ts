@@ -1,11 +1,12 @@
-import { readFileSync } from 'node:fs';
 import { bansCommand } from '../bans/cli.js';
-import { withConfig, type Config } from '../config/config.js';
+import { redactedConfig, withConfig, type Config } from '../config/config.js';
 import { machineProblems } from '../config/machine.js';
 import { installCommands, removalSteps, shellLine } from '../firewall/rules.js';
 import { runDaemon } from '../daemon/daemon.js';
+import { VERSION } from '../version.js';
 import { AUDIT_USAGE, auditCommand } from './audit.js';
 import { SCAN_USAGE, scanCommand } from './scan.js';
+import { STATUS_USAGE, statusCommand } from './status.js';
 
 const USAGE = `usage: btwall COMMAND [ARGS]
 
@@ -13,6 +14,7 @@ commands:
   run            the inline daemon: NFQUEUE inspection, configured by environment variables (see README)
   scan FILE...   detect BitTorrent flows in pcap/pcapng captures (btwall scan --help)
   audit [FILE...]  who the detection log says did what: per local host, per ban, around a time (btwall audit --help)
+  status [--json]  ask the running daemon for its uptime, configuration, counters, bans and latest detections
   check-config   validate the daemon's environment variables and print the effective configuration
   rules          print the iptables/ip6tables commands the daemon runs at start and stop
   bans           list, add, delete or flush the XDP bans (btwall bans --help)
@@ -21,15 +23,12 @@ commands:
 
 ${SCAN_USAGE}
 
-${AUDIT_USAGE}`;
+${AUDIT_USAGE}
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
+${STATUS_USAGE}`;
 
 function printConfig(config: Config): number {
-  process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+  process.stdout.write(`${JSON.stringify(redactedConfig(config), null, 2)}\n`);
   return 0;
 }
 
@@ -66,6 +65,8 @@ async function main(argv: readonly string[]): Promise<number> {
       return subcommand(args, AUDIT_USAGE, auditCommand);
     case 'run':
       return runDaemon(process.env);
+    case 'status':
+      return subcommand(args, STATUS_USAGE, statusCommand);
     case 'check-config':
       return withConfig(process.env, printConfig, machineProblems);
     case 'rules':
@@ -74,7 +75,7 @@ async function main(argv: readonly string[]): Promise<number> {
       return bansCommand(args);
     case 'version':
     case '--version':
-      process.stdout.write(`btwall ${version()}\n`);
+      process.stdout.write(`btwall ${VERSION}\n`);
       return 0;
     case undefined:
     case 'help':

@@ -30,3 +30,16 @@ export function columns(headers: readonly string[], rows: readonly (readonly (st
   const widths = headers.map((_, i) => Math.max(...cells.map((row) => row[i].length)));
   return cells.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]))).join('  ')).join('\n');
 }
+
+/** 4h 59m 58s */
+export function duration(seconds: number): string {
+  const s = Math.ceil(seconds);
+  const parts = [
+    [Math.floor(s / 86400), 'd'],
+    [Math.floor((s % 86400) / 3600), 'h'],
+    [Math.floor((s % 3600) / 60), 'm'],
+    [s % 60, 's'],
+  ] as const;
+  const first = parts.findIndex(([n]) => n > 0);
+  return first < 0 ? '0s' : parts.slice(first).map(([n, unit]) => `${n}${unit}`).join(' ');
+}

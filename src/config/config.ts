@@ -97,6 +97,28 @@ export function parseCidr(text: string): Cidr | null {
   return { family: family as 4 | 6, address, prefix };
 }
 
+/**
+ * METRICS_ADDR: an IP address and a port, `127.0.0.1:9760` or `[::1]:9760` (a literal: a name
+ * would make the listening address depend on the resolver).
+ */
+const listenAddress = z
+  .string()
+  .trim()
+  .transform((v, ctx) => {
+    if (v === '') return null;
+    const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(v);
+    const host = match?.[1] ?? match?.[2] ?? '';
+    const port = Number(match?.[3]);
+    if (match === null || isIP(host) !== (match[1] !== undefined ? 6 : 4) || !(port >= 1 && port <= 65535)) {
+      ctx.addIssue({ code: 'custom', message: 'must be ADDRESS:PORT with an IP address, [ADDRESS]:PORT for IPv6 (127.0.0.1:9760, [::1]:9760), or empty: no metrics' });
+      return z.NEVER;
+    }
+    return { host, port };
+  });
+
+/** Longest path a unix socket address holds (sun_path, with its terminating NUL). */
+const UNIX_PATH_MAX = 107;
+
 const cidrs = z
   .string()
   .transform(list)
@@ -155,6 +177,18 @@ const schema = z.object({
   FLOW_IDLE_TIMEOUT: integer(1, 86_400).prefault('120'),
   PEER_CACHE_SIZE: integer(1024, 1 << 24).prefault('65536'),
   PEER_CACHE_TTL: integer(1, 7 * 86_400).prefault('3600'),
+  METRICS_ADDR: listenAddress.prefault(''),
+  CONTROL_SOCKET: z
+    .string()
+    .trim()
+    .refine((p) => p === '' || (p.startsWith('/') && !p.endsWith('/') && !p.split('/').includes('..')), 'must be an absolute path without .. (or empty: no control socket)')
+    .refine((p) => Buffer.byteLength(p) <= UNIX_PATH_MAX, `must be at most ${UNIX_PATH_MAX} bytes (a unix socket address)`)
+    .prefault('/run/btwall/control.sock'),
+  WEBHOOK_URL: z
+    .string()
+    .trim()
+    .refine((v) => v === '' || (URL.canParse(v) && ['http:', 'https:'].includes(new URL(v).protocol)), 'must be an http:// or https:// URL (or empty: no webhook)')
+    .prefault(''),
 });
 
 export interface Config {
@@ -196,6 +230,27 @@ export interface Config {
   flowIdleTimeoutS: number;
   peerCacheSize: number;
   peerCacheTtlS: number;
+  /** Where the Prometheus exposition is served (GET /metrics); null: nowhere. */
+  metricsAddr: { host: string; port: number } | null;
+  /** The unix socket `btwall status` asks (mode 0600); empty: none. */
+  controlSocket: string;
+  /** Where each detection is POSTed as JSON; empty: nowhere. May carry credentials: see redactedConfig. */
+  webhookUrl: string;
+}
+
+/** A URL's credentials and query (where tokens travel) replaced by `REDACTED`. */
+export function redactedUrl(text: string): string {
+  if (text === '') return text;
+  const url = new URL(text);
+  if (url.username !== '') url.username = 'REDACTED';
+  if (url.password !== '') url.password = 'REDACTED';
+  if (url.search !== '') url.search = 'REDACTED';
+  return url.toString();
+}
+
+/** The configuration as it may be shown (check-config, `btwall status`): secrets redacted. */
+export function redactedConfig(config: Config): Config {
+  return { ...config, webhookUrl: redactedUrl(config.webhookUrl) };
 }
 
 export const CONFIG_VARIABLES = Object.keys(schema.shape) as (keyof typeof schema.shape)[];
@@ -253,6 +308,9 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     flowIdleTimeoutS: c.FLOW_IDLE_TIMEOUT,
     peerCacheSize: c.PEER_CACHE_SIZE,
     peerCacheTtlS: c.PEER_CACHE_TTL,
+    metricsAddr: c.METRICS_ADDR,
+    controlSocket: c.CONTROL_SOCKET,
+    webhookUrl: c.WEBHOOK_URL,
   };
 }
 

@@ -1,10 +1,11 @@
 import { Worker } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
-import { DryRunBanSink, type BanSink } from '../bans/sink.js';
+import { DryRunBanSink, type BanOutcome, type BanSink } from '../bans/sink.js';
 import { XdpBanSink } from '../bans/xdp.js';
 import { ConfigError, refuseConfig, withConfig, type Config } from '../config/config.js';
 import { machineProblems } from '../config/machine.js';
 import { installRules, removeRules } from '../firewall/apply.js';
+import { Operations } from '../ops/operations.js';
 import { DetectionLog, detectionRecord } from './detection-log.js';
 import { UnsafeLogError } from './log-file.js';
 import { readHostFacts } from './host-facts.js';
@@ -34,7 +35,15 @@ async function serve(config: Config): Promise<number> {
     if (!(error instanceof UnsafeLogError)) throw error;
     return refuseConfig(new ConfigError([`DETECTION_LOG=${JSON.stringify(config.detectionLog)}: ${error.message}`]));
   }
-  const daemon = new Daemon(config, log, detectionLog);
+  let ops: Operations;
+  try {
+    ops = await Operations.open(config, log);
+  } catch (error) {
+    detectionLog?.close();
+    if (!(error instanceof ConfigError)) throw error;
+    return refuseConfig(error);
+  }
+  const daemon = new Daemon(config, log, detectionLog, ops);
   try {
     await daemon.start();
   } catch (error) {
@@ -81,6 +90,8 @@ class Daemon {
     private readonly config: Config,
     private readonly log: Logger,
     private readonly detectionLog: DetectionLog | null,
+    /** Metrics, control socket, webhook: listening already. */
+    private readonly ops: Operations,
   ) {
     this.finished = new Promise((resolve) => (this.finish = resolve));
     this.bans = new DryRunBanSink(log);
@@ -100,10 +111,11 @@ class Daemon {
       process.exit(1);
     });
     this.bans = this.openBans();
+    this.ops.bans = this.bans;
     const ready: Promise<void>[] = [];
     const host = readHostFacts();
     for (let queue = c.queues.first; queue <= c.queues.last; queue++) {
-      const setup: WorkerSetup = { config: c, queue, host };
+      const setup: WorkerSetup = { config: c, queue, host, counters: this.ops.countersOf(queue) };
       const worker = new Worker(new URL('./queue-worker.js', import.meta.url), { workerData: setup });
       this.workers.push(worker);
       this.workersExited.push(new Promise((resolve) => worker.once('exit', resolve)));
@@ -172,6 +184,7 @@ class Daemon {
   private sweepBans(): void {
     this.tell({ type: 'host', host: readHostFacts() });
     const swept = this.bans.sweep();
+    this.ops.telemetry.expired(swept);
     this.log.info({ swept, ...this.bans.stats() }, 'ban sweep');
   }
 
@@ -183,16 +196,21 @@ class Daemon {
         const { payload, ...fields } = detectionRecord(event, name);
         this.log.warn({ ...fields, payloadBytes: payload.length }, 'BitTorrent detected');
         // A full disk or a vanished directory costs the record (counted), not the daemon.
-        this.detectionLog?.write(event, ifindex === 0 ? null : name);
+        const known = ifindex === 0 ? null : name;
+        this.detectionLog?.write(event, known);
         const { ban, enforce } = event.decision;
-        if (ban !== null && enforce) this.bans.ban(ban.address, ban.durationS, event.rule);
+        let outcome: BanOutcome | null = null;
+        if (ban !== null && enforce) outcome = this.bans.ban(ban.address, ban.durationS, event.rule);
+        this.ops.detection(event, known, outcome);
         return;
       }
       case 'stats':
       case 'stopped': {
         // One line once every queue has answered, with the kernel's counts of what passed uninspected.
         const line = this.traffic.add(queue, message.stats);
-        if (line !== null) this.log.info({ ...line, ...this.bans.stats() }, 'stats');
+        if (line === null) return;
+        this.ops.telemetry.statsLine(line);
+        this.log.info({ ...line, ...this.bans.stats() }, 'stats');
         return;
       }
       case 'broker-down':
@@ -240,6 +258,7 @@ class Daemon {
       if (lost > 0) this.log.error({ path: this.config.detectionLog, lostRecords: lost }, 'detection log closed with records never written');
       this.detectionLog.close();
     }
+    await this.ops.close();
     this.bans.close();
     this.log.info({ code }, 'btwall stopped');
     this.finish(code);

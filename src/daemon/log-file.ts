@@ -29,7 +29,7 @@ function kind(st: Stats): string {
  * link. Above the log's directory a sticky directory (/tmp) is allowed too: there only an entry's
  * owner can rename or remove it.
  */
-function checkDirectories(dir: string): string {
+export function checkDirectories(dir: string): string {
   const real = realpathSync(dir);
   for (let at = real; ; at = dirname(at)) {
     const st = lstatSync(at);

@@ -5,6 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Config } from '../config/config.js';
+import { QueueCounters } from '../ops/queue-counters.js';
 import { Pipeline, type DetectionEvent } from '../pipeline/pipeline.js';
 import { QueueSource } from '../pipeline/queue-source.js';
 import { exemptLists, type HostFacts } from '../policy/settings.js';
@@ -13,6 +14,8 @@ export interface WorkerSetup {
   config: Config;
   queue: number;
   host: HostFacts;
+  /** The queue's QueueCounters, which the main thread reads. */
+  counters: SharedArrayBuffer;
 }
 
 /** Messages from a queue worker to the main thread. */
@@ -33,7 +36,13 @@ export type WorkerMessage =
 /** Messages from the main thread: the host's addresses and resolvers change while the daemon runs. */
 export type WorkerCommand = { type: 'stats' } | { type: 'stop' } | { type: 'host'; host: HostFacts };
 
-const { config, queue: queueNumber, host } = workerData as WorkerSetup;
+/** How often the tables' sizes and the broker's counters are copied into the shared counters. */
+const SAMPLE_INTERVAL_MS = 1000;
+/** Peer-table slots counted per sample: a default-sized table (65,536) in one pass, in well under a millisecond. */
+const PEER_SLOTS_PER_SAMPLE = 65_536;
+
+const { config, queue: queueNumber, host, counters: countersBuffer } = workerData as WorkerSetup;
+const counters = new QueueCounters(countersBuffer);
 const port = parentPort!;
 const post = (message: WorkerMessage) => port.postMessage(message);
 
@@ -53,6 +62,7 @@ const source = new QueueSource(
     up: (attempt, downMs) => post({ type: 'broker-up', attempt, downMs }),
     gaveUp: (reason) => post({ type: 'broker-exit', reason }),
   },
+  counters,
 );
 pipeline.onDetection = (event) => post({ type: 'detection', event, ifindex: source.currentInterface() });
 
@@ -70,13 +80,21 @@ function stats(): Record<string, number> {
   };
 }
 
+function sampleCounters(): void {
+  const { flows, proven, announced } = pipeline.engine;
+  const now = Date.now();
+  counters.sample({ ...source.stats(), flows: flows.size, flowsEvicted: flows.evicted, provenPeers: proven.countLive(now, PEER_SLOTS_PER_SAMPLE), listedPeers: announced.countLive(now, PEER_SLOTS_PER_SAMPLE) });
+}
+
 try {
   await source.run(pipeline);
+  const sampler = setInterval(sampleCounters, SAMPLE_INTERVAL_MS);
   port.on('message', (command: WorkerCommand) => {
     if (command.type === 'stats') post({ type: 'stats', stats: stats() });
     else if (command.type === 'host') pipeline.policy.setExempt(exemptLists(config, command.host));
     else
       void source.close().then(() => {
+        clearInterval(sampler);
         post({ type: 'stopped', stats: stats() });
         port.close();
       });

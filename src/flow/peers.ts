@@ -44,6 +44,10 @@ export class PeerCache {
   private readonly setMask: number;
   private readonly probe: Uint32Array;
   private readonly seed = (Math.random() * 0x100000000) >>> 0;
+  /** countLive's pass: where it is, what it has counted so far, and the last whole pass's count. */
+  private liveCursor = 0;
+  private liveCounting = 0;
+  private liveCounted = 0;
 
   constructor(
     capacity: number,
@@ -118,6 +122,23 @@ export class PeerCache {
     if (slot < 0 || this.expiresMs[slot] <= this.clock.nowMs) return false;
     this.hits++;
     return true;
+  }
+
+  /**
+   * Entries not expired, as of the last whole pass over the table: each call looks at `slots`
+   * more slots (the worker calls it once a second for the metrics), so a table of millions of
+   * entries never holds up the packet path for long; a pass over it takes capacity / slots calls.
+   */
+  countLive(nowMs: number, slots: number): number {
+    const end = Math.min(this.capacity, this.liveCursor + slots);
+    for (let slot = this.liveCursor; slot < end; slot++) if (this.expiresMs[slot] > nowMs) this.liveCounting++;
+    this.liveCursor = end;
+    if (end === this.capacity) {
+      this.liveCounted = this.liveCounting;
+      this.liveCounting = 0;
+      this.liveCursor = 0;
+    }
+    return this.liveCounted;
   }
 
   /** Forgets everything (a new capture file is a new network): an entry past its expiry is as good as empty. */

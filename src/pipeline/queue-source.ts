@@ -7,6 +7,7 @@
  * which batches. Every packet is accepted unless set otherwise.
  */
 import { MARK_BITTORRENT, MARK_CLEAN, MARK_MASK } from '../firewall/rules.js';
+import type { QueueCounters } from '../ops/queue-counters.js';
 import { LINKTYPE_RAW } from '../packet/linktype.js';
 import { NfQueue, VERDICT_DROP, VERDICT_REPEAT, type PacketBatch, type QueueOptions, type QueueStats } from '../queue/nfqueue.js';
 import { PACKET_ACCEPT_MARK_CLEAN, PACKET_DROP, PACKET_DROP_MARK_BITTORRENT, type Pipeline } from './pipeline.js';
@@ -51,20 +52,26 @@ export class QueueSource implements PacketSource {
   constructor(
     private readonly options: QueueSourceOptions,
     private readonly events: BrokerEvents,
+    /** Where each packet's action and each batch's size and time are counted. */
+    private readonly counters: QueueCounters,
   ) {}
 
   async run(pipeline: Pipeline): Promise<void> {
+    const counters = this.counters;
     this.decide = (batch: PacketBatch) => {
+      const startedMs = performance.now();
       pipeline.engine.clock.nowMs = Date.now();
       this.currentBatch = batch;
       for (let i = 0; i < batch.count; i++) {
         this.currentIndex = i;
         const action = pipeline.handle(batch.data, batch.offset(i), batch.length(i), LINKTYPE_RAW, batch.inputInterface(i));
+        counters.packet(action);
         if (action === PACKET_DROP) batch.setVerdict(i, VERDICT_DROP, 0);
         else if (action === PACKET_DROP_MARK_BITTORRENT) batch.setVerdict(i, VERDICT_REPEAT, 0, MARK_BITTORRENT);
         else if (action === PACKET_ACCEPT_MARK_CLEAN) batch.setVerdict(i, VERDICT_REPEAT, 0, MARK_CLEAN);
       }
       this.currentBatch = null;
+      counters.batch(batch.count, (performance.now() - startedMs) / 1000);
     };
     this.queue = await this.open();
   }

@@ -61,6 +61,8 @@ export interface Decision {
   /** False in monitor-only mode: nothing is dropped, marked or banned, and the log says what would have been. */
   enforce: boolean;
   ban: Ban | null;
+  /** The evidence proved a peer, but its local host had reached BAN_RATE: no ban (counted apart from the others). */
+  rateLimited: boolean;
   /** The policy's words for the ban or for the absence of one. */
   reason: string;
   /**
@@ -97,7 +99,7 @@ export interface PolicySettings {
 const RATE_WINDOW_MS = 60_000;
 const DEFAULT_RATE_HOSTS = 65_536;
 
-const CLEAN: Decision = { drop: false, markConnection: true, enforce: true, ban: null, reason: 'no BitTorrent evidence', remember: null };
+const CLEAN: Decision = { drop: false, markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'no BitTorrent evidence', remember: null };
 const CLEAN_TUNNELLED: Decision = { ...CLEAN, markConnection: false, reason: 'no BitTorrent evidence (tunnelled: the tunnel stays unmarked)' };
 
 export class Policy {
@@ -137,15 +139,15 @@ export class Policy {
   /** A flow found to be BitTorrent. */
   decide(e: Evidence): Decision {
     const s = this.settings;
-    const { ban, reason } = this.ban(e);
+    const { ban, reason, rateLimited = false } = this.ban(e);
     let remember: Decision['remember'] = null;
     if (ban !== null) remember = 'proven';
     else if (this.producerListsItsPeer(e)) remember = 'listed';
-    return { drop: true, markConnection: !e.tunnelled, enforce: !s.monitorOnly, ban, reason, remember };
+    return { drop: true, markConnection: !e.tunnelled, enforce: !s.monitorOnly, ban, rateLimited, reason, remember };
   }
 
   /** The ban the evidence proves, or none, and why. */
-  private ban(e: Evidence): { ban: Ban | null; reason: string } {
+  private ban(e: Evidence): { ban: Ban | null; reason: string; rateLimited?: boolean } {
     const s = this.settings;
     const none = (reason: string) => ({ ban: null, reason: `no ban: ${reason}` });
     const strength = STRENGTH_NAMES[e.strength];
@@ -175,7 +177,7 @@ export class Policy {
     }
     if (!this.takeRate(otherText)) {
       this.bansRateLimited++;
-      return none(`${otherText} reached BAN_RATE (${s.banRatePerMinute} bans a minute); the flow is still dropped`);
+      return { ...none(`${otherText} reached BAN_RATE (${s.banRatePerMinute} bans a minute); the flow is still dropped`), rateLimited: true };
     }
     this.bans++;
     return {

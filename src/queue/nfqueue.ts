@@ -52,6 +52,8 @@ const addon = createRequire(import.meta.url)(`${nativeDir}btwall.node`) as {
 const layout = addon.layout;
 const BROKER = `${nativeDir}btwall-queue`;
 
+/** Most packets the broker hands over in one batch. */
+export const BATCH_MAX_PACKETS = layout.batch;
 export const VERDICT_DROP = layout.drop;
 export const VERDICT_ACCEPT = layout.accept;
 /** Accept into the hook again: the packet passes the chain once more with the verdict's mark. */

@@ -64,10 +64,12 @@ export async function stopIfRunning(daemon: RunningDaemon | null): Promise<void>
 /**
  * `btwall run` in the namespace (nsenter: pinned BPF objects stay visible), logging at info.
  * Without INTERFACE it runs with XDP_MODE=off (the daemon refuses to run without kernel bans unless told).
+ * Without CONTROL_SOCKET it serves none: a unix socket's path is shared by every network
+ * namespace, and test files run their daemons at the same time.
  */
 export function startDaemon(ns: Namespace, env: Record<string, string>): RunningDaemon {
   const child = spawn('nsenter', [`--net=/run/netns/${ns.name}`, process.execPath, CLI, 'run'], {
-    env: { ...process.env, LOG_LEVEL: 'info', ...(env.INTERFACE === undefined ? { XDP_MODE: 'off' } : {}), ...env },
+    env: { ...process.env, LOG_LEVEL: 'info', CONTROL_SOCKET: '', ...(env.INTERFACE === undefined ? { XDP_MODE: 'off' } : {}), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   return new RunningDaemon(child);

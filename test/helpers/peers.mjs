@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import dgram from 'node:dgram';
+import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 
@@ -166,6 +167,38 @@ switch (mode) {
       })
       .listen({ port: Number(port), host: '::' }, () => print({ event: 'listening', sha256: sha256(data) }));
     setTimeout(() => process.exit(0), Number(lifetime));
+    break;
+  }
+  // http-sink PORT LIFETIME_MS [STATUS...]: an HTTP receiver on 127.0.0.1; prints each request with its
+  // body (parsed when JSON) and answers with the statuses given, in turn, then 200.
+  case 'http-sink': {
+    const [port, lifetime, ...statuses] = args.map(Number);
+    http
+      .createServer((req, res) => {
+        const chunks = [];
+        req.on('data', (c) => chunks.push(c));
+        req.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let parsed = text;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            // not JSON: printed as text
+          }
+          print({ event: 'request', method: req.method, path: req.url, contentType: req.headers['content-type'], authorization: req.headers.authorization ?? null, body: parsed });
+          res.writeHead(statuses.shift() ?? 200).end();
+        });
+      })
+      .listen({ port, host: '127.0.0.1' }, () => print({ event: 'listening' }));
+    setTimeout(() => process.exit(0), lifetime);
+    break;
+  }
+  // http-get URL: one GET; prints the status, content type and body.
+  case 'http-get': {
+    const [url] = args;
+    const response = await fetch(url);
+    print({ event: 'response', status: response.status, contentType: response.headers.get('content-type'), body: await response.text() });
+    process.exit(0);
     break;
   }
   // https-get URL [RATE_BYTES_PER_S]: downloads, optionally reading slowly, reports size and checksum.

@@ -1,0 +1,4 @@
+import { readFileSync } from 'node:fs';
+
+/** btwall's version, from package.json. */
+export const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
