@@ -321,7 +321,7 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
       [{ INTERFACE: link, BPF_PIN_DIR: join(work, 'pins') }, `BPF_PIN_DIR="${join(work, 'pins')}"`, /is not on a bpf filesystem/],
       [{ INTERFACE: link, FLOW_CAPACITY: '67108864' }, 'FLOW_CAPACITY="67108864"', /more than the 4096 MB one array can hold/],
       // 64 queues of 16 M flows: over 300 GB, more than any machine this runs on has available.
-      [{ INTERFACE: link, FLOW_CAPACITY: '16777216', QUEUE_NUM: '0-63' }, 'FLOW_CAPACITY="16777216"', /the tables need \d+ MB .* but this machine has \d+ MB available \(MemAvailable in \/proc\/meminfo\)/],
+      [{ INTERFACE: link, FLOW_CAPACITY: '8388608', QUEUE_NUM: '0-63' }, 'FLOW_CAPACITY="8388608"', /the tables need \d+ MB .* but this machine has \d+ MB available \(MemAvailable in \/proc\/meminfo\)/],
     ];
     for (const [env, named, problem] of refused) {
       const bad = startDaemon(net.gateway, { BPF_PIN_DIR: pinDir, ...env });
