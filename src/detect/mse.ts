@@ -42,10 +42,28 @@ const SYNC_WITH_HANDSHAKE = SYNC_MIN + HANDSHAKE_LENGTH;
 const SELECT_MIN = 8 + 4 + 2;
 const SELECT_WITH_HANDSHAKE = SELECT_MIN + HANDSHAKE_LENGTH;
 
-/** Phases: A's key burst (Ya, PadA), B's key burst (Yb, PadB), then both streams on their own. */
+/**
+ * Phases: A's key burst (Ya, PadA), B's key burst (Yb, PadB), then both streams on their own; or,
+ * on an asymmetric route, one side's stream alone: A's past a key burst B never answered, or B's
+ * when A is never seen.
+ */
 const KEY_A = 0;
 const KEY_B = 1;
 const STREAMS = 2;
+const ONLY_A = 3;
+const ONLY_B = 4;
+
+/**
+ * Lengths of a write that holds one bare peer wire message, which RC4 leaves visible: keep-alive
+ * (4), a one-byte message (5: choke, unchoke, (not) interested, have all, have none), port (7), have
+ * or allowed fast (9), a piece header written before its block (13), a request (17) or two (34).
+ * One side's stream alone shows no answer; its handshake and bare messages after it must do:
+ * two after A's (requests, haves), one after B's exact handshake (an unchoke).
+ */
+const BARE_MESSAGE = new Uint8Array(35);
+for (const length of [4, 5, 7, 9, 13, 17, 34]) BARE_MESSAGE[length] = 1;
+const BARE_AFTER_A_ALONE = 2;
+const BARE_AFTER_B_ALONE = 1;
 
 /** Evidence flags, set as the streams show it. */
 /** A: message 3 of exactly 124 bytes, the handshake as IA. */
@@ -83,7 +101,10 @@ const B_SINCE_HANDSHAKE = 17;
 const FLAGS = 19;
 /** A's write that held (or ended) its handshake: the one after it is A going on. */
 const A_HANDSHAKE_WRITE = 20;
-const STATE_BYTES = 21;
+/** Bare peer wire messages after the handshake of a side seen alone; and whether A alone is still possible. */
+const BARE = 21;
+const A_ALONE_FAILED = 22;
+const STATE_BYTES = 23;
 /** Writes a message may be cut into before what follows it: message 3 or 4 in up to three, then the handshake. */
 const SPLIT_WRITES = 3;
 const SATURATED = 0xffff;
@@ -111,7 +132,10 @@ const MIN_DISTINCT = 66;
  * - A's handshake (inside a 124-byte message 3, or as a 68-byte write after message 3), B's answer
  *   of at least a handshake's length, A writing again after it (extension handshake, bitfield),
  *   and either B's exact message 4 or 68-byte handshake write, or, without them, an answer that
- *   opened as a handshake does and B writing again after A (the peer wire going on).
+ *   opened as a handshake does and B writing again after A (the peer wire going on);
+ * - one side alone, when the route shows one direction: A's handshake after its key and message 3
+ *   and two bare peer wire messages after it (requests, haves), or B's exact message 4 or 68-byte
+ *   handshake after its key and a bare message after it (an unchoke).
  * Random writes of random lengths take this shape now and then (about 1 flow in a million in
  * `npm run bench`: the exact lengths are few), so it names a flow only in context: one of its
  * ends must have spoken BitTorrent protocol bytes lately (ctx.torrenting), as a host running a
@@ -136,7 +160,8 @@ export const mseDetector: Detector = {
     const pkt = ctx.pkt;
     const dir = ctx.dir;
     const len = pkt.payloadLen;
-    if (ctx.flowIndex === 0 && dir !== 0) return GIVE_UP;
+    // The responder speaking first: the initiator's side is not on this route.
+    if (ctx.flowIndex === 0 && dir !== 0) state[at + PHASE] = ONLY_B;
 
     // New stream bytes, from sequence numbers: a retransmission adds none; a gap (a segment the
     // capture missed, or one arriving later) counts, as its bytes are in the stream all the same.
@@ -157,25 +182,48 @@ export const mseDetector: Detector = {
     state[endAt + 3] = segmentEnd & 0xff;
 
     const phase = state[at + PHASE];
-    if (phase === STREAMS) return dir === 0 ? initiatorWrite(ctx, fresh) : responderWrite(ctx, fresh);
+    if (phase === STREAMS) return dir === 0 ? initiatorWrite(ctx, fresh, false) : responderWrite(ctx, fresh, false);
+    // Ya and Yb are each written at once, so their 96 bytes open the direction's first segment.
+    if (ctx.dirIndex === 0 && (len < KEY_BURST_MIN || !looksRandom(pkt.buf, pkt.payloadOff, len))) return GIVE_UP;
+    if (phase === ONLY_A) return dir === 0 ? initiatorWrite(ctx, fresh, true) : GIVE_UP;
+    if (phase === ONLY_B) {
+      if (dir === 0) return GIVE_UP;
+      // Yb and PadB are one write; what follows is message 4 and the peer wire.
+      if (ctx.dirIndex === 0) return len <= KEY_BURST_MAX ? MORE : GIVE_UP;
+      return responderWrite(ctx, fresh, true);
+    }
     let burst = readU16(state, at + BURST);
     if (dir !== phase) {
       // The other side speaks: the key burst just read is complete, and the next one opens.
       if (burst < KEY_BURST_MIN) return GIVE_UP;
       burst = 0;
       state[at + PHASE] = phase === KEY_A ? KEY_B : STREAMS;
-      if (phase === KEY_B) return initiatorWrite(ctx, fresh);
+      // What A wrote after its first segment was the rest of its key burst, not a stream of its own.
+      if (phase === KEY_A) state.fill(0, at + A_WRITES, at + STATE_BYTES);
+      if (phase === KEY_B) return initiatorWrite(ctx, fresh, false);
     }
-    // Ya and Yb are each written at once, so their 96 bytes open the direction's first segment.
-    if (ctx.dirIndex === 0 && (len < KEY_BURST_MIN || !looksRandom(pkt.buf, pkt.payloadOff, len))) return GIVE_UP;
     burst = Math.min(burst + fresh, SATURATED);
     writeU16(state, at + BURST, burst);
-    return burst > KEY_BURST_MAX ? GIVE_UP : MORE;
+    // Until B speaks, A's writes after its first may also be message 3 and the peer wire of a
+    // connection whose other direction takes another route.
+    let alone = MORE;
+    if (phase === KEY_A && ctx.dirIndex > 0 && state[at + A_ALONE_FAILED] === 0) {
+      alone = initiatorWrite(ctx, fresh, true);
+      if (alone === MATCH) return MATCH;
+      if (alone === GIVE_UP) state[at + A_ALONE_FAILED] = 1;
+    }
+    if (burst <= KEY_BURST_MAX) return MORE;
+    if (phase !== KEY_A || state[at + A_ALONE_FAILED] !== 0) return GIVE_UP;
+    state[at + PHASE] = ONLY_A;
+    return MORE;
   },
 };
 
-/** A write of new bytes from A after the keys: message 3 (in one write or two), its handshake, the peer wire. */
-function initiatorWrite(ctx: InspectContext, fresh: number): number {
+/**
+ * A write of new bytes from A after the keys: message 3 (in up to three writes), its handshake,
+ * the peer wire; `alone` when B's side is not seen (no answer, only A's own bare messages).
+ */
+function initiatorWrite(ctx: InspectContext, fresh: number, alone: boolean): number {
   const state = ctx.state;
   const at = ctx.stateOff;
   const pkt = ctx.pkt;
@@ -207,6 +255,7 @@ function initiatorWrite(ctx: InspectContext, fresh: number): number {
     return bothExact(flags) ? named(ctx) : MORE;
   }
   if (writes <= state[at + A_HANDSHAKE_WRITE] + 1 && startsWithPrefix(pkt.buf, pkt.payloadOff, len)) return MATCH;
+  if (alone) return bareMessage(ctx, exact, BARE_AFTER_A_ALONE);
   // Without B's exact lengths, A's going on must be its first write after the handshake: a peer
   // that put its handshake in message 3, or wrote it next, waits for B's before it writes more.
   const firstAfterHandshake = writes === state[at + A_HANDSHAKE_WRITE] + 1;
@@ -217,8 +266,11 @@ function initiatorWrite(ctx: InspectContext, fresh: number): number {
   return MORE;
 }
 
-/** A write of new bytes from B after the keys: message 4 (in one write or two), its handshake, the peer wire. */
-function responderWrite(ctx: InspectContext, fresh: number): number {
+/**
+ * A write of new bytes from B after the keys: message 4 (in up to three writes), its handshake,
+ * the peer wire; `alone` when A's side is not seen (only B's exact handshake and bare messages).
+ */
+function responderWrite(ctx: InspectContext, fresh: number, alone: boolean): number {
   const state = ctx.state;
   const at = ctx.stateOff;
   const pkt = ctx.pkt;
@@ -234,6 +286,13 @@ function responderWrite(ctx: InspectContext, fresh: number): number {
   // Message 4 with an empty PadD, alone or with B's handshake, or B's handshake written on its own after it.
   if (writes <= SPLIT_WRITES && (total === SELECT_MIN || total === SELECT_WITH_HANDSHAKE)) flags |= B_EXACT;
   if (writes > 1 && writes <= SPLIT_WRITES + 1 && exact && len === HANDSHAKE_LENGTH && total - len >= SELECT_MIN) flags |= B_EXACT;
+  if (alone) {
+    const handshakeBefore = (state[at + FLAGS] & B_EXACT) !== 0;
+    state[at + FLAGS] = flags;
+    if (handshakeBefore) return bareMessage(ctx, exact, BARE_AFTER_B_ALONE);
+    // Message 4 is at most 14 + 512 bytes (and B's handshake) within its first writes.
+    return (flags & B_EXACT) !== 0 || (writes <= SPLIT_WRITES + 1 && total <= SELECT_WITH_HANDSHAKE + 512) ? MORE : GIVE_UP;
+  }
   // What B sent since A's handshake; a 124-byte message 3 holds A's, so all of B's counts, message 4 too.
   const before = readU16(state, at + B_SINCE_HANDSHAKE);
   if ((flags & A_AFTER_SELECT) !== 0 && before === 0 && fresh >= HANDSHAKE_LENGTH) flags |= B_OPENED;
@@ -249,6 +308,15 @@ function responderWrite(ctx: InspectContext, fresh: number): number {
 /** Both handshakes showed by exact lengths: A's (in message 3, or after it) and B's (message 4, or its own write). */
 function bothExact(flags: number): boolean {
   return (flags & A_HANDSHAKE) !== 0 && (flags & B_EXACT) !== 0;
+}
+
+/** A write of one side seen alone after its handshake: MATCH once `needed` bare messages showed. */
+function bareMessage(ctx: InspectContext, exact: boolean, needed: number): number {
+  const len = ctx.pkt.payloadLen;
+  if (!exact || len >= BARE_MESSAGE.length || BARE_MESSAGE[len] === 0) return MORE;
+  const bare = ctx.state[ctx.stateOff + BARE] + 1;
+  ctx.state[ctx.stateOff + BARE] = bare;
+  return bare >= needed ? named(ctx) : MORE;
 }
 
 /**

@@ -233,6 +233,37 @@ describe('mse detector (Message Stream Encryption)', () => {
     });
   });
 
+  describe('reads one side alone, where the route shows one direction', () => {
+    // Writes of the initiator alone (libtorrent leecher): key, message 3, handshake, extension handshake, requests and haves.
+    const initiatorAlone = (...after: number[]) => bursts([0, random(246)], [0, random(176)], [0, random(68)], [0, random(287)], ...after.map((n): [number, Uint8Array] => [0, random(n)]));
+    it('names the initiator alone by its handshake and two bare messages after it', () => {
+      expect(named(initiatorAlone(34, 9))).toBe(true);
+      expect(named(initiatorAlone(34, 300))).toBe(false);
+      expect(verdictOf(initiatorAlone(34, 9), 51413, 'none', false).verdict).toBe(VERDICT_UNDECIDED);
+    });
+
+    it('names the responder alone by its exact message 4 with its handshake and a bare message (Transmission seeding)', () => {
+      const responderAlone = (select: number, next: number) => bursts([1, random(512)], [1, random(select)], [1, random(177)], [1, random(next)]);
+      expect(new DirectRunner().run(responderAlone(82, 5))).toBe(MATCH);
+      expect(new DirectRunner().run(responderAlone(83, 5))).not.toBe(MATCH);
+      expect(new DirectRunner().run(responderAlone(82, 1448))).not.toBe(MATCH);
+    });
+
+    it('gives the initiator-alone reading up when the responder answers after a key burst too long for MSE', () => {
+      expect(named([...initiatorAlone(), ...bursts([1, random(300)])])).toBe(false);
+    });
+
+    it('flags the one-direction captures of the lab where a side writes its handshake exactly', () => {
+      // fixtures/lab/bt-rtt with only what the seeder sends, or only what is sent to it.
+      const oneWay = (capture: string, seeder: string, keep: 'to' | 'from') =>
+        scanCapture(`fixtures/lab/bt-rtt/${capture}`, { detectors: [mseDetector], everyHostTorrenting: true, sentBy: (source) => (source === seeder) === (keep === 'from') }).flows.filter(
+          (f) => f.bittorrent && (f.initiator.startsWith(seeder) || f.responder.startsWith(seeder)),
+        ).length;
+      expect(oneWay('libtorrent-encrypted-rtt25.pcap', '198.51.100.11', 'to')).toBe(2);
+      expect(oneWay('qbittorrent-encrypted-from-transmission-rtt40.pcap', '198.51.100.11', 'from')).toBe(2);
+    });
+  });
+
   describe('follows the stream however TCP cuts it', () => {
     const flow = handshakeAfterSync(300, 412, 200, 100);
     it.each([
@@ -298,10 +329,12 @@ describe('mse detector (Message Stream Encryption)', () => {
       expect(named(segments)).toBe(false);
     });
 
-    it('gives up when the responder speaks first', () => {
+    it('gives up when the responder speaks first and the initiator then does', () => {
       const { verdict } = verdictOf(bursts([1, random(300)], [0, random(200)]), 51413, 'syn');
       expect(verdict).not.toBe(VERDICT_BITTORRENT);
-      expect(new DirectRunner().run(bursts([1, random(300)]))).toBe(GIVE_UP);
+      // The responder alone may be a route that shows one direction; the initiator speaking after it is no MSE.
+      expect(new DirectRunner().run(bursts([1, random(300)]))).toBe(MORE);
+      expect(new DirectRunner().run(bursts([1, random(300)], [0, random(200)]))).toBe(GIVE_UP);
     });
   });
 

@@ -2,6 +2,8 @@
 import type { Detector } from '../../src/detect/detector.js';
 import { Engine, VERDICT_BITTORRENT } from '../../src/engine/engine.js';
 import { formatAddress } from '../../src/flow/address.js';
+import { PacketDecoder } from '../../src/packet/decode.js';
+import { DECODED_TCP_UDP, PacketInfo } from '../../src/packet/packet.js';
 import { readCapture } from '../../src/pcap/reader.js';
 
 export interface DecidedFlow {
@@ -21,6 +23,17 @@ export interface ScanOptions {
   keep?: (index: number) => boolean;
   /** Every host taken as torrenting (as if each had spoken BitTorrent before): what shape evidence alone names. */
   everyHostTorrenting?: boolean;
+  /** Called with each IPv4 packet's source address: false drops the packet (a route that shows one direction). */
+  sentBy?: (source: string) => boolean;
+}
+
+const filterDecoder = new PacketDecoder();
+const filterPacket = new PacketInfo();
+
+/** Whether an IPv4 TCP/UDP frame's source passes `keep` (other frames always do). */
+function sentBy(keep: (source: string) => boolean, buf: Uint8Array, off: number, len: number, linkType: number): boolean {
+  if (filterDecoder.decode(buf, off, len, linkType, filterPacket) !== DECODED_TCP_UDP || filterPacket.family !== 4) return true;
+  return keep(formatAddress(4, buf.subarray(filterPacket.srcOff, filterPacket.srcOff + 4)));
 }
 
 export function scanCapture(path: string, options: ScanOptions = {}): { flows: DecidedFlow[]; engine: Engine } {
@@ -46,6 +59,7 @@ export function scanCapture(path: string, options: ScanOptions = {}): { flows: D
   const result = readCapture(path, (buf, off, capLen, _origLen, linkType, tsMs) => {
     if (options.keep && !options.keep(index++)) return;
     engine.clock.nowMs = tsMs;
+    if (options.sentBy && !sentBy(options.sentBy, buf, off, capLen, linkType)) return;
     const flow = engine.track(buf, off, capLen, linkType);
     if (flow < 0) return;
     const pkt = engine.packet;
