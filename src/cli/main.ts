@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { bansCommand } from '../bans/cli.js';
 import { withConfig, type Config } from '../config/config.js';
-import { machineProblems } from '../config/machine.js';
+import { machineProblems, tablesMemory } from '../config/machine.js';
 import { installCommands, removalSteps, shellLine } from '../firewall/rules.js';
 import { runDaemon } from '../daemon/daemon.js';
 import { AUDIT_USAGE, auditCommand } from './audit.js';
@@ -28,8 +28,9 @@ function version(): string {
   return pkg.version;
 }
 
+/** The effective configuration, and the queues it serves with the memory their tables take together. */
 function printConfig(config: Config): number {
-  process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+  process.stdout.write(`${JSON.stringify({ ...config, tables: tablesMemory(config) }, null, 2)}\n`);
   return 0;
 }
 

@@ -7,17 +7,21 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { Config } from '../config/config.js';
 import { Pipeline, type DetectionEvent } from '../pipeline/pipeline.js';
 import { QueueSource } from '../pipeline/queue-source.js';
+import type { SharedTables } from '../pipeline/shared-tables.js';
+import { Clock } from '../flow/clock.js';
 import { exemptLists, type HostFacts } from '../policy/settings.js';
 
 export interface WorkerSetup {
   config: Config;
   queue: number;
   host: HostFacts;
+  /** The tables every worker of the daemon shares (SharedArrayBuffers). */
+  tables: SharedTables;
 }
 
 /** Messages from a queue worker to the main thread. */
 export type WorkerMessage =
-  /** The memory the queue's tables take, bytes. */
+  /** The memory the queue's own tables take (not the shared ones), bytes. */
   | { type: 'ready'; memoryBytes: number }
   | { type: 'failed'; reason: string }
   /** The interface is left for the main thread to name from `ifindex`: looking names up blocks. */
@@ -33,11 +37,11 @@ export type WorkerMessage =
 /** Messages from the main thread: the host's addresses and resolvers change while the daemon runs. */
 export type WorkerCommand = { type: 'stats' } | { type: 'stop' } | { type: 'host'; host: HostFacts };
 
-const { config, queue: queueNumber, host } = workerData as WorkerSetup;
+const { config, queue: queueNumber, host, tables } = workerData as WorkerSetup;
 const port = parentPort!;
 const post = (message: WorkerMessage) => port.postMessage(message);
 
-const pipeline = new Pipeline(config, host);
+const pipeline = new Pipeline(config, host, new Clock(), tables);
 const source = new QueueSource(
   {
     queue: queueNumber,
@@ -65,6 +69,7 @@ function stats(): Record<string, number> {
     flowsEvicted: engine.flows.evicted,
     provenPeers: engine.proven.inserts,
     listedPeers: engine.announced.inserts,
+    peerInsertsContended: engine.proven.contended + engine.announced.contended,
     bans: policy.bans,
     bansRateLimited: policy.bansRateLimited,
   };
