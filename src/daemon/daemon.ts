@@ -240,7 +240,7 @@ class Daemon {
         const { event, ifindex } = message;
         const name = this.interfaces.name(ifindex);
         const { payload, ...fields } = detectionRecord(event, name);
-        this.log.warn({ ...fields, payloadBytes: payload.length }, 'BitTorrent detected');
+        this.log.warn({ ...fields, queue, flowPackets: event.flowPackets, payloadBytes: payload.length }, 'BitTorrent detected');
         // A full disk or a vanished directory costs the record (counted), not the daemon.
         this.detectionLog?.write(event, ifindex === 0 ? null : name);
         const { ban, enforce } = event.decision;
