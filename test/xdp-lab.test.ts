@@ -88,6 +88,7 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
     expect(running.bans).toContain('on devices matching btwnope* as they appear');
     expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(true);
 
+    const banStarted = Date.now();
     await handshakeBans(SERVER4);
     await handshakeBans(SERVER6);
     const before = banList();
@@ -121,7 +122,8 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
     expect(restarted.enforced).toBe(true);
     expect(restarted.bans.map((b) => b.address)).toEqual([SERVER4, SERVER6]);
     expect(restarted.bans[0].remainingS).toBeLessThanOrEqual(stopped.bans[0].remainingS);
-    expect(restarted.bans[0].remainingS).toBeGreaterThan(590);
+    // Counting down from 600 s since the ban, not from the restart (a busy machine makes this take a while).
+    expect(restarted.bans[0].remainingS).toBeGreaterThanOrEqual(600 - Math.ceil((Date.now() - banStarted) / 1000) - 1);
     expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(false);
 
     // A crashed daemon leaves its program attached (bans stay enforced); the next one replaces it.

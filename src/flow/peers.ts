@@ -151,11 +151,12 @@ export class PeerCache {
     const set = this.setOf(family, buf, addrOff, port, scopeFamily, scopeBuf, scopeOff);
     for (let way = 0; way < WAYS; way++) {
       const slot = set + way;
+      // Most lookups miss: a slot whose key differs costs no atomic read. One that matches is read
+      // again between two loads of its stamp; a slot being written is one this lookup does not see yet.
+      if (!this.keyIs(slot)) continue;
       const stamp = Atomics.load(this.stamps, slot);
-      // A slot being written is one this lookup does not see yet.
-      if ((stamp & 1) !== 0 || !this.keyIs(slot)) continue;
-      const live = this.expiresMs[slot] > this.clock.nowMs;
-      if (Atomics.load(this.stamps, slot) !== stamp || !live) continue;
+      const live = this.keyIs(slot) && this.expiresMs[slot] > this.clock.nowMs;
+      if ((stamp & 1) !== 0 || Atomics.load(this.stamps, slot) !== stamp || !live) continue;
       this.hits++;
       return true;
     }
