@@ -180,7 +180,7 @@ class Daemon {
   }
 
   /**
-   * A worker died (an exception it did not catch, its heap exhausted): its broker died with it
+   * A worker died (an exception it did not catch, process.exit in it): its broker died with it
    * (PR_SET_PDEATHSIG), so the queue is unbound and fails open (--queue-bypass) while a new
    * worker, with backoff, binds it again. The other queues and the shared tables carry on.
    */
