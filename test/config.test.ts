@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, redactedConfig } from '../src/config/config.js';
+import { AUTO_QUEUE_CAP, ConfigError, loadConfig, redactedConfig } from '../src/config/config.js';
 
 const CLI = join(resolve(import.meta.dirname, '..'), 'bin/btwall');
 
@@ -17,8 +18,12 @@ function problems(env: Record<string, string>): string[] {
 
 describe('configuration from the environment', () => {
   it('has safe defaults', () => {
-    const config = loadConfig({});
-    expect(config.queues).toEqual({ first: 0, last: 0 });
+    const config = loadConfig({}, 2);
+    // QUEUE_NUM=auto: one queue per core, up to AUTO_QUEUE_CAP.
+    expect(config.queues).toEqual({ first: 0, last: 1, auto: true });
+    expect(loadConfig({ QUEUE_NUM: 'Auto' }, 1).queues).toEqual({ first: 0, last: 0, auto: true });
+    expect(loadConfig({}, 64).queues).toEqual({ first: 0, last: AUTO_QUEUE_CAP - 1, auto: true });
+    expect(loadConfig({ QUEUE_NUM: '3' }, 64).queues).toEqual({ first: 3, last: 3, auto: false });
     expect(config.chains).toEqual(['FORWARD']);
     expect(config.banDurationS).toBe(18000);
     expect(config.monitorOnly).toBe(false);
@@ -62,7 +67,7 @@ describe('configuration from the environment', () => {
       TRACKER_DOMAINS: 'Tracker.Example.NET., *.bt.example.org',
     });
     expect(config.trackerDomains).toEqual(['tracker.example.net', 'bt.example.org']);
-    expect(config.queues).toEqual({ first: 2, last: 5 });
+    expect(config.queues).toEqual({ first: 2, last: 5, auto: false });
     expect(config.interfaces).toEqual(['eth0', 'wg0']);
     expect(config.chains).toEqual(['FORWARD', 'INPUT']);
     expect(config.monitorOnly).toBe(true);
@@ -127,6 +132,15 @@ describe('configuration from the environment', () => {
     const good = spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, BAN_DURATION: '60', XDP_MODE: 'off' } });
     expect(good.status).toBe(0);
     expect(JSON.parse(good.stdout).banDurationS).toBe(60);
+    // The queues, and what their tables take together: each queue's own and the shared ones once.
+    const sized = spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, XDP_MODE: 'off', QUEUE_NUM: '0-3', FLOW_CAPACITY: '65536' } });
+    const { tables } = JSON.parse(sized.stdout);
+    expect(tables).toMatchObject({ queues: '0-3', queueCount: 4 });
+    expect(tables.perQueueBytes).toBeGreaterThan(65536 * 100);
+    expect(tables.sharedBytes).toBeGreaterThan(0);
+    expect(tables.totalBytes).toBe(4 * tables.perQueueBytes + tables.sharedBytes);
+    const auto = JSON.parse(spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, XDP_MODE: 'off' } }).stdout);
+    expect(auto.tables.queues).toBe(`auto (0${availableParallelism() > 1 ? `-${Math.min(availableParallelism(), AUTO_QUEUE_CAP) - 1}` : ''})`);
     const bad = spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, CHAINS: 'NOWHERE' } });
     expect(bad.status).toBe(78);
     expect(bad.stderr).toContain('CHAINS="NOWHERE"');

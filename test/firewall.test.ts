@@ -8,7 +8,7 @@ const lines = (commands: FirewallCommand[]) => commands.map(shellLine);
 
 describe('firewall rules', () => {
   it('hook the configured chains of both families and queue only the first packets, with bypass', () => {
-    const rules = lines(installCommands(loadConfig({ CHAINS: 'FORWARD,OUTPUT', INSPECT_PACKETS: '12' })));
+    const rules = lines(installCommands(loadConfig({ CHAINS: 'FORWARD,OUTPUT', INSPECT_PACKETS: '12', QUEUE_NUM: '0' })));
     expect(rules).toContain('iptables -w -I FORWARD 1 -j BTWALL');
     expect(rules).toContain('ip6tables -w -I OUTPUT 1 -j BTWALL');
     expect(rules.filter((r) => r.includes(' -I INPUT'))).toEqual([]);
@@ -78,7 +78,7 @@ describe.runIf(canUseKernel())('firewall rules in a real network namespace', () 
   const hooks = (program: string) => ns.must(program, ['-S']).split('\n').filter((l) => l.endsWith(`-j ${CHAIN}`));
 
   it('are accepted by the kernel, and a restart leaves exactly one copy', () => {
-    const config = loadConfig({ CHAINS: 'FORWARD,INPUT', ALLOW_CIDRS: '10.0.0.0/8,fd00::/8', WHITELIST_PORTS: '22' });
+    const config = loadConfig({ CHAINS: 'FORWARD,INPUT', ALLOW_CIDRS: '10.0.0.0/8,fd00::/8', WHITELIST_PORTS: '22', QUEUE_NUM: '0' });
     installRules(config, runner);
     // A crash leaves the rules; the next start must not stack a second copy.
     installRules(config, runner);

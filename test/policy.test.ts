@@ -9,6 +9,7 @@ import {
   STRENGTH_NAME,
   STRENGTH_RESPONSE,
 } from '../src/detect/detector.js';
+import { BanRateTable } from '../src/policy/ban-rate.js';
 import { Clock } from '../src/flow/clock.js';
 import { Evidence, Policy } from '../src/policy/policy.js';
 import { policySettings, type HostFacts } from '../src/policy/settings.js';
@@ -229,13 +230,27 @@ describe('policy: BAN_RATE', () => {
     expect(p.decide(evidence({ responder: remote(7) })).ban).not.toBeNull();
   });
 
-  it('counts at most rateHosts local hosts at once', () => {
+  it('counts at most as many local hosts as its table holds', () => {
     const clock = new Clock();
-    const settings = { ...policySettings(loadConfig({ BAN_RATE: '1' }), { ownAddresses: [], resolvers: [] }), rateHosts: 2 };
-    const p = new Policy(settings, clock);
-    for (let host = 1; host <= 50; host++) expect(p.decide(evidence({ initiator: `10.8.0.${host}` })).ban).not.toBeNull();
+    const settings = policySettings(loadConfig({ BAN_RATE: '1' }), { ownAddresses: [], resolvers: [] });
+    // A table of one set: four hosts.
+    const p = new Policy(settings, clock, new BanRateTable(4));
+    for (let host = 1; host <= 50; host++) {
+      clock.nowMs++;
+      expect(p.decide(evidence({ initiator: `10.8.0.${host}` })).ban).not.toBeNull();
+    }
     // Host 1 was forgotten to make room, so it starts a new count; host 50 is still counted.
     expect(p.decide(evidence({ initiator: '10.8.0.1' })).ban).not.toBeNull();
     expect(p.decide(evidence({ initiator: '10.8.0.50' })).ban).toBeNull();
+  });
+
+  it('counts against one limit in every policy that shares the table, as the queues of a daemon do', () => {
+    const clock = new Clock();
+    const settings = policySettings(loadConfig({ BAN_RATE: '3' }), { ownAddresses: [], resolvers: [] });
+    const memory = BanRateTable.allocate(1024, true);
+    const queues = [0, 1].map(() => new Policy(settings, clock, new BanRateTable(1024, memory)));
+    const bans = [1, 2, 3, 4].map((i) => queues[i % 2].decide(evidence({ responder: `198.51.100.${i}` })).ban);
+    expect(bans.map((ban) => ban?.address ?? null)).toEqual(['198.51.100.1', '198.51.100.2', '198.51.100.3', null]);
+    expect(() => new BanRateTable(2048, memory)).toThrow(RangeError);
   });
 });

@@ -1,10 +1,13 @@
 /**
- * `npm run bench:inline [-- --seconds 3 --rounds 3 --flows 1 --payload 64]`, as root: traffic
- * through a gateway namespace with no queue, with the C batched accept-all consumer (nfq-batch,
- * ../shared/bench) and with `btwall run`, in interleaved rounds; prints TCP Gbit/s, 64-byte UDP
- * packets/s inspected, packets accepted uninspected (FAIL_OPEN, ENOBUFS, watchdog), CPU per
- * packet, and the targets: btwall's inspected pps >= 0.8 x the C consumer's, bulk TCP through
- * btwall >= 0.9 x no queue, no ENOBUFS for btwall at the packets/s the C consumer inspected.
+ * `npm run bench:inline [-- --seconds 3 --rounds 3 --flows 8 --payload 64 --queues N]`, as root:
+ * traffic through a gateway namespace with no queue, with the C batched accept-all consumer
+ * (nfq-batch, ../shared/bench) and with `btwall run`, in interleaved rounds, on one queue and on N
+ * queues (default: one per core; the C side is one nfq-batch per queue, as btwall has one worker
+ * per queue); prints TCP Gbit/s, 64-byte UDP packets/s inspected, packets accepted uninspected
+ * (FAIL_OPEN, ENOBUFS, watchdog), CPU per packet, how the queues shared the load, and the
+ * targets: btwall's inspected pps >= 0.8 x the C consumer's on one queue and >= 1.0 x on N
+ * queues, btwall's N/1 scaling >= 0.9 x the C consumer's, bulk TCP through btwall >= 0.9 x no
+ * queue, no ENOBUFS for btwall at the packets/s the C consumer inspected.
  * Exit status: 0 all targets met, 1 one missed, 2 the run failed (everything is cleaned up).
  *
  * Both consumers run behind btwall's own rules (connbytes 0:INSPECT_PACKETS, connmarks). For the
@@ -14,11 +17,15 @@
  * it in the queue with fresh flows instead would take rate x seconds / INSPECT_PACKETS conntrack
  * entries. btwall's engine still decodes and looks up every packet (its detectors give the
  * udpflood payload up after the first one), and its verdicts still carry the clean connmark.
- * The UDP load comes from --flows udpflood instances (one source port, so one flow, each); one by
- * default, since on two cores each more sender mostly takes CPU from the consumer under test.
+ * The UDP load comes from --flows udpflood instances (N by default: on few cores each more sender
+ * mostly takes CPU from the consumer under test), each one flow to an address of its own on the
+ * server. --queue-balance hashes addresses, not ports, with a seed of the kernel's: before the runs
+ * one datagram to each candidate address shows its queue, and the flows get addresses that spread
+ * them evenly over the N queues. Every run, one queue or N, gets the same load.
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -41,7 +48,17 @@ const RUN_LIMIT_MS = 10 * 60_000;
 const MAX_ATTEMPTS = 3;
 
 const TARGET_PPS_RATIO = 0.8;
+const TARGET_PPS_RATIO_N = 1.0;
+const TARGET_SCALING_RATIO = 0.9;
 const TARGET_TCP_RATIO = 0.9;
+
+/** Queues first..last, served by one consumer. */
+interface QueueRange {
+  first: number;
+  last: number;
+}
+
+const queueCount = (q: QueueRange) => q.last - q.first + 1;
 
 /** The lab's networks: udpflood sends to 10.91.0.0/16 and fd91::/16 only. */
 const LAB_NETWORKS = { v4: '10.91', v6: 'fd91' };
@@ -52,6 +69,8 @@ interface Options {
   flows: number;
   payload: number;
   queue: number;
+  /** N: the second configuration's queue count. */
+  queues: number;
   tools: string;
   /** Namespace and device names start with it, so that runs side by side do not collide. */
   tag: string;
@@ -62,9 +81,10 @@ function options(): Options {
     options: {
       seconds: { type: 'string', default: '3' },
       rounds: { type: 'string', default: '3' },
-      flows: { type: 'string', default: '1' },
+      flows: { type: 'string', default: '' },
       payload: { type: 'string', default: '64' },
       queue: { type: 'string', default: '0' },
+      queues: { type: 'string', default: String(availableParallelism()) },
       tools: { type: 'string', default: resolve(ROOT, '../shared/bench') },
       tag: { type: 'string', default: 'bi' },
     },
@@ -78,9 +98,10 @@ function options(): Options {
   return {
     seconds: whole('seconds', values.seconds, 1, 60),
     rounds: whole('rounds', values.rounds, 1, 20),
-    flows: whole('flows', values.flows, 1, 64),
+    flows: whole('flows', values.flows || values.queues, 1, 64),
     payload: whole('payload', values.payload, 1, 1400),
-    queue: whole('queue', values.queue, 0, 65535),
+    queue: whole('queue', values.queue, 0, 65535 - 63),
+    queues: whole('queues', values.queues, 2, 64),
     tools: values.tools,
     tag: values.tag,
   };
@@ -166,14 +187,15 @@ interface KernelQueue {
   ids: number;
 }
 
-/** The queue's line of /proc/net/netfilter/nfnetlink_queue in the gateway (zeros while unbound). */
-function kernelQueue(gateway: LabNamespace, queue: number): KernelQueue {
+/** Each queue's line of /proc/net/netfilter/nfnetlink_queue in the gateway, first to last (zeros while unbound). */
+function kernelQueues(gateway: LabNamespace, queues: QueueRange): KernelQueue[] {
+  const found: KernelQueue[] = Array.from({ length: queueCount(queues) }, () => ({ queueDropped: 0, userDropped: 0, ids: 0 }));
   for (const line of gateway.must('cat', ['/proc/net/netfilter/nfnetlink_queue']).split('\n')) {
     const f = line.trim().split(/\s+/).map(Number);
     // queue_num portid queue_total copy_mode copy_range queue_dropped user_dropped id_sequence 1
-    if (f.length >= 8 && f[0] === queue) return { queueDropped: f[5], userDropped: f[6], ids: f[7] };
+    if (f.length >= 8 && f[0] >= queues.first && f[0] <= queues.last) found[f[0] - queues.first] = { queueDropped: f[5], userDropped: f[6], ids: f[7] };
   }
-  return { queueDropped: 0, userDropped: 0, ids: 0 };
+  return found;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -203,8 +225,8 @@ interface Consumer {
 }
 
 /** The configuration btwall runs with here; the C consumer gets the rules it yields too. */
-function daemonEnvironment(queue: number): Record<string, string> {
-  return { QUEUE_NUM: String(queue), CHAINS: 'FORWARD', DETECTION_LOG: '', LOG_LEVEL: 'info', XDP_MODE: 'off' };
+function daemonEnvironment(queues: QueueRange): Record<string, string> {
+  return { QUEUE_NUM: `${queues.first}-${queues.last}`, CHAINS: 'FORWARD', DETECTION_LOG: '', LOG_LEVEL: 'info', XDP_MODE: 'off' };
 }
 
 function gatewayRunner(gateway: LabNamespace): CommandRunner {
@@ -214,32 +236,39 @@ function gatewayRunner(gateway: LabNamespace): CommandRunner {
   };
 }
 
+/** One nfq-batch per queue of the configuration, as btwall has one worker (and broker) per queue. */
 function cConsumer(lab: Lab, tools: string, config: Config): Consumer {
-  const queue = config.queues.first;
   const run = gatewayRunner(lab.gateway);
-  let child: ChildProcess | null = null;
-  let out = { stdout: '', stderr: '' };
+  const children: { child: ChildProcess; out: { stdout: string; stderr: string } }[] = [];
   return {
     label: 'C nfq-batch (mode b, FAIL_OPEN+GSO)',
     async start() {
-      // The daemon's own settings: copy range 65535, maxlen, 32 MiB receive buffer, batches of 64.
-      child = lab.gateway.start(`${tools}/nfq-batch`, [queue, 65535, 'b', 'og', config.queueMaxLen, 32 << 20, 64].map(String));
-      out = output(child);
-      await poll('nfq-batch to bind', 5000, () => {
-        if (child!.exitCode !== null) throw new Error(`nfq-batch exited: ${out.stderr.trim()}`);
-        return out.stderr.includes('nfq-batch: queue');
-      });
+      for (let queue = config.queues.first; queue <= config.queues.last; queue++) {
+        // The daemon's own settings: copy range 65535, maxlen, 32 MiB receive buffer, batches of 64.
+        const child = lab.gateway.start(`${tools}/nfq-batch`, [queue, 65535, 'b', 'og', config.queueMaxLen, 32 << 20, 64].map(String));
+        const out = output(child);
+        children.push({ child, out });
+        await poll(`nfq-batch to bind queue ${queue}`, 5000, () => {
+          if (child.exitCode !== null) throw new Error(`nfq-batch exited: ${out.stderr.trim()}`);
+          return out.stderr.includes('nfq-batch: queue');
+        });
+      }
       installRules(config, run);
     },
-    pids: () => (child?.pid === undefined ? [] : processTree(child.pid)),
+    pids: () => children.flatMap(({ child }) => (child.pid === undefined ? [] : processTree(child.pid))),
     async stop() {
       removeRules(run);
-      child!.kill('SIGTERM');
-      await finish(child!, 5000, 'nfq-batch');
-      const m = /packets (\d+) .* avg_batch ([\d.]+)/.exec(out.stdout);
-      if (!m) throw new Error(`no counters from nfq-batch: ${out.stdout} ${out.stderr}`);
-      const packets = Number(m[1]);
-      return { received: packets, inspected: packets, watchdogAccepted: 0, enobufsEvents: null, averageBatch: Number(m[2]) };
+      let packets = 0;
+      let batches = 0;
+      for (const { child, out } of children) {
+        child.kill('SIGTERM');
+        await finish(child, 5000, 'nfq-batch');
+        const m = /packets (\d+) .* avg_batch ([\d.]+)/.exec(out.stdout);
+        if (!m) throw new Error(`no counters from nfq-batch: ${out.stdout} ${out.stderr}`);
+        packets += Number(m[1]);
+        if (Number(m[2]) > 0) batches += Number(m[1]) / Number(m[2]);
+      }
+      return { received: packets, inspected: packets, watchdogAccepted: 0, enobufsEvents: null, averageBatch: batches > 0 ? packets / batches : 0 };
     },
   };
 }
@@ -247,14 +276,14 @@ function cConsumer(lab: Lab, tools: string, config: Config): Consumer {
 /** The run was spoilt from outside (something killed the broker, e.g. a test run stopping btwall-queue by name): worth another try. */
 class Disturbed extends Error {}
 
-function btwallConsumer(lab: Lab, queue: number): Consumer {
+function btwallConsumer(lab: Lab, queues: QueueRange): Consumer {
   let child: ChildProcess | null = null;
   const lines: LogLine[] = [];
   let stderr = '';
   return {
     label: 'btwall run',
     async start() {
-      child = lab.gateway.start(process.execPath, [CLI, 'run'], { ...process.env, ...daemonEnvironment(queue) });
+      child = lab.gateway.start(process.execPath, [CLI, 'run'], { ...process.env, ...daemonEnvironment(queues) });
       collectLogLines(child, lines);
       child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
       await poll('btwall to start', 20_000, () => {
@@ -266,9 +295,10 @@ function btwallConsumer(lab: Lab, queue: number): Consumer {
     async stop() {
       child!.kill('SIGTERM');
       await finish(child!, 15_000, 'btwall run');
-      const lost = lines.find((l) => l.msg.startsWith('queue broker died'));
-      if (lost !== undefined) throw new Disturbed(`btwall's broker was stopped from outside during the run (${String(lost.reason)})`);
-      const stats = lines.filter((l) => l.msg === 'stats' && l.queue === queue).at(-1);
+      const lost = lines.find((l) => l.msg.startsWith('queue broker died') || l.msg.startsWith('queue worker died'));
+      if (lost !== undefined) throw new Disturbed(`btwall's broker or worker was stopped from outside during the run (${String(lost.reason)})`);
+      // The line made at stop, with every queue's totals.
+      const stats = lines.filter((l) => l.msg === 'stats').at(-1);
       if (stats === undefined) throw new Error(`no stats line from btwall run: ${stderr.trim()}`);
       const n = (key: string) => Number(stats[key] ?? 0);
       return {
@@ -305,13 +335,44 @@ interface UdpLoad {
   delivered: Promise<number>;
 }
 
-/** `flows` udpflood instances, one source port each, at `pps` in all (0: as fast as they can). */
-async function udpLoad(lab: Lab, o: Options, pps: number): Promise<UdpLoad> {
+/** Server addresses that may carry a flow; `balancedDestinations` picks from them. */
+const CANDIDATE_DESTINATIONS = 64;
+const candidate = (i: number) => `${LAB_NETWORKS.v4}.2.${10 + i}`;
+
+/**
+ * One server address per flow, in turn one whose flows --queue-balance puts on each of the N
+ * queues: found by sending a few datagrams to each candidate with the C consumer on the N queues.
+ */
+async function balancedDestinations(lab: Lab, o: Options, queues: QueueRange, config: Config): Promise<string[]> {
+  const consumer = cConsumer(lab, o.tools, config);
+  await consumer.start();
+  queueAllUdp(lab.gateway, queues, '-I');
+  const byQueue: string[][] = Array.from({ length: queueCount(queues) }, () => []);
+  try {
+    for (let i = 0; i < CANDIDATE_DESTINATIONS; i++) {
+      const before = kernelQueues(lab.gateway, queues);
+      const sender = lab.client.start(`${o.tools}/udpflood`, [candidate(i), UDP_PORT, o.payload, 0.02, 200].map(String));
+      await finish(sender, 5000, 'udpflood');
+      const after = kernelQueues(lab.gateway, queues);
+      const used = after.map((q, n) => q.ids - before[n].ids).findIndex((d) => d > 0);
+      if (used >= 0) byQueue[used].push(candidate(i));
+    }
+  } finally {
+    queueAllUdp(lab.gateway, queues, '-D');
+    await consumer.stop();
+  }
+  const chosen = Array.from({ length: o.flows }, (_, k) => byQueue[k % byQueue.length][Math.floor(k / byQueue.length)]);
+  if (chosen.some((d) => d === undefined)) throw new Error(`cannot spread ${o.flows} flows evenly over ${byQueue.length} queues: ${byQueue.map((d) => d.length).join('/')} of ${CANDIDATE_DESTINATIONS} addresses per queue`);
+  return chosen;
+}
+
+/** One udpflood instance per destination, one source port each, at `pps` in all (0: as fast as they can). */
+async function udpLoad(lab: Lab, o: Options, destinations: readonly string[], pps: number): Promise<UdpLoad> {
   const sink = lab.server.start(`${o.tools}/udpsink`, [String(UDP_PORT), String(o.seconds + 1.5)]);
   const sinkOut = output(sink);
   await listening(lab.server, 'udp', UDP_PORT);
-  const senders = Array.from({ length: o.flows }, (_, i) => {
-    const args = [lab.serverV4, UDP_PORT, o.payload, o.seconds, pps > 0 ? pps / o.flows : 0, FIRST_SOURCE_PORT + i];
+  const senders = destinations.map((destination, i) => {
+    const args = [destination, UDP_PORT, o.payload, o.seconds, pps > 0 ? pps / destinations.length : 0, FIRST_SOURCE_PORT + i];
     const child = lab.client.start(`${o.tools}/udpflood`, args.map(String));
     return { child, out: output(child) };
   });
@@ -350,46 +411,49 @@ interface Run {
   seconds: number;
   /** The whole machine's busy share over the load (shared cores: others' work shows here too). */
   machineBusy: number;
+  /** Packets each queue was handed over the load (its id_sequence), first to last. */
+  perQueue: number[];
 }
 
 interface Snapshot {
   time: bigint;
   hits: number;
-  kernel: KernelQueue;
+  kernel: KernelQueue[];
   consumerCpu: Map<number, number>;
   machine: { busy: number; total: number };
 }
 
-function snapshot(gateway: LabNamespace, queue: number, pids: number[]): Snapshot {
-  return { time: process.hrtime.bigint(), hits: queueRuleHits(gateway), kernel: kernelQueue(gateway, queue), consumerCpu: cpuSeconds(pids), machine: machineJiffies() };
+function snapshot(gateway: LabNamespace, queues: QueueRange, pids: number[]): Snapshot {
+  return { time: process.hrtime.bigint(), hits: queueRuleHits(gateway), kernel: kernelQueues(gateway, queues), consumerCpu: cpuSeconds(pids), machine: machineJiffies() };
 }
 
 /** Queues every UDP packet the gateway forwards, ahead of btwall's chain (-I), or stops doing so (-D). */
-function queueAllUdp(gateway: LabNamespace, queue: number, action: '-I' | '-D'): void {
+function queueAllUdp(gateway: LabNamespace, queues: QueueRange, action: '-I' | '-D'): void {
   const position = action === '-I' ? ['1'] : [];
   // Only packets without btwall's decision bits: a decided packet repeated through the hook must
   // reach btwall's chain, not the queue again.
   const undecided = ['-m', 'mark', '--mark', `0/0x${MARK_MASK.toString(16)}`];
-  gateway.must('iptables', ['-w', action, 'FORWARD', ...position, '-p', 'udp', ...undecided, '-j', 'NFQUEUE', '--queue-num', String(queue), '--queue-bypass']);
+  const target = queues.first === queues.last ? ['--queue-num', String(queues.first)] : ['--queue-balance', `${queues.first}:${queues.last}`];
+  gateway.must('iptables', ['-w', action, 'FORWARD', ...position, '-p', 'udp', ...undecided, '-j', 'NFQUEUE', ...target, '--queue-bypass']);
 }
 
-/** One load through the gateway with `consumer` on the queue (null: no queue, no rules); UDP at `pps` (0: flood). */
-async function measure(lab: Lab, o: Options, consumer: Consumer | null, load: 'tcp' | 'udp', pps = 0): Promise<Run> {
+/** One load through the gateway with `consumer` on `queues` (null: no queue, no rules); UDP at `pps` (0: flood). */
+async function measure(lab: Lab, o: Options, queues: QueueRange, consumer: Consumer | null, load: 'tcp' | { destinations: readonly string[] }, pps = 0): Promise<Run> {
   const gateway = lab.gateway;
   if (consumer !== null) await consumer.start();
-  const queueAll = consumer !== null && load === 'udp';
-  if (queueAll) queueAllUdp(gateway, o.queue, '-I');
+  const queueAll = consumer !== null && load !== 'tcp';
+  if (queueAll) queueAllUdp(gateway, queues, '-I');
   const pids = consumer?.pids() ?? [];
-  const before = snapshot(gateway, o.queue, pids);
+  const before = snapshot(gateway, queues, pids);
   const tcp = load === 'tcp' ? await tcpGbps(lab, o.seconds) : null;
-  const udp = load === 'udp' ? await udpLoad(lab, o, pps) : null;
+  const udp = load === 'tcp' ? null : await udpLoad(lab, o, load.destinations, pps);
   // What is still queued (and a TCP connection's last packets) gets decided before the counters are read.
   await new Promise((r) => setTimeout(r, SETTLE_MS));
-  const after = snapshot(gateway, o.queue, pids);
-  if (queueAll) queueAllUdp(gateway, o.queue, '-D');
+  const after = snapshot(gateway, queues, pids);
+  if (queueAll) queueAllUdp(gateway, queues, '-D');
   const counts = consumer === null ? null : await consumer.stop();
   const delivered = udp === null ? 0 : await udp.delivered;
-  const kernel = (key: keyof KernelQueue) => after.kernel[key] - before.kernel[key];
+  const kernel = (key: keyof KernelQueue) => after.kernel.reduce((sum, q, i) => sum + q[key] - before.kernel[i][key], 0);
   return {
     tcpGbps: tcp,
     udp: udp === null ? null : { sent: udp.sent, seconds: udp.seconds, delivered },
@@ -399,6 +463,7 @@ async function measure(lab: Lab, o: Options, consumer: Consumer | null, load: 't
     consumerCpu: consumer === null ? null : cpuUsed(before.consumerCpu, after.consumerCpu),
     seconds: Number(after.time - before.time) / 1e9,
     machineBusy: (after.machine.busy - before.machine.busy) / (after.machine.total - before.machine.total),
+    perQueue: after.kernel.map((q, i) => q.ids - before.kernel[i].ids),
   };
 }
 
@@ -451,7 +516,7 @@ function table(rows: string[][]): string {
 }
 
 function runTable(rows: Row[]): string {
-  const header = ['run (median round)', 'TCP Gbit/s', 'UDP sent pps', 'delivered pps', 'inspected pps', 'fail-open pkts', 'ENOBUFS pkts', 'ENOBUFS events', 'watchdog pkts', 'avg batch', 'consumer CPU', 'CPU us/pkt', 'machine busy', 'every round'];
+  const header = ['run (median round)', 'TCP Gbit/s', 'UDP sent pps', 'delivered pps', 'inspected pps', 'fail-open pkts', 'ENOBUFS pkts', 'ENOBUFS events', 'watchdog pkts', 'avg batch', 'consumer CPU', 'CPU us/pkt', 'machine busy', 'queue split', 'every round'];
   const count = (n: number | null | undefined) => (n === null || n === undefined ? '-' : thousands(n));
   const lines = rows.map((row) => {
     const r = medianRun(row);
@@ -470,10 +535,17 @@ function runTable(rows: Row[]): string {
       r.consumerCpu === null ? '-' : `${((r.consumerCpu / r.seconds) * 100).toFixed(0)} %`,
       Number.isFinite(cpuPerPacket(r)) ? cpuPerPacket(r).toFixed(2) : '-',
       `${(r.machineBusy * 100).toFixed(0)} %`,
+      queueSplit(r),
       row.runs.map((run) => row.format(row.key(run))).join(' '),
     ];
   });
   return table([header, ...lines]);
+}
+
+/** Each queue's share of the packets queued, in per cent ("-" with one queue or none). */
+function queueSplit(run: Run): string {
+  const total = run.perQueue.reduce((a, b) => a + b, 0);
+  return run.perQueue.length < 2 || total === 0 ? '-' : run.perQueue.map((n) => ((n / total) * 100).toFixed(0)).join('/');
 }
 
 interface Rounds {
@@ -484,19 +556,25 @@ interface Rounds {
   cUdp: Run[];
   btwallUdp: Run[];
   btwallAtC: Run[];
+  /** The UDP flood on N queues. */
+  cUdpN: Run[];
+  btwallUdpN: Run[];
 }
 
 /**
  * The targets as table rows, and whether all passed. A ratio compares the medians over the rounds:
  * other work on the machine only ever slows a run down, and it does so run by run, not round by round.
  */
-function targetTable(r: Rounds): { text: string; pass: boolean } {
+function targetTable(r: Rounds, n: number): { text: string; pass: boolean } {
   const median = (runs: Run[], value: (run: Run) => number) => medianOf(runs.map(value));
   const list = (runs: Run[], value: (run: Run) => number, digits: number, scale = 1) => runs.map((run) => (value(run) / scale).toFixed(digits)).join(' ');
   const gbps = (run: Run) => run.tcpGbps!;
   const ppsRatio = median(r.btwallUdp, inspectedPps) / median(r.cUdp, inspectedPps);
   const tcpRatio = median(r.btwallTcp, gbps) / median(r.noQueueTcp, gbps);
   const cpuRatio = median(r.btwallUdp, cpuPerPacket) / median(r.cUdp, cpuPerPacket);
+  const ppsRatioN = median(r.btwallUdpN, inspectedPps) / median(r.cUdpN, inspectedPps);
+  const scalingC = median(r.cUdpN, inspectedPps) / median(r.cUdp, inspectedPps);
+  const scalingBtwall = median(r.btwallUdpN, inspectedPps) / median(r.btwallUdp, inspectedPps);
   const enobufsAtC = r.btwallAtC.map(enobufs);
   const targets: [string, string, string, string, boolean | null][] = [
     [
@@ -505,6 +583,20 @@ function targetTable(r: Rounds): { text: string; pass: boolean } {
       ppsRatio.toFixed(2),
       `>= ${TARGET_PPS_RATIO}`,
       ppsRatio >= TARGET_PPS_RATIO,
+    ],
+    [
+      `btwall inspected pps / C consumer's, ${n} queues (UDP flood)`,
+      `btwall ${list(r.btwallUdpN, inspectedPps, 0, 1000)} k, C ${list(r.cUdpN, inspectedPps, 0, 1000)} k`,
+      ppsRatioN.toFixed(2),
+      `>= ${TARGET_PPS_RATIO_N}`,
+      ppsRatioN >= TARGET_PPS_RATIO_N,
+    ],
+    [
+      `btwall's ${n}/1 queue scaling / C consumer's`,
+      `btwall ${scalingBtwall.toFixed(2)} x, C ${scalingC.toFixed(2)} x`,
+      (scalingBtwall / scalingC).toFixed(2),
+      `>= ${TARGET_SCALING_RATIO}`,
+      scalingBtwall / scalingC >= TARGET_SCALING_RATIO,
     ],
     [
       'bulk TCP through btwall / no queue',
@@ -562,7 +654,11 @@ function preflight(o: Options): void {
 async function main(): Promise<number> {
   const o = options();
   preflight(o);
-  const config = loadConfig(daemonEnvironment(o.queue));
+  const one: QueueRange = { first: o.queue, last: o.queue };
+  const many: QueueRange = { first: o.queue, last: o.queue + o.queues - 1 };
+  const configOne = loadConfig(daemonEnvironment(one));
+  const configMany = loadConfig(daemonEnvironment(many));
+  const loadBefore = loadavg();
   const lab = createLab(o.tag, LAB_NETWORKS);
   let cleaning: Promise<void> | null = null;
   const cleanup = () => (cleaning ??= lab.destroy());
@@ -574,9 +670,12 @@ async function main(): Promise<number> {
   process.on('SIGTERM', () => abort('terminated', 143));
   const limit = setTimeout(() => abort(`still running after ${RUN_LIMIT_MS / 1000} s`, 2), RUN_LIMIT_MS);
   try {
-    const c = () => cConsumer(lab, o.tools, config);
-    const btwall = () => btwallConsumer(lab, o.queue);
-    const r: Rounds = { noQueueTcp: [], cTcp: [], btwallTcp: [], noQueueUdp: [], cUdp: [], btwallUdp: [], btwallAtC: [] };
+    const serverDevice = lab.server.must('ip', ['-o', 'addr', 'show', 'to', lab.serverV4]).split(/\s+/)[1];
+    for (let i = 0; i < CANDIDATE_DESTINATIONS; i++) lab.server.must('ip', ['addr', 'add', `${candidate(i)}/24`, 'dev', serverDevice]);
+    const udp = { destinations: await balancedDestinations(lab, o, many, configMany) };
+    const c = () => cConsumer(lab, o.tools, configOne);
+    const btwall = () => btwallConsumer(lab, one);
+    const r: Rounds = { noQueueTcp: [], cTcp: [], btwallTcp: [], noQueueUdp: [], cUdp: [], btwallUdp: [], btwallAtC: [], cUdpN: [], btwallUdpN: [] };
     const step = async (runs: Run[], what: string, run: () => Promise<Run>, show: (run: Run) => string) => {
       for (let attempt = 1; ; attempt++) {
         process.stderr.write(`${what}... `);
@@ -591,17 +690,19 @@ async function main(): Promise<number> {
       }
     };
     const gbps = (run: Run) => `${run.tcpGbps!.toFixed(2)} Gbit/s`;
-    const pps = (run: Run) => `${thousands(run.consumer === null ? deliveredPps(run) : inspectedPps(run))} pps`;
+    const pps = (run: Run) => `${thousands(run.consumer === null ? deliveredPps(run) : inspectedPps(run))} pps${run.perQueue.length > 1 ? ` (split ${queueSplit(run)})` : ''}`;
     for (let round = 1; round <= o.rounds; round++) {
       process.stderr.write(`round ${round} of ${o.rounds}\n`);
-      await step(r.noQueueTcp, '  no queue, TCP', () => measure(lab, o, null, 'tcp'), gbps);
-      await step(r.cTcp, '  C consumer, TCP', () => measure(lab, o, c(), 'tcp'), gbps);
-      await step(r.btwallTcp, '  btwall, TCP', () => measure(lab, o, btwall(), 'tcp'), gbps);
-      await step(r.noQueueUdp, '  no queue, UDP flood', () => measure(lab, o, null, 'udp'), pps);
-      await step(r.cUdp, '  C consumer, UDP flood', () => measure(lab, o, c(), 'udp'), pps);
-      await step(r.btwallUdp, '  btwall, UDP flood', () => measure(lab, o, btwall(), 'udp'), pps);
+      await step(r.noQueueTcp, '  no queue, TCP', () => measure(lab, o, one, null, 'tcp'), gbps);
+      await step(r.cTcp, '  C consumer, TCP', () => measure(lab, o, one, c(), 'tcp'), gbps);
+      await step(r.btwallTcp, '  btwall, TCP', () => measure(lab, o, one, btwall(), 'tcp'), gbps);
+      await step(r.noQueueUdp, '  no queue, UDP flood', () => measure(lab, o, one, null, udp), pps);
+      await step(r.cUdp, '  C consumer, UDP flood', () => measure(lab, o, one, c(), udp), pps);
+      await step(r.btwallUdp, '  btwall, UDP flood', () => measure(lab, o, one, btwall(), udp), pps);
+      await step(r.cUdpN, `  C consumer x ${o.queues} queues, UDP flood`, () => measure(lab, o, many, cConsumer(lab, o.tools, configMany), udp), pps);
+      await step(r.btwallUdpN, `  btwall, ${o.queues} queues, UDP flood`, () => measure(lab, o, many, btwallConsumer(lab, many), udp), pps);
       const rate = inspectedPps(r.cUdp.at(-1)!);
-      await step(r.btwallAtC, `  btwall, UDP at ${thousands(rate)} pps`, () => measure(lab, o, btwall(), 'udp', rate), (run) => `${pps(run)}, ENOBUFS ${enobufs(run)}`);
+      await step(r.btwallAtC, `  btwall, UDP at ${thousands(rate)} pps`, () => measure(lab, o, one, btwall(), udp, rate), (run) => `${pps(run)}, ENOBUFS ${enobufs(run)}`);
     }
     const gbit = (v: number) => v.toFixed(2);
     const kpps = (v: number) => `${(v / 1000).toFixed(0)}k`;
@@ -612,15 +713,20 @@ async function main(): Promise<number> {
       { label: 'no queue, UDP flood', runs: r.noQueueUdp, key: deliveredPps, format: kpps },
       { label: 'C consumer, UDP flood', runs: r.cUdp, key: inspectedPps, format: kpps },
       { label: 'btwall, UDP flood', runs: r.btwallUdp, key: inspectedPps, format: kpps },
+      { label: `C consumer, ${o.queues} queues, UDP flood`, runs: r.cUdpN, key: inspectedPps, format: kpps },
+      { label: `btwall, ${o.queues} queues, UDP flood`, runs: r.btwallUdpN, key: inspectedPps, format: kpps },
       { label: "btwall, UDP at C's pps", runs: r.btwallAtC, key: (x) => enobufs(x) * 1e9 + x.failOpen!, format: (v) => thousands(v % 1e9) },
     ];
-    const targets = targetTable(r);
+    const targets = targetTable(r, o.queues);
+    const loadAfter = loadavg();
+    const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(' ');
     process.stdout.write(
       [
         '',
-        `Through a gateway namespace, ${o.rounds} rounds of ${o.seconds} s runs: iperf3 TCP (one stream); UDP from ${o.flows} udpflood flow(s) of ${o.payload}-byte payloads.`,
-        `Consumers on queue ${o.queue}: ${c().label}, and btwall run; both behind btwall's rules (connbytes 0:${config.inspectPackets}, connmarks),`,
-        'and for UDP both behind one more rule that queues every UDP packet, so that every packet of the load is inspected.',
+        `Through a gateway namespace, ${o.rounds} rounds of ${o.seconds} s runs: iperf3 TCP (one stream); UDP from ${o.flows} udpflood flows of ${o.payload}-byte payloads, each to a server address of its own, spread evenly over the ${o.queues} queues.`,
+        `Consumers on queue ${o.queue}, and on queues ${many.first}-${many.last} (--queue-balance): ${c().label} (one process per queue), and btwall run (one worker per queue);`,
+        `both behind btwall's rules (connbytes 0:${configOne.inspectPackets}, connmarks), and for UDP both behind one more rule that queues every UDP packet, so that every packet of the load is inspected.`,
+        `Machine: ${availableParallelism()} cores, shared; load average (1, 5, 15 min) ${load(loadBefore)} before the run, ${load(loadAfter)} after.`,
         '',
         runTable(rows),
         '',
@@ -628,8 +734,8 @@ async function main(): Promise<number> {
         "ENOBUFS pkts: packet ids the kernel handed out - packets read (the consumer's socket was full); ENOBUFS events: the",
         "broker's count (nfq-batch sets NETLINK_NO_ENOBUFS: n/a); watchdog pkts: accepted by the broker, JavaScript being late;",
         'consumer CPU: its processes (btwall: node and broker) over the load, 100 % = one core, kernel work done in their system',
-        'calls included (a verdict forwards the packet); every round: TCP Gbit/s, inspected (no queue: delivered) pps, or for',
-        'the last row fail-open pkts.',
+        'calls included (a verdict forwards the packet); queue split: each queue\'s share of the packets queued; every round: TCP',
+        'Gbit/s, inspected (no queue: delivered) pps, or for the last row fail-open pkts.',
         '',
         targets.text,
         '',

@@ -1,6 +1,6 @@
 import { bansCommand } from '../bans/cli.js';
 import { redactedConfig, withConfig, type Config } from '../config/config.js';
-import { machineProblems } from '../config/machine.js';
+import { machineProblems, tablesMemory } from '../config/machine.js';
 import { installCommands, removalSteps, shellLine } from '../firewall/rules.js';
 import { runDaemon } from '../daemon/daemon.js';
 import { VERSION } from '../version.js';
@@ -27,8 +27,9 @@ ${AUDIT_USAGE}
 
 ${STATUS_USAGE}`;
 
+/** The effective configuration, and the queues it serves with the memory their tables take together. */
 function printConfig(config: Config): number {
-  process.stdout.write(`${JSON.stringify(redactedConfig(config), null, 2)}\n`);
+  process.stdout.write(`${JSON.stringify({ ...redactedConfig(config), tables: tablesMemory(config) }, null, 2)}\n`);
   return 0;
 }
 

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 
 /** sysexits.h EX_CONFIG: what systemd and operators expect from a daemon refusing its configuration. */
@@ -35,15 +36,21 @@ function integer(min: number, max: number) {
     .refine((n) => n >= min && n <= max, `must be from ${min} to ${max}`);
 }
 
+/** QUEUE_NUM=auto takes one queue per core this process may run on, but never more than this. */
+export const AUTO_QUEUE_CAP = 16;
+
+/** `auto` resolves to 0..cores-1 (up to AUTO_QUEUE_CAP) when the configuration is loaded. */
 const queueRange = z
   .string()
   .trim()
-  .regex(/^\d+(-\d+)?$/, 'must be a queue number (0-65535) or a range like 0-3')
-  .transform((v) => {
+  .toLowerCase()
+  .regex(/^(auto|\d+(-\d+)?)$/, 'must be auto, a queue number (0-65535) or a range like 0-3')
+  .transform((v): { first: number; last: number; auto: boolean } => {
+    if (v === 'auto') return { first: 0, last: -1, auto: true };
     const [first, last = first] = v.split('-').map(Number);
-    return { first, last };
+    return { first, last, auto: false };
   })
-  .refine((q) => q.first <= q.last && q.last <= 65535, 'must be a queue number (0-65535) or a range first-last with first <= last')
+  .refine((q) => q.auto || (q.first <= q.last && q.last <= 65535), 'must be a queue number (0-65535) or a range first-last with first <= last')
   .refine((q) => q.last - q.first < 64, 'a queue range may span at most 64 queues');
 
 /** An INTERFACE item with `*` or `?` names every device that matches it, now or later. */
@@ -132,7 +139,7 @@ const cidrs = z
  * kept where it has them (QUEUE_NUM ... WHITELIST_PORTS); the rest are ours.
  */
 const schema = z.object({
-  QUEUE_NUM: queueRange.prefault('0'),
+  QUEUE_NUM: queueRange.prefault('auto'),
   INTERFACE: interfaces.prefault(''),
   CHAINS: chains.prefault('FORWARD'),
   BAN_DURATION: integer(1, 365 * 24 * 3600).prefault('18000'),
@@ -192,7 +199,8 @@ const schema = z.object({
 });
 
 export interface Config {
-  queues: { first: number; last: number };
+  /** The queues served, one worker each; `auto`: chosen from the cores (QUEUE_NUM=auto). */
+  queues: { first: number; last: number; auto: boolean };
   /** Exact device names, and patterns (`wg*`) for devices that come and go. */
   interfaces: string[];
   chains: (typeof CHAIN_NAMES)[number][];
@@ -261,8 +269,11 @@ export class ConfigError extends Error {
   }
 }
 
-/** Validates the environment; throws ConfigError naming every bad variable and its value. */
-export function loadConfig(env: NodeJS.ProcessEnv): Config {
+/**
+ * Validates the environment; throws ConfigError naming every bad variable and its value. `cores`:
+ * the CPUs this process may run on (its affinity mask), for QUEUE_NUM=auto.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv, cores = availableParallelism()): Config {
   const input: Record<string, string> = {};
   for (const name of CONFIG_VARIABLES) {
     const value = env[name];
@@ -278,8 +289,9 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     );
   }
   const c = parsed.data;
+  const queues = c.QUEUE_NUM.auto ? { first: 0, last: Math.min(Math.max(cores, 1), AUTO_QUEUE_CAP) - 1, auto: true } : c.QUEUE_NUM;
   return {
-    queues: c.QUEUE_NUM,
+    queues,
     interfaces: c.INTERFACE,
     chains: c.CHAINS,
     banDurationS: c.BAN_DURATION,

@@ -89,13 +89,26 @@ function memoryProblems(config: Config, machine: Machine): string[] {
     ];
   }
   const available = machine.memAvailableBytes();
-  const queues = config.queues.last - config.queues.first + 1;
-  const needed = planned.bytes * queues;
-  if (available === null || needed + MEMORY_RESERVE_BYTES <= available) return [];
-  const queueText = config.queues.first === config.queues.last ? String(config.queues.first) : `${config.queues.first}-${config.queues.last}`;
+  const tables = tablesMemory(config);
+  if (available === null || tables.totalBytes + MEMORY_RESERVE_BYTES <= available) return [];
   return [
-    `${shown('FLOW_CAPACITY', String(config.flowCapacity))}, ${shown('PEER_CACHE_SIZE', String(config.peerCacheSize))}, ${shown('QUEUE_NUM', queueText)}: the tables need ${MB(needed)} (${MB(planned.bytes)} per queue, ${queues} queue${queues === 1 ? '' : 's'}) and ${MB(MEMORY_RESERVE_BYTES)} more for the rest of the daemon, but this machine has ${MB(available)} available (MemAvailable in /proc/meminfo); lower FLOW_CAPACITY or PEER_CACHE_SIZE`,
+    `${shown('FLOW_CAPACITY', String(config.flowCapacity))}, ${shown('PEER_CACHE_SIZE', String(config.peerCacheSize))}, ${shown('QUEUE_NUM', tables.queues)}: the tables need ${MB(tables.totalBytes)} (${MB(tables.perQueueBytes)} per queue, ${tables.queueCount} queue${tables.queueCount === 1 ? '' : 's'}, ${MB(tables.sharedBytes)} shared by all) and ${MB(MEMORY_RESERVE_BYTES)} more for the rest of the daemon, but this machine has ${MB(available)} available (MemAvailable in /proc/meminfo); lower FLOW_CAPACITY or PEER_CACHE_SIZE, or set fewer queues in QUEUE_NUM`,
   ];
+}
+
+/** The queues a configuration serves and what their tables take together: what check-config prints. */
+export function tablesMemory(config: Config): { queues: string; queueCount: number; perQueueBytes: number; sharedBytes: number; totalBytes: number } {
+  const { first, last, auto } = config.queues;
+  const planned = Pipeline.plannedMemory(config);
+  const queueCount = last - first + 1;
+  const range = first === last ? String(first) : `${first}-${last}`;
+  return {
+    queues: auto ? `auto (${range})` : range,
+    queueCount,
+    perQueueBytes: planned.perQueueBytes,
+    sharedBytes: planned.sharedBytes,
+    totalBytes: planned.perQueueBytes * queueCount + planned.sharedBytes,
+  };
 }
 
 /** Every way this configuration cannot run on this machine, each naming its variable; empty when it can. */

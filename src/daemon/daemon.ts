@@ -11,6 +11,8 @@ import { UnsafeLogError } from './log-file.js';
 import { readHostFacts } from './host-facts.js';
 import { InterfaceNames } from './interfaces.js';
 import { TrafficStats } from './traffic-stats.js';
+import { RESPAWN_DELAYS_MS } from '../pipeline/queue-source.js';
+import { allocateTables, tablesBytes, type SharedTables } from '../pipeline/shared-tables.js';
 import type { WorkerCommand, WorkerMessage, WorkerSetup } from './queue-worker.js';
 
 /** Workers get this long to unbind their queues at stop (systemd's TimeoutStopSec is 20 s). */
@@ -70,12 +72,27 @@ function openDetectionLog(config: Config, log: Logger): DetectionLog | null {
   );
 }
 
+/** A worker that ran this long had recovered: its death starts the restart backoff again. */
+const WORKER_STABLE_MS = 10_000;
+
+/** One queue's worker thread as the control plane sees it. */
+interface QueueWorker {
+  worker: Worker;
+  exited: Promise<unknown>;
+  startedMs: number;
+  /** Deaths in a row of workers that did not last WORKER_STABLE_MS. */
+  failures: number;
+  /** What the queue's dead workers had counted: a restarted worker counts from zero. */
+  carried: Record<string, number>;
+  last: Record<string, number>;
+}
+
 class Daemon {
   /** Resolves with the exit code once the daemon has stopped. */
   readonly finished: Promise<number>;
   private finish!: (code: number) => void;
-  private readonly workers: Worker[] = [];
-  private readonly workersExited: Promise<unknown>[] = [];
+  private readonly workers = new Map<number, QueueWorker>();
+  private readonly restartTimers = new Set<NodeJS.Timeout>();
   private bans: BanSink;
   private readonly interfaces = new InterfaceNames();
   private statsTimer: NodeJS.Timeout | null = null;
@@ -83,8 +100,11 @@ class Daemon {
   private stopping = false;
   private readonly traffic: TrafficStats;
   private rulesInstalled = false;
-  /** What the queues' tables take together. */
+  /** What the queues' own tables take together, and the tables they share. */
   private tableBytes = 0;
+  /** Proven and listed peers and BAN_RATE's counts, one copy for every worker (restarted ones too). */
+  private readonly tables: SharedTables;
+  private workerRestarts = 0;
 
   constructor(
     private readonly config: Config,
@@ -96,6 +116,8 @@ class Daemon {
     this.finished = new Promise((resolve) => (this.finish = resolve));
     this.bans = new DryRunBanSink(log);
     this.traffic = new TrafficStats(config.queues, log);
+    this.tables = allocateTables(config, true);
+    this.tableBytes = tablesBytes(config);
   }
 
   async start(): Promise<void> {
@@ -112,36 +134,9 @@ class Daemon {
     });
     this.bans = this.openBans();
     this.ops.bans = this.bans;
-    const ready: Promise<void>[] = [];
-    const host = readHostFacts();
-    for (let queue = c.queues.first; queue <= c.queues.last; queue++) {
-      const setup: WorkerSetup = { config: c, queue, host, counters: this.ops.countersOf(queue) };
-      const worker = new Worker(new URL('./queue-worker.js', import.meta.url), { workerData: setup });
-      this.workers.push(worker);
-      this.workersExited.push(new Promise((resolve) => worker.once('exit', resolve)));
-      worker.on('exit', (code) => {
-        if (this.stopping) return;
-        this.log.error({ queue, code }, 'queue worker exited; stopping');
-        void this.stop(1);
-      });
-      ready.push(
-        new Promise((resolve, reject) => {
-          worker.on('message', (message: WorkerMessage) => {
-            if (message.type === 'ready') {
-              this.tableBytes += message.memoryBytes;
-              resolve();
-            }
-            else if (message.type === 'failed') reject(new Error(`queue ${queue}: ${message.reason}`));
-            else this.onWorkerMessage(message, queue);
-          });
-          worker.on('error', (error) => {
-            this.log.error({ queue, err: error }, 'queue worker failed');
-            reject(error);
-          });
-        }),
-      );
-    }
-    await Promise.all(ready);
+    const ready: Promise<number>[] = [];
+    for (let queue = c.queues.first; queue <= c.queues.last; queue++) ready.push(this.startWorker(queue));
+    for (const bytes of await Promise.all(ready)) this.tableBytes += bytes;
     if (this.stopping) return;
     // Queues first, rules second: the first packet queued already has a listener.
     installRules(c);
@@ -151,6 +146,7 @@ class Daemon {
     this.log.info(
       {
         queues: `${c.queues.first}-${c.queues.last}`,
+        queuesAuto: c.queues.auto,
         chains: c.chains,
         monitorOnly: c.monitorOnly,
         inspectPackets: c.inspectPackets,
@@ -161,6 +157,69 @@ class Daemon {
       },
       'btwall running',
     );
+  }
+
+  /**
+   * Starts the queue's worker (again, after one died): resolves with the memory of its own tables
+   * once it has bound the queue, rejects when it cannot.
+   */
+  private startWorker(queue: number, before?: QueueWorker): Promise<number> {
+    const setup: WorkerSetup = { config: this.config, queue, host: readHostFacts(), tables: this.tables, counters: this.ops.countersOf(queue) };
+    const worker = new Worker(new URL('./queue-worker.js', import.meta.url), { workerData: setup });
+    const entry: QueueWorker = {
+      worker,
+      exited: new Promise((resolve) => worker.once('exit', resolve)),
+      startedMs: Date.now(),
+      failures: before?.failures ?? 0,
+      carried: before?.carried ?? {},
+      last: {},
+    };
+    this.workers.set(queue, entry);
+    worker.on('exit', (code) => {
+      if (!this.stopping) this.workerDied(queue, entry, `exited with code ${code}`);
+    });
+    return new Promise((resolve, reject) => {
+      worker.on('message', (message: WorkerMessage) => {
+        if (message.type === 'ready') resolve(message.memoryBytes);
+        else if (message.type === 'failed') reject(new Error(`queue ${queue}: ${message.reason}`));
+        else this.onWorkerMessage(message, queue, entry);
+      });
+      worker.on('error', (error) => {
+        this.log.error({ queue, err: error }, 'queue worker failed');
+        reject(error);
+      });
+    });
+  }
+
+  /**
+   * A worker died (an exception it did not catch, process.exit in it): its broker died with it
+   * (PR_SET_PDEATHSIG), so the queue is unbound and fails open (--queue-bypass) while a new
+   * worker, with backoff, binds it again. The other queues and the shared tables carry on.
+   */
+  private workerDied(queue: number, dead: QueueWorker, reason: string): void {
+    if (this.workers.get(queue) !== dead) return;
+    if (Date.now() - dead.startedMs >= WORKER_STABLE_MS) dead.failures = 0;
+    dead.failures++;
+    for (const [key, value] of Object.entries(dead.last)) if (key !== 'queue') dead.carried[key] = (dead.carried[key] ?? 0) + value;
+    dead.last = {};
+    const delayMs = RESPAWN_DELAYS_MS[Math.min(dead.failures, RESPAWN_DELAYS_MS.length) - 1];
+    this.traffic.brokerDown(queue);
+    this.log.error({ queue, reason, attempt: dead.failures, restartInMs: delayMs, workerRestarts: this.workerRestarts }, 'queue worker died; its queue fails open until it is restarted');
+    const downSinceMs = Date.now();
+    const timer = setTimeout(() => {
+      this.restartTimers.delete(timer);
+      if (this.stopping) return;
+      this.startWorker(queue, dead).then(
+        () => {
+          this.workerRestarts++;
+          this.traffic.brokerUp(queue);
+          this.log.warn({ queue, attempt: dead.failures, downMs: Date.now() - downSinceMs, workerRestarts: this.workerRestarts }, 'queue worker restarted');
+        },
+        // A worker that cannot bind exits too: its exit schedules the next attempt.
+        (error: Error) => this.log.error({ queue, err: error }, 'restarted queue worker could not bind its queue'),
+      );
+    }, delayMs);
+    this.restartTimers.add(timer);
   }
 
   /**
@@ -188,13 +247,13 @@ class Daemon {
     this.log.info({ swept, ...this.bans.stats() }, 'ban sweep');
   }
 
-  private onWorkerMessage(message: WorkerMessage, queue: number): void {
+  private onWorkerMessage(message: WorkerMessage, queue: number, from: QueueWorker): void {
     switch (message.type) {
       case 'detection': {
         const { event, ifindex } = message;
         const name = this.interfaces.name(ifindex);
         const { payload, ...fields } = detectionRecord(event, name);
-        this.log.warn({ ...fields, payloadBytes: payload.length }, 'BitTorrent detected');
+        this.log.warn({ ...fields, queue, flowPackets: event.flowPackets, payloadBytes: payload.length }, 'BitTorrent detected');
         // A full disk or a vanished directory costs the record (counted), not the daemon.
         const known = ifindex === 0 ? null : name;
         this.detectionLog?.write(event, known);
@@ -206,11 +265,14 @@ class Daemon {
       }
       case 'stats':
       case 'stopped': {
+        from.last = message.stats;
+        const stats = { ...message.stats };
+        for (const [key, value] of Object.entries(from.carried)) stats[key] = (stats[key] ?? 0) + value;
         // One line once every queue has answered, with the kernel's counts of what passed uninspected.
-        const line = this.traffic.add(queue, message.stats);
+        const line = this.traffic.add(queue, stats);
         if (line === null) return;
         this.ops.telemetry.statsLine(line);
-        this.log.info({ ...line, ...this.bans.stats() }, 'stats');
+        this.log.info({ ...line, workerRestarts: this.workerRestarts, ...this.bans.stats() }, 'stats');
         return;
       }
       case 'broker-down':
@@ -229,7 +291,7 @@ class Daemon {
   }
 
   private tell(command: WorkerCommand): void {
-    for (const worker of this.workers) worker.postMessage(command);
+    for (const { worker } of this.workers.values()) worker.postMessage(command);
   }
 
   private reopenLog(): void {
@@ -247,10 +309,12 @@ class Daemon {
     this.stopping = true;
     if (this.statsTimer) clearInterval(this.statsTimer);
     if (this.cleanupTimer) clearInterval(this.cleanupTimer);
+    for (const timer of this.restartTimers) clearTimeout(timer);
     this.tell({ type: 'stop' });
+    const workers = [...this.workers.values()];
     // A wedged worker must not keep the rules in place: past the deadline it is terminated.
-    const deadline = setTimeout(() => this.workers.forEach((worker) => void worker.terminate()), STOP_TIMEOUT_MS);
-    await Promise.all(this.workersExited);
+    const deadline = setTimeout(() => workers.forEach(({ worker }) => void worker.terminate()), STOP_TIMEOUT_MS);
+    await Promise.all(workers.map(({ exited }) => exited));
     clearTimeout(deadline);
     if (this.rulesInstalled) removeRules();
     if (this.detectionLog !== null) {

@@ -8,6 +8,8 @@ import type { Config } from '../config/config.js';
 import { QueueCounters } from '../ops/queue-counters.js';
 import { Pipeline, type DetectionEvent } from '../pipeline/pipeline.js';
 import { QueueSource } from '../pipeline/queue-source.js';
+import type { SharedTables } from '../pipeline/shared-tables.js';
+import { Clock } from '../flow/clock.js';
 import { exemptLists, type HostFacts } from '../policy/settings.js';
 
 export interface WorkerSetup {
@@ -16,11 +18,13 @@ export interface WorkerSetup {
   host: HostFacts;
   /** The queue's QueueCounters, which the main thread reads. */
   counters: SharedArrayBuffer;
+  /** The tables every worker of the daemon shares (SharedArrayBuffers). */
+  tables: SharedTables;
 }
 
 /** Messages from a queue worker to the main thread. */
 export type WorkerMessage =
-  /** The memory the queue's tables take, bytes. */
+  /** The memory the queue's own tables take (not the shared ones), bytes. */
   | { type: 'ready'; memoryBytes: number }
   | { type: 'failed'; reason: string }
   /** The interface is left for the main thread to name from `ifindex`: looking names up blocks. */
@@ -41,12 +45,12 @@ const SAMPLE_INTERVAL_MS = 1000;
 /** Peer-table slots counted per sample: a default-sized table (65,536) in one pass, in well under a millisecond. */
 const PEER_SLOTS_PER_SAMPLE = 65_536;
 
-const { config, queue: queueNumber, host, counters: countersBuffer } = workerData as WorkerSetup;
+const { config, queue: queueNumber, host, counters: countersBuffer, tables } = workerData as WorkerSetup;
 const counters = new QueueCounters(countersBuffer);
 const port = parentPort!;
 const post = (message: WorkerMessage) => port.postMessage(message);
 
-const pipeline = new Pipeline(config, host);
+const pipeline = new Pipeline(config, host, new Clock(), tables);
 const source = new QueueSource(
   {
     queue: queueNumber,
@@ -75,6 +79,7 @@ function stats(): Record<string, number> {
     flowsEvicted: engine.flows.evicted,
     provenPeers: engine.proven.inserts,
     listedPeers: engine.announced.inserts,
+    peerInsertsContended: engine.proven.contended + engine.announced.contended,
     bans: policy.bans,
     bansRateLimited: policy.bansRateLimited,
   };

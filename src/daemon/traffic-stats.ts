@@ -73,7 +73,7 @@ type Counters = Record<string, number>;
 const CAUSES = [
   ['uninspectedQueueFull', 'the queue was full (kernel bypass): raise QUEUE_MAXLEN, or spread the load over more queues (a QUEUE_NUM range)'],
   ['uninspectedWatchdog', 'JavaScript answered too late (verdict watchdog): the daemon is overloaded or starved of CPU; raise VERDICT_TIMEOUT_MS or add queues'],
-  ['uninspectedRestarting', 'a queue broker was dead (fail-open while it was respawned)'],
+  ['uninspectedRestarting', 'a queue broker or worker was dead (fail-open while it was restarted)'],
 ] as const;
 
 export class TrafficStats {

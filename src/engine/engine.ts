@@ -28,6 +28,10 @@ export interface EngineOptions {
   peerTtlMs?: number;
   /** Operator's allowlist: an address for which this returns true is never remembered as a peer. */
   isAllowlisted?: (family: number, buf: Uint8Array, addrOff: number) => boolean;
+  /** Memory of the peer tables (PeerCache.allocate), shared with other engines' threads; private when absent. */
+  provenMemory?: ArrayBufferLike;
+  listedMemory?: ArrayBufferLike;
+  torrentingMemory?: ArrayBufferLike;
 }
 
 /** Rule names indexed by FlowTable.rule: 0 is no rule, i + 1 is detector i. */
@@ -82,9 +86,9 @@ export class Engine {
     this.flows = new FlowTable(options.flowCapacity ?? 1 << 20, options.idleTimeoutMs ?? 120_000, this.chain.stateBytes, this.clock);
     const peerCapacity = options.peerCapacity ?? 1 << 16;
     const peerTtlMs = options.peerTtlMs ?? 3_600_000;
-    this.proven = new PeerCache(peerCapacity, peerTtlMs, this.clock, options.isAllowlisted);
-    this.announced = new PeerCache(peerCapacity, peerTtlMs, this.clock, options.isAllowlisted, true);
-    this.torrenting = new TorrentingHosts(peerCapacity, peerTtlMs, this.clock, options.isAllowlisted);
+    this.proven = new PeerCache(peerCapacity, peerTtlMs, this.clock, options.isAllowlisted, false, options.provenMemory);
+    this.announced = new PeerCache(peerCapacity, peerTtlMs, this.clock, options.isAllowlisted, true, options.listedMemory);
+    this.torrenting = new TorrentingHosts(peerCapacity, peerTtlMs, this.clock, options.isAllowlisted, options.torrentingMemory);
     this.context.pkt = this.packet;
     this.context.state = this.flows.state;
     this.context.peers = new PeerLists(this.announced, this.packet);

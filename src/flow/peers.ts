@@ -1,5 +1,6 @@
 import type { Clock } from './clock.js';
 import type { PacketInfo } from '../packet/packet.js';
+import { claimSlot, releaseSlot } from './seqlock.js';
 
 /**
  * Unsigned 32-bit words per entry key: the endpoint's address (4, IPv4 in the first), port << 8 |
@@ -19,6 +20,9 @@ const NEVER_CACHED_PORTS = new Set([
   1194, 1701, 1723, 1812, 1813, 3306, 3389, 3478, 3479, 4500, 5060, 5061, 5222, 5349, 5353, 5432, 8080, 8443, 19302, 51820,
 ]);
 
+/** Bytes before the slots: the hash seed (shared by every thread that uses the memory), padded to 8. */
+const HEADER_BYTES = 8;
+
 /**
  * Endpoints (address and port) known to speak BitTorrent, each until its time to live runs out.
  * Unscoped, an entry holds for every host (peers proven by their own bytes); scoped, it holds only
@@ -26,24 +30,34 @@ const NEVER_CACHED_PORTS = new Set([
  *
  * A bounded set-associative cache over typed arrays: each key hashes to one set of WAYS slots; an
  * insert takes an empty or expired slot, else the one closest to expiry. Nothing grows; the hash
- * is seeded per process, so no sender can aim its entries at one set.
+ * is seeded per daemon, so no sender can aim its entries at one set.
+ *
+ * The arrays can live in a SharedArrayBuffer that every queue worker of a daemon maps, so what one
+ * queue proves every queue knows at once. No lock on the lookup path: each slot has a sequence
+ * stamp (./seqlock.ts), and a lookup trusts a slot only when its stamp is the same even value
+ * before and after. A writer that finds the slot claimed by another thread gives its insert up
+ * (counted in `contended`): two queues proving one peer in the same microsecond lose nothing.
  */
 export class PeerCache {
   readonly capacity: number;
   readonly ttlMs: number;
   /** Memory of the whole cache, bytes. */
   readonly bytes: number;
-  /** Lookups that found an endpoint, inserts, inserts refused by the port rule. */
+  /** The memory the tables live in: give it to another thread's PeerCache to share them. */
+  readonly memory: ArrayBufferLike;
+  /** Lookups that found an endpoint, inserts, inserts refused by the port rule, inserts lost to another thread's write of the same slot. */
   hits = 0;
   inserts = 0;
   refused = 0;
+  contended = 0;
 
   private readonly keyWords: number;
+  private readonly stamps: Int32Array;
   private readonly keys: Uint32Array;
   private readonly expiresMs: Float64Array;
   private readonly setMask: number;
   private readonly probe: Uint32Array;
-  private readonly seed = (Math.random() * 0x100000000) >>> 0;
+  private readonly seed: number;
   /** countLive's pass: where it is, what it has counted so far, and the last whole pass's count. */
   private liveCursor = 0;
   private liveCounting = 0;
@@ -57,16 +71,22 @@ export class PeerCache {
     private readonly isAllowlisted: (family: number, buf: Uint8Array, addrOff: number) => boolean = () => false,
     /** Whether every entry belongs to one host (the scope passed to add and has). */
     readonly scoped = false,
+    /** Memory from PeerCache.allocate (shared between threads when it is a SharedArrayBuffer); a private one when absent. */
+    memory: ArrayBufferLike = PeerCache.allocate(capacity, scoped, false),
   ) {
     const sets = PeerCache.setsFor(capacity);
     this.capacity = sets * WAYS;
     this.ttlMs = ttlMs;
     this.setMask = sets - 1;
     this.keyWords = ENDPOINT_WORDS + (scoped ? SCOPE_WORDS : 0);
+    this.bytes = PeerCache.bytesFor(capacity, scoped);
+    if (memory.byteLength !== this.bytes) throw new RangeError(`a ${scoped ? 'scoped ' : ''}peer cache of ${capacity} entries takes ${this.bytes} bytes, not ${memory.byteLength}`);
+    this.memory = memory;
     this.probe = new Uint32Array(this.keyWords);
-    this.keys = new Uint32Array(this.capacity * this.keyWords);
-    this.expiresMs = new Float64Array(this.capacity);
-    this.bytes = this.keys.byteLength + this.expiresMs.byteLength;
+    this.seed = new Uint32Array(memory, 0, 1)[0];
+    this.stamps = new Int32Array(memory, HEADER_BYTES, this.capacity);
+    this.expiresMs = new Float64Array(memory, HEADER_BYTES + this.capacity * 4, this.capacity);
+    this.keys = new Uint32Array(memory, HEADER_BYTES + this.capacity * 12, this.capacity * this.keyWords);
   }
 
   private static setsFor(capacity: number): number {
@@ -78,7 +98,15 @@ export class PeerCache {
   /** What a cache of this capacity takes (`bytes` once built), computed without allocating it. */
   static bytesFor(capacity: number, scoped: boolean): number {
     const entries = PeerCache.setsFor(capacity) * WAYS;
-    return entries * ((ENDPOINT_WORDS + (scoped ? SCOPE_WORDS : 0)) * 4 + 8);
+    return HEADER_BYTES + entries * ((ENDPOINT_WORDS + (scoped ? SCOPE_WORDS : 0)) * 4 + 8 + 4);
+  }
+
+  /** Zeroed memory for a cache, with its hash seed; `shared`: a SharedArrayBuffer, for caches in several threads. */
+  static allocate(capacity: number, scoped: boolean, shared: boolean): ArrayBufferLike {
+    const bytes = PeerCache.bytesFor(capacity, scoped);
+    const memory = shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes);
+    new Uint32Array(memory, 0, 1)[0] = (Math.random() * 0x100000000) >>> 0;
+    return memory;
   }
 
   /** Whether an endpoint may be cached at all. */
@@ -89,7 +117,7 @@ export class PeerCache {
   /**
    * Caches the endpoint whose address is at buf[addrOff] (4 or 16 bytes) until now + ttl; in a
    * scoped cache, for the host whose address (of `scopeFamily`) is at scopeBuf[scopeOff]. Returns
-   * false when refused.
+   * false when refused, or lost to another thread writing the same slot.
    */
   add(family: number, buf: Uint8Array, addrOff: number, port: number, scopeFamily = 0, scopeBuf = buf, scopeOff = 0): boolean {
     if (!this.accepts(family, buf, addrOff, port)) {
@@ -109,19 +137,34 @@ export class PeerCache {
         }
         if (this.expiresMs[set + way] < this.expiresMs[slot]) slot = set + way;
       }
-      this.keys.set(this.probe, slot * this.keyWords);
     }
+    const stamp = claimSlot(this.stamps, slot);
+    if (stamp < 0) {
+      this.contended++;
+      return false;
+    }
+    this.keys.set(this.probe, slot * this.keyWords);
     this.expiresMs[slot] = now + this.ttlMs;
+    releaseSlot(this.stamps, slot, stamp);
     this.inserts++;
     return true;
   }
 
   /** Whether the endpoint is cached (for that host, when scoped) and not expired. */
   has(family: number, buf: Uint8Array, addrOff: number, port: number, scopeFamily = 0, scopeBuf = buf, scopeOff = 0): boolean {
-    const slot = this.find(this.setOf(family, buf, addrOff, port, scopeFamily, scopeBuf, scopeOff));
-    if (slot < 0 || this.expiresMs[slot] <= this.clock.nowMs) return false;
-    this.hits++;
-    return true;
+    const set = this.setOf(family, buf, addrOff, port, scopeFamily, scopeBuf, scopeOff);
+    for (let way = 0; way < WAYS; way++) {
+      const slot = set + way;
+      // Most lookups miss: a slot whose key differs costs no atomic read. One that matches is read
+      // again between two loads of its stamp; a slot being written is one this lookup does not see yet.
+      if (!this.keyIs(slot)) continue;
+      const stamp = Atomics.load(this.stamps, slot);
+      const live = this.keyIs(slot) && this.expiresMs[slot] > this.clock.nowMs;
+      if ((stamp & 1) !== 0 || Atomics.load(this.stamps, slot) !== stamp || !live) continue;
+      this.hits++;
+      return true;
+    }
+    return false;
   }
 
   /**
@@ -159,22 +202,25 @@ export class PeerCache {
     return (h & this.setMask) * WAYS;
   }
 
-  private find(set: number): number {
+  /** Whether the slot holds the key in `probe`. */
+  private keyIs(slot: number): boolean {
     const keys = this.keys;
     const probe = this.probe;
     const words = this.keyWords;
-    for (let way = 0; way < WAYS; way++) {
-      const base = (set + way) * words;
-      let same = true;
-      for (let w = 0; w < words && same; w++) same = keys[base + w] === probe[w];
-      if (same) return set + way;
-    }
+    const base = slot * words;
+    for (let w = 0; w < words; w++) if (keys[base + w] !== probe[w]) return false;
+    return true;
+  }
+
+  /** The slot of the set that holds the key in `probe`, or -1. */
+  private find(set: number): number {
+    for (let way = 0; way < WAYS; way++) if (this.keyIs(set + way)) return set + way;
     return -1;
   }
 }
 
 /** Writes an address's four key words (zeros past an IPv4 address) into probe[at...] and mixes them into h. */
-function mixAddress(probe: Uint32Array, at: number, h: number, family: number, buf: Uint8Array, off: number): number {
+export function mixAddress(probe: Uint32Array, at: number, h: number, family: number, buf: Uint8Array, off: number): number {
   const words = family === 4 ? 1 : 4;
   for (let w = 0; w < 4; w++) {
     const byte = off + w * 4;
@@ -199,8 +245,19 @@ const HOST_KEY_PORT = 0xffff;
 export class TorrentingHosts {
   private readonly hosts: PeerCache;
 
-  constructor(capacity: number, ttlMs: number, clock: Clock, isAllowlisted?: (family: number, buf: Uint8Array, addrOff: number) => boolean) {
-    this.hosts = new PeerCache(capacity, ttlMs, clock, isAllowlisted);
+  constructor(
+    capacity: number,
+    ttlMs: number,
+    clock: Clock,
+    isAllowlisted?: (family: number, buf: Uint8Array, addrOff: number) => boolean,
+    /** Memory from TorrentingHosts.allocate, shared between threads like the peer tables'; private when absent. */
+    memory?: ArrayBufferLike,
+  ) {
+    this.hosts = new PeerCache(capacity, ttlMs, clock, isAllowlisted, false, memory);
+  }
+
+  static allocate(capacity: number, shared: boolean): ArrayBufferLike {
+    return PeerCache.allocate(capacity, false, shared);
   }
 
   /** Memory of the whole table, bytes. */

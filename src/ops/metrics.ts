@@ -22,10 +22,11 @@ const QUEUE_COUNTERS: [string, string, SampledField][] = [
   ['queue_verdict_send_errors_total', 'Verdict sends the kernel refused; their packets were accepted.', 'sendErrors'],
   ['queue_broker_restarts_total', 'Queue brokers respawned after dying.', 'brokerRestarts'],
 ];
-const QUEUE_GAUGES: [string, string, SampledField][] = [
-  ['flows_tracked', 'Flows in the flow table.', 'flows'],
-  ['peers_proven', 'Entries of the proven-peer table (peers whose own bytes proved them), not expired.', 'provenPeers'],
-  ['peers_listed', 'Entries of the listed-peer table (peers a tracker, DHT node or PEX listed to a local host), not expired.', 'listedPeers'],
+const QUEUE_GAUGES: [string, string, SampledField][] = [['flows_tracked', 'Flows in the flow table.', 'flows']];
+/** Tables all queues share: every worker counts the same one, so the gauge has no queue label. */
+const SHARED_GAUGES: [string, string, SampledField][] = [
+  ['peers_proven', 'Entries of the proven-peer table (peers whose own bytes proved them), not expired; one table for all queues.', 'provenPeers'],
+  ['peers_listed', 'Entries of the listed-peer table (peers a tracker, DHT node or PEX listed to a local host), not expired; one table for all queues.', 'listedPeers'],
 ];
 
 /** Registers the daemon's metrics; `bans` is read at each scrape (the sink in use). */
@@ -53,6 +54,8 @@ export function registerDaemonMetrics(registry: MetricsRegistry, telemetry: Tele
   const sampled = (field: SampledField) => (report: Report<'queue'>) => perQueue((queue, sample) => report(sample.sampled[field], { queue }));
   for (const [name, help, field] of QUEUE_COUNTERS) registry.counter({ name, help, labelNames: ['queue'] }, sampled(field));
   for (const [name, help, field] of QUEUE_GAUGES) registry.gauge({ name, help, labelNames: ['queue'] }, sampled(field));
+  // Each worker's count of a shared table is the same table's, as of its last pass: the largest is the latest.
+  for (const [name, help, field] of SHARED_GAUGES) registry.gauge({ name, help }, (report) => report(Math.max(0, ...[...samples.values()].map((sample) => sample.sampled[field]))));
   registry.counter(
     { name: 'queue_uninspected_packets_total', help: 'Packets the queue rules matched that the kernel passed uninspected, by cause: queue_full (FAIL_OPEN), broker_down (--queue-bypass while a broker was respawned); as of the last stats line (STATS_INTERVAL).', labelNames: ['cause'] },
     (report) => {

@@ -12,11 +12,12 @@ import { detectorChain } from '../detect/registry.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN } from '../engine/engine.js';
 import { formatAddress } from '../flow/address.js';
 import { Clock } from '../flow/clock.js';
-import { PeerCache, TorrentingHosts } from '../flow/peers.js';
 import { FlowTable } from '../flow/table.js';
 import { IPPROTO_TCP, TCP_ACK, TCP_SYN } from '../packet/packet.js';
-import { Evidence, Policy, type Decision } from '../policy/policy.js';
+import { BanRateTable } from '../policy/ban-rate.js';
+import { Evidence, Policy, RATE_HOSTS, type Decision } from '../policy/policy.js';
 import { policySettings, type HostFacts } from '../policy/settings.js';
+import { allocateTables, tablesBytes, type SharedTables } from './shared-tables.js';
 
 /** What the packet source does with the packet `handle` was given. */
 export const PACKET_ACCEPT = 0;
@@ -70,7 +71,8 @@ export class Pipeline {
   /** The decision made while the current packet was examined, if it decided its flow. */
   private decidedNow: Decision | null = null;
 
-  constructor(config: Config, host: HostFacts, clock = new Clock()) {
+  /** `tables`: the daemon's shared tables (shared-tables.ts); private ones for a scan. */
+  constructor(config: Config, host: HostFacts, clock = new Clock(), tables: SharedTables = allocateTables(config, false)) {
     const allow = new CidrSet(config.allowCidrs);
     this.engine = new Engine({
       clock,
@@ -80,8 +82,11 @@ export class Pipeline {
       peerCapacity: config.peerCacheSize,
       peerTtlMs: config.peerCacheTtlS * 1000,
       isAllowlisted: (family, buf, off) => allow.contains(family, buf, off),
+      provenMemory: tables.proven,
+      listedMemory: tables.listed,
+      torrentingMemory: tables.torrenting,
     });
-    this.policy = new Policy(policySettings(config, host), clock);
+    this.policy = new Policy(policySettings(config, host), clock, new BanRateTable(RATE_HOSTS, tables.banRate));
     this.arrivedOn = new Uint32Array((this.engine.flows.capacity * ARRIVED_ON_BYTES_PER_FLOW) / 4);
     this.engine.onVerdict = (flow) => this.onVerdict(flow);
   }
@@ -101,26 +106,22 @@ export class Pipeline {
     return this.decideTracked(flow);
   }
 
-  /** Memory of every table behind this pipeline (flows, peers, torrenting hosts, arrival interfaces), bytes. */
+  /** Memory of this pipeline's own tables (flows, arrival interfaces; not the shared ones), bytes. */
   get memoryBytes(): number {
-    const engine = this.engine;
-    return engine.flows.capacity * engine.flows.bytesPerFlow + this.arrivedOn.byteLength + engine.proven.bytes + engine.announced.bytes + engine.torrenting.bytes;
+    return this.engine.flows.capacity * this.engine.flows.bytesPerFlow + this.arrivedOn.byteLength;
   }
 
   /**
-   * What a pipeline of this configuration will take (`memoryBytes` once built), and its largest
-   * single array (the detectors' per-flow state), computed without allocating anything.
+   * What the pipelines of this configuration will take: each queue's own tables (`memoryBytes`
+   * once built), the tables all queues share, and the largest single array (the detectors'
+   * per-flow state), computed without allocating anything.
    */
-  static plannedMemory(config: Config): { bytes: number; largestArrayBytes: number } {
+  static plannedMemory(config: Config): { perQueueBytes: number; sharedBytes: number; largestArrayBytes: number } {
     const stateBytes = detectorChain({ blockSocks: config.blockSocks, trackerDomains: config.trackerDomains }).reduce((sum, d) => sum + d.stateBytes, 0);
     const flows = config.flowCapacity;
     return {
-      bytes:
-        flows * FlowTable.bytesPerFlowFor(flows, stateBytes) +
-        flows * ARRIVED_ON_BYTES_PER_FLOW +
-        PeerCache.bytesFor(config.peerCacheSize, false) +
-        PeerCache.bytesFor(config.peerCacheSize, true) +
-        TorrentingHosts.bytesFor(config.peerCacheSize),
+      perQueueBytes: flows * FlowTable.bytesPerFlowFor(flows, stateBytes) + flows * ARRIVED_ON_BYTES_PER_FLOW,
+      sharedBytes: tablesBytes(config),
       largestArrayBytes: flows * stateBytes,
     };
   }

@@ -14,6 +14,7 @@ import { STRENGTH_EXACT, STRENGTH_NAMES, STRENGTH_RESPONSE } from '../detect/det
 import type { Clock } from '../flow/clock.js';
 import { formatAddress } from '../flow/address.js';
 import type { CidrSet } from '../config/cidr.js';
+import { BanRateTable } from './ban-rate.js';
 
 /** What the gateway knows about one detection. The pipeline refills one instance per detection. */
 export class Evidence {
@@ -92,12 +93,10 @@ export interface PolicySettings {
   exempt: readonly ExemptList[];
   /** BAN_RATE: most new bans per local host and minute; past it flows are still dropped. */
   banRatePerMinute: number;
-  /** Most local hosts whose ban rate is counted at once (a bounded table). */
-  rateHosts?: number;
 }
 
-const RATE_WINDOW_MS = 60_000;
-const DEFAULT_RATE_HOSTS = 65_536;
+/** Most local hosts whose ban rate is counted at once (a bounded table). */
+export const RATE_HOSTS = 65_536;
 
 const CLEAN: Decision = { drop: false, markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'no BitTorrent evidence', remember: null };
 const CLEAN_TUNNELLED: Decision = { ...CLEAN, markConnection: false, reason: 'no BitTorrent evidence (tunnelled: the tunnel stays unmarked)' };
@@ -107,12 +106,12 @@ export class Policy {
   bansRateLimited = 0;
   bans = 0;
   private settings: PolicySettings;
-  /** Per local host (textual address): the start of its current minute and the bans in it. */
-  private readonly rate = new Map<string, { windowStartMs: number; count: number }>();
 
   constructor(
     settings: PolicySettings,
     private readonly clock: Clock,
+    /** BAN_RATE's counts; the daemon gives every queue's policy the same shared table. */
+    private readonly rate = new BanRateTable(RATE_HOSTS),
   ) {
     this.settings = settings;
   }
@@ -175,7 +174,7 @@ export class Policy {
     for (const list of s.exempt) {
       if (list.cidrs.contains(e.family, producer, 0)) return none(`${producerText} is exempt (${list.label})`);
     }
-    if (!this.takeRate(otherText)) {
+    if (!this.rate.take(e.family, other, this.clock.nowMs, s.banRatePerMinute)) {
       this.bansRateLimited++;
       return { ...none(`${otherText} reached BAN_RATE (${s.banRatePerMinute} bans a minute); the flow is still dropped`), rateLimited: true };
     }
@@ -194,30 +193,6 @@ export class Policy {
     if (e.tunnelled || !e.producerIsPeer || !isProtocolBytes(e.strength)) return false;
     if (!this.isLocal(e.family, e.addresses[e.producer])) return false;
     return !e.tcp || e.producer === 0;
-  }
-
-  /** Counts one ban against the local host; false when it has had BAN_RATE this minute. */
-  private takeRate(localHost: string): boolean {
-    const now = this.clock.nowMs;
-    const limit = this.settings.banRatePerMinute;
-    let entry = this.rate.get(localHost);
-    if (entry === undefined || now - entry.windowStartMs >= RATE_WINDOW_MS) {
-      if (entry === undefined && this.rate.size >= (this.settings.rateHosts ?? DEFAULT_RATE_HOSTS)) this.forgetOldestRate(now);
-      entry = { windowStartMs: now, count: 0 };
-      this.rate.delete(localHost);
-      this.rate.set(localHost, entry);
-    }
-    if (entry.count >= limit) return false;
-    entry.count++;
-    return true;
-  }
-
-  /** The table is full: windows that ended go first, else the oldest one. */
-  private forgetOldestRate(now: number): void {
-    for (const [host, entry] of this.rate) {
-      if (now - entry.windowStartMs >= RATE_WINDOW_MS) this.rate.delete(host);
-    }
-    if (this.rate.size >= (this.settings.rateHosts ?? DEFAULT_RATE_HOSTS)) this.rate.delete(this.rate.keys().next().value!);
   }
 }
 

@@ -42,6 +42,18 @@ switch (mode) {
     setTimeout(() => process.exit(0), lifetime);
     break;
   }
+  // tcp-answer PORT LIFETIME_MS: a peer that answers each connection with its own handshake first.
+  case 'tcp-answer': {
+    const [port, lifetime] = args.map(Number);
+    const server = net.createServer((socket) => {
+      socket.on('error', () => {});
+      socket.write(HANDSHAKE);
+      socket.on('close', () => print({ event: 'closed' }));
+    });
+    server.listen({ port, host: '::' }, () => print({ event: 'listening' }));
+    setTimeout(() => process.exit(0), lifetime);
+    break;
+  }
   // tcp-send HOST PORT handshake|text|hex:BYTES WAIT_MS [CONNECTIONS [LOCAL_ADDRESS,...]]: connects (from each
   // local address in turn), sends, waits, reports how many connected.
   case 'tcp-send': {
