@@ -64,6 +64,8 @@ describe.runIf(canUseKernel())('metrics, status and webhook of a running daemon'
       BPF_PIN_DIR: pinDir,
       LOCAL_CIDRS: '10.77.1.0/24,fd77:1::/64',
       DETECTION_LOG: '',
+      // One queue, so that every flow's packets count under queue="0".
+      QUEUE_NUM: '0',
       VERDICT_TIMEOUT_MS: '3000',
       STATS_INTERVAL: '1',
       METRICS_ADDR: `127.0.0.1:${METRICS_PORT}`,

@@ -236,6 +236,10 @@ function initiatorWrite(ctx: InspectContext, fresh: number, alone: boolean): num
   const total = Math.min(before + fresh, SATURATED);
   writeU16(state, at + A_BYTES, total);
   let flags = state[at + FLAGS];
+  // A 124-byte message 3 followed by a 68-byte write was message 3 with a 68-byte PadC and no IA.
+  if ((flags & A_HANDSHAKE_IN_SYNC) !== 0 && writes === state[at + A_HANDSHAKE_WRITE] + 1 && exact && len === HANDSHAKE_LENGTH) {
+    flags &= ~(A_HANDSHAKE_IN_SYNC | B_OPENED | B_ANSWERED);
+  }
   if ((flags & A_HANDSHAKE) === 0) {
     if (writes > 1 && startsWithPrefix(pkt.buf, pkt.payloadOff, len)) return MATCH;
     if (writes > 1 && writes <= SPLIT_WRITES + 1 && exact && len === HANDSHAKE_LENGTH && before >= SYNC_MIN && before <= SYNC_NO_IA_MAX) {
