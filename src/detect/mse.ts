@@ -236,19 +236,21 @@ function initiatorWrite(ctx: InspectContext, fresh: number, alone: boolean): num
   const total = Math.min(before + fresh, SATURATED);
   writeU16(state, at + A_BYTES, total);
   let flags = state[at + FLAGS];
-  // A 124-byte message 3 followed by a 68-byte write was message 3 with a 68-byte PadC and no IA.
-  if ((flags & A_HANDSHAKE_IN_SYNC) !== 0 && writes === state[at + A_HANDSHAKE_WRITE] + 1 && exact && len === HANDSHAKE_LENGTH) {
-    flags &= ~(A_HANDSHAKE_IN_SYNC | B_OPENED | B_ANSWERED);
+  // A 68-byte write within message 3's writes is the handshake after it: a message 3 cut where a
+  // piece happened to total 124, or to be 68 itself, was only message 3, and this reading replaces it.
+  if (writes > 1 && writes <= SPLIT_WRITES + 1 && exact && len === HANDSHAKE_LENGTH && before >= SYNC_MIN && before <= SYNC_NO_IA_MAX && (flags & A_WENT_ON) === 0) {
+    flags = (flags | A_HANDSHAKE_AFTER_SYNC) & ~(A_HANDSHAKE_IN_SYNC | B_ANSWERED | B_OPENED | A_AFTER_SELECT);
+    // B's answer is what it sends from now on; before it, B wrote message 4 and at most its handshake.
+    const sinceKeys = readU16(state, at + B_BYTES);
+    if (sinceKeys > 0 && sinceKeys <= SELECT_WITH_HANDSHAKE + 512) flags |= A_AFTER_SELECT;
+    writeU16(state, at + B_SINCE_HANDSHAKE, 0);
+    state[at + FLAGS] = flags;
+    state[at + A_HANDSHAKE_WRITE] = writes;
+    return bothExact(flags) ? named(ctx) : MORE;
   }
   if ((flags & A_HANDSHAKE) === 0) {
     if (writes > 1 && startsWithPrefix(pkt.buf, pkt.payloadOff, len)) return MATCH;
-    if (writes > 1 && writes <= SPLIT_WRITES + 1 && exact && len === HANDSHAKE_LENGTH && before >= SYNC_MIN && before <= SYNC_NO_IA_MAX) {
-      flags = (flags | A_HANDSHAKE_AFTER_SYNC) & ~B_ANSWERED;
-      // B's answer is what it sends from now on; before it, B wrote message 4 and at most its handshake.
-      const sinceKeys = readU16(state, at + B_BYTES);
-      if (sinceKeys > 0 && sinceKeys <= SELECT_WITH_HANDSHAKE + 512) flags |= A_AFTER_SELECT;
-      writeU16(state, at + B_SINCE_HANDSHAKE, 0);
-    } else if (writes <= SPLIT_WRITES && total === SYNC_WITH_HANDSHAKE) {
+    if (writes <= SPLIT_WRITES && total === SYNC_WITH_HANDSHAKE) {
       flags |= A_HANDSHAKE_IN_SYNC;
     } else {
       // Message 3 without IA is at most 636 bytes, and the handshake follows within a write or two.
