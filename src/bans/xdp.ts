@@ -18,7 +18,7 @@ import type { Logger } from 'pino';
 import { addressBytes, CidrSet } from '../config/cidr.js';
 import { interfaceMatches, isInterfacePattern, type Cidr, type Config } from '../config/config.js';
 import { formatAddress } from '../flow/address.js';
-import type { BanSink } from './sink.js';
+import type { BanSink, BanTable } from './sink.js';
 
 /** What the addon reports of a map (bpf_map_info). */
 interface MapInfo {
@@ -606,6 +606,19 @@ const MONITOR_RESTART_MS = 1000;
  */
 export class XdpBanSink implements BanSink {
   readonly enforced = true;
+  readonly table: BanTable = {
+    put: (address, durationS, rule) => {
+      const parsed = parseAddress(address);
+      if (parsed === null || banRefusal(parsed.family, parsed.bytes, this.own) !== null) return false;
+      this.program.maps.ban(parsed.family, parsed.bytes, durationS, rule);
+      return true;
+    },
+    lift: (address) => {
+      const parsed = parseAddress(address);
+      return parsed !== null && this.program.maps.unban(parsed.family, parsed.bytes);
+    },
+    entries: () => this.program.maps.list(),
+  };
   /** Attachments by device name. */
   private readonly attached = new Map<string, Attachment>();
   /** Why a device is not attached, so a failure is logged once, not at every look. */
@@ -659,20 +672,22 @@ export class XdpBanSink implements BanSink {
     return `enforced in the kernel by XDP on ${on.length > 0 ? on.join(', ') : 'no interface yet'}${patterns.length > 0 ? `, and on devices matching ${patterns.join(', ')} as they appear` : ''}`;
   }
 
-  ban(address: string, durationS: number, rule: string): void {
+  ban(address: string, durationS: number, rule: string): boolean {
     const parsed = parseAddress(address);
     // ALLOW_CIDRS was applied by the caller (the daemon's ban policy).
     const refusal = parsed === null ? 'not an IP address' : banRefusal(parsed.family, parsed.bytes, this.own);
     if (parsed === null || refusal !== null) {
       this.refused++;
       this.log.warn({ address, rule, reason: refusal }, 'not banned');
-      return;
+      return false;
     }
     try {
       const remainingS = this.program.maps.ban(parsed.family, parsed.bytes, durationS, rule);
       this.log.info({ address, durationS, remainingS: Math.round(remainingS), rule, enforced: true }, 'banned');
+      return true;
     } catch (error) {
       this.log.error({ address, rule, err: error }, 'ban failed');
+      return false;
     }
   }
 

@@ -28,8 +28,12 @@ function version(): string {
   return pkg.version;
 }
 
+/** Config fields that are credentials: printed as set or not, never their values. */
+const SECRET_FIELDS = new Set(['apiKey', 'password']);
+
 function printConfig(config: Config): number {
-  process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+  const redacted = (key: string, value: unknown) => (SECRET_FIELDS.has(key) && typeof value === 'string' ? '(set)' : value);
+  process.stdout.write(`${JSON.stringify(config, redacted, 2)}\n`);
   return 0;
 }
 
