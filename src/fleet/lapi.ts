@@ -4,6 +4,14 @@
  * deadline, so a LAPI that hangs counts as down instead of stalling the callers' loops.
  */
 
+import { readFileSync } from 'node:fs';
+
+/**
+ * The LAPI refuses a machine's login unless its User-Agent is exactly `name/version` (it records
+ * the version as the machine's).
+ */
+const USER_AGENT = `btwall/${(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version}`;
+
 /** A request that gets no answer within this fails (the LAPI counts as unreachable). */
 const REQUEST_TIMEOUT_MS = 5000;
 /** A startup stream can hold every decision of a large blocklist: it gets longer. */
@@ -81,7 +89,7 @@ export class LapiClient {
     try {
       response = await fetch(`${this.baseUrl}${path}`, {
         method,
-        headers: { ...headers, ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), 'User-Agent': 'btwall' },
+        headers: { ...headers, ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), 'User-Agent': USER_AGENT },
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(timeoutMs),
       });

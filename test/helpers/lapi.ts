@@ -63,12 +63,13 @@ export class Lapi {
   /** Starts the LAPI and waits until it answers. */
   async start(): Promise<void> {
     const args = ['-c', this.config, '-no-cs'];
+    const from = this.output.length;
     const child = this.ns === null ? spawn('crowdsec', args, { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn('nsenter', [`--net=/run/netns/${this.ns.name}`, 'crowdsec', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.process = child;
     child.stdout!.setEncoding('utf8').on('data', (t: string) => (this.output += t));
     child.stderr!.setEncoding('utf8').on('data', (t: string) => (this.output += t));
     const deadline = Date.now() + 20_000;
-    while (!this.output.includes('CrowdSec Local API listening')) {
+    while (!this.output.slice(from).includes('CrowdSec Local API listening')) {
       if (!this.running || Date.now() > deadline) throw new Error(`the CrowdSec LAPI did not start: ${this.output}`);
       await new Promise((r) => setTimeout(r, 100));
     }
