@@ -85,7 +85,9 @@ export class BanPublisher {
     private readonly capacity: number,
     private readonly reachability: Reachability,
     private readonly log: Logger,
-  ) {}
+  ) {
+    reachability.onBack(() => this.retryNow());
+  }
 
   /** Bans waiting, those being sent included. */
   get queued(): number {
@@ -96,9 +98,10 @@ export class BanPublisher {
   publish(ban: PublishedBan): void {
     if (this.closed) return;
     if (this.queued >= this.capacity) {
-      if (this.queue.length > 0) this.queue.shift();
-      else return void this.dropped++;
       this.dropped++;
+      // Full of bans being sent (a capacity below one batch): the new one is the one lost.
+      if (this.queue.length === 0) return;
+      this.queue.shift();
     }
     this.queue.push(ban);
     if (this.timer === null) void this.run();
@@ -114,6 +117,14 @@ export class BanPublisher {
     this.closed = true;
     if (this.timer !== null) clearTimeout(this.timer);
     if (this.queued > 0) this.log.warn({ unpublished: this.queued }, 'stopping with bans not yet published to the CrowdSec Local API');
+  }
+
+  /** The LAPI answers again: the queue goes now, not when the backoff ends. */
+  private retryNow(): void {
+    if (this.timer === null || this.closed) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+    void this.run();
   }
 
   private async run(): Promise<void> {

@@ -23,11 +23,22 @@ export interface FleetState {
   publishDropped: number;
 }
 
-/** The outcome of the latest request, by whichever part made it. */
+/**
+ * The outcome of the latest request, by whichever part made it; `onBack` hears when the LAPI
+ * answers again after a failure (the feed polls every second: the publisher need not wait out its
+ * backoff).
+ */
 export class Reachability {
   reachable: boolean | null = null;
+  private readonly listeners: (() => void)[] = [];
 
   answered(ok: boolean): void {
+    const back = ok && this.reachable === false;
     this.reachable = ok;
+    if (back) for (const listener of this.listeners) listener();
+  }
+
+  onBack(listener: () => void): void {
+    this.listeners.push(listener);
   }
 }
