@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BanMaps } from '../src/bans/xdp.js';
 import { CLI, connects, peer, startDaemon, stopPeers, type LogLine, type RunningDaemon } from './helpers/daemon.js';
-import { haveCrowdsec, Lapi } from './helpers/lapi.js';
+import { haveCrowdsec, Lapi } from '../src/bench/lapi.js';
 import { canUseKernel, createNamespace, createTopology, deviceWith, type Namespace, type Topology } from './helpers/netns.js';
 
 const CLIENT = '10.77.1.2';

@@ -13,7 +13,7 @@ import { LapiClient, parseGoDuration } from '../src/fleet/lapi.js';
 import { backoffMs, banAlert, BanPublisher } from '../src/fleet/publisher.js';
 import { Reachability, type FleetState } from '../src/fleet/state.js';
 import { DryRunBanSink, type BanSink } from '../src/bans/sink.js';
-import { freePort, haveCrowdsec, Lapi } from './helpers/lapi.js';
+import { freePort, haveCrowdsec, Lapi } from '../src/bench/lapi.js';
 
 const silent = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 

@@ -1,14 +1,18 @@
 /**
  * A real CrowdSec Local API (Debian's crowdsec, API only: `crowdsec -no-cs`) with its own config
- * directory and SQLite database, started and stopped by the test; credentials made with cscli.
- * In a namespace (the fleet lab) or on this host's loopback (the unit tests: a free port).
+ * directory and SQLite database, started and stopped by a test or benchmark; credentials made with
+ * cscli. In a network namespace (the fleet lab) or on this host's loopback (a free port).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Namespace } from './netns.js';
+
+/** A network namespace to run in, by name (/run/netns/NAME). */
+interface NamedNamespace {
+  name: string;
+}
 
 /** Whether Debian's crowdsec (the LAPI and cscli) is installed: `make test` installs it. */
 export function haveCrowdsec(): boolean {
@@ -40,7 +44,7 @@ export class Lapi {
   /** `listen` is host:port; `ns` the namespace it runs in (null: this host). */
   constructor(
     readonly listen: string,
-    private readonly ns: Namespace | null,
+    private readonly ns: NamedNamespace | null,
   ) {
     this.dir = mkdtempSync(join(tmpdir(), 'btwall-lapi-'));
     mkdirSync(join(this.dir, 'data'));
