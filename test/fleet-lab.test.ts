@@ -11,6 +11,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BanMaps } from '../src/bans/xdp.js';
+import { clientHello } from './helpers/names.js';
 import { CLI, connects, peer, startDaemon, stopPeers, type LogLine, type RunningDaemon } from './helpers/daemon.js';
 import { haveCrowdsec, Lapi } from '../src/bench/lapi.js';
 import { canUseKernel, createNamespace, createTopology, deviceWith, type Namespace, type Topology } from './helpers/netns.js';
@@ -22,6 +23,8 @@ const PEER_DOWN_A = '10.77.2.3';
 const PEER_DOWN_B = '10.77.2.4';
 /** What an operator bans by hand with cscli. */
 const MANUAL = '10.77.2.7';
+/** A server whose name is a tracker's: its flows are dropped, it is never banned, so never published. */
+const NAMED = '10.77.2.8';
 /** A user behind the gateways (LOCAL_CIDRS): a LAPI decision for it is refused. */
 const LOCAL_USER = '10.77.1.5';
 const SINK_PORT = 7000;
@@ -94,7 +97,7 @@ describe.runIf(canUseKernel() && haveCrowdsec())('ban sharing through a real Cro
       lapiHost.must('ip', ['addr', 'add', `${lapiAddress}/24`, 'dev', `${id}l`]);
       lapiHost.must('ip', ['link', 'set', `${id}l`, 'up']);
       const serverDevice = deviceWith(net.server, '10.77.2.2');
-      for (const extra of [PEER_DOWN_A, PEER_DOWN_B, MANUAL]) net.server.must('ip', ['addr', 'add', `${extra}/24`, 'dev', serverDevice]);
+      for (const extra of [PEER_DOWN_A, PEER_DOWN_B, MANUAL, NAMED]) net.server.must('ip', ['addr', 'add', `${extra}/24`, 'dev', serverDevice]);
       const machine = `btwall-gw${name}-${process.pid}`;
       const password = `lab-password-${name}-${process.pid}`;
       lapi.addMachine(machine, password);
@@ -147,6 +150,9 @@ describe.runIf(canUseKernel() && haveCrowdsec())('ban sharing through a real Cro
 
   it(`a peer caught on gateway A is in gateway B's XDP map within ${WITHIN_MS} ms, dropped there, and listed by cscli with btwall's scenario`, async () => {
     expect(await connects(B().net.client, PEER, SINK_PORT)).toBe(true);
+    // A name is evidence to drop, never to ban: nothing of it is published.
+    await peer(A().net.client, 'tcp-send', NAMED, SINK_PORT, `hex:${Buffer.from(clientHello('tracker.opentrackr.org')).toString('hex')}`, 800).done;
+    await A().daemon!.waitFor('BitTorrent detected', { rule: 'tracker-sni', destination: NAMED });
     const banned = await catchPeer(A(), PEER);
     const latencyMs = await within('A → LAPI → B', banned.time as number, () => mapped(B()).includes(PEER), WITHIN_MS);
     console.log(`fleet lab: peer banned on gateway A, in gateway B's XDP map ${latencyMs} ms later (poll interval 1 s)`);
@@ -156,6 +162,8 @@ describe.runIf(canUseKernel() && haveCrowdsec())('ban sharing through a real Cro
     // B enforces what it received and publishes none of it back: one decision, A's.
     await new Promise((r) => setTimeout(r, 1500));
     expect(lapiDecisions(PEER)).toHaveLength(1);
+    expect(lapiDecisions(NAMED)).toEqual([]);
+    expect(mapped(B())).not.toContain(NAMED);
     expect(B().daemon!.lines.some((l) => l.msg === 'banned' && l.address === PEER)).toBe(false);
   });
 
