@@ -13,6 +13,9 @@ import { LapiClient, parseGoDuration } from '../src/fleet/lapi.js';
 import { backoffMs, banAlert, BanPublisher } from '../src/fleet/publisher.js';
 import { Reachability, type FleetState } from '../src/fleet/state.js';
 import { DryRunBanSink, type BanSink } from '../src/bans/sink.js';
+import { loadConfig } from '../src/config/config.js';
+import { canonicalAddress, neverBanReason } from '../src/fleet/decisions.js';
+import { decisionNeverBan } from '../src/policy/settings.js';
 import { freePort, haveCrowdsec, Lapi } from '../src/bench/lapi.js';
 
 const silent = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
@@ -75,6 +78,30 @@ describe('CrowdSec link, pure parts', () => {
       { key: 'sourcePort', value: '51413' },
     ]);
     expect(alert.start_at).toBe('2026-01-02T03:04:05.000Z');
+  });
+
+  it("refuses decisions on the gateway's users (unless BAN_LOCAL), ALLOW_CIDRS, BAN_EXEMPT, its own addresses and resolvers", () => {
+    const host = { ownAddresses: [{ family: 4 as const, address: '203.0.113.1', prefix: 32 }], resolvers: [{ family: 4 as const, address: '203.0.113.53', prefix: 32 }] };
+    const env = { LOCAL_CIDRS: '10.66.0.0/16', ALLOW_CIDRS: '198.51.100.0/28', BAN_EXEMPT: '2001:db8:e::/48' };
+    const reason = (lists: ReturnType<typeof decisionNeverBan>, text: string) => {
+      const a = canonicalAddress(text)!;
+      return neverBanReason(lists, a.family, a.bytes);
+    };
+    const lists = decisionNeverBan(loadConfig(env), host);
+    expect(['10.66.3.4', '198.51.100.9', '2001:DB8:E::1', '203.0.113.1', '203.0.113.53', '127.0.0.1', '192.0.2.9'].map((t) => reason(lists, t))).toEqual([
+      "LOCAL_CIDRS (the gateway's users; BAN_LOCAL=false)",
+      'ALLOW_CIDRS',
+      'BAN_EXEMPT',
+      "one of the gateway's own addresses",
+      'a resolver in /etc/resolv.conf',
+      'loopback, link-local, multicast or unspecified',
+      null,
+    ]);
+    expect(reason(decisionNeverBan(loadConfig({ ...env, BAN_LOCAL: 'true' }), host), '10.66.3.4')).toBeNull();
+    // Without LOCAL_CIDRS the private ranges are the users'.
+    expect(reason(decisionNeverBan(loadConfig({}), host), '192.168.1.1')).toContain('LOCAL_CIDRS');
+    expect(canonicalAddress('2001:DB8:0::0:9')?.text).toBe('2001:db8::9');
+    expect(canonicalAddress('1.2.3.0/24')).toBeNull();
   });
 
   it('backs off 1 s, doubling, at most 30 s', () => {
