@@ -16,17 +16,20 @@ import { CLI, connects, peer, startDaemon, stopPeers, type LogLine, type Running
 import { haveCrowdsec, Lapi } from '../src/bench/lapi.js';
 import { canUseKernel, createNamespace, createTopology, deviceWith, type Namespace, type Topology } from './helpers/netns.js';
 
-const CLIENT = '10.77.1.2';
-const PEER = '10.77.2.2';
-/** Peers caught while the LAPI is down: one on each gateway. */
-const PEER_DOWN_A = '10.77.2.3';
-const PEER_DOWN_B = '10.77.2.4';
-/** What an operator bans by hand with cscli. */
-const MANUAL = '10.77.2.7';
-/** A server whose name is a tracker's: its flows are dropped, it is never banned, so never published. */
-const NAMED = '10.77.2.8';
-/** A user behind the gateways (LOCAL_CIDRS): a LAPI decision for it is refused. */
-const LOCAL_USER = '10.77.1.5';
+/** The lab's addresses, the same in both gateways' labs. */
+const AT = {
+  client: '10.77.1.2',
+  peer: '10.77.2.2',
+  /** Peers caught while the LAPI is down: one on each gateway. */
+  peerDownA: '10.77.2.3',
+  peerDownB: '10.77.2.4',
+  /** What an operator bans by hand with cscli. */
+  manual: '10.77.2.7',
+  /** A server whose name is a tracker's: its flows are dropped, it is never banned, so never published. */
+  named: '10.77.2.8',
+  /** A user behind the gateways (LOCAL_CIDRS): a LAPI decision for it is refused. */
+  localUser: '10.77.1.5',
+};
 const SINK_PORT = 7000;
 const LAPI_PORT = 8080;
 /** The issue's bound on propagation. */
@@ -75,7 +78,7 @@ describe.runIf(canUseKernel() && haveCrowdsec())('ban sharing through a real Cro
     const port = gw.handshakePort++;
     const sink = peer(gw.net.client, 'tcp-sink', port, 3000);
     await sink.ready;
-    await peer(gw.net.server, 'tcp-send', CLIENT, port, 'handshake', 800, 1, address).done;
+    await peer(gw.net.server, 'tcp-send', AT.client, port, 'handshake', 800, 1, address).done;
     return gw.daemon!.waitFor('banned', { address });
   }
 
@@ -96,8 +99,8 @@ describe.runIf(canUseKernel() && haveCrowdsec())('ban sharing through a real Cro
       net.gateway.must('ip', ['link', 'set', `${id}g`, 'up']);
       lapiHost.must('ip', ['addr', 'add', `${lapiAddress}/24`, 'dev', `${id}l`]);
       lapiHost.must('ip', ['link', 'set', `${id}l`, 'up']);
-      const serverDevice = deviceWith(net.server, '10.77.2.2');
-      for (const extra of [PEER_DOWN_A, PEER_DOWN_B, MANUAL, NAMED]) net.server.must('ip', ['addr', 'add', `${extra}/24`, 'dev', serverDevice]);
+      const serverDevice = deviceWith(net.server, AT.peer);
+      for (const extra of [AT.peerDownA, AT.peerDownB, AT.manual, AT.named]) net.server.must('ip', ['addr', 'add', `${extra}/24`, 'dev', serverDevice]);
       const machine = `btwall-gw${name}-${process.pid}`;
       const password = `lab-password-${name}-${process.pid}`;
       lapi.addMachine(machine, password);
@@ -149,35 +152,35 @@ describe.runIf(canUseKernel() && haveCrowdsec())('ban sharing through a real Cro
   });
 
   it(`a peer caught on gateway A is in gateway B's XDP map within ${WITHIN_MS} ms, dropped there, and listed by cscli with btwall's scenario`, async () => {
-    expect(await connects(B().net.client, PEER, SINK_PORT)).toBe(true);
+    expect(await connects(B().net.client, AT.peer, SINK_PORT)).toBe(true);
     // A name is evidence to drop, never to ban: nothing of it is published.
-    await peer(A().net.client, 'tcp-send', NAMED, SINK_PORT, `hex:${Buffer.from(clientHello('tracker.opentrackr.org')).toString('hex')}`, 800).done;
-    await A().daemon!.waitFor('BitTorrent detected', { rule: 'tracker-sni', destination: NAMED });
-    const banned = await catchPeer(A(), PEER);
-    const latencyMs = await within('A → LAPI → B', banned.time as number, () => mapped(B()).includes(PEER), WITHIN_MS);
+    await peer(A().net.client, 'tcp-send', AT.named, SINK_PORT, `hex:${Buffer.from(clientHello('tracker.opentrackr.org')).toString('hex')}`, 800).done;
+    await A().daemon!.waitFor('BitTorrent detected', { rule: 'tracker-sni', destination: AT.named });
+    const banned = await catchPeer(A(), AT.peer);
+    const latencyMs = await within('A → LAPI → B', banned.time as number, () => mapped(B()).includes(AT.peer), WITHIN_MS);
     console.log(`fleet lab: peer banned on gateway A, in gateway B's XDP map ${latencyMs} ms later (poll interval 1 s)`);
-    expect(await connects(B().net.client, PEER, SINK_PORT)).toBe(false);
-    const listed = lapiDecisions(PEER);
+    expect(await connects(B().net.client, AT.peer, SINK_PORT)).toBe(false);
+    const listed = lapiDecisions(AT.peer);
     expect(listed).toEqual([expect.objectContaining({ scenario: 'btwall/bittorrent-handshake', type: 'ban', origin: 'crowdsec' })]);
     // B enforces what it received and publishes none of it back: one decision, A's.
     await new Promise((r) => setTimeout(r, 1500));
-    expect(lapiDecisions(PEER)).toHaveLength(1);
-    expect(lapiDecisions(NAMED)).toEqual([]);
-    expect(mapped(B())).not.toContain(NAMED);
-    expect(B().daemon!.lines.some((l) => l.msg === 'banned' && l.address === PEER)).toBe(false);
+    expect(lapiDecisions(AT.peer)).toHaveLength(1);
+    expect(lapiDecisions(AT.named)).toEqual([]);
+    expect(mapped(B())).not.toContain(AT.named);
+    expect(B().daemon!.lines.some((l) => l.msg === 'banned' && l.address === AT.peer)).toBe(false);
   });
 
   it(`cscli decisions add is enforced on both gateways within ${WITHIN_MS} ms, and cscli decisions delete lifts it`, async () => {
-    for (const gw of gateways) expect(await connects(gw.net.client, MANUAL, SINK_PORT)).toBe(true);
+    for (const gw of gateways) expect(await connects(gw.net.client, AT.manual, SINK_PORT)).toBe(true);
     const added = Date.now();
-    lapi.cscli(['decisions', 'add', '--ip', MANUAL, '--duration', '1h']);
-    const addedMs = await Promise.all(gateways.map((gw) => within(`cscli ban on ${gw.name}`, added, () => mapped(gw).includes(MANUAL), WITHIN_MS)));
-    for (const gw of gateways) expect(await connects(gw.net.client, MANUAL, SINK_PORT)).toBe(false);
+    lapi.cscli(['decisions', 'add', '--ip', AT.manual, '--duration', '1h']);
+    const addedMs = await Promise.all(gateways.map((gw) => within(`cscli ban on ${gw.name}`, added, () => mapped(gw).includes(AT.manual), WITHIN_MS)));
+    for (const gw of gateways) expect(await connects(gw.net.client, AT.manual, SINK_PORT)).toBe(false);
     const deleted = Date.now();
-    lapi.cscli(['decisions', 'delete', '--ip', MANUAL]);
-    const liftedMs = await Promise.all(gateways.map((gw) => within(`cscli unban on ${gw.name}`, deleted, () => !mapped(gw).includes(MANUAL), WITHIN_MS)));
+    lapi.cscli(['decisions', 'delete', '--ip', AT.manual]);
+    const liftedMs = await Promise.all(gateways.map((gw) => within(`cscli unban on ${gw.name}`, deleted, () => !mapped(gw).includes(AT.manual), WITHIN_MS)));
     console.log(`fleet lab: cscli decisions add in the maps of A and B after ${addedMs.join(' and ')} ms; delete lifted after ${liftedMs.join(' and ')} ms`);
-    for (const gw of gateways) expect(await connects(gw.net.client, MANUAL, SINK_PORT)).toBe(true);
+    for (const gw of gateways) expect(await connects(gw.net.client, AT.manual, SINK_PORT)).toBe(true);
   });
 
   it('with the LAPI stopped for 30 s both gateways keep blocking and banning; the bans made meanwhile reach it when it returns, and the maps match it after resync', async () => {
@@ -185,42 +188,42 @@ describe.runIf(canUseKernel() && haveCrowdsec())('ban sharing through a real Cro
     const stopped = Date.now();
     for (const gw of gateways) await gw.daemon!.waitFor('cannot read the CrowdSec decisions stream; bans in place stay, a full resync follows when it answers');
     // Bans from before stay enforced; new peers are caught and cut off locally.
-    expect(await connects(B().net.client, PEER, SINK_PORT)).toBe(false);
-    await catchPeer(A(), PEER_DOWN_A);
-    await catchPeer(B(), PEER_DOWN_B);
-    expect(await connects(A().net.client, PEER_DOWN_A, SINK_PORT)).toBe(false);
-    expect(await connects(B().net.client, PEER_DOWN_B, SINK_PORT)).toBe(false);
+    expect(await connects(B().net.client, AT.peer, SINK_PORT)).toBe(false);
+    await catchPeer(A(), AT.peerDownA);
+    await catchPeer(B(), AT.peerDownB);
+    expect(await connects(A().net.client, AT.peerDownA, SINK_PORT)).toBe(false);
+    expect(await connects(B().net.client, AT.peerDownB, SINK_PORT)).toBe(false);
     for (const gw of gateways) await gw.daemon!.waitFor('cannot publish bans to the CrowdSec Local API; queueing them');
     await new Promise((r) => setTimeout(r, Math.max(0, stopped + 30_000 - Date.now())));
-    expect(mapped(A())).not.toContain(PEER_DOWN_B);
+    expect(mapped(A())).not.toContain(AT.peerDownB);
 
     await lapi.start();
     const returned = Date.now();
     // Published when it answers again (the stream's first answer cuts the publisher's backoff short).
-    const publishedMs = await within('the queued bans published', returned, () => lapiDecisions(PEER_DOWN_A).length === 1 && lapiDecisions(PEER_DOWN_B).length === 1, 10_000);
+    const publishedMs = await within('the queued bans published', returned, () => lapiDecisions(AT.peerDownA).length === 1 && lapiDecisions(AT.peerDownB).length === 1, 10_000);
     const fleetBans = () => lapi.decisions().map((d) => d.value).sort();
     const resyncedMs = await within('maps matching the LAPI', returned, () => gateways.every((gw) => JSON.stringify(mapped(gw).sort()) === JSON.stringify(fleetBans())), 10_000);
     console.log(`fleet lab: LAPI back after ${Math.round((returned - stopped) / 1000)} s; queued bans published ${publishedMs} ms later, both maps matched it ${resyncedMs} ms later`);
-    expect(fleetBans()).toEqual([PEER, PEER_DOWN_A, PEER_DOWN_B].sort());
-    expect(await connects(A().net.client, PEER_DOWN_B, SINK_PORT)).toBe(false);
-    expect(await connects(B().net.client, PEER_DOWN_A, SINK_PORT)).toBe(false);
+    expect(fleetBans()).toEqual([AT.peer, AT.peerDownA, AT.peerDownB].sort());
+    expect(await connects(A().net.client, AT.peerDownB, SINK_PORT)).toBe(false);
+    expect(await connects(B().net.client, AT.peerDownA, SINK_PORT)).toBe(false);
     for (const gw of gateways) await gw.daemon!.waitFor('CrowdSec Local API reached again; publishing the queued bans');
   }, 70_000);
 
   it("refuses a LAPI decision for an address in the gateway's LOCAL_CIDRS, or its own address, and counts it", async () => {
     const rejected = (gw: Gateway) => (gw.daemon!.lines.filter((l) => l.msg === 'stats').at(-1)?.fleetDecisionsRejected as number | undefined) ?? 0;
     const before = gateways.map(rejected);
-    lapi.cscli(['decisions', 'add', '--ip', LOCAL_USER, '--duration', '1h']);
+    lapi.cscli(['decisions', 'add', '--ip', AT.localUser, '--duration', '1h']);
     lapi.cscli(['decisions', 'add', '--ip', A().ownAddress, '--duration', '1h']);
     for (const gw of gateways) {
-      const refused = await gw.daemon!.waitFor('CrowdSec decision refused: the address is never banned here', { address: LOCAL_USER });
+      const refused = await gw.daemon!.waitFor('CrowdSec decision refused: the address is never banned here', { address: AT.localUser });
       expect(refused.reason).toContain('LOCAL_CIDRS');
     }
     const own = await A().daemon!.waitFor('CrowdSec decision refused: the address is never banned here', { address: A().ownAddress });
     expect(own.reason).toBe("one of the gateway's own addresses");
     await within('the refusals counted', Date.now(), () => rejected(A()) === before[0] + 2 && rejected(B()) === before[1] + 1, 3000);
-    expect(mapped(A())).not.toContain(LOCAL_USER);
-    expect(mapped(B())).not.toContain(LOCAL_USER);
+    expect(mapped(A())).not.toContain(AT.localUser);
+    expect(mapped(B())).not.toContain(AT.localUser);
     // B has no such address: it enforces the ban.
     expect(mapped(B())).toContain(A().ownAddress);
     expect(mapped(A())).not.toContain(A().ownAddress);
