@@ -221,7 +221,8 @@ describe.runIf(canUseKernel() && haveCrowdsec())('ban sharing through a real Cro
     }
     const own = await A().daemon!.waitFor('CrowdSec decision refused: the address is never banned here', { address: A().ownAddress });
     expect(own.reason).toBe("one of the gateway's own addresses");
-    await within('the refusals counted', Date.now(), () => rejected(A()) === before[0] + 2 && rejected(B()) === before[1] + 1, 3000);
+    // At least: a full read after a failed poll (a loaded machine) counts them again.
+    await within('the refusals counted', Date.now(), () => rejected(A()) >= before[0] + 2 && rejected(B()) >= before[1] + 1, 3000);
     expect(mapped(A())).not.toContain(AT.localUser);
     expect(mapped(B())).not.toContain(AT.localUser);
     // B has no such address: it enforces the ban.

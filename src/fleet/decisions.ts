@@ -22,6 +22,9 @@ import type { Reachability } from './state.js';
 /** The rule a ban from the LAPI carries in the table: how a resync tells them from local ones. */
 export const LAPI_RULE_PREFIX = 'lapi:';
 
+/** Refusals logged one by one in a full read; the read's summary line counts them all. */
+const REFUSALS_NAMED = 10;
+
 export interface DecisionFeedOptions {
   apiKey: string;
   pollIntervalMs: number;
@@ -134,7 +137,8 @@ export class DecisionFeed {
       if (address === null || reason !== null) {
         this.rejected++;
         rejectedNow++;
-        if (!full) this.log.warn({ address: d.value, origin: d.origin, scenario: d.scenario, reason }, 'CrowdSec decision refused: the address is never banned here');
+        // A full read of a large list could refuse thousands: the first few are named, the rest counted.
+        if (!full || rejectedNow <= REFUSALS_NAMED) this.log.warn({ address: d.value, origin: d.origin, scenario: d.scenario, reason }, 'CrowdSec decision refused: the address is never banned here');
         continue;
       }
       const remainingMs = parseGoDuration(d.duration);
