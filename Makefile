@@ -3,10 +3,13 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 # Debian packages the build and the tests use (strace: the queue tests' fault injection; logrotate: the
-# rotation test runs the shipped snippet; prometheus: its promtool lints the metrics exposition);
-# installed when missing.
+# rotation test runs the shipped snippet; prometheus: its promtool lints the metrics exposition;
+# crowdsec: the Local API and cscli the fleet tests and bench:fleet run); installed when missing.
 APT_PACKAGES := python3 make gcc g++ pkg-config libnetfilter-queue-dev libmnl-dev iptables iproute2 \
-  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate prometheus
+  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate prometheus crowdsec
+# crowdsec's postinst registers with CrowdSec's online API unless this file exists and is not empty;
+# without internet that fails and leaves the package unconfigured. A comment line keeps it offline.
+CROWDSEC_ONLINE_CREDENTIALS := /etc/crowdsec/online_api_credentials.yaml
 NPM_STAMP := node_modules/.package-lock.json
 TEST_REPORT := dist/test-report.json
 
@@ -23,6 +26,10 @@ apt-deps:
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
+	  if [[ " $$missing " == *" crowdsec "* && ! -s $(CROWDSEC_ONLINE_CREDENTIALS) ]]; then \
+	    mkdir -p $(dir $(CROWDSEC_ONLINE_CREDENTIALS)); \
+	    echo '# no Central API: btwall uses only the Local API' > $(CROWDSEC_ONLINE_CREDENTIALS); \
+	  fi; \
 	  apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi

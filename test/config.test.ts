@@ -122,10 +122,52 @@ describe('configuration from the environment', () => {
     ['CONTROL_SOCKET', `/run/${'x'.repeat(110)}`],
     ['WEBHOOK_URL', 'ftp://hooks.example/btwall'],
     ['WEBHOOK_URL', 'not a url'],
+    ['CROWDSEC_LAPI_URL', 'ftp://lapi:8080'],
+    ['CROWDSEC_LAPI_URL', 'http://user:pw@lapi:8080'],
+    ['CROWDSEC_LAPI_URL', 'lapi:8080'],
+    ['CROWDSEC_POLL_INTERVAL', '0'],
+    ['CROWDSEC_POLL_INTERVAL', '1s'],
+    ['CROWDSEC_ORIGINS', 'all,cscli'],
+    ['CROWDSEC_ORIGINS', ''],
+    ['CROWDSEC_ORIGINS', 'crowd sec'],
+    ['CROWDSEC_QUEUE_CAPACITY', '0'],
+    ['CROWDSEC_API_KEY', 'a key'],
+    ['CROWDSEC_MACHINE_ID', 'gw/a'],
   ])('rejects %s=%j and names it', (name, value) => {
     const found = problems({ [name]: value });
     expect(found).toHaveLength(1);
     expect(found[0]).toContain(`${name}=${JSON.stringify(value)}`);
+  });
+
+  it('reads CROWDSEC_*: nothing without CROWDSEC_LAPI_URL, and the LAPI link with it', () => {
+    expect(loadConfig({}).crowdsec).toBeNull();
+    expect(loadConfig({ CROWDSEC_LAPI_URL: 'http://10.0.0.5:8080/', CROWDSEC_API_KEY: 'k3y' }).crowdsec).toEqual({
+      lapiUrl: 'http://10.0.0.5:8080',
+      apiKey: 'k3y',
+      machine: null,
+      pollIntervalMs: 1000,
+      origins: ['btwall'],
+      queueCapacity: 10000,
+    });
+    const both = loadConfig({
+      CROWDSEC_LAPI_URL: 'https://lapi.example',
+      CROWDSEC_MACHINE_ID: 'gw-a',
+      CROWDSEC_MACHINE_PASSWORD: 'p@ss',
+      CROWDSEC_POLL_INTERVAL: '0.25',
+      CROWDSEC_ORIGINS: 'btwall, cscli,btwall',
+    }).crowdsec;
+    expect(both).toMatchObject({ apiKey: null, machine: { id: 'gw-a', password: 'p@ss' }, pollIntervalMs: 250, origins: ['btwall', 'cscli'] });
+    expect(loadConfig({ CROWDSEC_LAPI_URL: 'http://lapi:8080', CROWDSEC_API_KEY: 'k', CROWDSEC_ORIGINS: 'All' }).crowdsec?.origins).toBe('all');
+  });
+
+  it.each([
+    [{ CROWDSEC_API_KEY: 'k' }, 'CROWDSEC_API_KEY="k": needs CROWDSEC_LAPI_URL'],
+    [{ CROWDSEC_MACHINE_ID: 'gw' }, 'CROWDSEC_MACHINE_ID="gw": needs CROWDSEC_LAPI_URL'],
+    [{ CROWDSEC_LAPI_URL: 'http://lapi:8080' }, 'CROWDSEC_LAPI_URL="http://lapi:8080": needs CROWDSEC_API_KEY'],
+    [{ CROWDSEC_LAPI_URL: 'http://lapi:8080', CROWDSEC_MACHINE_ID: 'gw' }, 'CROWDSEC_MACHINE_PASSWORD="": CROWDSEC_MACHINE_ID and CROWDSEC_MACHINE_PASSWORD go together'],
+    [{ CROWDSEC_LAPI_URL: 'http://lapi:8080', CROWDSEC_API_KEY: 'k', CROWDSEC_MACHINE_PASSWORD: 'p' }, 'CROWDSEC_MACHINE_ID="": CROWDSEC_MACHINE_ID and CROWDSEC_MACHINE_PASSWORD go together'],
+  ])('refuses CROWDSEC_* that do not go together: %j', (env, problem) => {
+    expect(problems(env)).toEqual([expect.stringContaining(problem)]);
   });
 
   it('btwall check-config prints the effective configuration, or exits 78 naming the variable', () => {
@@ -141,6 +183,14 @@ describe('configuration from the environment', () => {
     expect(tables.totalBytes).toBe(4 * tables.perQueueBytes + tables.sharedBytes);
     const auto = JSON.parse(spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, XDP_MODE: 'off' } }).stdout);
     expect(auto.tables.queues).toBe(`auto (0${availableParallelism() > 1 ? `-${Math.min(availableParallelism(), AUTO_QUEUE_CAP) - 1}` : ''})`);
+    // Credentials are said to be set, never printed.
+    const fleet = spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, XDP_MODE: 'off', CROWDSEC_LAPI_URL: 'http://lapi:8080', CROWDSEC_API_KEY: 'bouncer-key-1', CROWDSEC_MACHINE_ID: 'gw', CROWDSEC_MACHINE_PASSWORD: 'pw-2' } });
+    expect(fleet.status).toBe(0);
+    expect(JSON.parse(fleet.stdout).crowdsec).toMatchObject({ apiKey: '(set)', machine: { id: 'gw', password: '(set)' } });
+    expect(fleet.stdout).not.toMatch(/bouncer-key-1|pw-2/);
+    const badFleet = spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, XDP_MODE: 'off', CROWDSEC_LAPI_URL: 'http://lapi:8080', CROWDSEC_API_KEY: 'k', CROWDSEC_POLL_INTERVAL: 'fast' } });
+    expect(badFleet.status).toBe(78);
+    expect(badFleet.stderr).toContain('CROWDSEC_POLL_INTERVAL="fast"');
     const bad = spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, CHAINS: 'NOWHERE' } });
     expect(bad.status).toBe(78);
     expect(bad.stderr).toContain('CHAINS="NOWHERE"');

@@ -6,8 +6,8 @@
  */
 import { existsSync, rmSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { btwall, CLI, peer, startDaemon, stopPeers, type RunningDaemon } from './helpers/daemon.js';
-import { canUseKernel, createTopology, deviceWith, type Namespace, type Topology } from './helpers/netns.js';
+import { btwall, CLI, connects, peer, startDaemon, stopPeers, type RunningDaemon } from './helpers/daemon.js';
+import { canUseKernel, createTopology, deviceWith, type Topology } from './helpers/netns.js';
 
 const SERVER4 = '10.77.2.2';
 const SERVER6 = 'fd77:2::2';
@@ -41,11 +41,6 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
       .flatMap((p) => net.gateway.must(p, ['-w', '-L', 'BTWALL', '-v', '-x', '-n']).split('\n'))
       .filter((l) => l.includes('NFQUEUE'))
       .reduce((sum, l) => sum + Number(l.trim().split(/\s+/)[0]), 0);
-  /** Whether a new TCP connection from `from` to host:port is set up through the gateway. */
-  const connects = async (from: Namespace, host: string, port: number) => {
-    const [sent] = await peer(from, 'tcp-send', host, port, 'text', 700).done;
-    return Number(sent.connected) > 0;
-  };
   let handshakePort = 6881;
   /** The server, from `server`, connects to the client and sends a handshake; resolves when the daemon has banned it. */
   const handshakeBans = async (server: string) => {
@@ -88,7 +83,7 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
     expect(running.bans).toContain('on devices matching btwnope* as they appear');
     expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(true);
 
-    await handshakeBans(SERVER4);
+    const bannedV4 = await handshakeBans(SERVER4);
     await handshakeBans(SERVER6);
     const before = banList();
     expect(before.enforced).toBe(true);

@@ -6,7 +6,8 @@ import { existsSync, readdirSync, rmSync } from 'node:fs';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { BanMaps, parseAddress, XDP_DROP, XDP_PASS, XdpProgram, type LinkKind } from '../src/bans/xdp.js';
+import { BanMaps, parseAddress, XDP_DROP, XDP_PASS, XdpBanTable, XdpProgram, type LinkKind } from '../src/bans/xdp.js';
+import { CidrSet } from '../src/config/cidr.js';
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ascii, ethernet, packet4, packet6, udp, PROTO_UDP, type VlanTag } from './helpers/frames.js';
 import { canUseKernel } from './helpers/netns.js';
 
@@ -45,6 +46,20 @@ describe.runIf(canUseKernel())('XDP ban program (BPF_PROG_TEST_RUN)', () => {
   afterAll(() => {
     program?.close();
     rmSync(pinDir, { recursive: true, force: true });
+  });
+
+  it('as a ban table (bans from a fleet): puts with the rule given, refuses loopback and own addresses, lifts, lists', () => {
+    const table = new XdpBanTable(maps, () => new CidrSet([{ family: 4, address: CLIENT4, prefix: 32 }]));
+    expect(table.put(PEER4, 600, 'lapi:cscli')).toBe(true);
+    expect(table.put(PEER6, 60, 'lapi:handshake')).toBe(true);
+    expect(table.put('127.0.0.1', 60, 'lapi:cscli')).toBe(false);
+    expect(table.put(CLIENT4, 60, 'lapi:cscli')).toBe(false);
+    expect(table.put('not-an-address', 60, 'lapi:cscli')).toBe(false);
+    expect(table.entries()).toEqual([expect.objectContaining({ address: PEER4, rule: 'lapi:cscli' }), expect.objectContaining({ address: PEER6, rule: 'lapi:handshake' })]);
+    expect(verdict('ethernet', ethernet(ETHERTYPE_IPV4, v4(PEER4, CLIENT4)))).toBe(XDP_DROP);
+    expect(table.lift(PEER4)).toBe(true);
+    expect(table.lift(PEER4)).toBe(false);
+    expect(verdict('ethernet', ethernet(ETHERTYPE_IPV4, v4(PEER4, CLIENT4)))).toBe(XDP_PASS);
   });
 
   it('pins the ban maps and the drop counters by name under the pin directory', () => {

@@ -16,13 +16,34 @@ export interface KernelBans {
   dropped: { ipv4: DropCounters; ipv6: DropCounters };
 }
 
+/** The detection that proved a ban, as field names and values (published with it, see src/fleet/). */
+export type BanEvidence = Readonly<Record<string, string>>;
+
+/**
+ * The bans in force under a sink, for bans decided elsewhere (a fleet's Local API): written
+ * quietly (no log line each: a startup stream holds thousands), and never published.
+ */
+export interface BanTable {
+  /** Bans for durationS from now (a longer ban in place is kept); false when the address may never be banned here. */
+  put(address: string, durationS: number, rule: string): boolean;
+  /** Lifts a ban at once; false when there was none. */
+  lift(address: string): boolean;
+  /** Every ban in force: its address (as formatAddress writes it) and rule. */
+  entries(): { address: string; rule: string }[];
+}
+
 /** Where the daemon sends addresses to ban: the XDP maps, or only the log in a dry run. */
 export interface BanSink {
   readonly enforced: boolean;
+  /** The bans in force, where the sink has any (null in a dry run). */
+  readonly table: BanTable | null;
   /** Whether and where bans are enforced, for the startup line. */
   describe(): string;
-  /** `address` is the textual address; `durationS` counts from now (a longer ban in place is kept); `rule` is what proved it. */
-  ban(address: string, durationS: number, rule: string): BanOutcome;
+  /**
+   * `address` is the textual address; `durationS` counts from now (a longer ban in place is kept); `rule` is what proved it;
+   * `evidence`, what a fleet publishes with it.
+   */
+  ban(address: string, durationS: number, rule: string, evidence?: BanEvidence): BanOutcome;
   /** The bans in force (none without a kernel program). */
   list(): BanEntry[];
   /** Bans in force and the program's drops; null without a kernel program. */
@@ -37,6 +58,7 @@ export interface BanSink {
 /** Logs what it would ban: whenever the kernel fast path cannot be used. */
 export class DryRunBanSink implements BanSink {
   readonly enforced = false;
+  readonly table = null;
 
   constructor(
     private readonly log: Logger,

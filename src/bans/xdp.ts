@@ -18,7 +18,7 @@ import type { Logger } from 'pino';
 import { addressBytes, CidrSet } from '../config/cidr.js';
 import { interfaceMatches, isInterfacePattern, type Cidr, type Config } from '../config/config.js';
 import { formatAddress } from '../flow/address.js';
-import type { BanOutcome, BanSink, KernelBans } from './sink.js';
+import type { BanOutcome, BanSink, BanTable, KernelBans } from './sink.js';
 
 /** What the addon reports of a map (bpf_map_info). */
 interface MapInfo {
@@ -596,6 +596,31 @@ export function enforcement(maps: BanMaps): { name: string; mode: XdpMode }[] {
   return found;
 }
 
+/** The ban maps as a BanTable: quiet writes for bans decided elsewhere, with the same refusals as the sink's own bans. */
+export class XdpBanTable implements BanTable {
+  constructor(
+    private readonly maps: BanMaps,
+    /** This host's addresses now. */
+    private readonly own: () => CidrSet,
+  ) {}
+
+  put(address: string, durationS: number, rule: string): boolean {
+    const parsed = parseAddress(address);
+    if (parsed === null || banRefusal(parsed.family, parsed.bytes, this.own()) !== null) return false;
+    this.maps.ban(parsed.family, parsed.bytes, durationS, rule);
+    return true;
+  }
+
+  lift(address: string): boolean {
+    const parsed = parseAddress(address);
+    return parsed !== null && this.maps.unban(parsed.family, parsed.bytes);
+  }
+
+  entries(): { address: string; rule: string }[] {
+    return this.maps.list();
+  }
+}
+
 export class XdpUnavailableError extends Error {}
 
 export interface XdpBanSinkOptions {
@@ -621,6 +646,7 @@ const MONITOR_RESTART_MS = 1000;
  */
 export class XdpBanSink implements BanSink {
   readonly enforced = true;
+  readonly table: BanTable;
   /** Attachments by device name. */
   private readonly attached = new Map<string, Attachment>();
   /** Why a device is not attached, so a failure is logged once, not at every look. */
@@ -639,7 +665,9 @@ export class XdpBanSink implements BanSink {
     private readonly program: XdpProgram,
     private readonly options: XdpBanSinkOptions,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.table = new XdpBanTable(program.maps, () => this.own);
+  }
 
   /**
    * Loads and attaches; throws XdpUnavailableError when the program cannot be loaded or a named

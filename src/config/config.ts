@@ -134,6 +134,47 @@ const cidrs = z
   })
   .transform((items) => items.map((item) => parseCidr(item) as Cidr));
 
+/** CROWDSEC_ORIGINS' word for the decisions btwall gateways publish (scenario btwall/...), whatever their origin field. */
+export const BTWALL_ORIGIN = 'btwall';
+
+const lapiUrl = z
+  .string()
+  .trim()
+  .refine((v) => {
+    if (v === '') return true;
+    try {
+      const url = new URL(v);
+      return (url.protocol === 'http:' || url.protocol === 'https:') && url.search === '' && url.hash === '' && url.username === '';
+    } catch {
+      return false;
+    }
+  }, 'must be an http:// or https:// URL of a CrowdSec Local API, without query or credentials (http://10.0.0.5:8080)')
+  .transform((v) => v.replace(/\/+$/, ''));
+
+/** An API key or password: printable, no spaces (they go into HTTP headers and JSON). */
+const secret = z.string().refine((v) => /^[\x21-\x7e]{0,256}$/.test(v), 'must be printable ASCII without spaces, at most 256 characters');
+
+/** Seconds, decimals allowed, to milliseconds. */
+function seconds(min: number, max: number) {
+  return z
+    .string()
+    .trim()
+    .regex(/^\d+(\.\d+)?$/, 'must be a number of seconds (decimals allowed)')
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, `must be from ${min} to ${max} seconds`)
+    .transform((n) => Math.round(n * 1000));
+}
+
+const isAll = (origin: string) => origin.toLowerCase() === 'all';
+
+/** `all`, or a comma list of decision origins (crowdsec, cscli, CAPI, lists...) and `btwall`. */
+const origins = z
+  .string()
+  .transform(list)
+  .refine((items) => items.length > 0 && items.every((o) => /^[A-Za-z0-9._:-]{1,64}$/.test(o)), `must be \`all\` or a comma list of decision origins (${BTWALL_ORIGIN}, crowdsec, cscli, CAPI, lists ...)`)
+  .refine((items) => !items.some(isAll) || items.length === 1, '`all` takes every origin: list nothing else with it')
+  .transform((items): 'all' | string[] => (isAll(items[0]) ? 'all' : [...new Set(items)]));
+
 /**
  * Every environment variable the daemon reads, with its default. The reference daemon's names are
  * kept where it has them (QUEUE_NUM ... WHITELIST_PORTS); the rest are ours.
@@ -196,7 +237,32 @@ const schema = z.object({
     .trim()
     .refine((v) => v === '' || (URL.canParse(v) && ['http:', 'https:'].includes(new URL(v).protocol)), 'must be an http:// or https:// URL (or empty: no webhook)')
     .prefault(''),
+  CROWDSEC_LAPI_URL: lapiUrl.prefault(''),
+  CROWDSEC_API_KEY: secret.prefault(''),
+  CROWDSEC_MACHINE_ID: z.string().trim().regex(/^[A-Za-z0-9._@-]{0,128}$/, 'must be a CrowdSec machine name (letters, digits, . _ @ -, at most 128)').prefault(''),
+  CROWDSEC_MACHINE_PASSWORD: secret.prefault(''),
+  CROWDSEC_POLL_INTERVAL: seconds(0.1, 3600).prefault('1'),
+  CROWDSEC_ORIGINS: origins.prefault(BTWALL_ORIGIN),
+  CROWDSEC_QUEUE_CAPACITY: integer(1, 1 << 20).prefault('10000'),
 });
+
+/** The CROWDSEC_* variables that only mean something with a Local API to talk to. */
+const CROWDSEC_NEEDS_URL = ['CROWDSEC_API_KEY', 'CROWDSEC_MACHINE_ID', 'CROWDSEC_MACHINE_PASSWORD'] as const;
+
+/** Problems between variables, each named by the variable to change. */
+function crowdsecProblems(c: z.infer<typeof schema>): { name: string; message: string }[] {
+  const problems: { name: string; message: string }[] = [];
+  if (c.CROWDSEC_LAPI_URL === '') {
+    for (const name of CROWDSEC_NEEDS_URL) if (c[name] !== '') problems.push({ name, message: 'needs CROWDSEC_LAPI_URL (the CrowdSec Local API to talk to)' });
+    return problems;
+  }
+  if (c.CROWDSEC_API_KEY === '' && c.CROWDSEC_MACHINE_ID === '') problems.push({ name: 'CROWDSEC_LAPI_URL', message: 'needs CROWDSEC_API_KEY (to enforce decisions), CROWDSEC_MACHINE_ID and CROWDSEC_MACHINE_PASSWORD (to publish bans), or both' });
+  if ((c.CROWDSEC_MACHINE_ID === '') !== (c.CROWDSEC_MACHINE_PASSWORD === '')) {
+    const missing = c.CROWDSEC_MACHINE_ID === '' ? 'CROWDSEC_MACHINE_ID' : 'CROWDSEC_MACHINE_PASSWORD';
+    problems.push({ name: missing, message: 'CROWDSEC_MACHINE_ID and CROWDSEC_MACHINE_PASSWORD go together (cscli machines add)' });
+  }
+  return problems;
+}
 
 export interface Config {
   /** The queues served, one worker each; `auto`: chosen from the cores (QUEUE_NUM=auto). */
@@ -244,6 +310,8 @@ export interface Config {
   controlSocket: string;
   /** Where each detection is POSTed as JSON; empty: nowhere. May carry credentials: see redactedConfig. */
   webhookUrl: string;
+  /** Sharing bans through a CrowdSec Local API; null without CROWDSEC_LAPI_URL (nothing changes). */
+  crowdsec: CrowdsecConfig | null;
 }
 
 /** A URL's credentials and query (where tokens travel) replaced by `REDACTED`. */
@@ -256,9 +324,34 @@ export function redactedUrl(text: string): string {
   return url.toString();
 }
 
+/** Credentials shown as set, never their values. */
+const SET = '(set)';
+
 /** The configuration as it may be shown (check-config, `btwall status`): secrets redacted. */
 export function redactedConfig(config: Config): Config {
-  return { ...config, webhookUrl: redactedUrl(config.webhookUrl) };
+  const fleet = config.crowdsec;
+  return {
+    ...config,
+    webhookUrl: redactedUrl(config.webhookUrl),
+    crowdsec:
+      fleet === null
+        ? null
+        : { ...fleet, apiKey: fleet.apiKey === null ? null : SET, machine: fleet.machine === null ? null : { ...fleet.machine, password: SET } },
+  };
+}
+
+export interface CrowdsecConfig {
+  /** Without a trailing slash. */
+  lapiUrl: string;
+  /** Bouncer key (cscli bouncers add): decisions are enforced; null: they are not read. */
+  apiKey: string | null;
+  /** Machine credentials (cscli machines add): bans are published; null: they are not. */
+  machine: { id: string; password: string } | null;
+  pollIntervalMs: number;
+  /** Which decisions are enforced: every ban, or those of these origins (`btwall`: btwall's scenarios). */
+  origins: 'all' | string[];
+  /** Most bans waiting for the Local API; the oldest go first when it is full. */
+  queueCapacity: number;
 }
 
 export const CONFIG_VARIABLES = Object.keys(schema.shape) as (keyof typeof schema.shape)[];
@@ -280,15 +373,11 @@ export function loadConfig(env: NodeJS.ProcessEnv, cores = availableParallelism(
     if (value !== undefined) input[name] = value;
   }
   const parsed = schema.safeParse(input);
-  if (!parsed.success) {
-    throw new ConfigError(
-      parsed.error.issues.map((issue) => {
-        const name = String(issue.path[0]);
-        return `${name}=${JSON.stringify(env[name] ?? '')}: ${issue.message}`;
-      }),
-    );
-  }
+  const named = (name: string, message: string) => `${name}=${JSON.stringify(env[name] ?? '')}: ${message}`;
+  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((issue) => named(String(issue.path[0]), issue.message)));
   const c = parsed.data;
+  const crossProblems = crowdsecProblems(c);
+  if (crossProblems.length > 0) throw new ConfigError(crossProblems.map((p) => named(p.name, p.message)));
   const queues = c.QUEUE_NUM.auto ? { first: 0, last: Math.min(Math.max(cores, 1), AUTO_QUEUE_CAP) - 1, auto: true } : c.QUEUE_NUM;
   return {
     queues,
@@ -323,6 +412,17 @@ export function loadConfig(env: NodeJS.ProcessEnv, cores = availableParallelism(
     metricsAddr: c.METRICS_ADDR,
     controlSocket: c.CONTROL_SOCKET,
     webhookUrl: c.WEBHOOK_URL,
+    crowdsec:
+      c.CROWDSEC_LAPI_URL === ''
+        ? null
+        : {
+            lapiUrl: c.CROWDSEC_LAPI_URL,
+            apiKey: c.CROWDSEC_API_KEY || null,
+            machine: c.CROWDSEC_MACHINE_ID === '' ? null : { id: c.CROWDSEC_MACHINE_ID, password: c.CROWDSEC_MACHINE_PASSWORD },
+            pollIntervalMs: c.CROWDSEC_POLL_INTERVAL,
+            origins: c.CROWDSEC_ORIGINS,
+            queueCapacity: c.CROWDSEC_QUEUE_CAPACITY,
+          },
   };
 }
 

@@ -2,6 +2,9 @@ import { Worker } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
 import { DryRunBanSink, type BanOutcome, type BanSink } from '../bans/sink.js';
 import { XdpBanSink } from '../bans/xdp.js';
+import { CrowdsecFleet, FleetBanSink, type FleetLink } from '../fleet/fleet.js';
+import type { FleetState } from '../fleet/state.js';
+import { decisionNeverBan } from '../policy/settings.js';
 import { ConfigError, refuseConfig, withConfig, type Config } from '../config/config.js';
 import { machineProblems } from '../config/machine.js';
 import { installRules, removeRules } from '../firewall/apply.js';
@@ -87,6 +90,12 @@ interface QueueWorker {
   last: Record<string, number>;
 }
 
+/** What a published ban carries as its alert's meta: the detection's endpoints and the policy's words. */
+function banEvidence(fields: Omit<ReturnType<typeof detectionRecord>, 'payload'>): Record<string, string> {
+  const { interface: device, protocol, source, sourcePort, destination, destinationPort, evidence, reason } = fields;
+  return { interface: device, protocol, source, sourcePort: String(sourcePort), destination, destinationPort: String(destinationPort), evidence, reason };
+}
+
 class Daemon {
   /** Resolves with the exit code once the daemon has stopped. */
   readonly finished: Promise<number>;
@@ -94,6 +103,8 @@ class Daemon {
   private readonly workers = new Map<number, QueueWorker>();
   private readonly restartTimers = new Set<NodeJS.Timeout>();
   private bans: BanSink;
+  /** The CrowdSec link (CROWDSEC_*), or null. */
+  private fleet: FleetLink | null = null;
   private readonly interfaces = new InterfaceNames();
   private statsTimer: NodeJS.Timeout | null = null;
   private cleanupTimer: NodeJS.Timeout | null = null;
@@ -223,10 +234,28 @@ class Daemon {
   }
 
   /**
+   * The fleet's state (LAPI reachable, last sync, decisions received, published, queued, rejected),
+   * for metrics and `btwall status`; null without CROWDSEC_LAPI_URL.
+   */
+  fleetState(): FleetState | null {
+    return this.fleet?.state() ?? null;
+  }
+
+  /** The local sink, composed with the CrowdSec link when CROWDSEC_LAPI_URL is set. */
+  private openBans(): BanSink {
+    const c = this.config;
+    const local = this.openLocalBans();
+    if (c.crowdsec === null) return local;
+    // Both ban maps (IPv4, IPv6) hold BAN_CAPACITY each: as many addresses are followed from the LAPI.
+    this.fleet = new CrowdsecFleet(c.crowdsec, local.table, decisionNeverBan(c, readHostFacts()), 2 * c.banCapacity, this.log);
+    return new FleetBanSink(local, this.fleet);
+  }
+
+  /**
    * The XDP fast path on the INTERFACE devices (checked beforehand: they exist and support
    * XDP_MODE); failing to load or attach stops the start. Only XDP_MODE=off runs without, said once.
    */
-  private openBans(): BanSink {
+  private openLocalBans(): BanSink {
     const c = this.config;
     if (c.xdpMode === 'off') {
       const sink = new DryRunBanSink(this.log, 'XDP_MODE=off');
@@ -241,7 +270,9 @@ class Daemon {
    * current addresses and resolvers to the policy, which never bans them.
    */
   private sweepBans(): void {
-    this.tell({ type: 'host', host: readHostFacts() });
+    const host = readHostFacts();
+    this.tell({ type: 'host', host });
+    this.fleet?.setNeverBan(decisionNeverBan(this.config, host));
     const swept = this.bans.sweep();
     this.ops.telemetry.expired(swept);
     this.log.info({ swept, ...this.bans.stats() }, 'ban sweep');
@@ -261,6 +292,7 @@ class Daemon {
         let outcome: BanOutcome | null = null;
         if (ban !== null && enforce) outcome = this.bans.ban(ban.address, ban.durationS, event.rule);
         this.ops.detection(event, known, outcome);
+        if (ban !== null && enforce) this.bans.ban(ban.address, ban.durationS, event.rule, banEvidence(fields));
         return;
       }
       case 'stats':

@@ -39,6 +39,16 @@ export function exemptLists(config: Config, host: HostFacts): ExemptList[] {
   ];
 }
 
+/**
+ * What a ban decided elsewhere (a fleet's Local API) may never name here: the exempt lists, and
+ * the gateway's own users unless BAN_LOCAL, as for the policy's own bans.
+ */
+export function decisionNeverBan(config: Config, host: HostFacts): ExemptList[] {
+  const lists = exemptLists(config, host);
+  if (!config.banLocal) lists.unshift({ label: `LOCAL_CIDRS (the gateway's users; BAN_LOCAL=false)`, cidrs: new CidrSet(localCidrs(config)) });
+  return lists;
+}
+
 /** Without LOCAL_CIDRS, the private, CGNAT, ULA and link-local ranges are where a gateway's users are. */
 export function localCidrs(config: Config): readonly Cidr[] {
   return config.localCidrs.length > 0 ? config.localCidrs : PRIVATE_CIDRS;

@@ -112,6 +112,12 @@ export function peer(ns: Namespace, ...args: (string | number)[]): Peer {
   return { lines: found, done: new Promise((r) => child.on('exit', () => r(found))), ready };
 }
 
+/** Whether a new TCP connection from `from` to host:port is set up (through whatever gateway lies between). */
+export async function connects(from: Namespace, host: string, port: number): Promise<boolean> {
+  const [sent] = await peer(from, 'tcp-send', host, port, 'text', 700).done;
+  return Number(sent.connected) > 0;
+}
+
 export function stopPeers(): void {
   for (const child of peers) child.kill('SIGKILL');
 }
