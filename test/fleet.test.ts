@@ -5,7 +5,7 @@
  */
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { BanTable } from '../src/bans/sink.js';
+import type { BanOutcome, BanTable } from '../src/bans/sink.js';
 import { CidrSet } from '../src/config/cidr.js';
 import { DecisionFeed, lapiRule, originSelected } from '../src/fleet/decisions.js';
 import { FleetBanSink, type FleetLink } from '../src/fleet/fleet.js';
@@ -119,14 +119,14 @@ describe('CrowdSec link, pure parts', () => {
     };
     const placed: string[] = [];
     const local: BanSink = Object.assign(new DryRunBanSink(silent), {
-      ban: (address: string) => {
+      ban: (address: string): BanOutcome => {
         placed.push(address);
-        return address !== '192.0.2.1';
+        return address === '192.0.2.1' ? 'refused' : 'added';
       },
     });
     const sink = new FleetBanSink(local, fleet);
-    expect(sink.ban('198.51.100.1', 60, 'handshake')).toBe(true);
-    expect(sink.ban('192.0.2.1', 60, 'handshake')).toBe(false);
+    expect(sink.ban('198.51.100.1', 60, 'handshake')).toBe('added');
+    expect(sink.ban('192.0.2.1', 60, 'handshake')).toBe('refused');
     expect(placed).toEqual(['198.51.100.1', '192.0.2.1']);
     expect(published).toEqual(['198.51.100.1']);
     expect(sink.stats()).toMatchObject({ fleetDecisionsReceived: 3, fleetDecisionsRejected: 1, fleetPublished: 2, fleetLapiReachable: 1, fleetLastSyncAgeS: -1 });
