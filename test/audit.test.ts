@@ -44,7 +44,7 @@ function line(flow: Flow): string {
     producer: 'initiator',
     flowPackets: 4,
     decision: {
-      drop: true,
+      action: 'drop',
       markConnection: true,
       enforce: flow.monitor !== true,
       ban: inbound ? { family: 4, address: flow.remote, durationS: 18000 } : null,

@@ -71,18 +71,28 @@ describe('policy: drop on any evidence', () => {
   ])('drops a flow on %s evidence and marks its connection', (_name, strength) => {
     for (const producer of [INITIATOR, RESPONDER]) {
       const decision = policy().decide(evidence({ strength, producer }));
-      expect(decision).toMatchObject({ drop: true, markConnection: true, enforce: true });
+      expect(decision).toMatchObject({ action: 'drop', markConnection: true, enforce: true });
     }
   });
 
   it('leaves a clean flow to the kernel through its connection mark, except inside a tunnel', () => {
-    expect(policy().clean(false)).toMatchObject({ drop: false, markConnection: true, ban: null });
-    expect(policy().clean(true)).toMatchObject({ drop: false, markConnection: false, ban: null });
+    expect(policy().clean(false)).toMatchObject({ action: 'accept', markConnection: true, ban: null });
+    expect(policy().clean(true)).toMatchObject({ action: 'accept', markConnection: false, ban: null });
   });
 
   it('in monitor-only mode decides the same drop and ban, and enforces neither', () => {
-    const decision = policy({ MONITOR_ONLY: 'true' }).decide(evidence());
-    expect(decision).toMatchObject({ drop: true, enforce: false, ban: { address: REMOTE, durationS: 18000 } });
+    for (const env of [{ MONITOR_ONLY: 'true' }, { ACTION: 'monitor' }] as Record<string, string>[]) {
+      const decision = policy(env).decide(evidence());
+      expect(decision).toMatchObject({ action: 'drop', enforce: false, ban: { address: REMOTE, durationS: 18000 } });
+    }
+  });
+
+  it('under ACTION=throttle limits the flow through its mark and bans no one, even on proof', () => {
+    const throttling = policy({ ACTION: 'throttle' });
+    const decision = throttling.decide(evidence());
+    expect(decision).toMatchObject({ action: 'throttle', markConnection: true, enforce: true, ban: null });
+    expect(decision.reason).toBe('no ban: ACTION=throttle limits BitTorrent flows, it never bans');
+    expect(throttling.bans).toBe(0);
   });
 });
 
@@ -161,7 +171,7 @@ describe('policy: ban only on proof', () => {
 
   it('never bans inside a tunnel, and leaves the tunnel connection unmarked', () => {
     const decision = policy().decide(evidence({ tunnelled: true }));
-    expect(decision).toMatchObject({ drop: true, markConnection: false, ban: null, remember: null });
+    expect(decision).toMatchObject({ action: 'drop', markConnection: false, ban: null, remember: null });
     expect(decision.reason).toContain('tunnel');
   });
 
@@ -218,7 +228,7 @@ describe('policy: BAN_RATE', () => {
     const remote = (i: number) => `198.51.100.${i}`;
     const bans = [1, 2, 3, 4, 5].map((i) => p.decide(evidence({ responder: remote(i) })));
     expect(bans.map((d) => d.ban?.address ?? null)).toEqual([remote(1), remote(2), remote(3), null, null]);
-    expect(bans.every((d) => d.drop)).toBe(true);
+    expect(bans.every((d) => d.action === 'drop')).toBe(true);
     expect(bans[3].reason).toBe(`no ban: ${LOCAL} reached BAN_RATE (3 bans a minute); the flow is still dropped`);
     expect(p.bansRateLimited).toBe(2);
     // Another local host has its own count; the first one gets a new minute.

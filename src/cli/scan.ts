@@ -5,6 +5,7 @@ import { DECODED_MALFORMED, DECODED_NOT_IP, DECODED_OTHER_L4, DECODED_UNKNOWN_LI
 import { CaptureSource } from '../pipeline/capture-source.js';
 import { Pipeline } from '../pipeline/pipeline.js';
 import { NO_HOST_FACTS } from '../policy/settings.js';
+import type { FlowAction } from '../policy/policy.js';
 import { OutputBuffer } from './output.js';
 import { EXIT_USAGE, parseUsage, UsageError } from './usage.js';
 
@@ -72,13 +73,13 @@ export function scanCommand(args: readonly string[]): number {
   const parsed = parseUsage('scan', SCAN_USAGE, () => parseArgs(args));
   if (parsed === null) return EXIT_USAGE;
   // The daemon's own variables (INSPECT_PACKETS, LOCAL_CIDRS, BAN_*...) shape the scan's pipeline.
-  return withConfig(process.env, (config) => scan(parsed, { ...config, flowCapacity: parsed.flowCapacity ?? config.flowCapacity, monitorOnly: true }));
+  return withConfig(process.env, (config) => scan(parsed, { ...config, flowCapacity: parsed.flowCapacity ?? config.flowCapacity, action: 'monitor' }));
 }
 
 /** What a scan reports of a flow's detection, kept from the deciding packet to the flow's end. */
 interface FlowReport {
   strength: string;
-  action: 'drop' | 'accept';
+  action: FlowAction;
   ban: string | null;
   reason: string;
 }
@@ -99,7 +100,7 @@ function scan(parsed: ScanArgs, config: Config): number {
     const { decision } = event;
     reports.set(event.flow, {
       strength: event.strength,
-      action: decision.drop ? 'drop' : 'accept',
+      action: decision.action,
       ban: decision.ban?.address ?? null,
       reason: decision.reason,
     });

@@ -10,6 +10,12 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const
 const XDP_MODES = ['generic', 'native', 'offload', 'off'] as const;
 /** json: one record per line, what `btwall audit` and other tools read; text: the reference daemon's blocks, for people. */
 export const DETECTION_LOG_FORMATS = ['json', 'text'] as const;
+/**
+ * What happens to BitTorrent: `drop` it (and ban proven peers), `throttle` it to RATE per local
+ * host (nothing banned), or `monitor` it (decide and log, enforce nothing: MONITOR_ONLY's new name).
+ */
+export const ACTIONS = ['drop', 'throttle', 'monitor'] as const;
+export type Action = (typeof ACTIONS)[number];
 
 /** Comma-separated list: surrounding spaces and empty items ignored. */
 function list(raw: string): string[] {
@@ -34,6 +40,21 @@ function integer(min: number, max: number) {
     .transform(Number)
     .refine((n) => n >= min && n <= max, `must be from ${min} to ${max}`);
 }
+
+const RATE_UNITS: Record<string, number> = { bit: 1, kbit: 1e3, mbit: 1e6, gbit: 1e9 };
+
+/** A rate in tc's words (512kbit, 2mbit), as bits per second. */
+const rate = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .regex(/^\d+(\.\d+)?(bit|kbit|mbit|gbit)$/, 'must be a rate like 512kbit, 2mbit or 1gbit')
+  .transform((v) => {
+    const [, number, unit] = /^([\d.]+)([a-z]+)$/.exec(v)!;
+    return Math.round(Number(number) * RATE_UNITS[unit]);
+  })
+  // hashlimit counts bytes per second in 32 bits; below 8 kbit it cannot pass one full packet a second.
+  .refine((bits) => bits >= 8000 && bits <= 8 * 2 ** 31, 'must be from 8kbit to 17gbit');
 
 const queueRange = z
   .string()
@@ -122,7 +143,10 @@ const schema = z.object({
     .prefault('/var/log/btwall/detections.log'),
   DETECTION_LOG_FORMAT: z.string().trim().toLowerCase().pipe(z.enum(DETECTION_LOG_FORMATS)).prefault('json'),
   DETECTION_LOG_PAYLOAD_BYTES: integer(0, 65_535).prefault('256'),
-  MONITOR_ONLY: boolean.prefault('false'),
+  ACTION: z.string().trim().toLowerCase().pipe(z.enum(ACTIONS)).optional(),
+  /** The old name of ACTION=monitor; read only when set. */
+  MONITOR_ONLY: boolean.optional(),
+  RATE: rate.prefault('512kbit'),
   BLOCK_SOCKS: boolean.prefault('false'),
   XDP_MODE: z.string().trim().toLowerCase().pipe(z.enum(XDP_MODES)).prefault('generic'),
   CLEANUP_INTERVAL: integer(1, 86_400).prefault('300'),
@@ -169,7 +193,9 @@ export interface Config {
   detectionLogFormat: (typeof DETECTION_LOG_FORMATS)[number];
   /** Most payload bytes of the deciding packet a record keeps. */
   detectionLogPayloadBytes: number;
-  monitorOnly: boolean;
+  action: Action;
+  /** ACTION=throttle: what each local host's BitTorrent may take, each direction, bits per second. */
+  rateBitsPerS: number;
   blockSocks: boolean;
   xdpMode: (typeof XDP_MODES)[number];
   cleanupIntervalS: number;
@@ -224,6 +250,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   }
   const c = parsed.data;
   return {
+    action: action(c.ACTION, c.MONITOR_ONLY, env),
     queues: c.QUEUE_NUM,
     interfaces: c.INTERFACE,
     chains: c.CHAINS,
@@ -232,7 +259,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     detectionLog: c.DETECTION_LOG,
     detectionLogFormat: c.DETECTION_LOG_FORMAT,
     detectionLogPayloadBytes: c.DETECTION_LOG_PAYLOAD_BYTES,
-    monitorOnly: c.MONITOR_ONLY,
+    rateBitsPerS: c.RATE,
     blockSocks: c.BLOCK_SOCKS,
     xdpMode: c.XDP_MODE,
     cleanupIntervalS: c.CLEANUP_INTERVAL,
@@ -254,6 +281,20 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     peerCacheSize: c.PEER_CACHE_SIZE,
     peerCacheTtlS: c.PEER_CACHE_TTL,
   };
+}
+
+/**
+ * ACTION, or the old MONITOR_ONLY when ACTION is unset (true: monitor, false: drop). Both set must
+ * agree (MONITOR_ONLY=true with ACTION=monitor; false with drop or throttle): a configuration that
+ * says two things is refused rather than one of them silently winning.
+ */
+function action(action: Action | undefined, monitorOnly: boolean | undefined, env: NodeJS.ProcessEnv): Action {
+  if (monitorOnly === undefined) return action ?? 'drop';
+  if (action === undefined) return monitorOnly ? 'monitor' : 'drop';
+  if ((action === 'monitor') === monitorOnly) return action;
+  throw new ConfigError([
+    `ACTION=${JSON.stringify(env.ACTION)} and MONITOR_ONLY=${JSON.stringify(env.MONITOR_ONLY)} disagree: MONITOR_ONLY is the old name of ACTION=monitor; set only ACTION`,
+  ]);
 }
 
 /**

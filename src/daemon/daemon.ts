@@ -140,7 +140,7 @@ class Daemon {
       {
         queues: `${c.queues.first}-${c.queues.last}`,
         chains: c.chains,
-        monitorOnly: c.monitorOnly,
+        action: c.action,
         inspectPackets: c.inspectPackets,
         detectionLog: c.detectionLog || null,
         bansEnforced: this.bans.enforced,

@@ -1,9 +1,15 @@
 import type { Cidr, Config } from '../config/config.js';
+import { localCidrs } from '../policy/settings.js';
 
 /** The chain btwall owns, in the filter table of both families. */
 export const CHAIN = 'BTWALL';
 /** Every built-in chain btwall may hook, so cleanup finds hooks left by a run with other CHAINS. */
 const HOOKABLE_CHAINS = ['INPUT', 'FORWARD', 'OUTPUT'] as const;
+/**
+ * ACTION=throttle's token buckets, one per local address and direction (hashlimit tables, named
+ * per family; a name is at most 15 characters and shared by every rule that uses it).
+ */
+const THROTTLE_TABLES = { download: 'btwall-down', upload: 'btwall-up' } as const;
 /** multiport takes at most 15 ports per rule. */
 const MULTIPORT_MAX = 15;
 
@@ -51,10 +57,12 @@ function chainRules(config: Config, family: 4 | 6): string[][] {
     for (const l4 of ['tcp', 'udp']) rules.push(['-p', l4, '-m', 'multiport', '--ports', ports, '-j', 'RETURN']);
   }
   // A deciding packet, repeated with its mark: the mark goes into the connection.
-  if (!config.monitorOnly) rules.push(['-m', 'mark', '--mark', marked(MARK_BITTORRENT), ...saveMark], ['-m', 'mark', '--mark', marked(MARK_BITTORRENT), '-j', 'DROP']);
+  if (config.action !== 'monitor') rules.push(['-m', 'mark', '--mark', marked(MARK_BITTORRENT), ...saveMark]);
+  if (config.action === 'drop') rules.push(['-m', 'mark', '--mark', marked(MARK_BITTORRENT), '-j', 'DROP']);
   rules.push(['-m', 'mark', '--mark', marked(MARK_CLEAN), ...saveMark], ['-m', 'mark', '--mark', marked(MARK_CLEAN), '-j', 'RETURN']);
-  // The rest of a decided connection.
-  if (!config.monitorOnly) rules.push(['-m', 'connmark', '--mark', marked(MARK_BITTORRENT), '-j', 'DROP']);
+  // The rest of a decided connection (the deciding packet too, under throttle: its mark is saved by now).
+  if (config.action === 'drop') rules.push(['-m', 'connmark', '--mark', marked(MARK_BITTORRENT), '-j', 'DROP']);
+  if (config.action === 'throttle') rules.push(...throttleRules(config, family, ['-m', 'connmark', '--mark', marked(MARK_BITTORRENT)]));
   rules.push(['-m', 'connmark', '--mark', marked(MARK_CLEAN), '-j', 'RETURN']);
   // Only a connection's first packets reach the queue: bulk transfers then run at kernel speed.
   for (const l4 of ['tcp', 'udp']) {
@@ -75,6 +83,38 @@ function chainRules(config: Config, family: 4 | 6): string[][] {
       '--queue-bypass',
     ]);
   }
+  return rules;
+}
+
+/**
+ * ACTION=throttle: a BitTorrent connection's packets beyond RATE per local host and direction are
+ * dropped (TCP backs off to the rate), the rest pass without reaching the queue again. A local
+ * host is one in LOCAL_CIDRS (the policy's), so a download is keyed by its destination and an
+ * upload by its source; every connection of one host shares its buckets.
+ */
+function throttleRules(config: Config, family: 4 | 6, bitTorrent: string[]): string[][] {
+  const bytesPerS = Math.floor(config.rateBitsPerS / 8);
+  const limit = (name: string, mode: 'dstip' | 'srcip') => [
+    '-m',
+    'hashlimit',
+    '--hashlimit-above',
+    `${bytesPerS}b/s`,
+    '--hashlimit-burst',
+    // hashlimit's least burst: one second of RATE.
+    `${bytesPerS}b`,
+    '--hashlimit-mode',
+    mode,
+    '--hashlimit-name',
+    `${name}${family}`,
+    '-j',
+    'DROP',
+  ];
+  const rules: string[][] = [];
+  for (const cidr of localCidrs(config).filter((c) => c.family === family)) {
+    rules.push([...bitTorrent, '-d', cidrText(cidr), ...limit(THROTTLE_TABLES.download, 'dstip')]);
+    rules.push([...bitTorrent, '-s', cidrText(cidr), ...limit(THROTTLE_TABLES.upload, 'srcip')]);
+  }
+  rules.push([...bitTorrent, '-j', 'RETURN']);
   return rules;
 }
 

@@ -23,8 +23,8 @@ export const PACKET_ACCEPT = 0;
 export const PACKET_DROP = 1;
 /** Accept it, and mark its connection clean: the kernel lets the rest skip the queue. */
 export const PACKET_ACCEPT_MARK_CLEAN = 2;
-/** Drop it, and mark its connection BitTorrent: the kernel drops the rest. */
-export const PACKET_DROP_MARK_BITTORRENT = 3;
+/** Mark it and its connection BitTorrent: the chain drops or throttles it and the rest, as ACTION says. */
+export const PACKET_MARK_BITTORRENT = 3;
 
 /** The arrival interface of each direction of a flow: two 32-bit words. */
 const ARRIVED_ON_BYTES_PER_FLOW = 8;
@@ -132,7 +132,9 @@ export class Pipeline {
     if (verdict === VERDICT_BITTORRENT) {
       // Monitor only: nothing dropped or marked, so the rest of the flow is still seen (and learned from).
       if (this.policy.monitorOnly) return PACKET_ACCEPT;
-      return decision !== null && decision.markConnection ? PACKET_DROP_MARK_BITTORRENT : PACKET_DROP;
+      if (decision !== null && decision.markConnection) return PACKET_MARK_BITTORRENT;
+      // A flow throttled without a mark (tunnelled) cannot be limited on its own: it passes.
+      return this.policy.throttles ? PACKET_ACCEPT : PACKET_DROP;
     }
     return verdict === VERDICT_CLEAN && decision !== null && decision.markConnection ? PACKET_ACCEPT_MARK_CLEAN : PACKET_ACCEPT;
   }

@@ -14,6 +14,7 @@ import { STRENGTH_EXACT, STRENGTH_NAMES, STRENGTH_RESPONSE } from '../detect/det
 import type { Clock } from '../flow/clock.js';
 import { formatAddress } from '../flow/address.js';
 import type { CidrSet } from '../config/cidr.js';
+import type { Action } from '../config/config.js';
 
 /** What the gateway knows about one detection. The pipeline refills one instance per detection. */
 export class Evidence {
@@ -49,16 +50,22 @@ export interface Ban {
   durationS: number;
 }
 
+/**
+ * What happens to a flow: accepted (clean), dropped (BitTorrent under ACTION=drop), or its
+ * connection marked and limited to RATE per local host (ACTION=throttle).
+ */
+export type FlowAction = 'accept' | 'drop' | 'throttle';
+
 /** What to do about one flow. */
 export interface Decision {
-  /** The deciding packet and the rest of the flow are dropped (BitTorrent) or accepted (clean). */
-  drop: boolean;
+  /** What happens to the deciding packet and the rest of the flow (when enforced). */
+  action: FlowAction;
   /**
    * The decision goes into the connection's mark, so the kernel handles its later packets. Never for
    * a tunnelled flow: the kernel's connection is the tunnel, which carries other flows too.
    */
   markConnection: boolean;
-  /** False in monitor-only mode: nothing is dropped, marked or banned, and the log says what would have been. */
+  /** False under ACTION=monitor: nothing is dropped, marked or banned, and the log says what would have been. */
   enforce: boolean;
   ban: Ban | null;
   /** The policy's words for the ban or for the absence of one. */
@@ -79,8 +86,8 @@ export interface ExemptList {
 }
 
 export interface PolicySettings {
-  /** MONITOR_ONLY: decide everything, enforce nothing. */
-  monitorOnly: boolean;
+  /** ACTION: drop (and ban on proof), throttle (never ban), or monitor (decide everything, enforce nothing). */
+  action: Action;
   banDurationS: number;
   /** Where the gateway's own users are (LOCAL_CIDRS, or the private ranges when it is empty). */
   local: CidrSet;
@@ -97,7 +104,7 @@ export interface PolicySettings {
 const RATE_WINDOW_MS = 60_000;
 const DEFAULT_RATE_HOSTS = 65_536;
 
-const CLEAN: Decision = { drop: false, markConnection: true, enforce: true, ban: null, reason: 'no BitTorrent evidence', remember: null };
+const CLEAN: Decision = { action: 'accept', markConnection: true, enforce: true, ban: null, reason: 'no BitTorrent evidence', remember: null };
 const CLEAN_TUNNELLED: Decision = { ...CLEAN, markConnection: false, reason: 'no BitTorrent evidence (tunnelled: the tunnel stays unmarked)' };
 
 export class Policy {
@@ -115,8 +122,14 @@ export class Policy {
     this.settings = settings;
   }
 
+  /** ACTION=monitor: nothing is enforced. */
   get monitorOnly(): boolean {
-    return this.settings.monitorOnly;
+    return this.settings.action === 'monitor';
+  }
+
+  /** ACTION=throttle: BitTorrent is limited, not dropped. */
+  get throttles(): boolean {
+    return this.settings.action === 'throttle';
   }
 
   /** Whether an address (4 or 16 bytes) is one of the gateway's users (LOCAL_CIDRS). */
@@ -141,7 +154,8 @@ export class Policy {
     let remember: Decision['remember'] = null;
     if (ban !== null) remember = 'proven';
     else if (this.producerListsItsPeer(e)) remember = 'listed';
-    return { drop: true, markConnection: !e.tunnelled, enforce: !s.monitorOnly, ban, reason, remember };
+    const action = s.action === 'throttle' ? 'throttle' : 'drop';
+    return { action, markConnection: !e.tunnelled, enforce: s.action !== 'monitor', ban, reason, remember };
   }
 
   /** The ban the evidence proves, or none, and why. */
@@ -153,6 +167,7 @@ export class Policy {
     const other = e.addresses[1 - e.producer];
     const producerText = formatAddress(e.family, producer);
     const otherText = formatAddress(e.family, other);
+    if (s.action === 'throttle') return none('ACTION=throttle limits BitTorrent flows, it never bans');
     if (e.tunnelled) return none('found inside a tunnel, whose encapsulation the XDP program does not parse');
     if (!isProtocolBytes(e.strength)) return none(`${strength} evidence drops flows, it never bans`);
     if (!e.producerIsPeer) return none(`the ${e.rule} bytes came from ${producerText}, a service (tracker, web seed, proxy or resolver), not a peer`);

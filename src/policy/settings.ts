@@ -46,7 +46,7 @@ export function localCidrs(config: Config): readonly Cidr[] {
 
 export function policySettings(config: Config, host: HostFacts): PolicySettings {
   return {
-    monitorOnly: config.monitorOnly,
+    action: config.action,
     banDurationS: config.banDurationS,
     local: new CidrSet(localCidrs(config)),
     banLocal: config.banLocal,
