@@ -717,6 +717,8 @@ Napi::Object Layout(Napi::Env env) {
   set("ownCapacity", BTW_OWN_CAPACITY);
   set("banBytes", sizeof(btw_ban));
   set("banExpires", offsetof(btw_ban, expires_ns));
+  set("banForget", offsetof(btw_ban, forget_ns));
+  set("banCount", offsetof(btw_ban, count));
   set("banRule", offsetof(btw_ban, rule));
   set("ruleBytes", BTW_RULE_BYTES);
   set("dropsBytes", sizeof(btw_drops));

@@ -91,6 +91,10 @@ describe('configuration from the environment', () => {
     ['ACTION', 'block'],
     ['RATE', '512k'],
     ['RATE', '1kbit'],
+    ['BAN_ESCALATION', 'double'],
+    ['BAN_ESCALATION', 'factor=0.5'],
+    ['BAN_ESCALATION', 'factor=2,max=1h'],
+    ['BAN_ESCALATION', 'window=-1'],
   ])('rejects %s=%j and names it', (name, value) => {
     const found = problems({ [name]: value });
     expect(found).toHaveLength(1);

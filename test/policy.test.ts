@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CidrSet } from '../src/config/cidr.js';
 import { loadConfig } from '../src/config/config.js';
+import { escalatedDurationS } from '../src/policy/escalation.js';
 import {
   STRENGTH_ANNOUNCED,
   STRENGTH_CACHE,
@@ -245,5 +246,16 @@ describe('policy: BAN_RATE', () => {
     // Host 1 was forgotten to make room, so it starts a new count; host 50 is still counted.
     expect(p.decide(evidence({ initiator: '10.8.0.1' })).ban).not.toBeNull();
     expect(p.decide(evidence({ initiator: '10.8.0.50' })).ban).toBeNull();
+  });
+});
+
+describe('policy: escalating bans (BAN_ESCALATION)', () => {
+  it('doubles each ban in a row up to the cap, never below BAN_DURATION, and not at all when off', () => {
+    const { banEscalation } = loadConfig({ BAN_ESCALATION: 'factor=2,max=3600' });
+    expect(banEscalation).toEqual({ factor: 2, maxS: 3600, windowS: 86_400 });
+    expect([1, 2, 3, 4, 5, 9].map((count) => escalatedDurationS(600, count, banEscalation))).toEqual([600, 1200, 2400, 3600, 3600, 3600]);
+    expect(escalatedDurationS(7200, 3, banEscalation)).toBe(7200);
+    expect(escalatedDurationS(600, 5, loadConfig({}).banEscalation)).toBe(600);
+    expect(escalatedDurationS(100, 3, loadConfig({ BAN_ESCALATION: 'factor=1.5' }).banEscalation)).toBe(225);
   });
 });

@@ -22,7 +22,7 @@ interface BanList {
   pinned: boolean;
   enforced: boolean;
   enforcedOn: { name: string; mode: string }[];
-  bans: { address: string; remainingS: number; rule: string }[];
+  bans: { address: string; remainingS: number; rule: string; count: number; expiresAt: string }[];
   dropped: { v4: { packets: number }; v6: { packets: number } };
 }
 
@@ -48,12 +48,12 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
   };
   let handshakePort = 6881;
   /** The server, from `server`, connects to the client and sends a handshake; resolves when the daemon has banned it. */
-  const handshakeBans = async (server: string) => {
+  const handshakeBans = async (server: string, count = 1) => {
     const port = handshakePort++;
     const sink = peer(net.client, 'tcp-sink', port, 3000);
     await sink.ready;
     await peer(net.server, 'tcp-send', server.includes(':') ? CLIENT6 : CLIENT4, port, 'handshake', 1500, 1, server).done;
-    return daemon!.waitFor('banned', { address: server });
+    return daemon!.waitFor('banned', { address: server, count });
   };
 
   beforeAll(async () => {
@@ -155,6 +155,27 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
     expect(bans('del', '10.77.9.9').status).toBe(1);
     const sweeps = daemon.lines.filter((l) => l.msg === 'ban sweep');
     expect(sweeps.at(-1)?.bansSwept).toBeGreaterThanOrEqual(1);
+  });
+
+  it('bans a peer proven again soon after its ban ended for longer (BAN_ESCALATION), and bans list shows the count and expiry', async () => {
+    daemon = startDaemon(net.gateway, { ...env, BAN_DURATION: '2', BAN_ESCALATION: 'factor=3,max=3600,window=60' });
+    await daemon.waitFor('btwall running');
+    const first = await handshakeBans(SERVER4);
+    expect(first).toMatchObject({ durationS: 2, remainingS: 2, count: 1 });
+    await new Promise((r) => setTimeout(r, Math.max(0, (first.time as number) + 2200 - Date.now())));
+    expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(true);
+    expect(banList().bans).toEqual([]);
+    const second = await handshakeBans(SERVER4, 2);
+    expect(second).toMatchObject({ durationS: 2, remainingS: 6 });
+    expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(false);
+    const [listed] = banList().bans;
+    expect(listed).toMatchObject({ address: SERVER4, count: 2, rule: 'handshake' });
+    expect(listed.remainingS).toBeGreaterThan(3);
+    expect(listed.remainingS).toBeLessThanOrEqual(6);
+    expect(Math.abs(Date.parse(listed.expiresAt) - ((second.time as number) + 6000))).toBeLessThan(1500);
+    const text = bans('list').stdout.split('\n');
+    expect(text[0]).toMatch(/^ADDRESS\s+REMAINING\s+EXPIRES\s+COUNT\s+RULE$/);
+    expect(text[1]).toMatch(new RegExp(`^${SERVER4.replace(/\./g, '\\.')}\\s+\\d+s\\s+\\S+Z\\s+2\\s+handshake$`));
   });
 
   it('attaches the program to a device matching a pattern when it appears, and releases it when it goes', async () => {

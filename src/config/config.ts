@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { NO_ESCALATION, type Escalation } from '../policy/escalation.js';
 
 /** sysexits.h EX_CONFIG: what systemd and operators expect from a daemon refusing its configuration. */
 export const EXIT_CONFIG = 78;
@@ -55,6 +56,36 @@ const rate = z
   })
   // hashlimit counts bytes per second in 32 bits; below 8 kbit it cannot pass one full packet a second.
   .refine((bits) => bits >= 8000 && bits <= 8 * 2 ** 31, 'must be from 8kbit to 17gbit');
+
+const ESCALATION_DEFAULTS: Escalation = { factor: 2, maxS: 7 * 86_400, windowS: 86_400 };
+const ESCALATION_HELP = 'must be off, or factor=N,max=SECONDS,window=SECONDS (any of them; defaults factor=2, max=604800, window=86400)';
+
+/** `off` (or empty), or `factor=2,max=604800,window=86400` with any part left to its default. */
+const escalation = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .transform((v, ctx): Escalation => {
+    if (v === '' || v === 'off') return NO_ESCALATION;
+    const parsed = { ...ESCALATION_DEFAULTS };
+    const keys = { factor: 'factor', max: 'maxS', window: 'windowS' } as const;
+    for (const part of list(v)) {
+      const [key, value, extra] = part.split('=').map((x) => x.trim());
+      const number = Number(value);
+      const field = keys[key as keyof typeof keys];
+      const bad =
+        field === undefined ||
+        extra !== undefined ||
+        !/^\d+(\.\d+)?$/.test(value ?? '') ||
+        (field === 'factor' ? !(number >= 1 && number <= 100) : !Number.isInteger(number) || number < 1 || number > 365 * 86_400);
+      if (bad) {
+        ctx.addIssue({ code: 'custom', message: `${JSON.stringify(part)}: ${ESCALATION_HELP}; factor from 1 to 100, max and window whole seconds up to a year` });
+        return z.NEVER;
+      }
+      parsed[field] = number;
+    }
+    return parsed;
+  });
 
 const queueRange = z
   .string()
@@ -172,6 +203,7 @@ const schema = z.object({
   BAN_LOCAL: boolean.prefault('false'),
   BAN_EXEMPT: cidrs.prefault(''),
   BAN_RATE: integer(1, 100_000).prefault('30'),
+  BAN_ESCALATION: escalation.prefault('off'),
   INSPECT_PACKETS: integer(1, 1000).prefault('20'),
   QUEUE_MAXLEN: integer(64, 1 << 20).prefault('8192'),
   VERDICT_TIMEOUT_MS: integer(5, 60_000).prefault('50'),
@@ -215,6 +247,8 @@ export interface Config {
   banExempt: Cidr[];
   /** Most new bans per local host and minute. */
   banRatePerMinute: number;
+  /** How much longer a peer's next ban is when it comes soon after its last. */
+  banEscalation: Escalation;
   inspectPackets: number;
   queueMaxLen: number;
   verdictTimeoutMs: number;
@@ -273,6 +307,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     banLocal: c.BAN_LOCAL,
     banExempt: c.BAN_EXEMPT,
     banRatePerMinute: c.BAN_RATE,
+    banEscalation: c.BAN_ESCALATION,
     inspectPackets: c.INSPECT_PACKETS,
     queueMaxLen: c.QUEUE_MAXLEN,
     verdictTimeoutMs: c.VERDICT_TIMEOUT_MS,
