@@ -293,6 +293,51 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     expect(daemon.lines.some((l) => l.msg === 'ban (dry run: not enforced in the kernel)' || l.msg === 'banned')).toBe(false);
   });
 
+  it('applies RULES_FILE, reloads it at SIGHUP, and keeps the rules in force when the new file is broken', async () => {
+    const rulesPath = join(work, 'rules.json');
+    const rule = (action: string) => JSON.stringify({ rules: [{ name: 'hello-text', transport: 'tcp', direction: 'initiator', match: [{ text: 'hello, plain', offset: 0 }], action }] });
+    writeFileSync(rulesPath, rule('drop'));
+    daemon = startDaemon(net.gateway, { RULES_FILE: rulesPath, DETECTION_LOG: '' });
+    expect(await daemon.waitFor('btwall running')).toMatchObject({ operatorRules: 1 });
+    /** Sends the test text from the client to a fresh port; the bytes the server got. */
+    let port = 7100;
+    const sendText = async () => {
+      const sink = peer(net.server, 'tcp-sink', port, 2500);
+      await sink.ready;
+      await peer(net.client, 'tcp-send', net.serverV4, port++, 'text', 600).done;
+      return closedConnections(await sink.done).reduce((sum, c) => sum + Number(c.bytes), 0);
+    };
+    expect(await sendText()).toBe(0);
+    expect(await daemon.waitFor('BitTorrent detected', { rule: 'hello-text', destinationPort: 7100 })).toMatchObject({ action: 'dropped', evidence: 'heuristic, from the initiator' });
+
+    writeFileSync(rulesPath, rule('monitor'));
+    daemon.process.kill('SIGHUP');
+    await daemon.waitFor('operator rules reloaded', { rules: 1 });
+    expect(await sendText()).toBe(18);
+    expect(await daemon.waitFor('BitTorrent detected', { rule: 'hello-text', destinationPort: 7101 })).toMatchObject({ action: 'monitor (accepted: the rule only watches)' });
+
+    writeFileSync(rulesPath, '{"rules": [{"name": "hello-text", "match": [{"regex": "(", "within": 4}]}]}');
+    daemon.process.kill('SIGHUP');
+    const refused = await daemon.waitFor('operator rules file refused; the rules in force stay');
+    expect(refused.problems).toEqual([expect.stringMatching(/^line 1, column 55: rules\.0\.match\.0\.regex: unclosed \(/)]);
+    expect(await sendText()).toBe(18);
+    expect(await daemon.waitFor('BitTorrent detected', { rule: 'hello-text', destinationPort: 7102 })).toMatchObject({ action: 'monitor (accepted: the rule only watches)' });
+  });
+
+  it('refuses a broken or senseless RULES_FILE with exit code 78, naming the place and the reason, before installing any rule', async () => {
+    const rulesPath = join(work, 'refused-rules.json');
+    for (const [text, reason] of [
+      ['{"rules": [{"name": "x", "match": [{"hex": "zz"}]}]}', /RULES_FILE=".*refused-rules\.json": .*line 1, column 44: rules\.0\.match\.0\.hex: must be pairs of hex digits/],
+      ['{"rules": [{"name": "everything", "match": [{"regex": ".*", "within": 10}]}]}', /rule everything matches any payload/],
+    ] as const) {
+      writeFileSync(rulesPath, text);
+      const bad = startDaemon(net.gateway, { RULES_FILE: rulesPath });
+      expect(await bad.exited).toBe(78);
+      expect(bad.stderr).toMatch(reason);
+      expect(hooks(net.gateway)).toEqual([]);
+    }
+  });
+
   it('rejects each invalid variable with exit code 78 before installing any rule', async () => {
     for (const [name, value] of [
       ['QUEUE_NUM', '70000'],

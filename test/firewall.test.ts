@@ -51,18 +51,18 @@ describe('firewall rules', () => {
     expect(rules.some((r) => r.includes('--mark 0x40000000/0xc0000000 -j RETURN'))).toBe(true);
   });
 
-  it('under ACTION=throttle save the mark, drop only what exceeds RATE per local host each way, and let the rest skip the queue', () => {
+  it('for throttled connections save the mark, drop only what exceeds RATE per local host each way, and let the rest skip the queue', () => {
     const rules = lines(installCommands(loadConfig({ ACTION: 'throttle', RATE: '1mbit', LOCAL_CIDRS: '10.1.0.0/16,fd00::/8' })));
     const v4 = rules.filter((r) => r.startsWith('iptables -w -A'));
     const at = (fragment: string) => v4.findIndex((r) => r.includes(fragment));
-    const bt = '-m connmark --mark 0x80000000/0xc0000000';
+    const bt = '-m connmark --mark 0xc0000000/0xc0000000';
     const limit = '-m hashlimit --hashlimit-above 125000b/s --hashlimit-burst 125000b';
-    expect(v4.filter((r) => r.includes('-m mark --mark 0x80000000/0xc0000000 -j DROP'))).toEqual([]);
+    expect(v4.filter((r) => r.includes('-m mark --mark 0xc0000000/0xc0000000 -j DROP'))).toEqual([]);
     expect(v4[at(`${bt} -d 10.1.0.0/16`)]).toContain(`${limit} --hashlimit-mode dstip --hashlimit-name btwall-down4 -j DROP`);
     expect(v4[at(`${bt} -s 10.1.0.0/16`)]).toContain(`${limit} --hashlimit-mode srcip --hashlimit-name btwall-up4 -j DROP`);
     expect(at(`${bt} -j RETURN`)).toBe(at(`${bt} -s 10.1.0.0/16`) + 1);
     expect(at(`${bt} -j RETURN`)).toBeLessThan(at('NFQUEUE'));
-    expect(at('--mark 0x80000000/0xc0000000 -j CONNMARK --save-mark')).toBeLessThan(at(`${bt} -d`));
+    expect(at('-m mark --mark 0xc0000000/0xc0000000 -j CONNMARK --save-mark')).toBeLessThan(at(`${bt} -d`));
     expect(rules.filter((r) => r.startsWith('ip6tables') && r.includes('btwall-down6'))).toEqual([expect.stringContaining('-d fd00::/8')]);
   });
 

@@ -4,6 +4,7 @@ import { withConfig, type Config } from '../config/config.js';
 import { machineProblems } from '../config/machine.js';
 import { installCommands, removalSteps, shellLine } from '../firewall/rules.js';
 import { runDaemon } from '../daemon/daemon.js';
+import { RULES_CHECK_USAGE, rulesCheckCommand } from '../rules/cli.js';
 import { AUDIT_USAGE, auditCommand } from './audit.js';
 import { SCAN_USAGE, scanCommand } from './scan.js';
 
@@ -15,13 +16,16 @@ commands:
   audit [FILE...]  who the detection log says did what: per local host, per ban, around a time (btwall audit --help)
   check-config   validate the daemon's environment variables and print the effective configuration
   rules          print the iptables/ip6tables commands the daemon runs at start and stop
+  rules check FILE [CAPTURE...]  check an operator rules file (RULES_FILE) and score it on captures
   bans           list, add, delete or flush the XDP bans (btwall bans --help)
   help           this text
   version        the version
 
 ${SCAN_USAGE}
 
-${AUDIT_USAGE}`;
+${AUDIT_USAGE}
+
+${RULES_CHECK_USAGE}`;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -69,6 +73,7 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'check-config':
       return withConfig(process.env, printConfig, machineProblems);
     case 'rules':
+      if (args[0] === 'check') return subcommand(args.slice(1), RULES_CHECK_USAGE, rulesCheckCommand);
       return withConfig(process.env, printRules);
     case 'bans':
       return bansCommand(args);

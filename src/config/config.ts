@@ -197,6 +197,11 @@ const schema = z.object({
     .refine((p) => p.startsWith('/') && !p.split('/').includes('..'), 'must be an absolute path without ..')
     .transform((p) => p.replace(/\/+$/, '') || '/')
     .prefault('/sys/fs/bpf/btwall'),
+  RULES_FILE: z
+    .string()
+    .trim()
+    .refine((p) => p === '' || (p.startsWith('/') && !p.endsWith('/')), 'must be an absolute path to a JSON rules file (or empty: no operator rules)')
+    .prefault(''),
   WHITELIST_PORTS: ports.prefault(''),
   ALLOW_CIDRS: cidrs.prefault(''),
   LOCAL_CIDRS: cidrs.prefault(''),
@@ -239,6 +244,8 @@ export interface Config {
   trackerDomains: string[];
   /** Where the ban maps are pinned (a directory on a bpf filesystem). */
   bpfPinDir: string;
+  /** The operator's match rules (JSON); empty: none. */
+  rulesFile: string;
   whitelistPorts: number[];
   allowCidrs: Cidr[];
   localCidrs: Cidr[];
@@ -301,6 +308,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     banCapacity: c.BAN_CAPACITY,
     trackerDomains: c.TRACKER_DOMAINS,
     bpfPinDir: c.BPF_PIN_DIR,
+    rulesFile: c.RULES_FILE,
     whitelistPorts: c.WHITELIST_PORTS,
     allowCidrs: c.ALLOW_CIDRS,
     localCidrs: c.LOCAL_CIDRS,

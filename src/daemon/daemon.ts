@@ -5,6 +5,8 @@ import { XdpBanSink } from '../bans/xdp.js';
 import { ConfigError, refuseConfig, withConfig, type Config } from '../config/config.js';
 import { machineProblems } from '../config/machine.js';
 import { installRules, removeRules } from '../firewall/apply.js';
+import { loadCheckedRules } from '../rules/check.js';
+import { RulesFileError, type OperatorRule } from '../rules/file.js';
 import { DetectionLog, detectionRecord } from './detection-log.js';
 import { UnsafeLogError } from './log-file.js';
 import { readHostFacts } from './host-facts.js';
@@ -34,7 +36,14 @@ async function serve(config: Config): Promise<number> {
     if (!(error instanceof UnsafeLogError)) throw error;
     return refuseConfig(new ConfigError([`DETECTION_LOG=${JSON.stringify(config.detectionLog)}: ${error.message}`]));
   }
-  const daemon = new Daemon(config, log, detectionLog);
+  let rules: OperatorRule[] | null = null;
+  try {
+    if (config.rulesFile !== '') rules = loadCheckedRules(config.rulesFile);
+  } catch (error) {
+    if (!(error instanceof RulesFileError)) throw error;
+    return refuseConfig(new ConfigError([`RULES_FILE=${JSON.stringify(config.rulesFile)}: ${error.message}`]));
+  }
+  const daemon = new Daemon(config, log, detectionLog, rules);
   try {
     await daemon.start();
   } catch (error) {
@@ -81,6 +90,7 @@ class Daemon {
     private readonly config: Config,
     private readonly log: Logger,
     private readonly detectionLog: DetectionLog | null,
+    private readonly rules: OperatorRule[] | null,
   ) {
     this.finished = new Promise((resolve) => (this.finish = resolve));
     this.bans = new DryRunBanSink(log);
@@ -92,7 +102,10 @@ class Daemon {
     // From the first moment: a signal during start stops cleanly instead of killing us halfway.
     process.on('SIGTERM', () => void this.stop(0));
     process.on('SIGINT', () => void this.stop(0));
-    process.on('SIGHUP', () => this.reopenLog());
+    process.on('SIGHUP', () => {
+      this.reopenLog();
+      this.reloadRules();
+    });
     // Whatever goes wrong later, traffic must not stay behind rules nobody serves.
     process.on('uncaughtException', (error) => {
       this.log.fatal({ err: error }, 'uncaught exception; removing the rules');
@@ -103,7 +116,7 @@ class Daemon {
     const ready: Promise<void>[] = [];
     const host = readHostFacts();
     for (let queue = c.queues.first; queue <= c.queues.last; queue++) {
-      const setup: WorkerSetup = { config: c, queue, host };
+      const setup: WorkerSetup = { config: c, queue, host, rules: this.rules };
       const worker = new Worker(new URL('./queue-worker.js', import.meta.url), { workerData: setup });
       this.workers.push(worker);
       this.workersExited.push(new Promise((resolve) => worker.once('exit', resolve)));
@@ -142,6 +155,7 @@ class Daemon {
         chains: c.chains,
         action: c.action,
         inspectPackets: c.inspectPackets,
+        operatorRules: this.rules?.length ?? null,
         detectionLog: c.detectionLog || null,
         bansEnforced: this.bans.enforced,
         bans: this.bans.describe(),
@@ -220,6 +234,20 @@ class Daemon {
       this.log.info('detection log reopened');
     } catch (error) {
       this.log.error({ err: error, path: this.config.detectionLog }, 'cannot reopen the detection log; writing to the old file');
+    }
+  }
+
+  /** SIGHUP: RULES_FILE read and checked again; a broken file is refused and the rules in force stay. */
+  private reloadRules(): void {
+    const path = this.config.rulesFile;
+    if (path === '') return;
+    try {
+      const rules = loadCheckedRules(path);
+      this.tell({ type: 'rules', rules });
+      this.log.info({ path, rules: rules.length }, 'operator rules reloaded');
+    } catch (error) {
+      if (!(error instanceof RulesFileError)) throw error;
+      this.log.error({ path, problems: error.problems }, 'operator rules file refused; the rules in force stay');
     }
   }
 

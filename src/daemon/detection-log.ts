@@ -39,7 +39,13 @@ export function detectionRecord(event: DetectionEvent, interfaceName: string): D
     destinationPort: event.responderPort,
     rule: event.rule,
     evidence: `${event.strength}, from the ${event.producer}${event.tunnelled ? ' (inside a tunnel)' : ''}`,
-    action: decision.enforce ? (decision.action === 'throttle' ? `throttled to RATE` : 'dropped') : 'monitor only (accepted; would drop)',
+    action: decision.enforce
+      ? decision.action === 'throttle'
+        ? 'throttled to RATE'
+        : 'dropped'
+      : decision.action === 'accept'
+        ? 'monitor (accepted: the rule only watches)'
+        : `monitor only (accepted; would ${decision.action === 'throttle' ? 'throttle' : 'drop'})`,
     ban,
     reason: decision.reason,
     payload: event.payload,

@@ -8,11 +8,14 @@ import type { Config } from '../config/config.js';
 import { Pipeline, type DetectionEvent } from '../pipeline/pipeline.js';
 import { QueueSource } from '../pipeline/queue-source.js';
 import { exemptLists, type HostFacts } from '../policy/settings.js';
+import type { OperatorRule } from '../rules/file.js';
 
 export interface WorkerSetup {
   config: Config;
   queue: number;
   host: HostFacts;
+  /** RULES_FILE's rules, checked by the main thread; null without a file. */
+  rules: OperatorRule[] | null;
 }
 
 /** Messages from a queue worker to the main thread. */
@@ -30,14 +33,14 @@ export type WorkerMessage =
   | { type: 'broker-exit'; reason: string }
   | { type: 'stopped'; stats: Record<string, number> };
 
-/** Messages from the main thread: the host's addresses and resolvers change while the daemon runs. */
-export type WorkerCommand = { type: 'stats' } | { type: 'stop' } | { type: 'host'; host: HostFacts };
+/** Messages from the main thread: the host's addresses and resolvers change while the daemon runs, and the rules at SIGHUP. */
+export type WorkerCommand = { type: 'stats' } | { type: 'stop' } | { type: 'host'; host: HostFacts } | { type: 'rules'; rules: OperatorRule[] };
 
-const { config, queue: queueNumber, host } = workerData as WorkerSetup;
+const { config, queue: queueNumber, host, rules } = workerData as WorkerSetup;
 const port = parentPort!;
 const post = (message: WorkerMessage) => port.postMessage(message);
 
-const pipeline = new Pipeline(config, host);
+const pipeline = new Pipeline(config, host, undefined, rules);
 const source = new QueueSource(
   {
     queue: queueNumber,
@@ -75,6 +78,7 @@ try {
   port.on('message', (command: WorkerCommand) => {
     if (command.type === 'stats') post({ type: 'stats', stats: stats() });
     else if (command.type === 'host') pipeline.policy.setExempt(exemptLists(config, command.host));
+    else if (command.type === 'rules') pipeline.operatorRules?.setRules(command.rules);
     else
       void source.close().then(() => {
         post({ type: 'stopped', stats: stats() });

@@ -5,6 +5,7 @@ import { httpBittorrentDetector } from './http-bittorrent.js';
 import { httpTrackerDetector } from './http-tracker.js';
 import { lsdDetector } from './lsd.js';
 import { mseDetector } from './mse.js';
+import type { OperatorRulesDetector } from './operator-rules.js';
 import { peerCacheDetector } from './peer-cache.js';
 import { peerMessagesDetector } from './peer-messages.js';
 import { signatureDetector } from './signatures.js';
@@ -45,6 +46,8 @@ export interface ChainOptions {
   blockSocks: boolean;
   /** Names added to the built-in tracker and client-service list. */
   trackerDomains?: readonly string[];
+  /** RULES_FILE's rules: after the protocol and name rules, before the heuristics. */
+  operatorRules?: OperatorRulesDetector | null;
 }
 
 /** The chain for a configuration: DETECTORS, with the name rules (also those inside SOCKS5) rebuilt over the operator's extra names. */
@@ -62,6 +65,10 @@ export function detectorChain(options: ChainOptions): readonly Detector[] {
       [socks5Detector, createBittorrentSocks5Detector(names)],
     ]);
     chain = chain.map((detector) => replacements.get(detector) ?? detector);
+  }
+  if (options.operatorRules) {
+    const at = chain.indexOf(peerMessagesDetector);
+    chain = [...chain.slice(0, at), options.operatorRules, ...chain.slice(at)];
   }
   if (!options.blockSocks) return chain;
   const at = chain.findIndex((detector) => detector.name === socks5Detector.name) + 1;

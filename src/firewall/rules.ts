@@ -23,6 +23,8 @@ const MULTIPORT_MAX = 15;
 export const MARK_MASK = 0xc0000000;
 export const MARK_CLEAN = 0x40000000;
 export const MARK_BITTORRENT = 0x80000000;
+/** BitTorrent to limit to RATE rather than drop (ACTION=throttle, or an operator rule's action). */
+export const MARK_THROTTLE = 0xc0000000;
 
 export interface FirewallCommand {
   program: 'iptables' | 'ip6tables';
@@ -56,13 +58,19 @@ function chainRules(config: Config, family: 4 | 6): string[][] {
     const ports = config.whitelistPorts.slice(i, i + MULTIPORT_MAX).join(',');
     for (const l4 of ['tcp', 'udp']) rules.push(['-p', l4, '-m', 'multiport', '--ports', ports, '-j', 'RETURN']);
   }
-  // A deciding packet, repeated with its mark: the mark goes into the connection.
-  if (config.action !== 'monitor') rules.push(['-m', 'mark', '--mark', marked(MARK_BITTORRENT), ...saveMark]);
-  if (config.action === 'drop') rules.push(['-m', 'mark', '--mark', marked(MARK_BITTORRENT), '-j', 'DROP']);
+  // A deciding packet, repeated with its mark: the mark goes into the connection. Under
+  // ACTION=monitor nothing is marked BitTorrent, so those rules would never match.
+  const enforcing = config.action !== 'monitor';
+  if (enforcing) {
+    rules.push(['-m', 'mark', '--mark', marked(MARK_BITTORRENT), ...saveMark], ['-m', 'mark', '--mark', marked(MARK_BITTORRENT), '-j', 'DROP']);
+    rules.push(['-m', 'mark', '--mark', marked(MARK_THROTTLE), ...saveMark]);
+  }
   rules.push(['-m', 'mark', '--mark', marked(MARK_CLEAN), ...saveMark], ['-m', 'mark', '--mark', marked(MARK_CLEAN), '-j', 'RETURN']);
-  // The rest of a decided connection (the deciding packet too, under throttle: its mark is saved by now).
-  if (config.action === 'drop') rules.push(['-m', 'connmark', '--mark', marked(MARK_BITTORRENT), '-j', 'DROP']);
-  if (config.action === 'throttle') rules.push(...throttleRules(config, family, ['-m', 'connmark', '--mark', marked(MARK_BITTORRENT)]));
+  // The rest of a decided connection (a throttled one's deciding packet too: its mark is saved by now).
+  if (enforcing) {
+    rules.push(['-m', 'connmark', '--mark', marked(MARK_BITTORRENT), '-j', 'DROP']);
+    rules.push(...throttleRules(config, family, ['-m', 'connmark', '--mark', marked(MARK_THROTTLE)]));
+  }
   rules.push(['-m', 'connmark', '--mark', marked(MARK_CLEAN), '-j', 'RETURN']);
   // Only a connection's first packets reach the queue: bulk transfers then run at kernel speed.
   for (const l4 of ['tcp', 'udp']) {
@@ -87,7 +95,7 @@ function chainRules(config: Config, family: 4 | 6): string[][] {
 }
 
 /**
- * ACTION=throttle: a BitTorrent connection's packets beyond RATE per local host and direction are
+ * Throttled connections (ACTION=throttle, or an operator rule's): a connection's packets beyond RATE per local host and direction are
  * dropped (TCP backs off to the rate), the rest pass without reaching the queue again. A local
  * host is one in LOCAL_CIDRS (the policy's), so a download is keyed by its destination and an
  * upload by its source; every connection of one host shares its buckets.

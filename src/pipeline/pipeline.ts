@@ -15,6 +15,8 @@ import { Clock } from '../flow/clock.js';
 import { PeerCache } from '../flow/peers.js';
 import { FlowTable } from '../flow/table.js';
 import { IPPROTO_TCP, TCP_ACK, TCP_SYN } from '../packet/packet.js';
+import { OperatorRulesDetector } from '../detect/operator-rules.js';
+import type { OperatorRule } from '../rules/file.js';
 import { Evidence, Policy, type Decision } from '../policy/policy.js';
 import { policySettings, type HostFacts } from '../policy/settings.js';
 
@@ -23,11 +25,17 @@ export const PACKET_ACCEPT = 0;
 export const PACKET_DROP = 1;
 /** Accept it, and mark its connection clean: the kernel lets the rest skip the queue. */
 export const PACKET_ACCEPT_MARK_CLEAN = 2;
-/** Mark it and its connection BitTorrent: the chain drops or throttles it and the rest, as ACTION says. */
+/** Drop it, and mark its connection BitTorrent: the kernel drops the rest. */
 export const PACKET_MARK_BITTORRENT = 3;
+/** Accept it, and mark its connection throttled: the kernel limits it and the rest to RATE. */
+export const PACKET_MARK_THROTTLE = 4;
 
 /** The arrival interface of each direction of a flow: two 32-bit words. */
 const ARRIVED_ON_BYTES_PER_FLOW = 8;
+/** What a flow decided BitTorrent gets at each later packet the source hands over (one byte per flow). */
+const LATER_ACCEPT = 0;
+const LATER_DROP = 1;
+const ACTION_BYTES_PER_FLOW = 1;
 
 /** One flow found to be BitTorrent, with what the policy decided; made once per flow, never per packet. */
 export interface DetectionEvent {
@@ -69,12 +77,17 @@ export class Pipeline {
   private readonly arrivedOn: Uint32Array;
   /** The decision made while the current packet was examined, if it decided its flow. */
   private decidedNow: Decision | null = null;
+  /** Per flow decided BitTorrent: LATER_* for its packets that still reach the pipeline. */
+  private readonly later: Uint8Array;
+  /** RULES_FILE's rules, when there is a file: `operatorRules.setRules` reloads them. */
+  readonly operatorRules: OperatorRulesDetector | null;
 
-  constructor(config: Config, host: HostFacts, clock = new Clock()) {
+  constructor(config: Config, host: HostFacts, clock = new Clock(), operatorRules: readonly OperatorRule[] | null = null) {
     const allow = new CidrSet(config.allowCidrs);
+    this.operatorRules = operatorRules === null ? null : new OperatorRulesDetector(operatorRules);
     this.engine = new Engine({
       clock,
-      detectors: detectorChain({ blockSocks: config.blockSocks, trackerDomains: config.trackerDomains }),
+      detectors: detectorChain({ blockSocks: config.blockSocks, trackerDomains: config.trackerDomains, operatorRules: this.operatorRules }),
       flowCapacity: config.flowCapacity,
       idleTimeoutMs: config.flowIdleTimeoutS * 1000,
       peerCapacity: config.peerCacheSize,
@@ -83,6 +96,7 @@ export class Pipeline {
     });
     this.policy = new Policy(policySettings(config, host), clock);
     this.arrivedOn = new Uint32Array((this.engine.flows.capacity * ARRIVED_ON_BYTES_PER_FLOW) / 4);
+    this.later = new Uint8Array(this.engine.flows.capacity * ACTION_BYTES_PER_FLOW);
     this.engine.onVerdict = (flow) => this.onVerdict(flow);
   }
 
@@ -104,7 +118,7 @@ export class Pipeline {
   /** Memory of every table behind this pipeline (flows, peers, arrival interfaces), bytes. */
   get memoryBytes(): number {
     const engine = this.engine;
-    return engine.flows.capacity * engine.flows.bytesPerFlow + this.arrivedOn.byteLength + engine.proven.bytes + engine.announced.bytes;
+    return engine.flows.capacity * engine.flows.bytesPerFlow + this.arrivedOn.byteLength + this.later.byteLength + engine.proven.bytes + engine.announced.bytes;
   }
 
   /**
@@ -112,12 +126,13 @@ export class Pipeline {
    * single array (the detectors' per-flow state), computed without allocating anything.
    */
   static plannedMemory(config: Config): { bytes: number; largestArrayBytes: number } {
-    const stateBytes = detectorChain({ blockSocks: config.blockSocks, trackerDomains: config.trackerDomains }).reduce((sum, d) => sum + d.stateBytes, 0);
+    const operatorRules = config.rulesFile === '' ? null : new OperatorRulesDetector([]);
+    const stateBytes = detectorChain({ blockSocks: config.blockSocks, trackerDomains: config.trackerDomains, operatorRules }).reduce((sum, d) => sum + d.stateBytes, 0);
     const flows = config.flowCapacity;
     return {
       bytes:
         flows * FlowTable.bytesPerFlowFor(flows, stateBytes) +
-        flows * ARRIVED_ON_BYTES_PER_FLOW +
+        flows * (ARRIVED_ON_BYTES_PER_FLOW + ACTION_BYTES_PER_FLOW) +
         PeerCache.bytesFor(config.peerCacheSize, false) +
         PeerCache.bytesFor(config.peerCacheSize, true),
       largestArrayBytes: flows * stateBytes,
@@ -130,11 +145,15 @@ export class Pipeline {
     const verdict = this.engine.examine(flow);
     const decision = this.decidedNow as Decision | null;
     if (verdict === VERDICT_BITTORRENT) {
-      // Monitor only: nothing dropped or marked, so the rest of the flow is still seen (and learned from).
-      if (this.policy.monitorOnly) return PACKET_ACCEPT;
-      if (decision !== null && decision.markConnection) return PACKET_MARK_BITTORRENT;
-      // A flow throttled without a mark (tunnelled) cannot be limited on its own: it passes.
-      return this.policy.throttles ? PACKET_ACCEPT : PACKET_DROP;
+      // A later packet of the flow: what its decision said (a tunnelled flow has no mark to say it).
+      if (decision === null) return this.later[flow] === LATER_DROP ? PACKET_DROP : PACKET_ACCEPT;
+      // Not enforced (monitor): nothing dropped or marked, so the rest of the flow is still seen (and learned from).
+      const drop = decision.enforce && decision.action === 'drop';
+      this.later[flow] = drop ? LATER_DROP : LATER_ACCEPT;
+      if (!decision.enforce || decision.action === 'accept') return PACKET_ACCEPT;
+      // A throttled flow without a mark (tunnelled) cannot be limited on its own: it passes.
+      if (decision.action === 'throttle') return decision.markConnection ? PACKET_MARK_THROTTLE : PACKET_ACCEPT;
+      return decision.markConnection ? PACKET_MARK_BITTORRENT : PACKET_DROP;
     }
     return verdict === VERDICT_CLEAN && decision !== null && decision.markConnection ? PACKET_ACCEPT_MARK_CLEAN : PACKET_ACCEPT;
   }
@@ -168,6 +187,15 @@ export class Pipeline {
     const e = this.evidence;
     const rule = flows.rule[flow];
     e.rule = engine.ruleNames[rule];
+    e.ruleAction = null;
+    const operator = this.operatorRules;
+    if (operator !== null && engine.ruleNames[rule] === operator.name) {
+      const matched = operator.matched(flows.state, engine.stateOffset(flow, rule));
+      if (matched !== null) {
+        e.rule = matched.rule.name;
+        e.ruleAction = matched.rule.action;
+      }
+    }
     e.strength = flows.strength[flow];
     e.producerIsPeer = engine.producerIsPeer(rule);
     e.tcp = flows.l4(flow) === IPPROTO_TCP;

@@ -18,8 +18,10 @@ import type { Action } from '../config/config.js';
 
 /** What the gateway knows about one detection. The pipeline refills one instance per detection. */
 export class Evidence {
-  /** The detector's rule name. */
+  /** The detector's rule name (an operator rule's own name). */
   rule = '';
+  /** An operator rule's action (RULES_FILE), which replaces ACTION for its flows; null for the built-in detectors. */
+  ruleAction: Action | null = null;
   /** STRENGTH_* of the match. */
   strength = 0;
   /** The detector's word on whether the end whose bytes matched is a peer (not a tracker, proxy, web seed, resolver). */
@@ -127,11 +129,6 @@ export class Policy {
     return this.settings.action === 'monitor';
   }
 
-  /** ACTION=throttle: BitTorrent is limited, not dropped. */
-  get throttles(): boolean {
-    return this.settings.action === 'throttle';
-  }
-
   /** Whether an address (4 or 16 bytes) is one of the gateway's users (LOCAL_CIDRS). */
   isLocal(family: 4 | 6, address: Uint8Array): boolean {
     return this.settings.local.contains(family, address, 0);
@@ -147,19 +144,25 @@ export class Policy {
     return tunnelled ? CLEAN_TUNNELLED : CLEAN;
   }
 
-  /** A flow found to be BitTorrent. */
+  /**
+   * A flow found to be BitTorrent. An operator rule's action replaces ACTION for the flows it
+   * decides, except that ACTION=monitor enforces nothing at all: a dry run stays one.
+   */
   decide(e: Evidence): Decision {
     const s = this.settings;
-    const { ban, reason } = this.ban(e);
+    const action = e.ruleAction ?? s.action;
+    const { ban, reason } = this.ban(e, action);
     let remember: Decision['remember'] = null;
     if (ban !== null) remember = 'proven';
     else if (this.producerListsItsPeer(e)) remember = 'listed';
-    const action = s.action === 'throttle' ? 'throttle' : 'drop';
-    return { action, markConnection: !e.tunnelled, enforce: s.action !== 'monitor', ban, reason, remember };
+    const enforce = s.action !== 'monitor' && action !== 'monitor';
+    // What is done when enforced (ACTION=monitor: what would be); a rule that only watches does nothing.
+    const flowAction: FlowAction = action === 'throttle' ? 'throttle' : e.ruleAction === 'monitor' ? 'accept' : 'drop';
+    return { action: flowAction, markConnection: !e.tunnelled, enforce, ban, reason, remember };
   }
 
-  /** The ban the evidence proves, or none, and why. */
-  private ban(e: Evidence): { ban: Ban | null; reason: string } {
+  /** The ban the evidence proves under `action`, or none, and why. */
+  private ban(e: Evidence, action: Action): { ban: Ban | null; reason: string } {
     const s = this.settings;
     const none = (reason: string) => ({ ban: null, reason: `no ban: ${reason}` });
     const strength = STRENGTH_NAMES[e.strength];
@@ -167,7 +170,8 @@ export class Policy {
     const other = e.addresses[1 - e.producer];
     const producerText = formatAddress(e.family, producer);
     const otherText = formatAddress(e.family, other);
-    if (s.action === 'throttle') return none('ACTION=throttle limits BitTorrent flows, it never bans');
+    if (action === 'throttle') return none(e.ruleAction === null ? 'ACTION=throttle limits BitTorrent flows, it never bans' : `rule ${e.rule} throttles, it never bans`);
+    if (e.ruleAction === 'monitor') return none(`rule ${e.rule} only watches`);
     if (e.tunnelled) return none('found inside a tunnel, whose encapsulation the XDP program does not parse');
     if (!isProtocolBytes(e.strength)) return none(`${strength} evidence drops flows, it never bans`);
     if (!e.producerIsPeer) return none(`the ${e.rule} bytes came from ${producerText}, a service (tracker, web seed, proxy or resolver), not a peer`);
