@@ -1,4 +1,6 @@
-import { withConfig, type Config } from '../config/config.js';
+import { ConfigError, refuseConfig, withConfig, type Config } from '../config/config.js';
+import { configuredRules } from '../rules/check.js';
+import type { OperatorRule } from '../rules/file.js';
 import { VERDICT_BITTORRENT, VERDICT_CLEAN } from '../engine/engine.js';
 import { formatAddress } from '../flow/address.js';
 import { DECODED_MALFORMED, DECODED_NOT_IP, DECODED_OTHER_L4, DECODED_UNKNOWN_LINK, IPPROTO_TCP } from '../packet/packet.js';
@@ -78,16 +80,25 @@ export function scanCommand(args: readonly string[]): number {
 
 /** What a scan reports of a flow's detection, kept from the deciding packet to the flow's end. */
 interface FlowReport {
+  /** The rule's name (an operator rule's own). */
+  rule: string;
   strength: string;
   action: FlowAction;
   ban: string | null;
   reason: string;
 }
 
-const CLEAN_REPORT: FlowReport = { strength: '', action: 'accept', ban: null, reason: '' };
+const CLEAN_REPORT: FlowReport = { rule: '', strength: '', action: 'accept', ban: null, reason: '' };
 
 function scan(parsed: ScanArgs, config: Config): number {
-  const pipeline = new Pipeline(config, NO_HOST_FACTS);
+  let rules: OperatorRule[] | null;
+  try {
+    rules = configuredRules(config);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    return refuseConfig(error);
+  }
+  const pipeline = new Pipeline(config, NO_HOST_FACTS, undefined, rules);
   const engine = pipeline.engine;
   const flows = engine.flows;
   const out = new OutputBuffer(process.stdout);
@@ -99,6 +110,7 @@ function scan(parsed: ScanArgs, config: Config): number {
   pipeline.onDetection = (event) => {
     const { decision } = event;
     reports.set(event.flow, {
+      rule: event.rule,
       strength: event.strength,
       action: decision.action,
       ban: decision.ban?.address ?? null,
@@ -114,8 +126,8 @@ function scan(parsed: ScanArgs, config: Config): number {
     const dst = formatAddress(family, address);
     const verdict = flows.verdict[flow];
     const bittorrent = verdict === VERDICT_BITTORRENT;
-    const rule = bittorrent ? engine.ruleNames[flows.rule[flow]] : verdict === VERDICT_CLEAN ? 'inspected' : 'undecided';
     const report = (bittorrent ? reports.get(flow) : undefined) ?? CLEAN_REPORT;
+    const rule = bittorrent ? report.rule || engine.ruleNames[flows.rule[flow]] : verdict === VERDICT_CLEAN ? 'inspected' : 'undecided';
     reports.delete(flow);
     out.write(
       JSON.stringify({

@@ -5,7 +5,7 @@ import { XdpBanSink } from '../bans/xdp.js';
 import { ConfigError, refuseConfig, withConfig, type Config } from '../config/config.js';
 import { machineProblems } from '../config/machine.js';
 import { installRules, removeRules } from '../firewall/apply.js';
-import { loadCheckedRules } from '../rules/check.js';
+import { configuredRules, loadCheckedRules } from '../rules/check.js';
 import { RulesFileError, type OperatorRule } from '../rules/file.js';
 import { DetectionLog, detectionRecord } from './detection-log.js';
 import { UnsafeLogError } from './log-file.js';
@@ -36,12 +36,12 @@ async function serve(config: Config): Promise<number> {
     if (!(error instanceof UnsafeLogError)) throw error;
     return refuseConfig(new ConfigError([`DETECTION_LOG=${JSON.stringify(config.detectionLog)}: ${error.message}`]));
   }
-  let rules: OperatorRule[] | null = null;
+  let rules: OperatorRule[] | null;
   try {
-    if (config.rulesFile !== '') rules = loadCheckedRules(config.rulesFile);
+    rules = configuredRules(config);
   } catch (error) {
-    if (!(error instanceof RulesFileError)) throw error;
-    return refuseConfig(new ConfigError([`RULES_FILE=${JSON.stringify(config.rulesFile)}: ${error.message}`]));
+    if (!(error instanceof ConfigError)) throw error;
+    return refuseConfig(error);
   }
   const daemon = new Daemon(config, log, detectionLog, rules);
   try {

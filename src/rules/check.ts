@@ -8,6 +8,7 @@ import { ByteRegex } from '../detect/byte-regex.js';
 import { OVER_TCP, OVER_UDP } from '../detect/detector.js';
 import { CompiledRules, MATCH_LIST_CAPACITY } from '../detect/operator-rules.js';
 import { MatchList } from '../detect/matcher.js';
+import { ConfigError, type Config } from '../config/config.js';
 import { loadRulesFile, RulesFileError, type OperatorRule } from './file.js';
 
 /** Payloads as unlike each other as ordinary traffic gets: a rule that matches all of them matches anything. */
@@ -49,4 +50,15 @@ export function loadCheckedRules(path: string): OperatorRule[] {
   const refusals = ruleRefusals(rules);
   if (refusals.length > 0) throw new RulesFileError(path, refusals);
   return rules;
+}
+
+/** RULES_FILE's rules, checked; null without a file. A refused file is a ConfigError naming RULES_FILE (exit 78). */
+export function configuredRules(config: Config): OperatorRule[] | null {
+  if (config.rulesFile === '') return null;
+  try {
+    return loadCheckedRules(config.rulesFile);
+  } catch (error) {
+    if (!(error instanceof RulesFileError)) throw error;
+    throw new ConfigError([`RULES_FILE=${JSON.stringify(config.rulesFile)}: ${error.message}`]);
+  }
 }
