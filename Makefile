@@ -3,9 +3,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 # Debian packages the build and the tests use (strace: the queue tests' fault injection; logrotate: the
-# rotation test runs the shipped snippet); installed when missing.
+# rotation test runs the shipped snippet; conntrack: CUT_ESTABLISHED deletes a cut connection's entry);
+# installed when missing.
 APT_PACKAGES := python3 make gcc g++ pkg-config libnetfilter-queue-dev libmnl-dev iptables iproute2 \
-  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate
+  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate conntrack
 NPM_STAMP := node_modules/.package-lock.json
 TEST_REPORT := dist/test-report.json
 
@@ -38,7 +39,7 @@ build: deps $(NATIVE)
 	rm -rf dist
 	npx tsc -p tsconfig.json
 
-native/build/btwall.node: native/addon.cc native/xdp.cc native/queue-shm.h native/xdp.h bpf/btwall.h $(NPM_STAMP)
+native/build/btwall.node: native/addon.cc native/xdp.cc native/raw.cc native/queue-shm.h native/xdp.h native/raw.h native/errors.h bpf/btwall.h $(NPM_STAMP)
 	@mkdir -p $(@D)
 	g++ -O2 -Wall -Wextra -std=c++17 -fPIC -shared -DNAPI_VERSION=8 -DNAPI_DISABLE_CPP_EXCEPTIONS \
 	  -I$(NODE_INCLUDE) -I$(NAPI_INCLUDE) -o $@ $(filter %.cc,$^) -lbpf -lelf -lz

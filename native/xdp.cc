@@ -31,17 +31,9 @@
 #include <vector>
 
 #include "../bpf/btwall.h"
+#include "errors.h"
 
 namespace {
-
-// An Error carrying errno as `errno` and its name as `code` (EPERM, ENODEV...), like node's own.
-void Fail(Napi::Env env, const std::string& what, int err) {
-  Napi::Error error = Napi::Error::New(env, what + ": " + strerror(err));
-  error.Set("errno", Napi::Number::New(env, err));
-  const char* name = strerrorname_np(err);
-  error.Set("code", Napi::String::New(env, name != nullptr ? name : "EUNKNOWN"));
-  error.ThrowAsJavaScriptException();
-}
 
 // ---- libbpf's log, waiting for JavaScript (the daemon's logger) ----
 

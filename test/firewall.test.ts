@@ -12,7 +12,7 @@ describe('firewall rules', () => {
     expect(rules).toContain('iptables -w -I FORWARD 1 -j BTWALL');
     expect(rules).toContain('ip6tables -w -I OUTPUT 1 -j BTWALL');
     expect(rules.filter((r) => r.includes(' -I INPUT'))).toEqual([]);
-    const queued = rules.filter((r) => r.includes('NFQUEUE'));
+    const queued = rules.filter((r) => r.includes('NFQUEUE') && r.includes('connbytes'));
     expect(queued).toHaveLength(4);
     for (const rule of queued) {
       expect(rule).toContain('--connbytes 0:12 --connbytes-dir both --connbytes-mode packets');

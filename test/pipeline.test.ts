@@ -78,9 +78,10 @@ describe('pipeline: what each abuse gets', () => {
     expect(feed(p, [c.segment(1, HANDSHAKE)])).toEqual([PACKET_MARK_BITTORRENT]);
     expect(detections[0]).toMatchObject({ producer: 'responder', decision: { ban: { address: PEER } } });
     // The proven peer is caught for another user at the SYN, as `cache`, with no second ban; the
-    // SYN dropped before conntrack confirmed it, its retransmission comes to the queue again.
+    // SYN dropped before conntrack confirmed it, its retransmission comes to the queue again, and
+    // is marked again (its connection is a new conntrack entry).
     const syn = new TcpConnection(OTHER_USER, 50002, PEER, 6881).open()[0];
-    expect(feed(p, [syn, syn])).toEqual([PACKET_MARK_BITTORRENT, PACKET_DROP]);
+    expect(feed(p, [syn, syn])).toEqual([PACKET_MARK_BITTORRENT, PACKET_MARK_BITTORRENT]);
     expect(detections[1]).toMatchObject({ rule: 'peer-cache', strength: 'cache', flowPackets: 1, decision: { ban: null } });
   });
 

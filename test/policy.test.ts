@@ -32,6 +32,7 @@ interface EvidenceFields {
   handshakeSeen?: boolean;
   acknowledgesOtherSyn?: boolean;
   sameInterfaceBothWays?: boolean;
+  established?: boolean;
 }
 
 /** A flow the local host opened to a remote peer, with the remote's bytes over a handshake seen both ways. */
@@ -54,6 +55,7 @@ function evidence(fields: EvidenceFields = {}): Evidence {
   e.handshakeSeen = fields.handshakeSeen ?? e.tcp;
   e.acknowledgesOtherSyn = fields.acknowledgesOtherSyn ?? e.tcp;
   e.sameInterfaceBothWays = fields.sameInterfaceBothWays ?? false;
+  e.established = fields.established ?? e.tcp;
   return e;
 }
 
@@ -246,6 +248,24 @@ describe('policy: BAN_RATE', () => {
     // Host 1 was forgotten to make room, so it starts a new count; host 50 is still counted.
     expect(p.decide(evidence({ initiator: '10.8.0.1' })).ban).not.toBeNull();
     expect(p.decide(evidence({ initiator: '10.8.0.50' })).ban).toBeNull();
+  });
+});
+
+describe('policy: cutting connections (CUT_ESTABLISHED)', () => {
+  it('cuts a dropped TCP connection that was set up, by default', () => {
+    expect(policy().decide(evidence({ strength: STRENGTH_HEURISTIC })).cut).toBe(true);
+    expect(policy().decide(evidence()).cut).toBe(true);
+  });
+
+  it.each([
+    ['with CUT_ESTABLISHED=false', { CUT_ESTABLISHED: 'false' }, {}],
+    ['under ACTION=throttle', { ACTION: 'throttle' }, {}],
+    ['under ACTION=monitor', { ACTION: 'monitor' }, {}],
+    ['over UDP', {}, { tcp: false }],
+    ['inside a tunnel', {}, { tunnelled: true }],
+    ['at a SYN (nothing set up to reset)', {}, { established: false }],
+  ] as [string, Record<string, string>, EvidenceFields][])('does not cut %s', (_name, env, fields) => {
+    expect(policy(env).decide(evidence(fields)).cut).toBe(false);
   });
 });
 

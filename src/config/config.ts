@@ -178,6 +178,7 @@ const schema = z.object({
   /** The old name of ACTION=monitor; read only when set. */
   MONITOR_ONLY: boolean.optional(),
   RATE: rate.prefault('512kbit'),
+  CUT_ESTABLISHED: boolean.prefault('true'),
   BLOCK_SOCKS: boolean.prefault('false'),
   XDP_MODE: z.string().trim().toLowerCase().pipe(z.enum(XDP_MODES)).prefault('generic'),
   CLEANUP_INTERVAL: integer(1, 86_400).prefault('300'),
@@ -233,6 +234,8 @@ export interface Config {
   action: Action;
   /** ACTION=throttle: what each local host's BitTorrent may take, each direction, bits per second. */
   rateBitsPerS: number;
+  /** With ACTION=drop: tear down dropped TCP connections (conntrack entry, resets both ways), and inspect those that predate the daemon. */
+  cutEstablished: boolean;
   blockSocks: boolean;
   xdpMode: (typeof XDP_MODES)[number];
   cleanupIntervalS: number;
@@ -301,6 +304,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     detectionLogFormat: c.DETECTION_LOG_FORMAT,
     detectionLogPayloadBytes: c.DETECTION_LOG_PAYLOAD_BYTES,
     rateBitsPerS: c.RATE,
+    cutEstablished: c.CUT_ESTABLISHED,
     blockSocks: c.BLOCK_SOCKS,
     xdpMode: c.XDP_MODE,
     cleanupIntervalS: c.CLEANUP_INTERVAL,

@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
+import { ConnectionCutter } from '../actions/cutter.js';
 import { DryRunBanSink, type BanSink } from '../bans/sink.js';
 import { XdpBanSink } from '../bans/xdp.js';
 import { ConfigError, refuseConfig, withConfig, type Config } from '../config/config.js';
@@ -82,6 +83,7 @@ class Daemon {
   private cleanupTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private readonly traffic: TrafficStats;
+  private readonly cutter: ConnectionCutter;
   private rulesInstalled = false;
   /** What the queues' tables take together. */
   private tableBytes = 0;
@@ -95,6 +97,7 @@ class Daemon {
     this.finished = new Promise((resolve) => (this.finish = resolve));
     this.bans = new DryRunBanSink(log);
     this.traffic = new TrafficStats(config.queues, log);
+    this.cutter = new ConnectionCutter(log);
   }
 
   async start(): Promise<void> {
@@ -154,6 +157,7 @@ class Daemon {
         queues: `${c.queues.first}-${c.queues.last}`,
         chains: c.chains,
         action: c.action,
+        cutEstablished: c.action === 'drop' && c.cutEstablished,
         inspectPackets: c.inspectPackets,
         operatorRules: this.rules?.length ?? null,
         detectionLog: c.detectionLog || null,
@@ -198,15 +202,24 @@ class Daemon {
         this.log.warn({ ...fields, payloadBytes: payload.length }, 'BitTorrent detected');
         // A full disk or a vanished directory costs the record (counted), not the daemon.
         this.detectionLog?.write(event, ifindex === 0 ? null : name);
-        const { ban, enforce } = event.decision;
-        if (ban !== null && enforce) this.bans.ban(ban.address, ban.durationS, event.rule);
+        const { ban, enforce, cut } = event.decision;
+        if (cut) {
+          const family = event.initiator.includes(':') ? 6 : 4;
+          const initiator = { address: event.initiator, port: event.initiatorPort };
+          const responder = { address: event.responder, port: event.responderPort };
+          void this.cutter.cutConnection({ family, initiator, responder, producer: event.producer, seq: event.tcpSeq, ack: event.tcpAck });
+        }
+        if (ban !== null && enforce) {
+          this.bans.ban(ban.address, ban.durationS, event.rule);
+          if (this.config.cutEstablished) void this.cutter.cutAddress(ban.address);
+        }
         return;
       }
       case 'stats':
       case 'stopped': {
         // One line once every queue has answered, with the kernel's counts of what passed uninspected.
         const line = this.traffic.add(queue, message.stats);
-        if (line !== null) this.log.info({ ...line, ...this.bans.stats() }, 'stats');
+        if (line !== null) this.log.info({ ...line, ...this.bans.stats(), ...this.cutter.stats() }, 'stats');
         return;
       }
       case 'broker-down':

@@ -10,6 +10,15 @@ const HOOKABLE_CHAINS = ['INPUT', 'FORWARD', 'OUTPUT'] as const;
  * per family; a name is at most 15 characters and shared by every rule that uses it).
  */
 const THROTTLE_TABLES = { download: 'btwall-down', upload: 'btwall-up' } as const;
+/**
+ * CUT_ESTABLISHED: TCP connections past the inspection window with no mark (open before the
+ * daemon started, or undecided in their first packets) are sampled into the queue: a burst of
+ * consecutive packets per direction (enough for the peer wire detector to walk its messages),
+ * then a trickle, per connection (hashlimit table per family).
+ */
+const SAMPLE_TABLE = 'btwall-old';
+const SAMPLE_BURST = 40;
+const SAMPLE_PER_S = 2;
 /** multiport takes at most 15 ports per rule. */
 const MULTIPORT_MAX = 15;
 
@@ -73,6 +82,7 @@ function chainRules(config: Config, family: 4 | 6): string[][] {
   }
   rules.push(['-m', 'connmark', '--mark', marked(MARK_CLEAN), '-j', 'RETURN']);
   // Only a connection's first packets reach the queue: bulk transfers then run at kernel speed.
+  const sampling = config.action === 'drop' && config.cutEstablished;
   for (const l4 of ['tcp', 'udp']) {
     rules.push([
       '-p',
@@ -85,6 +95,30 @@ function chainRules(config: Config, family: 4 | 6): string[][] {
       'both',
       '--connbytes-mode',
       'packets',
+      '-j',
+      'NFQUEUE',
+      ...queue,
+      '--queue-bypass',
+    ]);
+  }
+  if (sampling) {
+    rules.push([
+      '-p',
+      'tcp',
+      '-m',
+      'connmark',
+      '--mark',
+      `0x0/${hex(MARK_MASK)}`,
+      '-m',
+      'hashlimit',
+      '--hashlimit-upto',
+      `${SAMPLE_PER_S}/sec`,
+      '--hashlimit-burst',
+      String(SAMPLE_BURST),
+      '--hashlimit-mode',
+      'srcip,srcport,dstip,dstport',
+      '--hashlimit-name',
+      `${SAMPLE_TABLE}${family}`,
       '-j',
       'NFQUEUE',
       ...queue,

@@ -32,9 +32,7 @@ export const PACKET_MARK_THROTTLE = 4;
 
 /** The arrival interface of each direction of a flow: two 32-bit words. */
 const ARRIVED_ON_BYTES_PER_FLOW = 8;
-/** What a flow decided BitTorrent gets at each later packet the source hands over (one byte per flow). */
-const LATER_ACCEPT = 0;
-const LATER_DROP = 1;
+/** A flow decided BitTorrent: the PACKET_* action its later packets get (one byte per flow). */
 const ACTION_BYTES_PER_FLOW = 1;
 
 /** One flow found to be BitTorrent, with what the policy decided; made once per flow, never per packet. */
@@ -60,6 +58,9 @@ export interface DetectionEvent {
   decision: Decision;
   /** A copy of the deciding packet's payload. */
   payload: Uint8Array;
+  /** TCP: the deciding packet's sequence and acknowledgement numbers (what each end expects next, for a reset). */
+  tcpSeq: number;
+  tcpAck: number;
 }
 
 export class Pipeline {
@@ -77,7 +78,10 @@ export class Pipeline {
   private readonly arrivedOn: Uint32Array;
   /** The decision made while the current packet was examined, if it decided its flow. */
   private decidedNow: Decision | null = null;
-  /** Per flow decided BitTorrent: LATER_* for its packets that still reach the pipeline. */
+  /**
+   * Per flow decided BitTorrent: the action for its packets that still reach the pipeline (a
+   * connection whose mark went with its deleted conntrack entry is marked again).
+   */
   private readonly later: Uint8Array;
   /** RULES_FILE's rules, when there is a file: `operatorRules.setRules` reloads them. */
   readonly operatorRules: OperatorRulesDetector | null;
@@ -146,14 +150,10 @@ export class Pipeline {
     const decision = this.decidedNow as Decision | null;
     if (verdict === VERDICT_BITTORRENT) {
       // A later packet of the flow: what its decision said (a tunnelled flow has no mark to say it).
-      if (decision === null) return this.later[flow] === LATER_DROP ? PACKET_DROP : PACKET_ACCEPT;
-      // Not enforced (monitor): nothing dropped or marked, so the rest of the flow is still seen (and learned from).
-      const drop = decision.enforce && decision.action === 'drop';
-      this.later[flow] = drop ? LATER_DROP : LATER_ACCEPT;
-      if (!decision.enforce || decision.action === 'accept') return PACKET_ACCEPT;
-      // A throttled flow without a mark (tunnelled) cannot be limited on its own: it passes.
-      if (decision.action === 'throttle') return decision.markConnection ? PACKET_MARK_THROTTLE : PACKET_ACCEPT;
-      return decision.markConnection ? PACKET_MARK_BITTORRENT : PACKET_DROP;
+      if (decision === null) return this.later[flow];
+      const action = bitTorrentAction(decision);
+      this.later[flow] = action;
+      return action;
     }
     return verdict === VERDICT_CLEAN && decision !== null && decision.markConnection ? PACKET_ACCEPT_MARK_CLEAN : PACKET_ACCEPT;
   }
@@ -218,6 +218,7 @@ export class Pipeline {
       e.tcp && (pkt.tcpFlags & TCP_ACK) !== 0 && (flows.tcpFlags[flow * 2 + other] & TCP_SYN) !== 0 && acked <= flows.payloadBytes[flow * 2 + other] + 1;
     const producerIf = this.arrivedOn[flow * 2 + producer];
     e.sameInterfaceBothWays = producerIf !== 0 && producerIf === this.arrivedOn[flow * 2 + other];
+    e.established = e.tcp && (pkt.tcpFlags & TCP_ACK) !== 0;
     return e;
   }
 
@@ -244,6 +245,19 @@ export class Pipeline {
       // A copy of just these bytes: a view of a queue's shared memory would be cloned whole when
       // posted (33 MB per detection). Buffer's slice is such a view; new Uint8Array(view) copies.
       payload: new Uint8Array(pkt.buf.subarray(pkt.payloadOff, pkt.payloadOff + pkt.payloadLen)),
+      tcpSeq: pkt.tcpSeq,
+      tcpAck: pkt.tcpAck,
     };
   }
+}
+
+/**
+ * What a packet of a flow decided BitTorrent gets. Not enforced (monitor): nothing dropped or
+ * marked, so the rest of the flow is still seen (and learned from). A throttled flow without a
+ * mark (tunnelled) cannot be limited on its own: it passes.
+ */
+function bitTorrentAction(decision: Decision): number {
+  if (!decision.enforce || decision.action === 'accept') return PACKET_ACCEPT;
+  if (decision.action === 'throttle') return decision.markConnection ? PACKET_MARK_THROTTLE : PACKET_ACCEPT;
+  return decision.markConnection ? PACKET_MARK_BITTORRENT : PACKET_DROP;
 }

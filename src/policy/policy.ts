@@ -39,6 +39,8 @@ export class Evidence {
   handshakeSeen = false;
   /** TCP: the deciding packet acknowledges the other end's SYN, whose sequence number an off-path sender never saw. */
   acknowledgesOtherSyn = false;
+  /** TCP: the deciding packet carries an ACK: the connection is set up (seen from its start or not), so both ends hold state to reset. */
+  established = false;
   /**
    * Both ends' first packets came in on the same interface of the gateway (known inline only):
    * a real remote peer's packets arrive from the other side, so one end's were forged on this side.
@@ -73,6 +75,11 @@ export interface Decision {
   /** The policy's words for the ban or for the absence of one. */
   reason: string;
   /**
+   * CUT_ESTABLISHED: the connection is torn down, not only dropped: its conntrack entry deleted and
+   * a TCP reset sent to each end, from the other's address with the sequence number it expects.
+   */
+  cut: boolean;
+  /**
    * An endpoint to remember, so that the next flow to it is dropped from its first packet:
    * `proven` the banned producer, for every host; `listed` the other end of a flow a local host
    * spoke BitTorrent to, for that host only; or nothing.
@@ -90,6 +97,8 @@ export interface ExemptList {
 export interface PolicySettings {
   /** ACTION: drop (and ban on proof), throttle (never ban), or monitor (decide everything, enforce nothing). */
   action: Action;
+  /** CUT_ESTABLISHED: dropped TCP connections that were set up are torn down. */
+  cutEstablished: boolean;
   banDurationS: number;
   /** Where the gateway's own users are (LOCAL_CIDRS, or the private ranges when it is empty). */
   local: CidrSet;
@@ -106,7 +115,7 @@ export interface PolicySettings {
 const RATE_WINDOW_MS = 60_000;
 const DEFAULT_RATE_HOSTS = 65_536;
 
-const CLEAN: Decision = { action: 'accept', markConnection: true, enforce: true, ban: null, reason: 'no BitTorrent evidence', remember: null };
+const CLEAN: Decision = { action: 'accept', markConnection: true, enforce: true, ban: null, reason: 'no BitTorrent evidence', remember: null, cut: false };
 const CLEAN_TUNNELLED: Decision = { ...CLEAN, markConnection: false, reason: 'no BitTorrent evidence (tunnelled: the tunnel stays unmarked)' };
 
 export class Policy {
@@ -158,7 +167,9 @@ export class Policy {
     const enforce = s.action !== 'monitor' && action !== 'monitor';
     // What is done when enforced (ACTION=monitor: what would be); a rule that only watches does nothing.
     const flowAction: FlowAction = action === 'throttle' ? 'throttle' : e.ruleAction === 'monitor' ? 'accept' : 'drop';
-    return { action: flowAction, markConnection: !e.tunnelled, enforce, ban, reason, remember };
+    // A tunnel's connection is not the flow's; a reset needs the set-up connection's numbers.
+    const cut = s.cutEstablished && enforce && flowAction === 'drop' && e.tcp && !e.tunnelled && e.established;
+    return { action: flowAction, markConnection: !e.tunnelled, enforce, ban, reason, remember, cut };
   }
 
   /** The ban the evidence proves under `action`, or none, and why. */
