@@ -54,6 +54,7 @@ function line(flow: Flow): string {
     },
     payload: new Uint8Array(68),
     tcpSeq: 0,
+    tcpSeqEnd: 0,
     tcpAck: 0,
   };
   return `${JSON.stringify(auditRecord(event, 'eth0', 256))}\n`;

@@ -26,10 +26,10 @@ describe('connection cutter', () => {
   it.each([4, 6] as const)('builds an IPv%d TCP reset the decoder reads back, with valid checksums', (family) => {
     const from = { address: family === 4 ? '10.8.0.2' : 'fd00::2', port: 51413 };
     const to = { address: family === 4 ? '198.51.100.9' : '2001:db8::9', port: 6881 };
-    const packet = tcpReset(family, from, to, 0xfffffff0);
+    const packet = tcpReset(family, from, to, 0xfffffff0, 77);
     const info = new PacketInfo();
     expect(new PacketDecoder().decode(packet, 0, packet.length, LINKTYPE_RAW, info)).toBe(DECODED_TCP_UDP);
-    expect([info.sport, info.dport, info.tcpSeq >>> 0, info.tcpFlags, info.payloadLen]).toEqual([51413, 6881, 0xfffffff0, 0x04, 0]);
+    expect([info.sport, info.dport, info.tcpSeq >>> 0, info.tcpAck, info.tcpFlags, info.payloadLen]).toEqual([51413, 6881, 0xfffffff0, 77, 0x14, 0]);
     expect(tcpChecksumOk(packet, family)).toBe(true);
   });
 
@@ -47,16 +47,16 @@ describe('connection cutter', () => {
         sent.push({ to: Buffer.from(destination).join('.'), packet });
       },
     );
-    await cutter.cutConnection({ family: 4, initiator: { address: '10.8.0.2', port: 50000 }, responder: { address: '198.51.100.9', port: 6881 }, producer: 'initiator', seq: 1000, ack: 2000 });
+    await cutter.cutConnection({ family: 4, initiator: { address: '10.8.0.2', port: 50000 }, responder: { address: '198.51.100.9', port: 6881 }, producer: 'initiator', seq: 1000, seqEnd: 1068, ack: 2000 });
     expect(ran).toEqual([
       ['-D', '-p', 'tcp', '--orig-src', '10.8.0.2', '--orig-dst', '198.51.100.9', '--sport', '50000', '--dport', '6881'],
       ['-D', '-p', 'tcp', '--orig-src', '198.51.100.9', '--orig-dst', '10.8.0.2', '--sport', '6881', '--dport', '50000'],
     ]);
-    const seq = (p: Uint8Array) => new DataView(p.buffer).getUint32(24);
+    const numbers = (p: Uint8Array) => [new DataView(p.buffer).getUint32(24), new DataView(p.buffer).getUint32(28)];
     // To the responder, from the initiator, at the dropped packet's sequence number; to the initiator, at its acknowledgement.
-    expect(sent.map((s) => [s.to, seq(s.packet)])).toEqual([
-      ['198.51.100.9', 1000],
-      ['10.8.0.2', 2000],
+    expect(sent.map((s) => [s.to, ...numbers(s.packet)])).toEqual([
+      ['198.51.100.9', 1000, 2000],
+      ['10.8.0.2', 2000, 1068],
     ]);
     expect(cutter.stats()).toEqual({ connectionsCut: 1, resetsSent: 2, conntrackDeletions: 1, cutFailures: 0 });
   });

@@ -47,6 +47,7 @@ function event(overrides: Partial<DetectionEvent> = {}): DetectionEvent {
     decision: { action: 'drop', markConnection: true, enforce: true, ban: { family: 4, address: '198.51.100.9', durationS: 3600 }, reason: 'answered the SYN', remember: 'proven', cut: false },
     payload: handshake,
     tcpSeq: 0,
+    tcpSeqEnd: 0,
     tcpAck: 0,
     ...overrides,
   };

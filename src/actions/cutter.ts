@@ -2,10 +2,12 @@
  * CUT_ESTABLISHED, carried out: a dropped TCP connection that was set up is torn down instead of
  * left to time out, so both ends give up at once rather than retry into a black hole (P2PWall's
  * cutter). Its conntrack entry is deleted (the `conntrack` tool, conntrack-tools), then a reset is
- * sent to each end from the other's address, with the sequence number that end expects: the
- * deciding packet, dropped, carries both (its own sequence number is what the receiver waits for,
- * its acknowledgement what the sender does). A reset with the exact number is accepted at once
- * (RFC 5961); the packets are sent from the gateway through a raw socket (native/raw.cc).
+ * sent to each end from the other's address, with the numbers that end expects: the deciding
+ * packet, dropped, carries them (its own sequence number is what the receiver waits for, its
+ * acknowledgement what the sender does). A reset with the exact sequence number is accepted at
+ * once (RFC 5961), one that acknowledges a client's SYN even before the connection is set up
+ * (the deciding packet may be a SYN-ACK); the packets are sent from the gateway through a raw
+ * socket (native/raw.cc).
  *
  * A banned address's other connections have their conntrack entries deleted; their sequence
  * numbers are unknown to the gateway, so they get no reset (the XDP program drops their packets).
@@ -32,11 +34,13 @@ export interface ConnectionToCut {
   initiator: Endpoint;
   responder: Endpoint;
   producer: 'initiator' | 'responder';
+  /** The deciding packet's sequence number, the one just past it, and its acknowledgement number. */
   seq: number;
+  seqEnd: number;
   ack: number;
 }
 
-const TCP_RST = 0x04;
+const TCP_RST_ACK = 0x14;
 const IPPROTO_TCP = 6;
 const IPV4_HEADER = 20;
 const IPV6_HEADER = 40;
@@ -57,8 +61,8 @@ function fold(total: number): number {
   return ~t & 0xffff;
 }
 
-/** A bare TCP reset from `from` to `to` with sequence number `seq`, IP header included. */
-export function tcpReset(family: 4 | 6, from: Endpoint, to: Endpoint, seq: number): Uint8Array {
+/** A TCP reset (RST and ACK) from `from` to `to` with these numbers, IP header included. */
+export function tcpReset(family: 4 | 6, from: Endpoint, to: Endpoint, seq: number, ack: number): Uint8Array {
   const src = addressBytes(family, from.address);
   const dst = addressBytes(family, to.address);
   const ipBytes = family === 4 ? IPV4_HEADER : IPV6_HEADER;
@@ -84,8 +88,9 @@ export function tcpReset(family: 4 | 6, from: Endpoint, to: Endpoint, seq: numbe
   view.setUint16(tcp, from.port);
   view.setUint16(tcp + 2, to.port);
   view.setUint32(tcp + 4, seq >>> 0);
+  view.setUint32(tcp + 8, ack >>> 0);
   view.setUint8(tcp + 12, (TCP_HEADER / 4) << 4);
-  view.setUint8(tcp + 13, TCP_RST);
+  view.setUint8(tcp + 13, TCP_RST_ACK);
   // The pseudo-header: both addresses, the protocol and the TCP length.
   const pseudo = sum(src) + sum(dst) + IPPROTO_TCP + TCP_HEADER;
   view.setUint16(tcp + 16, fold(sum(packet, tcp, packet.length, pseudo)));
@@ -126,8 +131,8 @@ export class ConnectionCutter {
     const [producer, other] = c.producer === 'initiator' ? [i, r] : [r, i];
     try {
       // The other end waits for the dropped packet's sequence number; the producer for its acknowledgement.
-      this.send(c.family, addressBytes(c.family, other.address), tcpReset(c.family, producer, other, c.seq));
-      this.send(c.family, addressBytes(c.family, producer.address), tcpReset(c.family, other, producer, c.ack));
+      this.send(c.family, addressBytes(c.family, other.address), tcpReset(c.family, producer, other, c.seq, c.ack));
+      this.send(c.family, addressBytes(c.family, producer.address), tcpReset(c.family, other, producer, c.ack, c.seqEnd));
       this.resetsSent += 2;
       this.cut++;
       this.log.info({ initiator: `${i.address}:${i.port}`, responder: `${r.address}:${r.port}`, conntrackDeleted: deleted.some(Boolean) }, 'connection cut');

@@ -207,7 +207,7 @@ class Daemon {
           const family = event.initiator.includes(':') ? 6 : 4;
           const initiator = { address: event.initiator, port: event.initiatorPort };
           const responder = { address: event.responder, port: event.responderPort };
-          void this.cutter.cutConnection({ family, initiator, responder, producer: event.producer, seq: event.tcpSeq, ack: event.tcpAck });
+          void this.cutter.cutConnection({ family, initiator, responder, producer: event.producer, seq: event.tcpSeq, seqEnd: event.tcpSeqEnd, ack: event.tcpAck });
         }
         if (ban !== null && enforce) {
           this.bans.ban(ban.address, ban.durationS, event.rule);

@@ -14,7 +14,7 @@ import { formatAddress } from '../flow/address.js';
 import { Clock } from '../flow/clock.js';
 import { PeerCache } from '../flow/peers.js';
 import { FlowTable } from '../flow/table.js';
-import { IPPROTO_TCP, TCP_ACK, TCP_SYN } from '../packet/packet.js';
+import { IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_SYN } from '../packet/packet.js';
 import { OperatorRulesDetector } from '../detect/operator-rules.js';
 import type { OperatorRule } from '../rules/file.js';
 import { Evidence, Policy, type Decision } from '../policy/policy.js';
@@ -58,8 +58,12 @@ export interface DetectionEvent {
   decision: Decision;
   /** A copy of the deciding packet's payload. */
   payload: Uint8Array;
-  /** TCP: the deciding packet's sequence and acknowledgement numbers (what each end expects next, for a reset). */
+  /**
+   * TCP: the deciding packet's sequence number, the one just past it (its payload, SYN and FIN
+   * counted), and its acknowledgement number: what each end expects next, for a reset.
+   */
   tcpSeq: number;
+  tcpSeqEnd: number;
   tcpAck: number;
 }
 
@@ -246,6 +250,7 @@ export class Pipeline {
       // posted (33 MB per detection). Buffer's slice is such a view; new Uint8Array(view) copies.
       payload: new Uint8Array(pkt.buf.subarray(pkt.payloadOff, pkt.payloadOff + pkt.payloadLen)),
       tcpSeq: pkt.tcpSeq,
+      tcpSeqEnd: (pkt.tcpSeq + pkt.payloadLen + ((pkt.tcpFlags & TCP_SYN) !== 0 ? 1 : 0) + ((pkt.tcpFlags & TCP_FIN) !== 0 ? 1 : 0)) >>> 0,
       tcpAck: pkt.tcpAck,
     };
   }
