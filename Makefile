@@ -3,10 +3,11 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 # Debian packages the build and the tests use (strace: the queue tests' fault injection; logrotate: the
-# rotation test runs the shipped snippet; conntrack: CUT_ESTABLISHED deletes a cut connection's entry);
-# installed when missing.
+# rotation test runs the shipped snippet; conntrack: CUT_ESTABLISHED deletes a cut connection's entry;
+# python3-libtorrent: the real BitTorrent client of the cut and throttle lab tests; curl: their HTTP
+# download); installed when missing.
 APT_PACKAGES := python3 make gcc g++ pkg-config libnetfilter-queue-dev libmnl-dev iptables iproute2 \
-  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate conntrack
+  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate conntrack python3-libtorrent curl
 NPM_STAMP := node_modules/.package-lock.json
 TEST_REPORT := dist/test-report.json
 

@@ -7,7 +7,7 @@
 
 No DHT, local peer discovery, UPnP or NAT-PMP, no tracker, no encryption (so the handshake is the
 plain BEP 3 one), no uTP (TCP only): the only peer is the one given. Prints one JSON line per event: listening,
-progress (every 0.5 s: bytes done, connected peers), and each peer error libtorrent reports
+progress (every 0.5 s: bytes verified, payload bytes received, connected peers), and each peer error libtorrent reports
 (a reset shows as "Connection reset by peer").
 """
 import json
@@ -49,7 +49,7 @@ def watch(ses, handle, lifetime):
                 emit(event='peer-error', kind=type(alert).__name__, message=alert.error.message(), time=time.time())
         if time.time() >= next_progress:
             status = handle.status()
-            emit(event='progress', done=status.total_done, peers=status.num_peers, rate=status.download_rate, time=time.time())
+            emit(event='progress', done=status.total_done, received=status.total_payload_download, peers=status.num_peers, time=time.time())
             next_progress = time.time() + 0.5
         time.sleep(0.05)
 
