@@ -91,6 +91,8 @@ describe('configuration from the environment', () => {
     ['ACTION', 'block'],
     ['RATE', '512k'],
     ['RATE', '1kbit'],
+    ['RULES_FILE', 'rules.json'],
+    ['CUT_ESTABLISHED', 'always'],
     ['BAN_ESCALATION', 'double'],
     ['BAN_ESCALATION', 'factor=0.5'],
     ['BAN_ESCALATION', 'factor=2,max=1h'],

@@ -82,12 +82,18 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
       const plainSink = peer(net.server, 'tcp-sink', 7000, 3000);
       await plainSink.ready;
       await peer(net.client, 'tcp-send', server, 7000, 'text', 500).done;
-      // The connection was set up (SYN passes) but not one handshake byte reached the server.
-      expect(closedConnections(await sink.done)).toEqual([]);
+      // The connection was set up (SYN passes) but not one handshake byte reached the server,
+      // and the cut (CUT_ESTABLISHED) reset the server's end: closed, empty.
+      expect(closedConnections(await sink.done)).toEqual([{ event: 'closed', bytes: 0 }]);
       expect(closedConnections(await plainSink.done)).toEqual([{ event: 'closed', bytes: 18 }]);
     }
-    // The connection was marked at the handshake: the client's retransmissions die in the kernel.
-    expect(ruleHits(net.gateway, '-m connmark --mark 0x80000000/0xc0000000 -j DROP')).toBeGreaterThan(0);
+    // Each connection was cut at the handshake (CUT_ESTABLISHED): its conntrack entry deleted and
+    // both ends reset, so the client does not retransmit into a black hole.
+    const cuts = daemon.lines.filter((l) => l.msg === 'connection cut');
+    expect(cuts.map((c) => [String(c.responder).endsWith(':6881'), c.conntrackDeleted])).toEqual([
+      [true, true],
+      [true, true],
+    ]);
     const detections = daemon.lines.filter((l) => l.msg === 'BitTorrent detected');
     expect(detections.map((d) => [d.rule, d.action, d.destinationPort])).toEqual([
       ['handshake', 'dropped', 6881],
@@ -128,7 +134,8 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     for (const address of locals) net.client.must('ip', ['addr', 'add', `${address}/24`, 'dev', net.clientDevice]);
     const [sent] = await peer(net.client, 'tcp-send', net.serverV4, 6883, 'handshake', 1500, 16, locals.join(',')).done;
     expect(sent.connected).toBe(16);
-    expect(closedConnections(await sink.done)).toEqual([]);
+    // No byte reached the server; each connection's server end was reset by the cut.
+    expect(closedConnections(await sink.done)).toEqual(Array.from({ length: 16 }, () => ({ event: 'closed', bytes: 0 })));
     // Earlier tests' orphaned sockets still retransmit their handshakes (and are caught again): count this port's.
     expect(daemon.lines.filter((l) => l.msg === 'BitTorrent detected' && l.destinationPort === 6883)).toHaveLength(16);
     expect(await daemon.stop()).toBe(0);
@@ -211,7 +218,8 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     await handshakeSink.ready;
     const [connected] = await peer(net.client, 'tcp-send', net.serverV4, 6884, 'handshake', 1000).done;
     expect(connected.connected).toBe(1);
-    expect(closedConnections(await handshakeSink.done)).toEqual([]);
+    // No byte reached the server, whose end the cut reset.
+    expect(closedConnections(await handshakeSink.done)).toEqual([{ event: 'closed', bytes: 0 }]);
     await daemon.waitFor('BitTorrent detected', { destinationPort: 6884 });
     expect(daemon.running).toBe(true);
     expect(await daemon.stop()).toBe(0);

@@ -18,7 +18,7 @@ const NODE_START = 3;
 const NODE_END = 4;
 const NODE_MATCH = 5;
 
-/** The longest pattern source and the most states a compiled expression may have. */
+/** The most states a compiled expression may have, and the most a repeat may count. */
 const MAX_STATES = 4096;
 const MAX_REPEAT = 64;
 
@@ -378,26 +378,31 @@ export class ByteRegex {
 
   /** Whether the expression matches anywhere in buf[start, end) (`^` is `start`, `$` is `end`). */
   test(buf: Uint8Array, start: number, end: number): boolean {
+    // The two lists swap at each byte (no copy, no view made).
+    let current = this.current;
+    let next = this.next;
     this.step();
-    let count = this.closure(this.current, 0, this.start, start, start, end);
+    let count = this.closure(current, 0, this.start, start, start, end);
     if (count < 0) return true;
     for (let i = start; i < end; i++) {
       const byte = buf[i];
       this.step();
       let nextCount = 0;
       for (let k = 0; k < count; k++) {
-        const s = this.current[k];
+        const s = current[k];
         if (this.sets[s * 256 + byte] === 0) continue;
-        nextCount = this.closure(this.next, nextCount, this.out1[s], i + 1, start, end);
+        nextCount = this.closure(next, nextCount, this.out1[s], i + 1, start, end);
         if (nextCount < 0) return true;
       }
       // Unanchored: a match may also start at the next byte.
       if (!this.anchored) {
-        nextCount = this.closure(this.next, nextCount, this.start, i + 1, start, end);
+        nextCount = this.closure(next, nextCount, this.start, i + 1, start, end);
         if (nextCount < 0) return true;
       }
       if (nextCount === 0) return false;
-      this.current.set(this.next.subarray(0, nextCount));
+      const swap = current;
+      current = next;
+      next = swap;
       count = nextCount;
     }
     return false;

@@ -138,37 +138,27 @@ class PatternUses {
   }
 }
 
-/** The rule `r` of the rules in force, and its index, for a flow this detector matched. */
-export interface MatchedRule {
-  rule: OperatorRule;
-  index: number;
-}
-
 /**
  * RULES_FILE's rules as one detector, in the registry after the protocol detectors: the first rule
  * (in file order) any of whose patterns matches a payload packet it looks at names the flow. Its
  * evidence is `exact` for a rule the operator marked mayBan (the policy still bans only on proof
  * over an exchange no one can forge), `heuristic` otherwise. The per-flow state keeps the matched
- * rule's index, for the policy to read the rule's action; a reload (SIGHUP) swaps the compiled
- * rules between packets, and a flow decided before keeps what it was decided with.
+ * rule's index, read back at the same packet for the policy (the rule's name and action); a reload
+ * (SIGHUP) swaps the compiled rules between packets, and a flow decided before keeps its decision.
  */
 export class OperatorRulesDetector implements Detector {
   readonly name = 'operator-rule';
   readonly transports = OVER_TCP | OVER_UDP;
   readonly budget = 2 * MAX_RULE_PACKETS;
-  /** The matched rule's index + 1 (little-endian 16 bits), and the generation of the rules that matched. */
-  readonly stateBytes = 3;
+  /** The matched rule's index + 1, little-endian 16 bits. */
+  readonly stateBytes = 2;
   readonly strength = STRENGTH_HEURISTIC;
   readonly producerIsPeer = true;
   private compiled: CompiledRules;
-  /** The rule set a flow's state refers to, by generation (the last two: a flow decided just before a reload). */
-  private readonly generations: CompiledRules[] = [];
-  private generation = 0;
   private readonly found = new MatchList(MATCH_LIST_CAPACITY);
 
   constructor(rules: readonly OperatorRule[]) {
     this.compiled = new CompiledRules(rules);
-    this.generations[0] = this.compiled;
   }
 
   get rules(): readonly OperatorRule[] {
@@ -178,18 +168,12 @@ export class OperatorRulesDetector implements Detector {
   /** Puts a new rule set in force (a reload). */
   setRules(rules: readonly OperatorRule[]): void {
     this.compiled = new CompiledRules(rules);
-    this.generation = (this.generation + 1) & 0xff;
-    this.generations[this.generation & 1] = this.compiled;
   }
 
-  /** The rule that matched a flow, from its state bytes; null if its rule set was replaced twice since. */
-  matched(state: Uint8Array, stateOff: number): MatchedRule | null {
+  /** The rule that matched a flow at the packet just inspected, from its state bytes; null if none did. */
+  matched(state: Uint8Array, stateOff: number): OperatorRule | null {
     const index = (state[stateOff] | (state[stateOff + 1] << 8)) - 1;
-    const generation = state[stateOff + 2];
-    if (index < 0) return null;
-    if (generation !== this.generation && generation !== ((this.generation - 1) & 0xff)) return null;
-    const rules = this.generations[generation & 1];
-    return index < rules.rules.length ? { rule: rules.rules[index], index } : null;
+    return index >= 0 && index < this.compiled.rules.length ? this.compiled.rules[index] : null;
   }
 
   inspect(ctx: InspectContext): number {
@@ -202,7 +186,6 @@ export class OperatorRulesDetector implements Detector {
       const state = ctx.state;
       state[ctx.stateOff] = (best + 1) & 0xff;
       state[ctx.stateOff + 1] = (best + 1) >> 8;
-      state[ctx.stateOff + 2] = this.generation;
       ctx.strength = c.rules[best].mayBan ? STRENGTH_EXACT : STRENGTH_HEURISTIC;
       return MATCH;
     }

@@ -196,8 +196,8 @@ export class Pipeline {
     if (operator !== null && engine.ruleNames[rule] === operator.name) {
       const matched = operator.matched(flows.state, engine.stateOffset(flow, rule));
       if (matched !== null) {
-        e.rule = matched.rule.name;
-        e.ruleAction = matched.rule.action;
+        e.rule = matched.name;
+        e.ruleAction = matched.action;
       }
     }
     e.strength = flows.strength[flow];
