@@ -55,7 +55,7 @@ describe.runIf(canUseKernel())('cutting BitTorrent connections with a real clien
   const resets = (p: Peer) => p.lines.filter((l) => l.event === 'peer-error' && /reset/i.test(String(l.message)));
 
   it('resets a connection it decides: the client hears it at once, the seeder too, and nothing is downloaded', async () => {
-    daemon = startDaemon(net.gateway, { XDP_MODE: 'off', DETECTION_LOG: '', LOCAL_CIDRS: '10.77.1.0/24,fd77:1::/64' });
+    daemon = startDaemon(net.gateway, { XDP_MODE: 'off', DETECTION_LOG: '', VERDICT_TIMEOUT_MS: '3000', LOCAL_CIDRS: '10.77.1.0/24,fd77:1::/64' });
     await daemon.waitFor('btwall running');
     const started = Date.now();
     const client = leech('decided', 2000, 6);
@@ -74,7 +74,7 @@ describe.runIf(canUseKernel())('cutting BitTorrent connections with a real clien
     const client = leech('before', 400, 40);
     expect(await until(() => done(client) > 1 << 20, 15_000)).toBe(true);
     const before = resets(client).length;
-    daemon = startDaemon(net.gateway, { XDP_MODE: 'off', DETECTION_LOG: '', LOCAL_CIDRS: '10.77.1.0/24,fd77:1::/64' });
+    daemon = startDaemon(net.gateway, { XDP_MODE: 'off', DETECTION_LOG: '', VERDICT_TIMEOUT_MS: '3000', LOCAL_CIDRS: '10.77.1.0/24,fd77:1::/64' });
     await daemon.waitFor('btwall running');
     const runningAt = Date.now();
     expect(await until(() => resets(client).length > before, 10_000)).toBe(true);

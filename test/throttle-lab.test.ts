@@ -40,7 +40,7 @@ describe.runIf(canUseKernel())('throttling BitTorrent with a real client', () =>
   });
 
   it('limits the download to RATE within 20 %, bans nobody, and leaves another host\'s HTTP download alone', async () => {
-    daemon = startDaemon(net.gateway, { XDP_MODE: 'off', DETECTION_LOG: '', ACTION: 'throttle', RATE: '512kbit', LOCAL_CIDRS: '10.77.1.0/24,fd77:1::/64' });
+    daemon = startDaemon(net.gateway, { XDP_MODE: 'off', DETECTION_LOG: '', VERDICT_TIMEOUT_MS: '3000', ACTION: 'throttle', RATE: '512kbit', LOCAL_CIDRS: '10.77.1.0/24,fd77:1::/64' });
     await daemon.waitFor('btwall running');
     const dir = join(work, 'leech');
     mkdirSync(dir, { recursive: true });

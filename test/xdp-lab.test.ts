@@ -68,6 +68,9 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
       // The client's side is local; the server is the remote peer that gets banned.
       LOCAL_CIDRS: '10.77.1.0/24,fd77:1::/64',
       DETECTION_LOG: '',
+      // What is decided, not how fast: on a shared, loaded machine a 50 ms verdict deadline turns a
+      // slow answer into a watchdog accept, and a handshake the queue never saw cannot prove a peer.
+      VERDICT_TIMEOUT_MS: '3000',
     };
     await Promise.all([peer(net.server, 'tcp-sink', SINK_PORT, 110_000).ready, peer(net.client, 'tcp-sink', CLIENT_SINK_PORT, 110_000).ready]);
   });
@@ -110,6 +113,7 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
 
     expect(await daemon.stop()).toBe(0);
     const stopped = banList();
+    const stoppedAt = Date.now();
     expect(stopped.enforced).toBe(false);
     expect(stopped.bans.map((b) => b.address)).toEqual([SERVER4, SERVER6]);
     expect(bans('list').stdout).toContain('NOT enforced in the kernel');
@@ -118,10 +122,12 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
     daemon = startDaemon(net.gateway, { ...env, BAN_DURATION: '600' });
     await daemon.waitFor('btwall running');
     const restarted = banList();
+    const elapsedS = (Date.now() - stoppedAt) / 1000;
     expect(restarted.enforced).toBe(true);
     expect(restarted.bans.map((b) => b.address)).toEqual([SERVER4, SERVER6]);
     expect(restarted.bans[0].remainingS).toBeLessThanOrEqual(stopped.bans[0].remainingS);
-    expect(restarted.bans[0].remainingS).toBeGreaterThan(590);
+    // The same expiry, not a new ban: what was left less the time between the two lists (and their rounding).
+    expect(restarted.bans[0].remainingS).toBeGreaterThanOrEqual(stopped.bans[0].remainingS - Math.ceil(elapsedS) - 1);
     expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(false);
 
     // A crashed daemon leaves its program attached (bans stay enforced); the next one replaces it.
