@@ -175,8 +175,10 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
     expect(second).toMatchObject({ durationS: 2, remainingS: 6 });
     expect(await connects(net.client, SERVER4, SINK_PORT)).toBe(false);
     const [listed] = banList().bans;
+    const sinceBanS = (Date.now() - (second.time as number)) / 1000;
     expect(listed).toMatchObject({ address: SERVER4, count: 2, rule: 'handshake' });
-    expect(listed.remainingS).toBeGreaterThan(3);
+    // Six seconds from the second ban, less the time since (a loaded machine makes it seconds).
+    expect(listed.remainingS).toBeGreaterThanOrEqual(6 - Math.ceil(sinceBanS));
     expect(listed.remainingS).toBeLessThanOrEqual(6);
     expect(Math.abs(Date.parse(listed.expiresAt) - ((second.time as number) + 6000))).toBeLessThan(1500);
     const text = bans('list').stdout.split('\n');
