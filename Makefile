@@ -4,9 +4,11 @@ SHELL := /bin/bash
 
 # Debian packages the build and the tests use (strace: the queue tests' fault injection; logrotate: the
 # rotation test runs the shipped snippet; prometheus: its promtool lints the metrics exposition;
-# crowdsec: the Local API and cscli the fleet tests and bench:fleet run); installed when missing.
+# crowdsec: the Local API and cscli the fleet tests and bench:fleet run; conntrack: CUT_ESTABLISHED
+# deletes a cut connection's entry; python3-libtorrent: the real BitTorrent client of the cut and
+# throttle lab tests; curl: their HTTP download); installed when missing.
 APT_PACKAGES := python3 make gcc g++ pkg-config libnetfilter-queue-dev libmnl-dev iptables iproute2 \
-  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate prometheus crowdsec
+  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate prometheus crowdsec conntrack python3-libtorrent curl
 # crowdsec's postinst registers with CrowdSec's online API unless this file exists and is not empty;
 # without internet that fails and leaves the package unconfigured. A comment line keeps it offline.
 CROWDSEC_ONLINE_CREDENTIALS := /etc/crowdsec/online_api_credentials.yaml
@@ -46,7 +48,7 @@ build: deps $(NATIVE)
 	rm -rf dist
 	npx tsc -p tsconfig.json
 
-native/build/btwall.node: native/addon.cc native/xdp.cc native/queue-shm.h native/xdp.h bpf/btwall.h $(NPM_STAMP)
+native/build/btwall.node: native/addon.cc native/xdp.cc native/raw.cc native/queue-shm.h native/xdp.h native/raw.h native/errors.h bpf/btwall.h $(NPM_STAMP)
 	@mkdir -p $(@D)
 	g++ -O2 -Wall -Wextra -std=c++17 -fPIC -shared -DNAPI_VERSION=8 -DNAPI_DISABLE_CPP_EXCEPTIONS \
 	  -I$(NODE_INCLUDE) -I$(NAPI_INCLUDE) -o $@ $(filter %.cc,$^) -lbpf -lelf -lz

@@ -2,7 +2,8 @@
 /*
  * btwall's XDP ban fast path: drops every packet whose source or destination address is banned,
  * in the driver, before netfilter, conntrack or the queue see it. Userspace (src/bans/xdp.ts)
- * bans the peers a detector proved; expired entries pass and are deleted here, lazily.
+ * bans the peers a detector proved; expired entries pass, and are deleted here, lazily, once
+ * their escalation window (forget_ns) is over too.
  *
  * Two entry points share one parser: btwall_eth for devices with an Ethernet header (VLAN and
  * QinQ tags skipped), btwall_l3 for devices whose frames start at the IP header (WireGuard, tun,
@@ -90,8 +91,10 @@ static __always_inline bool banned4(const __u32 *addr)
 	struct btw_ban *ban = bpf_map_lookup_elem(&BTW_MAP_BAN4, addr);
 	if (!ban)
 		return false;
-	if (bpf_ktime_get_boot_ns() >= ban->expires_ns) {
-		bpf_map_delete_elem(&BTW_MAP_BAN4, addr);
+	__u64 now = bpf_ktime_get_boot_ns();
+	if (now >= ban->expires_ns) {
+		if (now >= ban->forget_ns)
+			bpf_map_delete_elem(&BTW_MAP_BAN4, addr);
 		return false;
 	}
 	return !never_banned4(addr);
@@ -102,8 +105,10 @@ static __always_inline bool banned6(const struct in6_addr *addr)
 	struct btw_ban *ban = bpf_map_lookup_elem(&BTW_MAP_BAN6, addr);
 	if (!ban)
 		return false;
-	if (bpf_ktime_get_boot_ns() >= ban->expires_ns) {
-		bpf_map_delete_elem(&BTW_MAP_BAN6, addr);
+	__u64 now = bpf_ktime_get_boot_ns();
+	if (now >= ban->expires_ns) {
+		if (now >= ban->forget_ns)
+			bpf_map_delete_elem(&BTW_MAP_BAN6, addr);
 		return false;
 	}
 	return !never_banned6(addr);

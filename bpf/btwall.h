@@ -33,9 +33,13 @@
 
 #define BTW_RULE_BYTES 24
 
-/* Value of ban4 and ban6. */
+/* Value of ban4 and ban6. After expires_ns the entry passes but is kept until forget_ns, so that
+ * a ban again within BAN_ESCALATION's window finds the count and escalates. */
 struct btw_ban {
-	__u64 expires_ns;            /* CLOCK_BOOTTIME; at or after it the entry passes and is deleted */
+	__u64 expires_ns;            /* CLOCK_BOOTTIME; at or after it the entry passes */
+	__u64 forget_ns;             /* CLOCK_BOOTTIME; at or after it the entry is deleted */
+	__u32 count;                 /* bans of this address in a row, each within the window of the last (userspace only) */
+	__u32 reserved;
 	char rule[BTW_RULE_BYTES];   /* the rule that proved the peer, NUL-padded (userspace only) */
 };
 

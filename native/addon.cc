@@ -17,6 +17,7 @@
 #include <string>
 
 #include "queue-shm.h"
+#include "raw.h"
 #include "xdp.h"
 
 namespace {
@@ -264,6 +265,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("QueueChannel", QueueChannel::Define(env));
   exports.Set("layout", Layout(env));
   InitXdp(env, exports);
+  InitRaw(env, exports);
   return exports;
 }
 

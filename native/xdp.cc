@@ -31,17 +31,9 @@
 #include <vector>
 
 #include "../bpf/btwall.h"
+#include "errors.h"
 
 namespace {
-
-// An Error carrying errno as `errno` and its name as `code` (EPERM, ENODEV...), like node's own.
-void Fail(Napi::Env env, const std::string& what, int err) {
-  Napi::Error error = Napi::Error::New(env, what + ": " + strerror(err));
-  error.Set("errno", Napi::Number::New(env, err));
-  const char* name = strerrorname_np(err);
-  error.Set("code", Napi::String::New(env, name != nullptr ? name : "EUNKNOWN"));
-  error.ThrowAsJavaScriptException();
-}
 
 // ---- libbpf's log, waiting for JavaScript (the daemon's logger) ----
 
@@ -717,6 +709,8 @@ Napi::Object Layout(Napi::Env env) {
   set("ownCapacity", BTW_OWN_CAPACITY);
   set("banBytes", sizeof(btw_ban));
   set("banExpires", offsetof(btw_ban, expires_ns));
+  set("banForget", offsetof(btw_ban, forget_ns));
+  set("banCount", offsetof(btw_ban, count));
   set("banRule", offsetof(btw_ban, rule));
   set("ruleBytes", BTW_RULE_BYTES);
   set("dropsBytes", sizeof(btw_drops));

@@ -44,15 +44,19 @@ function line(flow: Flow): string {
     producer: 'initiator',
     flowPackets: 4,
     decision: {
-      drop: true,
+      action: 'drop',
       markConnection: true,
       enforce: flow.monitor !== true,
       ban: inbound ? { family: 4, address: flow.remote, durationS: 18000 } : null,
       rateLimited: false,
       reason: inbound ? `ban: ${flow.remote} sent handshake bytes (exact) over TCP after a handshake seen both ways` : `no ban: the BitTorrent bytes came from the local end ${flow.local}`,
       remember: null,
+      cut: false,
     },
     payload: new Uint8Array(68),
+    tcpSeq: 0,
+    tcpSeqEnd: 0,
+    tcpAck: 0,
   };
   return `${JSON.stringify(auditRecord(event, 'eth0', 256))}\n`;
 }

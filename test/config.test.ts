@@ -26,7 +26,8 @@ describe('configuration from the environment', () => {
     expect(loadConfig({ QUEUE_NUM: '3' }, 64).queues).toEqual({ first: 3, last: 3, auto: false });
     expect(config.chains).toEqual(['FORWARD']);
     expect(config.banDurationS).toBe(18000);
-    expect(config.monitorOnly).toBe(false);
+    expect(config.action).toBe('drop');
+    expect(config.rateBitsPerS).toBe(512_000);
     expect(config.banLocal).toBe(false);
     expect(config.inspectPackets).toBe(20);
     expect(config.verdictTimeoutMs).toBe(50);
@@ -70,7 +71,7 @@ describe('configuration from the environment', () => {
     expect(config.queues).toEqual({ first: 2, last: 5, auto: false });
     expect(config.interfaces).toEqual(['eth0', 'wg0']);
     expect(config.chains).toEqual(['FORWARD', 'INPUT']);
-    expect(config.monitorOnly).toBe(true);
+    expect(config.action).toBe('monitor');
     expect(config.whitelistPorts).toEqual([22, 53]);
     expect(config.allowCidrs).toEqual([
       { family: 4, address: '10.0.0.0', prefix: 8 },
@@ -133,6 +134,15 @@ describe('configuration from the environment', () => {
     ['CROWDSEC_QUEUE_CAPACITY', '0'],
     ['CROWDSEC_API_KEY', 'a key'],
     ['CROWDSEC_MACHINE_ID', 'gw/a'],
+    ['ACTION', 'block'],
+    ['RATE', '512k'],
+    ['RATE', '1kbit'],
+    ['RULES_FILE', 'rules.json'],
+    ['CUT_ESTABLISHED', 'always'],
+    ['BAN_ESCALATION', 'double'],
+    ['BAN_ESCALATION', 'factor=0.5'],
+    ['BAN_ESCALATION', 'factor=2,max=1h'],
+    ['BAN_ESCALATION', 'window=-1'],
   ])('rejects %s=%j and names it', (name, value) => {
     const found = problems({ [name]: value });
     expect(found).toHaveLength(1);
@@ -168,6 +178,30 @@ describe('configuration from the environment', () => {
     [{ CROWDSEC_LAPI_URL: 'http://lapi:8080', CROWDSEC_API_KEY: 'k', CROWDSEC_MACHINE_PASSWORD: 'p' }, 'CROWDSEC_MACHINE_ID="": CROWDSEC_MACHINE_ID and CROWDSEC_MACHINE_PASSWORD go together'],
   ])('refuses CROWDSEC_* that do not go together: %j', (env, problem) => {
     expect(problems(env)).toEqual([expect.stringContaining(problem)]);
+  });
+
+  it('reads ACTION, and MONITOR_ONLY as its old name for monitor', () => {
+    expect(loadConfig({ ACTION: 'Throttle', RATE: '2.5mbit' })).toMatchObject({ action: 'throttle', rateBitsPerS: 2_500_000 });
+    expect(loadConfig({ ACTION: 'monitor' }).action).toBe('monitor');
+    expect(loadConfig({ MONITOR_ONLY: 'true' }).action).toBe('monitor');
+    expect(loadConfig({ MONITOR_ONLY: 'false' }).action).toBe('drop');
+    expect(loadConfig({ MONITOR_ONLY: 'yes', ACTION: 'monitor' }).action).toBe('monitor');
+    expect(loadConfig({ MONITOR_ONLY: 'no', ACTION: 'throttle' }).action).toBe('throttle');
+  });
+
+  it.each([
+    ['true', 'drop'],
+    ['true', 'throttle'],
+    ['false', 'monitor'],
+  ])('refuses MONITOR_ONLY=%s with ACTION=%s, naming both', (monitorOnly, action) => {
+    const found = problems({ MONITOR_ONLY: monitorOnly, ACTION: action });
+    expect(found).toEqual([`ACTION="${action}" and MONITOR_ONLY="${monitorOnly}" disagree: MONITOR_ONLY is the old name of ACTION=monitor; set only ACTION`]);
+  });
+
+  it('exits 78 on ACTION and MONITOR_ONLY that disagree', () => {
+    const run = spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, XDP_MODE: 'off', ACTION: 'drop', MONITOR_ONLY: 'true' } });
+    expect(run.status).toBe(78);
+    expect(run.stderr).toContain('disagree');
   });
 
   it('btwall check-config prints the effective configuration, or exits 78 naming the variable', () => {

@@ -82,12 +82,18 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
       const plainSink = peer(net.server, 'tcp-sink', 7000, 3000);
       await plainSink.ready;
       await peer(net.client, 'tcp-send', server, 7000, 'text', 500).done;
-      // The connection was set up (SYN passes) but not one handshake byte reached the server.
-      expect(closedConnections(await sink.done)).toEqual([]);
+      // The connection was set up (SYN passes) but not one handshake byte reached the server,
+      // and the cut (CUT_ESTABLISHED) reset the server's end: closed, empty.
+      expect(closedConnections(await sink.done)).toEqual([{ event: 'closed', bytes: 0 }]);
       expect(closedConnections(await plainSink.done)).toEqual([{ event: 'closed', bytes: 18 }]);
     }
-    // The connection was marked at the handshake: the client's retransmissions die in the kernel.
-    expect(ruleHits(net.gateway, '-m connmark --mark 0x80000000/0xc0000000 -j DROP')).toBeGreaterThan(0);
+    // Each connection was cut at the handshake (CUT_ESTABLISHED): its conntrack entry deleted and
+    // both ends reset, so the client does not retransmit into a black hole.
+    const cuts = daemon.lines.filter((l) => l.msg === 'connection cut');
+    expect(cuts.map((c) => [String(c.responder).endsWith(':6881'), c.conntrackDeleted])).toEqual([
+      [true, true],
+      [true, true],
+    ]);
     const detections = daemon.lines.filter((l) => l.msg === 'BitTorrent detected');
     expect(detections.map((d) => [d.rule, d.action, d.destinationPort])).toEqual([
       ['handshake', 'dropped', 6881],
@@ -128,7 +134,8 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     for (const address of locals) net.client.must('ip', ['addr', 'add', `${address}/24`, 'dev', net.clientDevice]);
     const [sent] = await peer(net.client, 'tcp-send', net.serverV4, 6883, 'handshake', 1500, 16, locals.join(',')).done;
     expect(sent.connected).toBe(16);
-    expect(closedConnections(await sink.done)).toEqual([]);
+    // No byte reached the server; each connection's server end was reset by the cut.
+    expect(closedConnections(await sink.done)).toEqual(Array.from({ length: 16 }, () => ({ event: 'closed', bytes: 0 })));
     // Earlier tests' orphaned sockets still retransmit their handshakes (and are caught again): count this port's.
     expect(daemon.lines.filter((l) => l.msg === 'BitTorrent detected' && l.destinationPort === 6883)).toHaveLength(16);
     expect(await daemon.stop()).toBe(0);
@@ -211,7 +218,8 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     await handshakeSink.ready;
     const [connected] = await peer(net.client, 'tcp-send', net.serverV4, 6884, 'handshake', 1000).done;
     expect(connected.connected).toBe(1);
-    expect(closedConnections(await handshakeSink.done)).toEqual([]);
+    // No byte reached the server, whose end the cut reset.
+    expect(closedConnections(await handshakeSink.done)).toEqual([{ event: 'closed', bytes: 0 }]);
     await daemon.waitFor('BitTorrent detected', { destinationPort: 6884 });
     expect(daemon.running).toBe(true);
     expect(await daemon.stop()).toBe(0);
@@ -291,6 +299,51 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
     expect(log).toContain(`Reason:       ban: ${net.serverV4} sent handshake bytes (exact) over TCP after a handshake seen both ways`);
     // Nothing reached a ban sink, not even the dry-run one.
     expect(daemon.lines.some((l) => l.msg === 'ban (dry run: not enforced in the kernel)' || l.msg === 'banned')).toBe(false);
+  });
+
+  it('applies RULES_FILE, reloads it at SIGHUP, and keeps the rules in force when the new file is broken', async () => {
+    const rulesPath = join(work, 'rules.json');
+    const rule = (action: string) => JSON.stringify({ rules: [{ name: 'hello-text', transport: 'tcp', direction: 'initiator', match: [{ text: 'hello, plain', offset: 0 }], action }] });
+    writeFileSync(rulesPath, rule('drop'));
+    daemon = startDaemon(net.gateway, { RULES_FILE: rulesPath, DETECTION_LOG: '' });
+    expect(await daemon.waitFor('btwall running')).toMatchObject({ operatorRules: 1 });
+    /** Sends the test text from the client to a fresh port; the bytes the server got. */
+    let port = 7100;
+    const sendText = async () => {
+      const sink = peer(net.server, 'tcp-sink', port, 2500);
+      await sink.ready;
+      await peer(net.client, 'tcp-send', net.serverV4, port++, 'text', 600).done;
+      return closedConnections(await sink.done).reduce((sum, c) => sum + Number(c.bytes), 0);
+    };
+    expect(await sendText()).toBe(0);
+    expect(await daemon.waitFor('BitTorrent detected', { rule: 'hello-text', destinationPort: 7100 })).toMatchObject({ action: 'dropped', evidence: 'heuristic, from the initiator' });
+
+    writeFileSync(rulesPath, rule('monitor'));
+    daemon.process.kill('SIGHUP');
+    await daemon.waitFor('operator rules reloaded', { rules: 1 });
+    expect(await sendText()).toBe(18);
+    expect(await daemon.waitFor('BitTorrent detected', { rule: 'hello-text', destinationPort: 7101 })).toMatchObject({ action: 'monitor (accepted: the rule only watches)' });
+
+    writeFileSync(rulesPath, '{"rules": [{"name": "hello-text", "match": [{"regex": "(", "within": 4}]}]}');
+    daemon.process.kill('SIGHUP');
+    const refused = await daemon.waitFor('operator rules file refused; the rules in force stay');
+    expect(refused.problems).toEqual([expect.stringMatching(/^line 1, column 55: rules\.0\.match\.0\.regex: unclosed \(/)]);
+    expect(await sendText()).toBe(18);
+    expect(await daemon.waitFor('BitTorrent detected', { rule: 'hello-text', destinationPort: 7102 })).toMatchObject({ action: 'monitor (accepted: the rule only watches)' });
+  });
+
+  it('refuses a broken or senseless RULES_FILE with exit code 78, naming the place and the reason, before installing any rule', async () => {
+    const rulesPath = join(work, 'refused-rules.json');
+    for (const [text, reason] of [
+      ['{"rules": [{"name": "x", "match": [{"hex": "zz"}]}]}', /RULES_FILE=".*refused-rules\.json": .*line 1, column 44: rules\.0\.match\.0\.hex: must be pairs of hex digits/],
+      ['{"rules": [{"name": "everything", "match": [{"regex": ".*", "within": 10}]}]}', /rule everything matches any payload/],
+    ] as const) {
+      writeFileSync(rulesPath, text);
+      const bad = startDaemon(net.gateway, { RULES_FILE: rulesPath });
+      expect(await bad.exited).toBe(78);
+      expect(bad.stderr).toMatch(reason);
+      expect(hooks(net.gateway)).toEqual([]);
+    }
   });
 
   it('rejects each invalid variable with exit code 78 before installing any rule', async () => {

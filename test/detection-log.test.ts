@@ -44,8 +44,11 @@ function event(overrides: Partial<DetectionEvent> = {}): DetectionEvent {
     strength: 'response',
     producer: 'responder',
     flowPackets: 2,
-    decision: { drop: true, markConnection: true, enforce: true, ban: { family: 4, address: '198.51.100.9', durationS: 3600 }, rateLimited: false, reason: 'answered the SYN', remember: 'proven' },
+    decision: { action: 'drop', markConnection: true, enforce: true, ban: { family: 4, address: '198.51.100.9', durationS: 3600 }, rateLimited: false, reason: 'answered the SYN', remember: 'proven', cut: false },
     payload: handshake,
+    tcpSeq: 0,
+    tcpSeqEnd: 0,
+    tcpAck: 0,
     ...overrides,
   };
 }
@@ -145,10 +148,10 @@ describe('detection log', () => {
     });
 
     it('says what monitor-only mode would have done, and when nothing is banned', () => {
-      const monitored = detectionRecord(event({ decision: { drop: true, markConnection: true, enforce: false, ban: { family: 4, address: '198.51.100.9', durationS: 600 }, rateLimited: false, reason: 'r', remember: null } }), 'eth0');
+      const monitored = detectionRecord(event({ decision: { action: 'drop', markConnection: true, enforce: false, ban: { family: 4, address: '198.51.100.9', durationS: 600 }, rateLimited: false, reason: 'r', remember: null, cut: false } }), 'eth0');
       expect(monitored.action).toBe('monitor only (accepted; would drop)');
       expect(monitored.ban).toBe('would ban 198.51.100.9 for 600 s');
-      const unbanned = detectionRecord(event({ l4: 'tcp', rule: 'http-tracker', strength: 'exact', producer: 'initiator', decision: { drop: true, markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'a tracker is never banned', remember: null } }), 'eth0');
+      const unbanned = detectionRecord(event({ l4: 'tcp', rule: 'http-tracker', strength: 'exact', producer: 'initiator', decision: { action: 'drop', markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'a tracker is never banned', remember: null, cut: false } }), 'eth0');
       expect(unbanned.protocol).toBe('TCP');
       expect(unbanned.ban).toBe('none');
       expect(unbanned.reason).toBe('a tracker is never banned');
@@ -174,7 +177,7 @@ describe('detection log', () => {
       strength: 'exact',
       producer: 'initiator',
       flowPackets: 4,
-      decision: { drop: true, markConnection: true, enforce: true, ban: { family: 4, address: '198.51.100.9', durationS: 18000 }, rateLimited: false, reason: 'ban: 198.51.100.9 sent handshake bytes (exact) over TCP after a handshake seen both ways', remember: 'proven' },
+      decision: { action: 'drop', markConnection: true, enforce: true, ban: { family: 4, address: '198.51.100.9', durationS: 18000 }, rateLimited: false, reason: 'ban: 198.51.100.9 sent handshake bytes (exact) over TCP after a handshake seen both ways', remember: 'proven', cut: false },
     });
 
     it('writes one object per line, every field named, local and remote by LOCAL_CIDRS', () => {
@@ -216,7 +219,7 @@ describe('detection log', () => {
       const path = join(dir, 'detections.log');
       const log = openLog(path);
       log.write({ ...inbound, decision: { ...inbound.decision, enforce: false } }, 'eth0');
-      log.write(event({ producer: 'initiator', decision: { drop: true, markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'no ban: local', remember: 'listed' } }), 'eth0');
+      log.write(event({ producer: 'initiator', decision: { action: 'drop', markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'no ban: local', remember: 'listed', cut: false } }), 'eth0');
       log.close();
       const [monitored, local] = jsonLines(path);
       expect(monitored).toMatchObject({ action: 'monitor', ban: { address: '198.51.100.9', duration_s: 18000 } });

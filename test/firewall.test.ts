@@ -12,7 +12,7 @@ describe('firewall rules', () => {
     expect(rules).toContain('iptables -w -I FORWARD 1 -j BTWALL');
     expect(rules).toContain('ip6tables -w -I OUTPUT 1 -j BTWALL');
     expect(rules.filter((r) => r.includes(' -I INPUT'))).toEqual([]);
-    const queued = rules.filter((r) => r.includes('NFQUEUE'));
+    const queued = rules.filter((r) => r.includes('NFQUEUE') && r.includes('connbytes'));
     expect(queued).toHaveLength(4);
     for (const rule of queued) {
       expect(rule).toContain('--connbytes 0:12 --connbytes-dir both --connbytes-mode packets');
@@ -46,9 +46,24 @@ describe('firewall rules', () => {
   });
 
   it('in monitor-only mode drop nothing', () => {
-    const rules = lines(installCommands(loadConfig({ MONITOR_ONLY: 'true' })));
+    const rules = lines(installCommands(loadConfig({ ACTION: 'monitor' })));
     expect(rules.filter((r) => r.endsWith('-j DROP'))).toEqual([]);
     expect(rules.some((r) => r.includes('--mark 0x40000000/0xc0000000 -j RETURN'))).toBe(true);
+  });
+
+  it('for throttled connections save the mark, drop only what exceeds RATE per local host each way, and let the rest skip the queue', () => {
+    const rules = lines(installCommands(loadConfig({ ACTION: 'throttle', RATE: '1mbit', LOCAL_CIDRS: '10.1.0.0/16,fd00::/8' })));
+    const v4 = rules.filter((r) => r.startsWith('iptables -w -A'));
+    const at = (fragment: string) => v4.findIndex((r) => r.includes(fragment));
+    const bt = '-m connmark --mark 0xc0000000/0xc0000000';
+    const limit = '-m hashlimit --hashlimit-above 125000b/s --hashlimit-burst 125000b';
+    expect(v4.filter((r) => r.includes('-m mark --mark 0xc0000000/0xc0000000 -j DROP'))).toEqual([]);
+    expect(v4[at(`${bt} -d 10.1.0.0/16`)]).toContain(`${limit} --hashlimit-mode dstip --hashlimit-name btwall-down4 -j DROP`);
+    expect(v4[at(`${bt} -s 10.1.0.0/16`)]).toContain(`${limit} --hashlimit-mode srcip --hashlimit-name btwall-up4 -j DROP`);
+    expect(at(`${bt} -j RETURN`)).toBe(at(`${bt} -s 10.1.0.0/16`) + 1);
+    expect(at(`${bt} -j RETURN`)).toBeLessThan(at('NFQUEUE'));
+    expect(at('-m mark --mark 0xc0000000/0xc0000000 -j CONNMARK --save-mark')).toBeLessThan(at(`${bt} -d`));
+    expect(rules.filter((r) => r.startsWith('ip6tables') && r.includes('btwall-down6'))).toEqual([expect.stringContaining('-d fd00::/8')]);
   });
 
   it('remove what they installed and throw naming the command when one fails', () => {
@@ -90,6 +105,14 @@ describe.runIf(canUseKernel())('firewall rules in a real network namespace', () 
     removeRules(runner);
     expect(hooks('iptables')).toEqual([]);
     expect(hooks('ip6tables')).toEqual([]);
+    expect(ns.run('iptables', ['-S', CHAIN]).status).not.toBe(0);
+  });
+
+  it('take the throttle rules in both families, and remove them like the others', () => {
+    installRules(loadConfig({ ACTION: 'throttle' }), runner);
+    expect(ns.must('iptables', ['-S', CHAIN])).toContain('--hashlimit-name btwall-down4');
+    expect(ns.must('ip6tables', ['-S', CHAIN])).toContain('--hashlimit-name btwall-up6');
+    removeRules(runner);
     expect(ns.run('iptables', ['-S', CHAIN]).status).not.toBe(0);
   });
 });

@@ -9,7 +9,7 @@ import { registerDaemonMetrics, serveMetrics } from '../src/ops/metrics.js';
 import { ACTIONS, BATCH_PACKETS_BOUNDS, QueueCounters, SAMPLED } from '../src/ops/queue-counters.js';
 import { Metrics, MetricsError } from '../src/ops/registry.js';
 import { detectionSummary, Telemetry } from '../src/ops/telemetry.js';
-import { PACKET_ACCEPT, PACKET_ACCEPT_MARK_CLEAN, PACKET_DROP, PACKET_DROP_MARK_BITTORRENT, type DetectionEvent } from '../src/pipeline/pipeline.js';
+import { PACKET_ACCEPT, PACKET_ACCEPT_MARK_CLEAN, PACKET_DROP, PACKET_MARK_BITTORRENT, PACKET_MARK_THROTTLE, type DetectionEvent } from '../src/pipeline/pipeline.js';
 import { detectionEvent } from './helpers/detections.js';
 
 const silent = pino({ level: 'silent' });
@@ -28,14 +28,14 @@ function promtool(text: string): { status: number | null; problems: string } {
 
 describe('queue counters (shared with the worker)', () => {
   it('keeps one slot per pipeline action, in PACKET_* order', () => {
-    expect(ACTIONS.map((a) => a.action)).toEqual([PACKET_ACCEPT, PACKET_DROP, PACKET_ACCEPT_MARK_CLEAN, PACKET_DROP_MARK_BITTORRENT]);
+    expect(ACTIONS.map((a) => a.action)).toEqual([PACKET_ACCEPT, PACKET_DROP, PACKET_ACCEPT_MARK_CLEAN, PACKET_MARK_BITTORRENT, PACKET_MARK_THROTTLE]);
     expect(BATCH_PACKETS_BOUNDS).toEqual([1, 2, 4, 8, 16, 32, 64]);
   });
 
   it('counts into the shared buffer that another view of it reads: actions, cumulative histograms, samples', () => {
     const worker = new QueueCounters();
     const main = new QueueCounters(worker.buffer);
-    worker.packet(PACKET_DROP_MARK_BITTORRENT);
+    worker.packet(PACKET_MARK_BITTORRENT);
     worker.packet(PACKET_ACCEPT);
     worker.packet(PACKET_ACCEPT);
     worker.batch(3, 0.00003);
@@ -43,7 +43,7 @@ describe('queue counters (shared with the worker)', () => {
     worker.batch(1, 7);
     worker.sample(Object.fromEntries(SAMPLED.map((name, i) => [name, i + 1])) as Record<(typeof SAMPLED)[number], number>);
     const read = main.read();
-    expect(read.actions).toEqual([2, 0, 0, 1]);
+    expect(read.actions).toEqual([2, 0, 0, 1, 0]);
     expect(read.batchPackets.cumulative).toEqual([1, 1, 2, 2, 2, 2, 3, 3]);
     expect(read.batchPackets.sum).toBe(68);
     // 30 µs falls in the 50 µs bucket; 0.2 s in 0.25 s; 7 s only in +Inf.

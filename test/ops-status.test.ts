@@ -11,7 +11,7 @@ import { askDaemon, ControlServer, ControlSocketError } from '../src/ops/control
 import { QueueCounters } from '../src/ops/queue-counters.js';
 import { formatStatus, statusReport } from '../src/ops/status.js';
 import { detectionSummary, RECENT_DETECTIONS, Telemetry } from '../src/ops/telemetry.js';
-import { PACKET_ACCEPT, PACKET_DROP_MARK_BITTORRENT } from '../src/pipeline/pipeline.js';
+import { PACKET_ACCEPT, PACKET_MARK_BITTORRENT } from '../src/pipeline/pipeline.js';
 import { detectionEvent } from './helpers/detections.js';
 
 const silent = pino({ level: 'silent' });
@@ -77,7 +77,7 @@ describe('status report', () => {
     const q1 = new QueueCounters(t.queues.get(1)!.buffer);
     q0.packet(PACKET_ACCEPT);
     q1.packet(PACKET_ACCEPT);
-    q1.packet(PACKET_DROP_MARK_BITTORRENT);
+    q1.packet(PACKET_MARK_BITTORRENT);
     for (let i = 0; i < RECENT_DETECTIONS + 5; i++) {
       const event = { ...detectionEvent('handshake', 'exact'), initiatorPort: 40000 + i };
       t.detection(detectionSummary(event, 'eth1'), event, null);
@@ -90,7 +90,7 @@ describe('status report', () => {
   it('adds up the queues, keeps the latest detections newest first, and redacts secrets', () => {
     const report = statusReport('9.9.9', config, telemetry(), new DryRunBanSink(silent), null);
     expect(Object.keys(report)).toEqual(['version', 'pid', 'startedAt', 'uptimeS', 'config', 'counters', 'bans', 'detections']);
-    expect(report.counters.packets).toEqual({ inspected: 3, accepted: 2, dropped: 1, markedClean: 0, markedBittorrent: 1 });
+    expect(report.counters.packets).toEqual({ inspected: 3, accepted: 2, dropped: 1, markedClean: 0, markedBittorrent: 1, markedThrottle: 0 });
     expect(report.counters.detections).toEqual({
       total: RECENT_DETECTIONS + 6,
       byRule: [
@@ -119,8 +119,11 @@ describe('status report', () => {
     expect(text).toContain('  outcomes     not_enforced 1, skipped_by_policy 25\n');
     expect(text).toContain('webhook\n  detections  sent 4, queued 2, dropped 0, rejected 0; failed requests 1\n');
     const table = lines.slice(lines.indexOf('last detections (newest first)') + 1, lines.indexOf('last detections (newest first)') + 3);
-    expect(table[0]).toBe('  TIME                      LOCAL           REMOTE             RULE       STRENGTH  ACTION  BAN');
-    expect(table[1]).toBe('  2026-12-03T08:00:00.000Z  10.8.0.2:50000  198.51.100.9:6881  utp        response  drop    198.51.100.9 5h 0m 0s');
+    // Columns as wide as their longest value (an action may be longer than the ones here).
+    const words = (line: string) => line.trim().split(/ {2,}/);
+    expect(words(table[0])).toEqual(['TIME', 'LOCAL', 'REMOTE', 'RULE', 'STRENGTH', 'ACTION', 'BAN']);
+    expect(words(table[1])).toEqual(['2026-12-03T08:00:00.000Z', '10.8.0.2:50000', '198.51.100.9:6881', 'utp', 'response', 'drop', '198.51.100.9 5h 0m 0s']);
+    expect(table[0].indexOf('BAN')).toBe(table[1].indexOf('198.51.100.9 5h'));
     expect(text).toMatch(/^ {2}webhookUrl {16}"https:\/\/REDACTED:REDACTED@hooks\.example\/x"$/m);
   });
 });

@@ -9,7 +9,7 @@ import {
   PACKET_ACCEPT,
   PACKET_ACCEPT_MARK_CLEAN,
   PACKET_DROP,
-  PACKET_DROP_MARK_BITTORRENT,
+  PACKET_MARK_BITTORRENT,
   Pipeline,
   type DetectionEvent,
 } from '../src/pipeline/pipeline.js';
@@ -37,14 +37,14 @@ describe('pipeline: what each abuse gets', () => {
     const { pipeline: p, detections } = pipeline();
     const c = new TcpConnection(USER, 50000, WEB, 443);
     expect(feed(p, c.open())).toEqual([PACKET_ACCEPT, PACKET_ACCEPT, PACKET_ACCEPT]);
-    expect(feed(p, [c.segment(0, HANDSHAKE)])).toEqual([PACKET_DROP_MARK_BITTORRENT]);
+    expect(feed(p, [c.segment(0, HANDSHAKE)])).toEqual([PACKET_MARK_BITTORRENT]);
     expect(detections).toHaveLength(1);
     expect(detections[0]).toMatchObject({ rule: 'handshake', strength: 'exact', producer: 'initiator' });
-    expect(detections[0].decision).toMatchObject({ drop: true, ban: null });
+    expect(detections[0].decision).toMatchObject({ action: 'drop', ban: null });
     // Another user's flow to the same server is untouched: nothing was remembered for everyone.
     const other = new TcpConnection(OTHER_USER, 50001, WEB, 443);
     feed(p, other.open());
-    expect(feed(p, [other.segment(0, ascii('\x16\x03\x01 tls-ish hello'))])).not.toContain(PACKET_DROP_MARK_BITTORRENT);
+    expect(feed(p, [other.segment(0, ascii('\x16\x03\x01 tls-ish hello'))])).not.toContain(PACKET_MARK_BITTORRENT);
   });
 
   it("copies a detection's payload out of the packet's buffer, even a Buffer (the queue's shared memory), whose slice is a view", () => {
@@ -65,7 +65,7 @@ describe('pipeline: what each abuse gets', () => {
     const { pipeline: p, detections } = pipeline();
     const c = new TcpConnection(PEER, 40000, USER, 51413);
     feed(p, c.open());
-    expect(feed(p, [c.segment(0, HANDSHAKE)])).toEqual([PACKET_DROP_MARK_BITTORRENT]);
+    expect(feed(p, [c.segment(0, HANDSHAKE)])).toEqual([PACKET_MARK_BITTORRENT]);
     expect(detections[0].decision.ban).toEqual({ family: 4, address: PEER, durationS: 18000 });
     expect(detections[0].decision.reason).toBe(`ban: ${PEER} sent handshake bytes (exact) over TCP after a handshake seen both ways`);
   });
@@ -75,12 +75,13 @@ describe('pipeline: what each abuse gets', () => {
     const c = new TcpConnection(USER, 50000, PEER, 6881);
     feed(p, c.open());
     feed(p, [c.segment(0, ascii('hello'))]);
-    expect(feed(p, [c.segment(1, HANDSHAKE)])).toEqual([PACKET_DROP_MARK_BITTORRENT]);
+    expect(feed(p, [c.segment(1, HANDSHAKE)])).toEqual([PACKET_MARK_BITTORRENT]);
     expect(detections[0]).toMatchObject({ producer: 'responder', decision: { ban: { address: PEER } } });
     // The proven peer is caught for another user at the SYN, as `cache`, with no second ban; the
-    // SYN dropped before conntrack confirmed it, its retransmission comes to the queue again.
+    // SYN dropped before conntrack confirmed it, its retransmission comes to the queue again, and
+    // is marked again (its connection is a new conntrack entry).
     const syn = new TcpConnection(OTHER_USER, 50002, PEER, 6881).open()[0];
-    expect(feed(p, [syn, syn])).toEqual([PACKET_DROP_MARK_BITTORRENT, PACKET_DROP]);
+    expect(feed(p, [syn, syn])).toEqual([PACKET_MARK_BITTORRENT, PACKET_MARK_BITTORRENT]);
     expect(detections[1]).toMatchObject({ rule: 'peer-cache', strength: 'cache', flowPackets: 1, decision: { ban: null } });
   });
 
@@ -89,7 +90,7 @@ describe('pipeline: what each abuse gets', () => {
     const c = new TcpConnection(PEER, 40000, USER, 51413);
     feed(p, c.open().slice(0, 2));
     // The spoofer never saw the SYN-ACK, so it guesses the acknowledgement number.
-    expect(feed(p, [c.segment(0, HANDSHAKE, 0x18, { ack: 0x12345678 })])).toEqual([PACKET_DROP_MARK_BITTORRENT]);
+    expect(feed(p, [c.segment(0, HANDSHAKE, 0x18, { ack: 0x12345678 })])).toEqual([PACKET_MARK_BITTORRENT]);
     expect(detections[0].decision.ban).toBeNull();
     expect(detections[0].decision.reason).toContain('do not acknowledge');
   });
@@ -103,7 +104,7 @@ describe('pipeline: what each abuse gets', () => {
 
   it.each(['8.8.8.8', '192.0.2.53', PEER])('drops an unsolicited DHT query "from" %s, and bans nobody', (source) => {
     const { pipeline: p, detections } = pipeline();
-    expect(feed(p, [udp4(source, 6881, USER, 51413, dhtPing())])).toEqual([PACKET_DROP_MARK_BITTORRENT]);
+    expect(feed(p, [udp4(source, 6881, USER, 51413, dhtPing())])).toEqual([PACKET_MARK_BITTORRENT]);
     expect(detections[0]).toMatchObject({ rule: 'dht', strength: 'exact', producer: 'initiator', decision: { ban: null } });
   });
 
@@ -120,7 +121,7 @@ describe('pipeline: what each abuse gets', () => {
   it("bans the remote end of a uTP connection that answers the local SYN", () => {
     const { pipeline: p, detections } = pipeline();
     expect(feed(p, [udp4(USER, 51413, PEER, 6881, utpPacket(ST_SYN, 7000, 100, 0))])).toEqual([PACKET_ACCEPT]);
-    expect(feed(p, [udp4(PEER, 6881, USER, 51413, utpPacket(ST_STATE, 7000, 500, 100))])).toEqual([PACKET_DROP_MARK_BITTORRENT]);
+    expect(feed(p, [udp4(PEER, 6881, USER, 51413, utpPacket(ST_STATE, 7000, 500, 100))])).toEqual([PACKET_MARK_BITTORRENT]);
     expect(detections[0]).toMatchObject({ rule: 'utp', strength: 'response', producer: 'responder', decision: { ban: { address: PEER } } });
   });
 
@@ -146,7 +147,7 @@ describe('pipeline: what each abuse gets', () => {
     feed(p, host.open());
     feed(p, [host.segment(0, ascii('GET /announce HTTP/1.1\r\nHost: tracker.opentrackr.org\r\n\r\n'))]);
     expect(detections.length).toBe(2);
-    for (const d of detections) expect(d.decision).toMatchObject({ drop: true, ban: null });
+    for (const d of detections) expect(d.decision).toMatchObject({ action: 'drop', ban: null });
     expect(detections[0]).toMatchObject({ rule: 'tracker-domain', strength: 'name' });
   });
 
@@ -194,7 +195,7 @@ describe('pipeline: what each abuse gets', () => {
     const { pipeline: p, detections } = pipeline({ MONITOR_ONLY: 'true' });
     const c = new TcpConnection(PEER, 40000, USER, 51413);
     expect(feed(p, [...c.open(), c.segment(0, HANDSHAKE), c.segment(0, ascii('x'))])).toEqual(Array(5).fill(PACKET_ACCEPT));
-    expect(detections[0].decision).toMatchObject({ drop: true, enforce: false, ban: { address: PEER } });
+    expect(detections[0].decision).toMatchObject({ action: 'drop', enforce: false, ban: { address: PEER } });
   });
 });
 

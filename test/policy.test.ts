@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CidrSet } from '../src/config/cidr.js';
 import { loadConfig } from '../src/config/config.js';
+import { escalatedDurationS } from '../src/policy/escalation.js';
 import {
   STRENGTH_ANNOUNCED,
   STRENGTH_CACHE,
@@ -32,6 +33,7 @@ interface EvidenceFields {
   handshakeSeen?: boolean;
   acknowledgesOtherSyn?: boolean;
   sameInterfaceBothWays?: boolean;
+  established?: boolean;
 }
 
 /** A flow the local host opened to a remote peer, with the remote's bytes over a handshake seen both ways. */
@@ -54,6 +56,7 @@ function evidence(fields: EvidenceFields = {}): Evidence {
   e.handshakeSeen = fields.handshakeSeen ?? e.tcp;
   e.acknowledgesOtherSyn = fields.acknowledgesOtherSyn ?? e.tcp;
   e.sameInterfaceBothWays = fields.sameInterfaceBothWays ?? false;
+  e.established = fields.established ?? e.tcp;
   return e;
 }
 
@@ -72,18 +75,28 @@ describe('policy: drop on any evidence', () => {
   ])('drops a flow on %s evidence and marks its connection', (_name, strength) => {
     for (const producer of [INITIATOR, RESPONDER]) {
       const decision = policy().decide(evidence({ strength, producer }));
-      expect(decision).toMatchObject({ drop: true, markConnection: true, enforce: true });
+      expect(decision).toMatchObject({ action: 'drop', markConnection: true, enforce: true });
     }
   });
 
   it('leaves a clean flow to the kernel through its connection mark, except inside a tunnel', () => {
-    expect(policy().clean(false)).toMatchObject({ drop: false, markConnection: true, ban: null });
-    expect(policy().clean(true)).toMatchObject({ drop: false, markConnection: false, ban: null });
+    expect(policy().clean(false)).toMatchObject({ action: 'accept', markConnection: true, ban: null });
+    expect(policy().clean(true)).toMatchObject({ action: 'accept', markConnection: false, ban: null });
   });
 
   it('in monitor-only mode decides the same drop and ban, and enforces neither', () => {
-    const decision = policy({ MONITOR_ONLY: 'true' }).decide(evidence());
-    expect(decision).toMatchObject({ drop: true, enforce: false, ban: { address: REMOTE, durationS: 18000 } });
+    for (const env of [{ MONITOR_ONLY: 'true' }, { ACTION: 'monitor' }] as Record<string, string>[]) {
+      const decision = policy(env).decide(evidence());
+      expect(decision).toMatchObject({ action: 'drop', enforce: false, ban: { address: REMOTE, durationS: 18000 } });
+    }
+  });
+
+  it('under ACTION=throttle limits the flow through its mark and bans no one, even on proof', () => {
+    const throttling = policy({ ACTION: 'throttle' });
+    const decision = throttling.decide(evidence());
+    expect(decision).toMatchObject({ action: 'throttle', markConnection: true, enforce: true, ban: null });
+    expect(decision.reason).toBe('no ban: ACTION=throttle limits BitTorrent flows, it never bans');
+    expect(throttling.bans).toBe(0);
   });
 });
 
@@ -162,7 +175,7 @@ describe('policy: ban only on proof', () => {
 
   it('never bans inside a tunnel, and leaves the tunnel connection unmarked', () => {
     const decision = policy().decide(evidence({ tunnelled: true }));
-    expect(decision).toMatchObject({ drop: true, markConnection: false, ban: null, remember: null });
+    expect(decision).toMatchObject({ action: 'drop', markConnection: false, ban: null, remember: null });
     expect(decision.reason).toContain('tunnel');
   });
 
@@ -219,7 +232,7 @@ describe('policy: BAN_RATE', () => {
     const remote = (i: number) => `198.51.100.${i}`;
     const bans = [1, 2, 3, 4, 5].map((i) => p.decide(evidence({ responder: remote(i) })));
     expect(bans.map((d) => d.ban?.address ?? null)).toEqual([remote(1), remote(2), remote(3), null, null]);
-    expect(bans.every((d) => d.drop)).toBe(true);
+    expect(bans.every((d) => d.action === 'drop')).toBe(true);
     expect(bans[3].reason).toBe(`no ban: ${LOCAL} reached BAN_RATE (3 bans a minute); the flow is still dropped`);
     expect(p.bansRateLimited).toBe(2);
     // Withheld by the rate, not by the proof: the decision says so (the metrics count it apart).
@@ -252,5 +265,34 @@ describe('policy: BAN_RATE', () => {
     const bans = [1, 2, 3, 4].map((i) => queues[i % 2].decide(evidence({ responder: `198.51.100.${i}` })).ban);
     expect(bans.map((ban) => ban?.address ?? null)).toEqual(['198.51.100.1', '198.51.100.2', '198.51.100.3', null]);
     expect(() => new BanRateTable(2048, memory)).toThrow(RangeError);
+  });
+});
+
+describe('policy: cutting connections (CUT_ESTABLISHED)', () => {
+  it('cuts a dropped TCP connection that was set up, by default', () => {
+    expect(policy().decide(evidence({ strength: STRENGTH_HEURISTIC })).cut).toBe(true);
+    expect(policy().decide(evidence()).cut).toBe(true);
+  });
+
+  it.each([
+    ['with CUT_ESTABLISHED=false', { CUT_ESTABLISHED: 'false' }, {}],
+    ['under ACTION=throttle', { ACTION: 'throttle' }, {}],
+    ['under ACTION=monitor', { ACTION: 'monitor' }, {}],
+    ['over UDP', {}, { tcp: false }],
+    ['inside a tunnel', {}, { tunnelled: true }],
+    ['at a SYN (nothing set up to reset)', {}, { established: false }],
+  ] as [string, Record<string, string>, EvidenceFields][])('does not cut %s', (_name, env, fields) => {
+    expect(policy(env).decide(evidence(fields)).cut).toBe(false);
+  });
+});
+
+describe('policy: escalating bans (BAN_ESCALATION)', () => {
+  it('doubles each ban in a row up to the cap, never below BAN_DURATION, and not at all when off', () => {
+    const { banEscalation } = loadConfig({ BAN_ESCALATION: 'factor=2,max=3600' });
+    expect(banEscalation).toEqual({ factor: 2, maxS: 3600, windowS: 86_400 });
+    expect([1, 2, 3, 4, 5, 9].map((count) => escalatedDurationS(600, count, banEscalation))).toEqual([600, 1200, 2400, 3600, 3600, 3600]);
+    expect(escalatedDurationS(7200, 3, banEscalation)).toBe(7200);
+    expect(escalatedDurationS(600, 5, loadConfig({}).banEscalation)).toBe(600);
+    expect(escalatedDurationS(100, 3, loadConfig({ BAN_ESCALATION: 'factor=1.5' }).banEscalation)).toBe(225);
   });
 });

@@ -10,6 +10,7 @@ import { BanMaps, parseAddress, XDP_DROP, XDP_PASS, XdpBanTable, XdpProgram, typ
 import { CidrSet } from '../src/config/cidr.js';
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ascii, ethernet, packet4, packet6, udp, PROTO_UDP, type VlanTag } from './helpers/frames.js';
 import { canUseKernel } from './helpers/netns.js';
+import { NO_ESCALATION, type Escalation } from '../src/policy/escalation.js';
 
 const silent = pino({ level: 'silent' });
 const PEER4 = '198.51.100.7';
@@ -33,10 +34,11 @@ describe.runIf(canUseKernel())('XDP ban program (BPF_PROG_TEST_RUN)', () => {
   let maps: BanMaps;
 
   const verdict = (kind: LinkKind, frame: Uint8Array) => program.testRun(kind, frame).retval;
-  const ban = (text: string, durationS = 60, rule = 'handshake') => {
+  const ban = (text: string, durationS = 60, rule = 'handshake', escalation = NO_ESCALATION) => {
     const a = bytes(text);
-    return maps.ban(a.family, a.bytes, durationS, rule);
+    return maps.ban(a.family, a.bytes, durationS, rule, escalation);
   };
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
   beforeAll(() => {
     program = XdpProgram.load(pinDir, 4096, silent);
@@ -177,18 +179,18 @@ describe.runIf(canUseKernel())('XDP ban program (BPF_PROG_TEST_RUN)', () => {
     expect(verdict('ethernet', ethernet(ETHERTYPE_IPV4, v4('203.0.113.1', CLIENT4)))).toBe(XDP_DROP);
   });
 
-  it('extends a ban on a re-ban, never shortens it, and lists address, time left and rule', () => {
-    expect(ban(PEER4, 100, 'handshake')).toEqual({ outcome: 'added', remainingS: 100 });
+  it('extends a ban on a re-ban, never shortens it, and lists address, time left, count and rule', () => {
+    expect(ban(PEER4, 100, 'handshake')).toEqual({ outcome: 'added', remainingS: 100, count: 1 });
     const shorter = ban(PEER4, 10, 'dht');
     expect(shorter.outcome).toBe('kept');
     expect(shorter.remainingS).toBeGreaterThan(99);
-    expect(ban(PEER4, 300, 'utp')).toEqual({ outcome: 'extended', remainingS: 300 });
+    expect(ban(PEER4, 300, 'utp')).toEqual({ outcome: 'extended', remainingS: 300, count: 1 });
     expect(maps.active()).toEqual({ v4: 1, v6: 0 });
     ban(PEER6, 50, 'manual');
     const listed = maps.list();
-    expect(listed.map((b) => [b.family, b.address, b.rule])).toEqual([
-      [4, PEER4, 'utp'],
-      [6, PEER6, 'manual'],
+    expect(listed.map((b) => [b.family, b.address, b.rule, b.count])).toEqual([
+      [4, PEER4, 'utp', 1],
+      [6, PEER6, 'manual', 1],
     ]);
     expect(listed[0].remainingS).toBeGreaterThan(299);
     expect(listed[0].remainingS).toBeLessThanOrEqual(300);
@@ -197,7 +199,7 @@ describe.runIf(canUseKernel())('XDP ban program (BPF_PROG_TEST_RUN)', () => {
   it('sweeps only expired bans', async () => {
     ban(PEER4, 1);
     ban(PEER6, 60);
-    await new Promise((r) => setTimeout(r, 1100));
+    await sleep(1100);
     // An expired entry not yet swept is not in force: not counted, and a new ban of it is new.
     expect(maps.active()).toEqual({ v4: 0, v6: 1 });
     expect(maps.sweep()).toBe(1);
@@ -206,8 +208,33 @@ describe.runIf(canUseKernel())('XDP ban program (BPF_PROG_TEST_RUN)', () => {
 
   it('calls a ban of an address whose ban expired, not yet swept, a new one', async () => {
     ban(PEER4, 1);
-    await new Promise((r) => setTimeout(r, 1100));
+    await sleep(1100);
     expect(ban(PEER4, 60).outcome).toBe('added');
+  });
+
+  it('escalates a ban that comes within the window of the last one\'s end, counts it in the entry, and forgets after the window', async () => {
+    const doubling: Escalation = { factor: 2, maxS: 3, windowS: 2 };
+    const peer = bytes(PEER4);
+    const fromPeer = ethernet(ETHERTYPE_IPV4, v4(PEER4, CLIENT4));
+    expect(maps.ban(4, peer.bytes, 1, 'handshake', doubling)).toMatchObject({ remainingS: 1, count: 1 });
+    // Proven again while the ban runs: the same ban, not one more.
+    expect(maps.ban(4, peer.bytes, 1, 'handshake', doubling).count).toBe(1);
+    await sleep(1100);
+    // Expired: the program passes the peer, but the entry stays for the window.
+    expect(verdict('ethernet', fromPeer)).toBe(XDP_PASS);
+    expect(maps.list()).toEqual([]);
+    expect(maps.sweep()).toBe(0);
+    expect(maps.ban(4, peer.bytes, 1, 'utp', doubling)).toMatchObject({ remainingS: 2, count: 2 });
+    expect(verdict('ethernet', fromPeer)).toBe(XDP_DROP);
+    expect(maps.list()).toEqual([expect.objectContaining({ address: PEER4, count: 2, rule: 'utp' })]);
+    await sleep(2100);
+    // The third in a row doubles again, up to the cap.
+    expect(maps.ban(4, peer.bytes, 1, 'utp', doubling)).toMatchObject({ remainingS: 3, count: 3 });
+    await sleep(3100 + 2100);
+    // Past the end and the window: the program deletes the entry on sight, and the next ban starts over.
+    expect(verdict('ethernet', fromPeer)).toBe(XDP_PASS);
+    expect(maps.sweep()).toBe(0);
+    expect(maps.ban(4, peer.bytes, 1, 'utp', doubling)).toMatchObject({ remainingS: 1, count: 1 });
   });
 });
 
@@ -218,7 +245,7 @@ describe.runIf(canUseKernel())('XDP ban maps across loads', () => {
   it('keeps every ban with its expiry over a reload, and across a capacity change', () => {
     const first = XdpProgram.load(pinDir, 1024, silent);
     const a = bytes(PEER4);
-    first.maps.ban(a.family, a.bytes, 1000, 'handshake');
+    first.maps.ban(a.family, a.bytes, 1000, 'handshake', NO_ESCALATION);
     const before = first.maps.list()[0].remainingS;
     first.close();
     expect(existsSync(`${pinDir}/ban4`)).toBe(true);

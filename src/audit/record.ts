@@ -25,7 +25,7 @@ export interface AuditRecord {
   direction: 'local' | 'remote';
   /** Who opened the flow. */
   initiator: 'local' | 'remote';
-  /** `drop`, or `monitor` (MONITOR_ONLY: accepted); the vocabulary may grow (`throttle`). */
+  /** `drop`, `throttle` (ACTION=throttle: limited to RATE), or `monitor` (ACTION=monitor: accepted). */
   action: string;
   /** The ban the policy made (with `monitor`: would have made), or null. */
   ban: { address: string; duration_s: number } | null;
@@ -69,7 +69,7 @@ export function auditRecord(event: DetectionEvent, interfaceName: string | null,
     strength: event.strength,
     direction: side(event.producer),
     initiator: side('initiator'),
-    action: decision.enforce ? (decision.drop ? 'drop' : 'accept') : 'monitor',
+    action: decision.enforce ? decision.action : 'monitor',
     ban: decision.ban === null ? null : { address: decision.ban.address, duration_s: decision.ban.durationS },
     reason: decision.reason,
     flow_packets: event.flowPackets,

@@ -3,6 +3,7 @@ import { pino } from 'pino';
 import { CidrSet } from '../config/cidr.js';
 import { duration } from '../cli/output.js';
 import { withConfig, type Config } from '../config/config.js';
+import { NO_ESCALATION } from '../policy/escalation.js';
 import { BanMaps, banRefusal, enforcement, errorMessage, ownAddresses, parseAddress, XdpProgram, type BanEntry } from './xdp.js';
 
 export const BANS_USAGE = `usage: btwall bans [list [--json]]
@@ -11,7 +12,8 @@ export const BANS_USAGE = `usage: btwall bans [list [--json]]
        btwall bans flush
 
 Works on the ban maps pinned under BPF_PIN_DIR (default /sys/fs/bpf/btwall), whether the daemon
-runs or not. list shows each ban's address, time left and the rule that proved the peer, and
+runs or not. list shows each ban's address, time left, expiry, count (bans in a row, each within
+BAN_ESCALATION's window of the last) and the rule that proved the peer, and
 whether the bans are enforced in the kernel (a btwall XDP program that uses these maps is attached
 to an interface of this network namespace). add bans for --duration seconds (default
 BAN_DURATION); a ban already running longer is kept. Loopback, link-local, this host's own
@@ -92,6 +94,11 @@ function enforcementLine(config: Config, on: { name: string; mode: string }[]): 
   return `NOT enforced in the kernel: no btwall XDP program uses these maps in this network namespace (${why})`;
 }
 
+/** When a ban ends, on the wall clock, to the second. */
+function expiresAt(nowMs: number, ban: BanEntry): string {
+  return new Date(Math.ceil((nowMs + ban.remainingS * 1000) / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+}
+
 function list(config: Config, json: boolean): number {
   const maps = BanMaps.openPinned(config.bpfPinDir);
   if (maps === null) {
@@ -105,12 +112,16 @@ function list(config: Config, json: boolean): number {
     const dropped = maps.drops();
     if (json) {
       const now = Date.now();
-      const item = (b: BanEntry) => ({ ...b, remainingS: Math.ceil(b.remainingS), expiresAt: new Date(now + b.remainingS * 1000).toISOString() });
+      const item = (b: BanEntry) => ({ ...b, remainingS: Math.ceil(b.remainingS), expiresAt: expiresAt(now, b) });
       process.stdout.write(`${JSON.stringify({ pinDir: config.bpfPinDir, pinned: true, enforced: on.length > 0, enforcedOn: on, bans: bans.map(item), dropped })}\n`);
       return 0;
     }
     const width = Math.max(7, ...bans.map((b) => b.address.length)) + 2;
-    const lines = bans.length > 0 ? [`${'ADDRESS'.padEnd(width)}${'REMAINING'.padEnd(16)}RULE`, ...bans.map((b) => `${b.address.padEnd(width)}${duration(b.remainingS).padEnd(16)}${b.rule}`)] : [];
+    const header = `${'ADDRESS'.padEnd(width)}${'REMAINING'.padEnd(16)}${'EXPIRES'.padEnd(22)}${'COUNT'.padEnd(7)}RULE`;
+    const now = Date.now();
+    const row = (b: BanEntry) =>
+      `${b.address.padEnd(width)}${duration(b.remainingS).padEnd(16)}${expiresAt(now, b).padEnd(22)}${String(b.count).padEnd(7)}${b.rule}`;
+    const lines = bans.length > 0 ? [header, ...bans.map(row)] : [];
     lines.push(
       `${bans.length} ban${bans.length === 1 ? '' : 's'}; ${enforcementLine(config, on)}`,
       `dropped by XDP: IPv4 ${dropped.v4.packets} packets (${dropped.v4.bytes} bytes), IPv6 ${dropped.v6.packets} packets (${dropped.v6.bytes} bytes)`,
@@ -140,9 +151,10 @@ function add(config: Config, args: readonly string[]): number {
     maps = BanMaps.openPinned(config.bpfPinDir)!;
   }
   try {
-    const { outcome, remainingS } = maps.ban(address.family, address.bytes, durationS, 'manual');
+    // The operator's duration exactly, but counted, so the daemon's next ban of the address escalates.
+    const { outcome, remainingS, count } = maps.ban(address.family, address.bytes, durationS, 'manual', { ...NO_ESCALATION, windowS: config.banEscalation.windowS });
     const kept = outcome === 'kept' ? ' (a longer ban was already in place)' : '';
-    process.stdout.write(`banned ${address.text} for ${duration(remainingS)}${kept}; ${enforcementLine(config, enforcement(maps))}\n`);
+    process.stdout.write(`banned ${address.text} for ${duration(remainingS)}${kept}, ban ${count} in a row; ${enforcementLine(config, enforcement(maps))}\n`);
     return 0;
   } finally {
     maps.close();

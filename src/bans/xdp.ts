@@ -18,6 +18,7 @@ import type { Logger } from 'pino';
 import { addressBytes, CidrSet } from '../config/cidr.js';
 import { interfaceMatches, isInterfacePattern, type Cidr, type Config } from '../config/config.js';
 import { formatAddress } from '../flow/address.js';
+import { escalatedDurationS, NO_ESCALATION, type Escalation } from '../policy/escalation.js';
 import type { BanOutcome, BanSink, BanTable, KernelBans } from './sink.js';
 
 /** What the addon reports of a map (bpf_map_info). */
@@ -65,6 +66,8 @@ interface XdpLayout {
   ownCapacity: number;
   banBytes: number;
   banExpires: number;
+  banForget: number;
+  banCount: number;
   banRule: number;
   ruleBytes: number;
   dropsBytes: number;
@@ -219,6 +222,15 @@ export interface BanEntry {
   /** Seconds until the ban expires (> 0: expired entries are not listed). */
   remainingS: number;
   rule: string;
+  /** Bans of this address in a row (BAN_ESCALATION), this one included. */
+  count: number;
+}
+
+/** What a ban did: how long it runs from now, and how many bans in a row it makes. */
+export interface BanResult {
+  outcome: 'added' | 'extended' | 'kept';
+  remainingS: number;
+  count: number;
 }
 
 export interface DropCounters {
@@ -261,27 +273,36 @@ export class BanMaps {
   }
 
   /**
-   * Bans `address` (network order, first 4 or 16 bytes) for durationS from now, or keeps the
-   * ban in place if it already runs longer (a re-ban never shortens one). Returns the seconds
-   * left on the ban, and whether it was new (`added`), lengthened (`extended`; an expired entry
-   * not yet swept counts as new) or left as it was (`kept`).
+   * Bans `address` (network order, first 4 or 16 bytes) for `baseS` from now, escalated when its
+   * last ban ended within the escalation window (`escalation.factor` 1: `baseS` exactly, as an
+   * operator's manual ban is, but still counted). A ban in force is kept if it runs longer (a
+   * re-ban never shortens one) and is the same ban, not one more in the count. The outcome says
+   * whether it was new (`added`), lengthened (`extended`; an expired entry not yet swept counts as
+   * new) or left as it was (`kept`).
    */
-  ban(family: 4 | 6, address: Uint8Array, durationS: number, rule: string): { outcome: 'added' | 'extended' | 'kept'; remainingS: number } {
+  ban(family: 4 | 6, address: Uint8Array, baseS: number, rule: string, escalation: Escalation): BanResult {
     const key = address.subarray(0, family === 4 ? 4 : 16);
     const now = native.bootTimeNs();
-    const expires = now + BigInt(durationS) * NS_PER_S;
     const value = this.value;
-    let outcome: 'added' | 'extended' = 'added';
+    let count = 1;
+    let outcome: BanResult['outcome'] = 'added';
     if (this.map(family).lookup(key, value)) {
       const current = value.readBigUInt64LE(layout.banExpires);
-      if (current >= expires) return { outcome: 'kept', remainingS: Number(current - now) / 1e9 };
+      const previous = value.readUInt32LE(layout.banCount);
+      if (current > now) count = Math.max(previous, 1);
+      else if (value.readBigUInt64LE(layout.banForget) > now) count = previous + 1;
+      if (current > now && current >= now + BigInt(escalatedDurationS(baseS, count, escalation)) * NS_PER_S) return { outcome: 'kept', remainingS: Number(current - now) / 1e9, count };
       if (current > now) outcome = 'extended';
     }
+    const durationS = escalatedDurationS(baseS, count, escalation);
+    const expires = now + BigInt(durationS) * NS_PER_S;
     value.fill(0);
     value.writeBigUInt64LE(expires, layout.banExpires);
+    value.writeBigUInt64LE(expires + BigInt(escalation.windowS) * NS_PER_S, layout.banForget);
+    value.writeUInt32LE(count, layout.banCount);
     value.write(rule, layout.banRule, layout.ruleBytes - 1, 'utf8');
     this.map(family).update(key, value, layout.updateAny);
-    return { outcome, remainingS: durationS };
+    return { outcome, remainingS: durationS, count };
   }
 
   /** How many bans are in force, per family, without listing them. */
@@ -323,6 +344,7 @@ export class BanMaps {
             address: formatAddress(family, key),
             remainingS: Number(expires - now) / 1e9,
             rule: ruleField.toString('utf8', 0, end < 0 ? ruleField.length : end),
+            count: value.readUInt32LE(layout.banCount),
           },
         ]);
       }
@@ -339,7 +361,7 @@ export class BanMaps {
     return deleted;
   }
 
-  /** Deletes the bans that have expired; returns how many. */
+  /** Deletes the bans that have expired and whose escalation window is over; returns how many. */
   sweep(): number {
     const now = native.bootTimeNs();
     let deleted = 0;
@@ -348,20 +370,23 @@ export class BanMaps {
       const keySize = family === 4 ? 4 : 16;
       const expired: Buffer[] = [];
       for (let i = 0; i < entries.count; i++) {
-        if (entries.values.readBigUInt64LE(i * layout.banBytes + layout.banExpires) <= now) expired.push(entries.keys.subarray(i * keySize, (i + 1) * keySize));
+        if (entries.values.readBigUInt64LE(i * layout.banBytes + layout.banForget) <= now) expired.push(entries.keys.subarray(i * keySize, (i + 1) * keySize));
       }
       if (expired.length > 0) deleted += this.map(family).deleteKeys(Buffer.concat(expired));
     }
     return deleted;
   }
 
-  /** Writes back entries dumped from an older map (another capacity), the longest-lived last: they survive an LRU that overflows. */
+  /**
+   * Writes back entries dumped from an older map (another capacity), those remembered longest
+   * last: they survive an LRU that overflows.
+   */
   restore(family: 4 | 6, entries: MapEntries): number {
     const now = native.bootTimeNs();
     const keySize = family === 4 ? 4 : 16;
     const live: number[] = [];
-    for (let i = 0; i < entries.count; i++) if (entries.values.readBigUInt64LE(i * layout.banBytes + layout.banExpires) > now) live.push(i);
-    const expires = (i: number) => entries.values.readBigUInt64LE(i * layout.banBytes + layout.banExpires);
+    const expires = (i: number) => entries.values.readBigUInt64LE(i * layout.banBytes + layout.banForget);
+    for (let i = 0; i < entries.count; i++) if (expires(i) > now) live.push(i);
     live.sort((a, b) => (expires(a) < expires(b) ? -1 : expires(a) > expires(b) ? 1 : 0));
     for (const i of live) {
       this.map(family).update(entries.keys.subarray(i * keySize, (i + 1) * keySize), entries.values.subarray(i * layout.banBytes, (i + 1) * layout.banBytes), layout.updateAny);
@@ -607,7 +632,8 @@ export class XdpBanTable implements BanTable {
   put(address: string, durationS: number, rule: string): boolean {
     const parsed = parseAddress(address);
     if (parsed === null || banRefusal(parsed.family, parsed.bytes, this.own()) !== null) return false;
-    this.maps.ban(parsed.family, parsed.bytes, durationS, rule);
+    // A decision from the fleet lasts what the fleet says: no escalation of its own.
+    this.maps.ban(parsed.family, parsed.bytes, durationS, rule, NO_ESCALATION);
     return true;
   }
 
@@ -629,6 +655,7 @@ export interface XdpBanSinkOptions {
   mode: XdpMode;
   pinDir: string;
   capacity: number;
+  escalation: Escalation;
 }
 
 /** How soon after a link change the devices are looked at again: one burst of changes, one look. */
@@ -712,8 +739,8 @@ export class XdpBanSink implements BanSink {
       return 'refused';
     }
     try {
-      const { outcome, remainingS } = this.program.maps.ban(parsed.family, parsed.bytes, durationS, rule);
-      this.log.info({ address, durationS, remainingS: Math.round(remainingS), rule, enforced: true, outcome }, 'banned');
+      const { outcome, remainingS, count } = this.program.maps.ban(parsed.family, parsed.bytes, durationS, rule, this.options.escalation);
+      this.log.info({ address, durationS, remainingS: Math.round(remainingS), count, rule, enforced: true, outcome }, 'banned');
       return outcome;
     } catch (error) {
       this.log.error({ address, rule, err: error }, 'ban failed');

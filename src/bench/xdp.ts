@@ -17,6 +17,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { attachXdpObject, detachXdp, loadXdpObject, parseAddress, XdpProgram, type Attachment } from '../bans/xdp.js';
+import { NO_ESCALATION } from '../policy/escalation.js';
 import { createLab, exited } from './lab.js';
 
 const SHARED_BENCH = resolve(fileURLToPath(new URL('../../../shared/bench/', import.meta.url)));
@@ -129,9 +130,9 @@ function fillOtherBans(program: XdpProgram): void {
   const v6 = parseAddress('2001:db8:b::')!.bytes;
   for (let i = 0; i < OTHER_BANS; i++) {
     v4.set([198, 18 + (i >> 16), (i >> 8) & 0xff, i & 0xff]);
-    program.maps.ban(4, v4, 3600, 'bench');
+    program.maps.ban(4, v4, 3600, 'bench', NO_ESCALATION);
     v6.set([(i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff], 13);
-    program.maps.ban(6, v6, 3600, 'bench');
+    program.maps.ban(6, v6, 3600, 'bench', NO_ESCALATION);
   }
 }
 
@@ -170,7 +171,7 @@ function inside(setup: Setup): void {
         const v = (round + step) % variants.length;
         program.maps.flush();
         if (v === 2) fillOtherBans(program);
-        if (v > 0) program.maps.ban(peer.family, peer.bytes, 3600, 'bench');
+        if (v > 0) program.maps.ban(peer.family, peer.bytes, 3600, 'bench', NO_ESCALATION);
         const attachment: Attachment = v === 0 ? attachXdpObject(bare, XDP_DROP_PROGRAM, setup.device, 'generic') : program.attach(setup.device, 'generic');
         const dropsBefore = program.maps.drops().v4.packets;
         const result = flood(setup);
@@ -199,11 +200,11 @@ function inside(setup: Setup): void {
     // Frames for BPF_PROG_TEST_RUN, with the 100 k other bans per family in place.
     program.maps.flush();
     fillOtherBans(program);
-    program.maps.ban(peer.family, peer.bytes, 3600, 'bench');
+    program.maps.ban(peer.family, peer.bytes, 3600, 'bench', NO_ESCALATION);
     const listed4 = frame(setup.peer4, setup.target4);
     const unlisted4 = frame(`${NETS.v4}.2.3`, setup.target4);
     const peer6 = parseAddress(setup.peer6)!;
-    program.maps.ban(peer6.family, peer6.bytes, 3600, 'bench');
+    program.maps.ban(peer6.family, peer6.bytes, 3600, 'bench', NO_ESCALATION);
     const listed6 = frame(setup.peer6, setup.target6);
     const unlisted6 = frame(`${NETS.v6}:2::3`, setup.target6);
     print(`BPF_PROG_TEST_RUN, ns per packet (median of 5 x ${TEST_RUN_REPEAT / 1e6} M runs; ${OTHER_BANS / 1000} k other bans per family):`);

@@ -4,6 +4,7 @@ import { machineProblems, tablesMemory } from '../config/machine.js';
 import { installCommands, removalSteps, shellLine } from '../firewall/rules.js';
 import { runDaemon } from '../daemon/daemon.js';
 import { VERSION } from '../version.js';
+import { RULES_CHECK_USAGE, rulesCheckCommand } from '../rules/cli.js';
 import { AUDIT_USAGE, auditCommand } from './audit.js';
 import { SCAN_USAGE, scanCommand } from './scan.js';
 import { STATUS_USAGE, statusCommand } from './status.js';
@@ -17,6 +18,7 @@ commands:
   status [--json]  ask the running daemon for its uptime, configuration, counters, bans and latest detections
   check-config   validate the daemon's environment variables and print the effective configuration
   rules          print the iptables/ip6tables commands the daemon runs at start and stop
+  rules check FILE [CAPTURE...]  check an operator rules file (RULES_FILE) and score it on captures
   bans           list, add, delete or flush the XDP bans (btwall bans --help)
   help           this text
   version        the version
@@ -25,7 +27,9 @@ ${SCAN_USAGE}
 
 ${AUDIT_USAGE}
 
-${STATUS_USAGE}`;
+${STATUS_USAGE}
+
+${RULES_CHECK_USAGE}`;
 
 /** The effective configuration, and the queues it serves with the memory their tables take together. */
 function printConfig(config: Config): number {
@@ -71,6 +75,7 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'check-config':
       return withConfig(process.env, printConfig, machineProblems);
     case 'rules':
+      if (args[0] === 'check') return subcommand(args.slice(1), RULES_CHECK_USAGE, rulesCheckCommand);
       return withConfig(process.env, printRules);
     case 'bans':
       return bansCommand(args);

@@ -1,10 +1,13 @@
-import { withConfig, type Config } from '../config/config.js';
+import { ConfigError, refuseConfig, withConfig, type Config } from '../config/config.js';
+import { configuredRules } from '../rules/check.js';
+import type { OperatorRule } from '../rules/file.js';
 import { VERDICT_BITTORRENT, VERDICT_CLEAN } from '../engine/engine.js';
 import { formatAddress } from '../flow/address.js';
 import { DECODED_MALFORMED, DECODED_NOT_IP, DECODED_OTHER_L4, DECODED_UNKNOWN_LINK, IPPROTO_TCP } from '../packet/packet.js';
 import { CaptureSource } from '../pipeline/capture-source.js';
 import { Pipeline } from '../pipeline/pipeline.js';
 import { NO_HOST_FACTS } from '../policy/settings.js';
+import type { FlowAction } from '../policy/policy.js';
 import { OutputBuffer } from './output.js';
 import { EXIT_USAGE, parseUsage, UsageError } from './usage.js';
 
@@ -72,21 +75,30 @@ export function scanCommand(args: readonly string[]): number {
   const parsed = parseUsage('scan', SCAN_USAGE, () => parseArgs(args));
   if (parsed === null) return EXIT_USAGE;
   // The daemon's own variables (INSPECT_PACKETS, LOCAL_CIDRS, BAN_*...) shape the scan's pipeline.
-  return withConfig(process.env, (config) => scan(parsed, { ...config, flowCapacity: parsed.flowCapacity ?? config.flowCapacity, monitorOnly: true }));
+  return withConfig(process.env, (config) => scan(parsed, { ...config, flowCapacity: parsed.flowCapacity ?? config.flowCapacity, action: 'monitor' }));
 }
 
 /** What a scan reports of a flow's detection, kept from the deciding packet to the flow's end. */
 interface FlowReport {
+  /** The rule's name (an operator rule's own). */
+  rule: string;
   strength: string;
-  action: 'drop' | 'accept';
+  action: FlowAction;
   ban: string | null;
   reason: string;
 }
 
-const CLEAN_REPORT: FlowReport = { strength: '', action: 'accept', ban: null, reason: '' };
+const CLEAN_REPORT: FlowReport = { rule: '', strength: '', action: 'accept', ban: null, reason: '' };
 
 function scan(parsed: ScanArgs, config: Config): number {
-  const pipeline = new Pipeline(config, NO_HOST_FACTS);
+  let rules: OperatorRule[] | null;
+  try {
+    rules = configuredRules(config);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    return refuseConfig(error);
+  }
+  const pipeline = new Pipeline(config, NO_HOST_FACTS, undefined, undefined, rules);
   const engine = pipeline.engine;
   const flows = engine.flows;
   const out = new OutputBuffer(process.stdout);
@@ -98,8 +110,9 @@ function scan(parsed: ScanArgs, config: Config): number {
   pipeline.onDetection = (event) => {
     const { decision } = event;
     reports.set(event.flow, {
+      rule: event.rule,
       strength: event.strength,
-      action: decision.drop ? 'drop' : 'accept',
+      action: decision.action,
       ban: decision.ban?.address ?? null,
       reason: decision.reason,
     });
@@ -113,8 +126,8 @@ function scan(parsed: ScanArgs, config: Config): number {
     const dst = formatAddress(family, address);
     const verdict = flows.verdict[flow];
     const bittorrent = verdict === VERDICT_BITTORRENT;
-    const rule = bittorrent ? engine.ruleNames[flows.rule[flow]] : verdict === VERDICT_CLEAN ? 'inspected' : 'undecided';
     const report = (bittorrent ? reports.get(flow) : undefined) ?? CLEAN_REPORT;
+    const rule = bittorrent ? report.rule || engine.ruleNames[flows.rule[flow]] : verdict === VERDICT_CLEAN ? 'inspected' : 'undecided';
     reports.delete(flow);
     out.write(
       JSON.stringify({

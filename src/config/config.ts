@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
+import { NO_ESCALATION, type Escalation } from '../policy/escalation.js';
 
 /** sysexits.h EX_CONFIG: what systemd and operators expect from a daemon refusing its configuration. */
 export const EXIT_CONFIG = 78;
@@ -11,6 +12,12 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const
 const XDP_MODES = ['generic', 'native', 'offload', 'off'] as const;
 /** json: one record per line, what `btwall audit` and other tools read; text: the reference daemon's blocks, for people. */
 export const DETECTION_LOG_FORMATS = ['json', 'text'] as const;
+/**
+ * What happens to BitTorrent: `drop` it (and ban proven peers), `throttle` it to RATE per local
+ * host (nothing banned), or `monitor` it (decide and log, enforce nothing: MONITOR_ONLY's new name).
+ */
+export const ACTIONS = ['drop', 'throttle', 'monitor'] as const;
+export type Action = (typeof ACTIONS)[number];
 
 /** Comma-separated list: surrounding spaces and empty items ignored. */
 function list(raw: string): string[] {
@@ -35,6 +42,51 @@ function integer(min: number, max: number) {
     .transform(Number)
     .refine((n) => n >= min && n <= max, `must be from ${min} to ${max}`);
 }
+
+const RATE_UNITS: Record<string, number> = { bit: 1, kbit: 1e3, mbit: 1e6, gbit: 1e9 };
+
+/** A rate in tc's words (512kbit, 2mbit), as bits per second. */
+const rate = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .regex(/^\d+(\.\d+)?(bit|kbit|mbit|gbit)$/, 'must be a rate like 512kbit, 2mbit or 1gbit')
+  .transform((v) => {
+    const [, number, unit] = /^([\d.]+)([a-z]+)$/.exec(v)!;
+    return Math.round(Number(number) * RATE_UNITS[unit]);
+  })
+  // hashlimit counts bytes per second in 32 bits; below 8 kbit it cannot pass one full packet a second.
+  .refine((bits) => bits >= 8000 && bits <= 8 * 2 ** 31, 'must be from 8kbit to 17gbit');
+
+const ESCALATION_DEFAULTS: Escalation = { factor: 2, maxS: 7 * 86_400, windowS: 86_400 };
+const ESCALATION_HELP = 'must be off, or factor=N,max=SECONDS,window=SECONDS (any of them; defaults factor=2, max=604800, window=86400)';
+
+/** `off` (or empty), or `factor=2,max=604800,window=86400` with any part left to its default. */
+const escalation = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .transform((v, ctx): Escalation => {
+    if (v === '' || v === 'off') return NO_ESCALATION;
+    const parsed = { ...ESCALATION_DEFAULTS };
+    const keys = { factor: 'factor', max: 'maxS', window: 'windowS' } as const;
+    for (const part of list(v)) {
+      const [key, value, extra] = part.split('=').map((x) => x.trim());
+      const number = Number(value);
+      const field = keys[key as keyof typeof keys];
+      const bad =
+        field === undefined ||
+        extra !== undefined ||
+        !/^\d+(\.\d+)?$/.test(value ?? '') ||
+        (field === 'factor' ? !(number >= 1 && number <= 100) : !Number.isInteger(number) || number < 1 || number > 365 * 86_400);
+      if (bad) {
+        ctx.addIssue({ code: 'custom', message: `${JSON.stringify(part)}: ${ESCALATION_HELP}; factor from 1 to 100, max and window whole seconds up to a year` });
+        return z.NEVER;
+      }
+      parsed[field] = number;
+    }
+    return parsed;
+  });
 
 /** QUEUE_NUM=auto takes one queue per core this process may run on, but never more than this. */
 export const AUTO_QUEUE_CAP = 16;
@@ -192,7 +244,11 @@ const schema = z.object({
     .prefault('/var/log/btwall/detections.log'),
   DETECTION_LOG_FORMAT: z.string().trim().toLowerCase().pipe(z.enum(DETECTION_LOG_FORMATS)).prefault('json'),
   DETECTION_LOG_PAYLOAD_BYTES: integer(0, 65_535).prefault('256'),
-  MONITOR_ONLY: boolean.prefault('false'),
+  ACTION: z.string().trim().toLowerCase().pipe(z.enum(ACTIONS)).optional(),
+  /** The old name of ACTION=monitor; read only when set. */
+  MONITOR_ONLY: boolean.optional(),
+  RATE: rate.prefault('512kbit'),
+  CUT_ESTABLISHED: boolean.prefault('true'),
   BLOCK_SOCKS: boolean.prefault('false'),
   XDP_MODE: z.string().trim().toLowerCase().pipe(z.enum(XDP_MODES)).prefault('generic'),
   CLEANUP_INTERVAL: integer(1, 86_400).prefault('300'),
@@ -212,12 +268,18 @@ const schema = z.object({
     .refine((p) => p.startsWith('/') && !p.split('/').includes('..'), 'must be an absolute path without ..')
     .transform((p) => p.replace(/\/+$/, '') || '/')
     .prefault('/sys/fs/bpf/btwall'),
+  RULES_FILE: z
+    .string()
+    .trim()
+    .refine((p) => p === '' || (p.startsWith('/') && !p.endsWith('/')), 'must be an absolute path to a JSON rules file (or empty: no operator rules)')
+    .prefault(''),
   WHITELIST_PORTS: ports.prefault(''),
   ALLOW_CIDRS: cidrs.prefault(''),
   LOCAL_CIDRS: cidrs.prefault(''),
   BAN_LOCAL: boolean.prefault('false'),
   BAN_EXEMPT: cidrs.prefault(''),
   BAN_RATE: integer(1, 100_000).prefault('30'),
+  BAN_ESCALATION: escalation.prefault('off'),
   INSPECT_PACKETS: integer(1, 1000).prefault('20'),
   QUEUE_MAXLEN: integer(64, 1 << 20).prefault('8192'),
   VERDICT_TIMEOUT_MS: integer(5, 60_000).prefault('50'),
@@ -277,7 +339,11 @@ export interface Config {
   detectionLogFormat: (typeof DETECTION_LOG_FORMATS)[number];
   /** Most payload bytes of the deciding packet a record keeps. */
   detectionLogPayloadBytes: number;
-  monitorOnly: boolean;
+  action: Action;
+  /** ACTION=throttle: what each local host's BitTorrent may take, each direction, bits per second. */
+  rateBitsPerS: number;
+  /** With ACTION=drop: tear down dropped TCP connections (conntrack entry, resets both ways), and inspect those that predate the daemon. */
+  cutEstablished: boolean;
   blockSocks: boolean;
   xdpMode: (typeof XDP_MODES)[number];
   cleanupIntervalS: number;
@@ -289,6 +355,8 @@ export interface Config {
   trackerDomains: string[];
   /** Where the ban maps are pinned (a directory on a bpf filesystem). */
   bpfPinDir: string;
+  /** The operator's match rules (JSON); empty: none. */
+  rulesFile: string;
   whitelistPorts: number[];
   allowCidrs: Cidr[];
   localCidrs: Cidr[];
@@ -297,6 +365,8 @@ export interface Config {
   banExempt: Cidr[];
   /** Most new bans per local host and minute. */
   banRatePerMinute: number;
+  /** How much longer a peer's next ban is when it comes soon after its last. */
+  banEscalation: Escalation;
   inspectPackets: number;
   queueMaxLen: number;
   verdictTimeoutMs: number;
@@ -380,6 +450,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cores = availableParallelism(
   if (crossProblems.length > 0) throw new ConfigError(crossProblems.map((p) => named(p.name, p.message)));
   const queues = c.QUEUE_NUM.auto ? { first: 0, last: Math.min(Math.max(cores, 1), AUTO_QUEUE_CAP) - 1, auto: true } : c.QUEUE_NUM;
   return {
+    action: action(c.ACTION, c.MONITOR_ONLY, env),
     queues,
     interfaces: c.INTERFACE,
     chains: c.CHAINS,
@@ -388,7 +459,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, cores = availableParallelism(
     detectionLog: c.DETECTION_LOG,
     detectionLogFormat: c.DETECTION_LOG_FORMAT,
     detectionLogPayloadBytes: c.DETECTION_LOG_PAYLOAD_BYTES,
-    monitorOnly: c.MONITOR_ONLY,
+    rateBitsPerS: c.RATE,
+    cutEstablished: c.CUT_ESTABLISHED,
     blockSocks: c.BLOCK_SOCKS,
     xdpMode: c.XDP_MODE,
     cleanupIntervalS: c.CLEANUP_INTERVAL,
@@ -396,12 +468,14 @@ export function loadConfig(env: NodeJS.ProcessEnv, cores = availableParallelism(
     banCapacity: c.BAN_CAPACITY,
     trackerDomains: c.TRACKER_DOMAINS,
     bpfPinDir: c.BPF_PIN_DIR,
+    rulesFile: c.RULES_FILE,
     whitelistPorts: c.WHITELIST_PORTS,
     allowCidrs: c.ALLOW_CIDRS,
     localCidrs: c.LOCAL_CIDRS,
     banLocal: c.BAN_LOCAL,
     banExempt: c.BAN_EXEMPT,
     banRatePerMinute: c.BAN_RATE,
+    banEscalation: c.BAN_ESCALATION,
     inspectPackets: c.INSPECT_PACKETS,
     queueMaxLen: c.QUEUE_MAXLEN,
     verdictTimeoutMs: c.VERDICT_TIMEOUT_MS,
@@ -424,6 +498,20 @@ export function loadConfig(env: NodeJS.ProcessEnv, cores = availableParallelism(
             queueCapacity: c.CROWDSEC_QUEUE_CAPACITY,
           },
   };
+}
+
+/**
+ * ACTION, or the old MONITOR_ONLY when ACTION is unset (true: monitor, false: drop). Both set must
+ * agree (MONITOR_ONLY=true with ACTION=monitor; false with drop or throttle): a configuration that
+ * says two things is refused rather than one of them silently winning.
+ */
+function action(action: Action | undefined, monitorOnly: boolean | undefined, env: NodeJS.ProcessEnv): Action {
+  if (monitorOnly === undefined) return action ?? 'drop';
+  if (action === undefined) return monitorOnly ? 'monitor' : 'drop';
+  if ((action === 'monitor') === monitorOnly) return action;
+  throw new ConfigError([
+    `ACTION=${JSON.stringify(env.ACTION)} and MONITOR_ONLY=${JSON.stringify(env.MONITOR_ONLY)} disagree: MONITOR_ONLY is the old name of ACTION=monitor; set only ACTION`,
+  ]);
 }
 
 /**

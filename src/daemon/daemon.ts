@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
+import { ConnectionCutter } from '../actions/cutter.js';
 import { DryRunBanSink, type BanOutcome, type BanSink } from '../bans/sink.js';
 import { XdpBanSink } from '../bans/xdp.js';
 import { CrowdsecFleet, FleetBanSink, type FleetLink } from '../fleet/fleet.js';
@@ -9,6 +10,8 @@ import { ConfigError, refuseConfig, withConfig, type Config } from '../config/co
 import { machineProblems } from '../config/machine.js';
 import { installRules, removeRules } from '../firewall/apply.js';
 import { Operations } from '../ops/operations.js';
+import { configuredRules, loadCheckedRules } from '../rules/check.js';
+import { RulesFileError, type OperatorRule } from '../rules/file.js';
 import { DetectionLog, detectionRecord } from './detection-log.js';
 import { UnsafeLogError } from './log-file.js';
 import { readHostFacts } from './host-facts.js';
@@ -40,6 +43,14 @@ async function serve(config: Config): Promise<number> {
     if (!(error instanceof UnsafeLogError)) throw error;
     return refuseConfig(new ConfigError([`DETECTION_LOG=${JSON.stringify(config.detectionLog)}: ${error.message}`]));
   }
+  let rules: OperatorRule[] | null;
+  try {
+    rules = configuredRules(config);
+  } catch (error) {
+    detectionLog?.close();
+    if (!(error instanceof ConfigError)) throw error;
+    return refuseConfig(error);
+  }
   let ops: Operations;
   try {
     ops = await Operations.open(config, log);
@@ -48,7 +59,7 @@ async function serve(config: Config): Promise<number> {
     if (!(error instanceof ConfigError)) throw error;
     return refuseConfig(error);
   }
-  const daemon = new Daemon(config, log, detectionLog, ops);
+  const daemon = new Daemon(config, log, detectionLog, ops, rules);
   try {
     await daemon.start();
   } catch (error) {
@@ -110,6 +121,7 @@ class Daemon {
   private cleanupTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private readonly traffic: TrafficStats;
+  private readonly cutter: ConnectionCutter;
   private rulesInstalled = false;
   /** What the queues' own tables take together, and the tables they share. */
   private tableBytes = 0;
@@ -123,12 +135,14 @@ class Daemon {
     private readonly detectionLog: DetectionLog | null,
     /** Metrics, control socket, webhook: listening already. */
     private readonly ops: Operations,
+    private readonly rules: OperatorRule[] | null,
   ) {
     this.finished = new Promise((resolve) => (this.finish = resolve));
     this.bans = new DryRunBanSink(log);
     this.traffic = new TrafficStats(config.queues, log);
     this.tables = allocateTables(config, true);
     this.tableBytes = tablesBytes(config);
+    this.cutter = new ConnectionCutter(log);
   }
 
   async start(): Promise<void> {
@@ -136,7 +150,10 @@ class Daemon {
     // From the first moment: a signal during start stops cleanly instead of killing us halfway.
     process.on('SIGTERM', () => void this.stop(0));
     process.on('SIGINT', () => void this.stop(0));
-    process.on('SIGHUP', () => this.reopenLog());
+    process.on('SIGHUP', () => {
+      this.reopenLog();
+      this.reloadRules();
+    });
     // Whatever goes wrong later, traffic must not stay behind rules nobody serves.
     process.on('uncaughtException', (error) => {
       this.log.fatal({ err: error }, 'uncaught exception; removing the rules');
@@ -159,8 +176,10 @@ class Daemon {
         queues: `${c.queues.first}-${c.queues.last}`,
         queuesAuto: c.queues.auto,
         chains: c.chains,
-        monitorOnly: c.monitorOnly,
+        action: c.action,
+        cutEstablished: c.action === 'drop' && c.cutEstablished,
         inspectPackets: c.inspectPackets,
+        operatorRules: this.rules?.length ?? null,
         detectionLog: c.detectionLog || null,
         bansEnforced: this.bans.enforced,
         bans: this.bans.describe(),
@@ -175,7 +194,7 @@ class Daemon {
    * once it has bound the queue, rejects when it cannot.
    */
   private startWorker(queue: number, before?: QueueWorker): Promise<number> {
-    const setup: WorkerSetup = { config: this.config, queue, host: readHostFacts(), tables: this.tables, counters: this.ops.countersOf(queue) };
+    const setup: WorkerSetup = { config: this.config, queue, host: readHostFacts(), tables: this.tables, counters: this.ops.countersOf(queue), rules: this.rules };
     const worker = new Worker(new URL('./queue-worker.js', import.meta.url), { workerData: setup });
     const entry: QueueWorker = {
       worker,
@@ -262,7 +281,7 @@ class Daemon {
       this.log.warn({ reason: 'XDP_MODE=off' }, `bans are ${sink.describe()}`);
       return sink;
     }
-    return XdpBanSink.open({ interfaces: c.interfaces, mode: c.xdpMode, pinDir: c.bpfPinDir, capacity: c.banCapacity }, this.log);
+    return XdpBanSink.open({ interfaces: c.interfaces, mode: c.xdpMode, pinDir: c.bpfPinDir, capacity: c.banCapacity, escalation: c.banEscalation }, this.log);
   }
 
   /**
@@ -288,11 +307,19 @@ class Daemon {
         // A full disk or a vanished directory costs the record (counted), not the daemon.
         const known = ifindex === 0 ? null : name;
         this.detectionLog?.write(event, known);
-        const { ban, enforce } = event.decision;
+        const { ban, enforce, cut } = event.decision;
+        if (cut) {
+          const family = event.initiator.includes(':') ? 6 : 4;
+          const initiator = { address: event.initiator, port: event.initiatorPort };
+          const responder = { address: event.responder, port: event.responderPort };
+          void this.cutter.cutConnection({ family, initiator, responder, producer: event.producer, seq: event.tcpSeq, seqEnd: event.tcpSeqEnd, ack: event.tcpAck });
+        }
         let outcome: BanOutcome | null = null;
-        if (ban !== null && enforce) outcome = this.bans.ban(ban.address, ban.durationS, event.rule);
+        if (ban !== null && enforce) {
+          outcome = this.bans.ban(ban.address, ban.durationS, event.rule, banEvidence(fields));
+          if (this.config.cutEstablished) void this.cutter.cutAddress(ban.address);
+        }
         this.ops.detection(event, known, outcome);
-        if (ban !== null && enforce) this.bans.ban(ban.address, ban.durationS, event.rule, banEvidence(fields));
         return;
       }
       case 'stats':
@@ -304,7 +331,7 @@ class Daemon {
         const line = this.traffic.add(queue, stats);
         if (line === null) return;
         this.ops.telemetry.statsLine(line);
-        this.log.info({ ...line, workerRestarts: this.workerRestarts, ...this.bans.stats() }, 'stats');
+        this.log.info({ ...line, workerRestarts: this.workerRestarts, ...this.bans.stats(), ...this.cutter.stats() }, 'stats');
         return;
       }
       case 'broker-down':
@@ -332,6 +359,20 @@ class Daemon {
       this.log.info('detection log reopened');
     } catch (error) {
       this.log.error({ err: error, path: this.config.detectionLog }, 'cannot reopen the detection log; writing to the old file');
+    }
+  }
+
+  /** SIGHUP: RULES_FILE read and checked again; a broken file is refused and the rules in force stay. */
+  private reloadRules(): void {
+    const path = this.config.rulesFile;
+    if (path === '') return;
+    try {
+      const rules = loadCheckedRules(path);
+      this.tell({ type: 'rules', rules });
+      this.log.info({ path, rules: rules.length }, 'operator rules reloaded');
+    } catch (error) {
+      if (!(error instanceof RulesFileError)) throw error;
+      this.log.error({ path, problems: error.problems }, 'operator rules file refused; the rules in force stay');
     }
   }
 

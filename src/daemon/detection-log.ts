@@ -15,9 +15,9 @@ export interface Detection {
   rule: string;
   /** The evidence's strength and whose bytes matched: "exact, from the responder". */
   evidence: string;
-  /** "dropped" inline, "monitor only (accepted; would drop)" with MONITOR_ONLY. */
+  /** "dropped" inline, "throttled to RATE" with ACTION=throttle, "monitor only (accepted; would drop)" with ACTION=monitor. */
   action: string;
-  /** "ADDRESS for N s", "none", or with MONITOR_ONLY "would ban ADDRESS for N s". */
+  /** "ADDRESS for N s", "none", or with ACTION=monitor "would ban ADDRESS for N s". */
   ban: string;
   /** The policy's words for the ban or its absence. */
   reason: string;
@@ -39,7 +39,13 @@ export function detectionRecord(event: DetectionEvent, interfaceName: string): D
     destinationPort: event.responderPort,
     rule: event.rule,
     evidence: `${event.strength}, from the ${event.producer}${event.tunnelled ? ' (inside a tunnel)' : ''}`,
-    action: decision.enforce ? 'dropped' : 'monitor only (accepted; would drop)',
+    action: decision.enforce
+      ? decision.action === 'throttle'
+        ? 'throttled to RATE'
+        : 'dropped'
+      : decision.action === 'accept'
+        ? 'monitor (accepted: the rule only watches)'
+        : `monitor only (accepted; would ${decision.action === 'throttle' ? 'throttle' : 'drop'})`,
     ban,
     reason: decision.reason,
     payload: event.payload,

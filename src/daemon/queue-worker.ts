@@ -11,6 +11,7 @@ import { QueueSource } from '../pipeline/queue-source.js';
 import type { SharedTables } from '../pipeline/shared-tables.js';
 import { Clock } from '../flow/clock.js';
 import { exemptLists, type HostFacts } from '../policy/settings.js';
+import type { OperatorRule } from '../rules/file.js';
 
 export interface WorkerSetup {
   config: Config;
@@ -20,6 +21,8 @@ export interface WorkerSetup {
   counters: SharedArrayBuffer;
   /** The tables every worker of the daemon shares (SharedArrayBuffers). */
   tables: SharedTables;
+  /** RULES_FILE's rules, checked by the main thread; null without a file. */
+  rules: OperatorRule[] | null;
 }
 
 /** Messages from a queue worker to the main thread. */
@@ -37,20 +40,20 @@ export type WorkerMessage =
   | { type: 'broker-exit'; reason: string }
   | { type: 'stopped'; stats: Record<string, number> };
 
-/** Messages from the main thread: the host's addresses and resolvers change while the daemon runs. */
-export type WorkerCommand = { type: 'stats' } | { type: 'stop' } | { type: 'host'; host: HostFacts };
+/** Messages from the main thread: the host's addresses and resolvers change while the daemon runs, and the rules at SIGHUP. */
+export type WorkerCommand = { type: 'stats' } | { type: 'stop' } | { type: 'host'; host: HostFacts } | { type: 'rules'; rules: OperatorRule[] };
 
 /** How often the tables' sizes and the broker's counters are copied into the shared counters. */
 const SAMPLE_INTERVAL_MS = 1000;
 /** Peer-table slots counted per sample: a default-sized table (65,536) in one pass, in well under a millisecond. */
 const PEER_SLOTS_PER_SAMPLE = 65_536;
 
-const { config, queue: queueNumber, host, counters: countersBuffer, tables } = workerData as WorkerSetup;
+const { config, queue: queueNumber, host, counters: countersBuffer, tables, rules } = workerData as WorkerSetup;
 const counters = new QueueCounters(countersBuffer);
 const port = parentPort!;
 const post = (message: WorkerMessage) => port.postMessage(message);
 
-const pipeline = new Pipeline(config, host, new Clock(), tables);
+const pipeline = new Pipeline(config, host, new Clock(), tables, rules);
 const source = new QueueSource(
   {
     queue: queueNumber,
@@ -97,6 +100,7 @@ try {
   port.on('message', (command: WorkerCommand) => {
     if (command.type === 'stats') post({ type: 'stats', stats: stats() });
     else if (command.type === 'host') pipeline.policy.setExempt(exemptLists(config, command.host));
+    else if (command.type === 'rules') pipeline.operatorRules?.setRules(command.rules);
     else
       void source.close().then(() => {
         clearInterval(sampler);

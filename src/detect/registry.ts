@@ -5,6 +5,7 @@ import { httpBittorrentDetector } from './http-bittorrent.js';
 import { httpTrackerDetector } from './http-tracker.js';
 import { lsdDetector } from './lsd.js';
 import { mseDetector } from './mse.js';
+import type { OperatorRulesDetector } from './operator-rules.js';
 import { peerCacheDetector } from './peer-cache.js';
 import { peerMessagesDetector } from './peer-messages.js';
 import { signatureDetector } from './signatures.js';
@@ -45,6 +46,8 @@ export interface ChainOptions {
   blockSocks: boolean;
   /** Names added to the built-in tracker and client-service list. */
   trackerDomains?: readonly string[];
+  /** RULES_FILE's rules: after the protocol and name rules, before the heuristics. */
+  operatorRules?: OperatorRulesDetector | null;
 }
 
 /** The default chain (no extra names, SOCKS5 tunnels blocked only when they carry BitTorrent). */
@@ -52,13 +55,13 @@ export const DETECTORS: readonly Detector[] = buildChain(UNTUNNELLED, false);
 
 /**
  * The chain for a configuration: the detectors above, with the name rules rebuilt over the
- * operator's extra names, and the SOCKS5 rule over all of them, so that inside a tunnel the same
- * detectors run as outside.
+ * operator's extra names, the operator's rules before the heuristics, and the SOCKS5 rule over all
+ * of them, so that inside a tunnel the same detectors run as outside.
  */
 export function detectorChain(options: ChainOptions): readonly Detector[] {
   const extra = options.trackerDomains ?? [];
   // One default chain, shared: detectors keep no state of their own, so engines may share them.
-  if (extra.length === 0 && !options.blockSocks) return DETECTORS;
+  if (extra.length === 0 && !options.blockSocks && !options.operatorRules) return DETECTORS;
   let chain: readonly Detector[] = UNTUNNELLED;
   if (extra.length > 0) {
     const list = new DomainList([...DEFAULT_DOMAINS, ...extra]);
@@ -68,6 +71,10 @@ export function detectorChain(options: ChainOptions): readonly Detector[] {
       [trackerDomainDetector, createTrackerDomainDetector(list)],
     ]);
     chain = chain.map((detector) => replacements.get(detector) ?? detector);
+  }
+  if (options.operatorRules) {
+    const at = chain.indexOf(peerMessagesDetector);
+    chain = [...chain.slice(0, at), options.operatorRules, ...chain.slice(at)];
   }
   return buildChain(chain, options.blockSocks);
 }

@@ -65,6 +65,11 @@ export class Engine {
     return rule > 0 && this.chain.detectors[rule - 1].producerIsPeer;
   }
 
+  /** Where detector `rule`'s (FlowTable.rule) scratch bytes of `flow` start in `flows.state`. */
+  stateOffset(flow: number, rule: number): number {
+    return flow * this.flows.stateBytes + this.chain.stateOffsets[rule - 1];
+  }
+
   /** The strength of a decided flow's evidence, as a word ('exact', 'response', ...). */
   strengthName(flow: number): string {
     return STRENGTH_NAMES[this.flows.strength[flow]];

@@ -1,9 +1,24 @@
 import type { Cidr, Config } from '../config/config.js';
+import { localCidrs } from '../policy/settings.js';
 
 /** The chain btwall owns, in the filter table of both families. */
 export const CHAIN = 'BTWALL';
 /** Every built-in chain btwall may hook, so cleanup finds hooks left by a run with other CHAINS. */
 const HOOKABLE_CHAINS = ['INPUT', 'FORWARD', 'OUTPUT'] as const;
+/**
+ * ACTION=throttle's token buckets, one per local address and direction (hashlimit tables, named
+ * per family; a name is at most 15 characters and shared by every rule that uses it).
+ */
+const THROTTLE_TABLES = { download: 'btwall-down', upload: 'btwall-up' } as const;
+/**
+ * CUT_ESTABLISHED: TCP connections past the inspection window with no mark (open before the
+ * daemon started, or undecided in their first packets) are sampled into the queue: a burst of
+ * consecutive packets per direction (enough for the peer wire detector to walk its messages),
+ * then a trickle, per connection (hashlimit table per family).
+ */
+const SAMPLE_TABLE = 'btwall-old';
+const SAMPLE_BURST = 40;
+const SAMPLE_PER_S = 2;
 /** multiport takes at most 15 ports per rule. */
 const MULTIPORT_MAX = 15;
 
@@ -17,6 +32,8 @@ const MULTIPORT_MAX = 15;
 export const MARK_MASK = 0xc0000000;
 export const MARK_CLEAN = 0x40000000;
 export const MARK_BITTORRENT = 0x80000000;
+/** BitTorrent to limit to RATE rather than drop (ACTION=throttle, or an operator rule's action). */
+export const MARK_THROTTLE = 0xc0000000;
 
 export interface FirewallCommand {
   program: 'iptables' | 'ip6tables';
@@ -50,13 +67,22 @@ function chainRules(config: Config, family: 4 | 6): string[][] {
     const ports = config.whitelistPorts.slice(i, i + MULTIPORT_MAX).join(',');
     for (const l4 of ['tcp', 'udp']) rules.push(['-p', l4, '-m', 'multiport', '--ports', ports, '-j', 'RETURN']);
   }
-  // A deciding packet, repeated with its mark: the mark goes into the connection.
-  if (!config.monitorOnly) rules.push(['-m', 'mark', '--mark', marked(MARK_BITTORRENT), ...saveMark], ['-m', 'mark', '--mark', marked(MARK_BITTORRENT), '-j', 'DROP']);
+  // A deciding packet, repeated with its mark: the mark goes into the connection. Under
+  // ACTION=monitor nothing is marked BitTorrent, so those rules would never match.
+  const enforcing = config.action !== 'monitor';
+  if (enforcing) {
+    rules.push(['-m', 'mark', '--mark', marked(MARK_BITTORRENT), ...saveMark], ['-m', 'mark', '--mark', marked(MARK_BITTORRENT), '-j', 'DROP']);
+    rules.push(['-m', 'mark', '--mark', marked(MARK_THROTTLE), ...saveMark]);
+  }
   rules.push(['-m', 'mark', '--mark', marked(MARK_CLEAN), ...saveMark], ['-m', 'mark', '--mark', marked(MARK_CLEAN), '-j', 'RETURN']);
-  // The rest of a decided connection.
-  if (!config.monitorOnly) rules.push(['-m', 'connmark', '--mark', marked(MARK_BITTORRENT), '-j', 'DROP']);
+  // The rest of a decided connection (a throttled one's deciding packet too: its mark is saved by now).
+  if (enforcing) {
+    rules.push(['-m', 'connmark', '--mark', marked(MARK_BITTORRENT), '-j', 'DROP']);
+    rules.push(...throttleRules(config, family, ['-m', 'connmark', '--mark', marked(MARK_THROTTLE)]));
+  }
   rules.push(['-m', 'connmark', '--mark', marked(MARK_CLEAN), '-j', 'RETURN']);
   // Only a connection's first packets reach the queue: bulk transfers then run at kernel speed.
+  const sampling = config.action === 'drop' && config.cutEstablished;
   for (const l4 of ['tcp', 'udp']) {
     rules.push([
       '-p',
@@ -75,6 +101,62 @@ function chainRules(config: Config, family: 4 | 6): string[][] {
       '--queue-bypass',
     ]);
   }
+  if (sampling) {
+    rules.push([
+      '-p',
+      'tcp',
+      '-m',
+      'connmark',
+      '--mark',
+      `0x0/${hex(MARK_MASK)}`,
+      '-m',
+      'hashlimit',
+      '--hashlimit-upto',
+      `${SAMPLE_PER_S}/sec`,
+      '--hashlimit-burst',
+      String(SAMPLE_BURST),
+      '--hashlimit-mode',
+      'srcip,srcport,dstip,dstport',
+      '--hashlimit-name',
+      `${SAMPLE_TABLE}${family}`,
+      '-j',
+      'NFQUEUE',
+      ...queue,
+      '--queue-bypass',
+    ]);
+  }
+  return rules;
+}
+
+/**
+ * Throttled connections (ACTION=throttle, or an operator rule's): a connection's packets beyond RATE per local host and direction are
+ * dropped (TCP backs off to the rate), the rest pass without reaching the queue again. A local
+ * host is one in LOCAL_CIDRS (the policy's), so a download is keyed by its destination and an
+ * upload by its source; every connection of one host shares its buckets.
+ */
+function throttleRules(config: Config, family: 4 | 6, bitTorrent: string[]): string[][] {
+  const bytesPerS = Math.floor(config.rateBitsPerS / 8);
+  const limit = (name: string, mode: 'dstip' | 'srcip') => [
+    '-m',
+    'hashlimit',
+    '--hashlimit-above',
+    `${bytesPerS}b/s`,
+    '--hashlimit-burst',
+    // hashlimit's least burst: one second of RATE.
+    `${bytesPerS}b`,
+    '--hashlimit-mode',
+    mode,
+    '--hashlimit-name',
+    `${name}${family}`,
+    '-j',
+    'DROP',
+  ];
+  const rules: string[][] = [];
+  for (const cidr of localCidrs(config).filter((c) => c.family === family)) {
+    rules.push([...bitTorrent, '-d', cidrText(cidr), ...limit(THROTTLE_TABLES.download, 'dstip')]);
+    rules.push([...bitTorrent, '-s', cidrText(cidr), ...limit(THROTTLE_TABLES.upload, 'srcip')]);
+  }
+  rules.push([...bitTorrent, '-j', 'RETURN']);
   return rules;
 }
 

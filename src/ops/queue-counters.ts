@@ -10,14 +10,15 @@
  * read from tables and the broker's memory, which the main thread cannot see).
  */
 import { BATCH_MAX_PACKETS } from '../queue/nfqueue.js';
-import { PACKET_ACCEPT, PACKET_ACCEPT_MARK_CLEAN, PACKET_DROP, PACKET_DROP_MARK_BITTORRENT } from '../pipeline/pipeline.js';
+import { PACKET_ACCEPT, PACKET_ACCEPT_MARK_CLEAN, PACKET_DROP, PACKET_MARK_BITTORRENT, PACKET_MARK_THROTTLE } from '../pipeline/pipeline.js';
 
 /** The pipeline's PACKET_* actions, by slot, as the verdict and the connection mark they give. */
 export const ACTIONS = [
   { action: PACKET_ACCEPT, verdict: 'accept', mark: 'none' },
   { action: PACKET_DROP, verdict: 'drop', mark: 'none' },
   { action: PACKET_ACCEPT_MARK_CLEAN, verdict: 'accept', mark: 'clean' },
-  { action: PACKET_DROP_MARK_BITTORRENT, verdict: 'drop', mark: 'bittorrent' },
+  { action: PACKET_MARK_BITTORRENT, verdict: 'drop', mark: 'bittorrent' },
+  { action: PACKET_MARK_THROTTLE, verdict: 'accept', mark: 'throttle' },
 ] as const;
 
 /** Upper bounds of the packets-per-batch buckets: powers of two up to the broker's batch. */

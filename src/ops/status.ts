@@ -22,7 +22,7 @@ export interface StatusReport {
   /** The effective configuration, secrets redacted. */
   config: Config;
   counters: {
-    packets: { inspected: number; accepted: number; dropped: number; markedClean: number; markedBittorrent: number };
+    packets: { inspected: number; accepted: number; dropped: number; markedClean: number; markedBittorrent: number; markedThrottle: number };
     /** The queues' counters added up: the flow and peer tables, the brokers'. */
     queues: Record<SampledField, number>;
     uninspected: UninspectedCounts;
@@ -47,7 +47,7 @@ export interface StatusReport {
 export function statusReport(version: string, config: Config, telemetry: Telemetry, bans: BanSink, webhook: WebhookCounts | null): StatusReport {
   const totals = Telemetry.totals(telemetry.read());
   const { actions, ...queues } = totals;
-  const [accepted, dropped, markedClean, markedBittorrent] = actions;
+  const [accepted, dropped, markedClean, markedBittorrent, markedThrottle] = actions;
   const kernel = bans.kernel();
   const byRule = [...telemetry.detections.values()].map((d) => ({ ...d })).sort((a, b) => b.count - a.count || a.rule.localeCompare(b.rule));
   return {
@@ -57,7 +57,7 @@ export function statusReport(version: string, config: Config, telemetry: Telemet
     uptimeS: Math.round((Date.now() - telemetry.startedMs) / 100) / 10,
     config: redactedConfig(config),
     counters: {
-      packets: { inspected: accepted + dropped + markedClean + markedBittorrent, accepted: accepted + markedClean, dropped: dropped + markedBittorrent, markedClean, markedBittorrent },
+      packets: { inspected: accepted + dropped + markedClean + markedBittorrent + markedThrottle, accepted: accepted + markedClean + markedThrottle, dropped: dropped + markedBittorrent, markedClean, markedBittorrent, markedThrottle },
       queues,
       uninspected: { ...telemetry.uninspected },
       detections: { total: byRule.reduce((sum, d) => sum + d.count, 0), byRule },

@@ -12,7 +12,7 @@
  */
 import { readCapture } from '../pcap/reader.js';
 import type { CaptureResult } from '../pcap/types.js';
-import { PACKET_ACCEPT_MARK_CLEAN, PACKET_DROP_MARK_BITTORRENT, type Pipeline } from './pipeline.js';
+import { PACKET_ACCEPT_MARK_CLEAN, PACKET_MARK_BITTORRENT, PACKET_MARK_THROTTLE, type Pipeline } from './pipeline.js';
 import type { PacketSource } from './source.js';
 
 /** The kernel's view of a connection, per flow slot. */
@@ -78,7 +78,7 @@ export class CaptureSource implements PacketSource {
     if (mark !== CONNECTION_UNCONFIRMED && packets > this.inspectPackets) return;
     const action = pipeline.decideTracked(flow);
     if (action === PACKET_ACCEPT_MARK_CLEAN) this.marks[flow] = CONNECTION_CLEAN;
-    else if (action === PACKET_DROP_MARK_BITTORRENT) {
+    else if (action === PACKET_MARK_BITTORRENT || action === PACKET_MARK_THROTTLE) {
       this.marks[flow] = packets === 1 ? CONNECTION_UNCONFIRMED : CONNECTION_BITTORRENT;
     }
   }

@@ -13,7 +13,9 @@ import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN } from '../engine/engine.js';
 import { formatAddress } from '../flow/address.js';
 import { Clock } from '../flow/clock.js';
 import { FlowTable } from '../flow/table.js';
-import { IPPROTO_TCP, TCP_ACK, TCP_SYN } from '../packet/packet.js';
+import { IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_SYN } from '../packet/packet.js';
+import { OperatorRulesDetector } from '../detect/operator-rules.js';
+import type { OperatorRule } from '../rules/file.js';
 import { BanRateTable } from '../policy/ban-rate.js';
 import { Evidence, Policy, RATE_HOSTS, type Decision } from '../policy/policy.js';
 import { policySettings, type HostFacts } from '../policy/settings.js';
@@ -25,10 +27,14 @@ export const PACKET_DROP = 1;
 /** Accept it, and mark its connection clean: the kernel lets the rest skip the queue. */
 export const PACKET_ACCEPT_MARK_CLEAN = 2;
 /** Drop it, and mark its connection BitTorrent: the kernel drops the rest. */
-export const PACKET_DROP_MARK_BITTORRENT = 3;
+export const PACKET_MARK_BITTORRENT = 3;
+/** Accept it, and mark its connection throttled: the kernel limits it and the rest to RATE. */
+export const PACKET_MARK_THROTTLE = 4;
 
 /** The arrival interface of each direction of a flow: two 32-bit words. */
 const ARRIVED_ON_BYTES_PER_FLOW = 8;
+/** A flow decided BitTorrent: the PACKET_* action its later packets get (one byte per flow). */
+const ACTION_BYTES_PER_FLOW = 1;
 
 /** One flow found to be BitTorrent, with what the policy decided; made once per flow, never per packet. */
 export interface DetectionEvent {
@@ -53,6 +59,13 @@ export interface DetectionEvent {
   decision: Decision;
   /** A copy of the deciding packet's payload. */
   payload: Uint8Array;
+  /**
+   * TCP: the deciding packet's sequence number, the one just past it (its payload, SYN and FIN
+   * counted), and its acknowledgement number: what each end expects next, for a reset.
+   */
+  tcpSeq: number;
+  tcpSeqEnd: number;
+  tcpAck: number;
 }
 
 export class Pipeline {
@@ -70,13 +83,27 @@ export class Pipeline {
   private readonly arrivedOn: Uint32Array;
   /** The decision made while the current packet was examined, if it decided its flow. */
   private decidedNow: Decision | null = null;
+  /**
+   * Per flow decided BitTorrent: the action for its packets that still reach the pipeline (a
+   * connection whose mark went with its deleted conntrack entry is marked again).
+   */
+  private readonly later: Uint8Array;
+  /** RULES_FILE's rules, when there is a file: `operatorRules.setRules` reloads them. */
+  readonly operatorRules: OperatorRulesDetector | null;
 
   /** `tables`: the daemon's shared tables (shared-tables.ts); private ones for a scan. */
-  constructor(config: Config, host: HostFacts, clock = new Clock(), tables: SharedTables = allocateTables(config, false)) {
+  constructor(
+    config: Config,
+    host: HostFacts,
+    clock = new Clock(),
+    tables: SharedTables = allocateTables(config, false),
+    operatorRules: readonly OperatorRule[] | null = null,
+  ) {
     const allow = new CidrSet(config.allowCidrs);
+    this.operatorRules = operatorRules === null ? null : new OperatorRulesDetector(operatorRules);
     this.engine = new Engine({
       clock,
-      detectors: detectorChain({ blockSocks: config.blockSocks, trackerDomains: config.trackerDomains }),
+      detectors: detectorChain({ blockSocks: config.blockSocks, trackerDomains: config.trackerDomains, operatorRules: this.operatorRules }),
       flowCapacity: config.flowCapacity,
       idleTimeoutMs: config.flowIdleTimeoutS * 1000,
       peerCapacity: config.peerCacheSize,
@@ -88,6 +115,7 @@ export class Pipeline {
     });
     this.policy = new Policy(policySettings(config, host), clock, new BanRateTable(RATE_HOSTS, tables.banRate));
     this.arrivedOn = new Uint32Array((this.engine.flows.capacity * ARRIVED_ON_BYTES_PER_FLOW) / 4);
+    this.later = new Uint8Array(this.engine.flows.capacity * ACTION_BYTES_PER_FLOW);
     this.engine.onVerdict = (flow) => this.onVerdict(flow);
   }
 
@@ -108,7 +136,7 @@ export class Pipeline {
 
   /** Memory of this pipeline's own tables (flows, arrival interfaces; not the shared ones), bytes. */
   get memoryBytes(): number {
-    return this.engine.flows.capacity * this.engine.flows.bytesPerFlow + this.arrivedOn.byteLength;
+    return this.engine.flows.capacity * this.engine.flows.bytesPerFlow + this.arrivedOn.byteLength + this.later.byteLength;
   }
 
   /**
@@ -117,10 +145,11 @@ export class Pipeline {
    * per-flow state), computed without allocating anything.
    */
   static plannedMemory(config: Config): { perQueueBytes: number; sharedBytes: number; largestArrayBytes: number } {
-    const stateBytes = detectorChain({ blockSocks: config.blockSocks, trackerDomains: config.trackerDomains }).reduce((sum, d) => sum + d.stateBytes, 0);
+    const operatorRules = config.rulesFile === '' ? null : new OperatorRulesDetector([]);
+    const stateBytes = detectorChain({ blockSocks: config.blockSocks, trackerDomains: config.trackerDomains, operatorRules }).reduce((sum, d) => sum + d.stateBytes, 0);
     const flows = config.flowCapacity;
     return {
-      perQueueBytes: flows * FlowTable.bytesPerFlowFor(flows, stateBytes) + flows * ARRIVED_ON_BYTES_PER_FLOW,
+      perQueueBytes: flows * FlowTable.bytesPerFlowFor(flows, stateBytes) + flows * (ARRIVED_ON_BYTES_PER_FLOW + ACTION_BYTES_PER_FLOW),
       sharedBytes: tablesBytes(config),
       largestArrayBytes: flows * stateBytes,
     };
@@ -132,9 +161,11 @@ export class Pipeline {
     const verdict = this.engine.examine(flow);
     const decision = this.decidedNow as Decision | null;
     if (verdict === VERDICT_BITTORRENT) {
-      // Monitor only: nothing dropped or marked, so the rest of the flow is still seen (and learned from).
-      if (this.policy.monitorOnly) return PACKET_ACCEPT;
-      return decision !== null && decision.markConnection ? PACKET_DROP_MARK_BITTORRENT : PACKET_DROP;
+      // A later packet of the flow: what its decision said (a tunnelled flow has no mark to say it).
+      if (decision === null) return this.later[flow];
+      const action = bitTorrentAction(decision);
+      this.later[flow] = action;
+      return action;
     }
     return verdict === VERDICT_CLEAN && decision !== null && decision.markConnection ? PACKET_ACCEPT_MARK_CLEAN : PACKET_ACCEPT;
   }
@@ -168,6 +199,15 @@ export class Pipeline {
     const e = this.evidence;
     const rule = flows.rule[flow];
     e.rule = engine.ruleNames[rule];
+    e.ruleAction = null;
+    const operator = this.operatorRules;
+    if (operator !== null && engine.ruleNames[rule] === operator.name) {
+      const matched = operator.matched(flows.state, engine.stateOffset(flow, rule));
+      if (matched !== null) {
+        e.rule = matched.name;
+        e.ruleAction = matched.action;
+      }
+    }
     e.strength = flows.strength[flow];
     e.producerIsPeer = engine.producerIsPeer(rule);
     e.tcp = flows.l4(flow) === IPPROTO_TCP;
@@ -190,6 +230,7 @@ export class Pipeline {
       e.tcp && (pkt.tcpFlags & TCP_ACK) !== 0 && (flows.tcpFlags[flow * 2 + other] & TCP_SYN) !== 0 && acked <= flows.payloadBytes[flow * 2 + other] + 1;
     const producerIf = this.arrivedOn[flow * 2 + producer];
     e.sameInterfaceBothWays = producerIf !== 0 && producerIf === this.arrivedOn[flow * 2 + other];
+    e.established = e.tcp && (pkt.tcpFlags & TCP_ACK) !== 0;
     return e;
   }
 
@@ -216,6 +257,20 @@ export class Pipeline {
       // A copy of just these bytes: a view of a queue's shared memory would be cloned whole when
       // posted (33 MB per detection). Buffer's slice is such a view; new Uint8Array(view) copies.
       payload: new Uint8Array(pkt.buf.subarray(pkt.payloadOff, pkt.payloadOff + pkt.payloadLen)),
+      tcpSeq: pkt.tcpSeq,
+      tcpSeqEnd: (pkt.tcpSeq + pkt.payloadLen + ((pkt.tcpFlags & TCP_SYN) !== 0 ? 1 : 0) + ((pkt.tcpFlags & TCP_FIN) !== 0 ? 1 : 0)) >>> 0,
+      tcpAck: pkt.tcpAck,
     };
   }
+}
+
+/**
+ * What a packet of a flow decided BitTorrent gets. Not enforced (monitor): nothing dropped or
+ * marked, so the rest of the flow is still seen (and learned from). A throttled flow without a
+ * mark (tunnelled) cannot be limited on its own: it passes.
+ */
+function bitTorrentAction(decision: Decision): number {
+  if (!decision.enforce || decision.action === 'accept') return PACKET_ACCEPT;
+  if (decision.action === 'throttle') return decision.markConnection ? PACKET_MARK_THROTTLE : PACKET_ACCEPT;
+  return decision.markConnection ? PACKET_MARK_BITTORRENT : PACKET_DROP;
 }

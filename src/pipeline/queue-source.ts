@@ -6,11 +6,11 @@
  * whose dropped first packet left no connection to mark, a tunnelled flow) gets a plain verdict,
  * which batches. Every packet is accepted unless set otherwise.
  */
-import { MARK_BITTORRENT, MARK_CLEAN, MARK_MASK } from '../firewall/rules.js';
+import { MARK_BITTORRENT, MARK_CLEAN, MARK_MASK, MARK_THROTTLE } from '../firewall/rules.js';
 import type { QueueCounters } from '../ops/queue-counters.js';
 import { LINKTYPE_RAW } from '../packet/linktype.js';
 import { NfQueue, VERDICT_DROP, VERDICT_REPEAT, type PacketBatch, type QueueOptions, type QueueStats } from '../queue/nfqueue.js';
-import { PACKET_ACCEPT_MARK_CLEAN, PACKET_DROP, PACKET_DROP_MARK_BITTORRENT, type Pipeline } from './pipeline.js';
+import { PACKET_ACCEPT_MARK_CLEAN, PACKET_DROP, PACKET_MARK_BITTORRENT, PACKET_MARK_THROTTLE, type Pipeline } from './pipeline.js';
 import type { PacketSource } from './source.js';
 
 export type QueueSourceOptions = Omit<QueueOptions, 'connmarkMask'>;
@@ -67,7 +67,8 @@ export class QueueSource implements PacketSource {
         const action = pipeline.handle(batch.data, batch.offset(i), batch.length(i), LINKTYPE_RAW, batch.inputInterface(i));
         counters.packet(action);
         if (action === PACKET_DROP) batch.setVerdict(i, VERDICT_DROP, 0);
-        else if (action === PACKET_DROP_MARK_BITTORRENT) batch.setVerdict(i, VERDICT_REPEAT, 0, MARK_BITTORRENT);
+        else if (action === PACKET_MARK_BITTORRENT) batch.setVerdict(i, VERDICT_REPEAT, 0, MARK_BITTORRENT);
+        else if (action === PACKET_MARK_THROTTLE) batch.setVerdict(i, VERDICT_REPEAT, 0, MARK_THROTTLE);
         else if (action === PACKET_ACCEPT_MARK_CLEAN) batch.setVerdict(i, VERDICT_REPEAT, 0, MARK_CLEAN);
       }
       this.currentBatch = null;

@@ -15,11 +15,14 @@ import type { Clock } from '../flow/clock.js';
 import { formatAddress } from '../flow/address.js';
 import type { CidrSet } from '../config/cidr.js';
 import { BanRateTable } from './ban-rate.js';
+import type { Action } from '../config/config.js';
 
 /** What the gateway knows about one detection. The pipeline refills one instance per detection. */
 export class Evidence {
-  /** The detector's rule name. */
+  /** The detector's rule name (an operator rule's own name). */
   rule = '';
+  /** An operator rule's action (RULES_FILE), which replaces ACTION for its flows; null for the built-in detectors. */
+  ruleAction: Action | null = null;
   /** STRENGTH_* of the match. */
   strength = 0;
   /** The detector's word on whether the end whose bytes matched is a peer (not a tracker, proxy, web seed, resolver). */
@@ -37,6 +40,8 @@ export class Evidence {
   handshakeSeen = false;
   /** TCP: the deciding packet acknowledges the other end's SYN, whose sequence number an off-path sender never saw. */
   acknowledgesOtherSyn = false;
+  /** TCP: the deciding packet carries an ACK: the connection is set up (seen from its start or not), so both ends hold state to reset. */
+  established = false;
   /**
    * Both ends' first packets came in on the same interface of the gateway (known inline only):
    * a real remote peer's packets arrive from the other side, so one end's were forged on this side.
@@ -50,22 +55,33 @@ export interface Ban {
   durationS: number;
 }
 
+/**
+ * What happens to a flow: accepted (clean), dropped (BitTorrent under ACTION=drop), or its
+ * connection marked and limited to RATE per local host (ACTION=throttle).
+ */
+export type FlowAction = 'accept' | 'drop' | 'throttle';
+
 /** What to do about one flow. */
 export interface Decision {
-  /** The deciding packet and the rest of the flow are dropped (BitTorrent) or accepted (clean). */
-  drop: boolean;
+  /** What happens to the deciding packet and the rest of the flow (when enforced). */
+  action: FlowAction;
   /**
    * The decision goes into the connection's mark, so the kernel handles its later packets. Never for
    * a tunnelled flow: the kernel's connection is the tunnel, which carries other flows too.
    */
   markConnection: boolean;
-  /** False in monitor-only mode: nothing is dropped, marked or banned, and the log says what would have been. */
+  /** False under ACTION=monitor: nothing is dropped, marked or banned, and the log says what would have been. */
   enforce: boolean;
   ban: Ban | null;
   /** The evidence proved a peer, but its local host had reached BAN_RATE: no ban (counted apart from the others). */
   rateLimited: boolean;
   /** The policy's words for the ban or for the absence of one. */
   reason: string;
+  /**
+   * CUT_ESTABLISHED: the connection is torn down, not only dropped: its conntrack entry deleted and
+   * a TCP reset sent to each end, from the other's address with the sequence number it expects.
+   */
+  cut: boolean;
   /**
    * An endpoint to remember, so that the next flow to it is dropped from its first packet:
    * `proven` the banned producer, for every host; `listed` the other end of a flow a local host
@@ -82,8 +98,10 @@ export interface ExemptList {
 }
 
 export interface PolicySettings {
-  /** MONITOR_ONLY: decide everything, enforce nothing. */
-  monitorOnly: boolean;
+  /** ACTION: drop (and ban on proof), throttle (never ban), or monitor (decide everything, enforce nothing). */
+  action: Action;
+  /** CUT_ESTABLISHED: dropped TCP connections that were set up are torn down. */
+  cutEstablished: boolean;
   banDurationS: number;
   /** Where the gateway's own users are (LOCAL_CIDRS, or the private ranges when it is empty). */
   local: CidrSet;
@@ -98,7 +116,7 @@ export interface PolicySettings {
 /** Most local hosts whose ban rate is counted at once (a bounded table). */
 export const RATE_HOSTS = 65_536;
 
-const CLEAN: Decision = { drop: false, markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'no BitTorrent evidence', remember: null };
+const CLEAN: Decision = { action: 'accept', markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'no BitTorrent evidence', remember: null, cut: false };
 const CLEAN_TUNNELLED: Decision = { ...CLEAN, markConnection: false, reason: 'no BitTorrent evidence (tunnelled: the tunnel stays unmarked)' };
 
 export class Policy {
@@ -116,8 +134,9 @@ export class Policy {
     this.settings = settings;
   }
 
+  /** ACTION=monitor: nothing is enforced. */
   get monitorOnly(): boolean {
-    return this.settings.monitorOnly;
+    return this.settings.action === 'monitor';
   }
 
   /** Whether an address (4 or 16 bytes) is one of the gateway's users (LOCAL_CIDRS). */
@@ -135,18 +154,27 @@ export class Policy {
     return tunnelled ? CLEAN_TUNNELLED : CLEAN;
   }
 
-  /** A flow found to be BitTorrent. */
+  /**
+   * A flow found to be BitTorrent. An operator rule's action replaces ACTION for the flows it
+   * decides, except that ACTION=monitor enforces nothing at all: a dry run stays one.
+   */
   decide(e: Evidence): Decision {
     const s = this.settings;
-    const { ban, reason, rateLimited = false } = this.ban(e);
+    const action = e.ruleAction ?? s.action;
+    const { ban, reason, rateLimited = false } = this.ban(e, action);
     let remember: Decision['remember'] = null;
     if (ban !== null) remember = 'proven';
     else if (this.producerListsItsPeer(e)) remember = 'listed';
-    return { drop: true, markConnection: !e.tunnelled, enforce: !s.monitorOnly, ban, rateLimited, reason, remember };
+    const enforce = s.action !== 'monitor' && action !== 'monitor';
+    // What is done when enforced (ACTION=monitor: what would be); a rule that only watches does nothing.
+    const flowAction: FlowAction = action === 'throttle' ? 'throttle' : e.ruleAction === 'monitor' ? 'accept' : 'drop';
+    // A tunnel's connection is not the flow's; a reset needs the set-up connection's numbers.
+    const cut = s.cutEstablished && enforce && flowAction === 'drop' && e.tcp && !e.tunnelled && e.established;
+    return { action: flowAction, markConnection: !e.tunnelled, enforce, ban, rateLimited, reason, remember, cut };
   }
 
-  /** The ban the evidence proves, or none, and why. */
-  private ban(e: Evidence): { ban: Ban | null; reason: string; rateLimited?: boolean } {
+  /** The ban the evidence proves under `action`, or none, and why. */
+  private ban(e: Evidence, action: Action): { ban: Ban | null; reason: string; rateLimited?: boolean } {
     const s = this.settings;
     const none = (reason: string) => ({ ban: null, reason: `no ban: ${reason}` });
     const strength = STRENGTH_NAMES[e.strength];
@@ -154,6 +182,8 @@ export class Policy {
     const other = e.addresses[1 - e.producer];
     const producerText = formatAddress(e.family, producer);
     const otherText = formatAddress(e.family, other);
+    if (action === 'throttle') return none(e.ruleAction === null ? 'ACTION=throttle limits BitTorrent flows, it never bans' : `rule ${e.rule} throttles, it never bans`);
+    if (e.ruleAction === 'monitor') return none(`rule ${e.rule} only watches`);
     if (e.tunnelled) return none('found inside a tunnel, whose encapsulation the XDP program does not parse');
     if (!isProtocolBytes(e.strength)) return none(`${strength} evidence drops flows, it never bans`);
     if (!e.producerIsPeer) return none(`the ${e.rule} bytes came from ${producerText}, a service (tracker, web seed, proxy or resolver), not a peer`);

@@ -56,7 +56,8 @@ export function localCidrs(config: Config): readonly Cidr[] {
 
 export function policySettings(config: Config, host: HostFacts): PolicySettings {
   return {
-    monitorOnly: config.monitorOnly,
+    action: config.action,
+    cutEstablished: config.cutEstablished,
     banDurationS: config.banDurationS,
     local: new CidrSet(localCidrs(config)),
     banLocal: config.banLocal,

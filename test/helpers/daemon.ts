@@ -6,6 +6,9 @@ import type { Namespace } from './netns.js';
 const ROOT = resolve(import.meta.dirname, '../..');
 export const CLI = join(ROOT, 'dist/cli/main.js');
 const PEERS = join(ROOT, 'test/helpers/peers.mjs');
+const BT_CLIENT = join(ROOT, 'test/helpers/bt-client.py');
+/** Debian's interpreter, where python3-libtorrent is (`python3` on PATH may be another). */
+const SYSTEM_PYTHON = '/usr/bin/python3';
 
 export interface LogLine {
   msg: string;
@@ -93,14 +96,24 @@ export interface Peer {
 
 /** A peers.mjs program (tcp-sink, tcp-send, ...) in a namespace, in the background. */
 export function peer(ns: Namespace, ...args: (string | number)[]): Peer {
-  const child = spawn('nsenter', [`--net=/run/netns/${ns.name}`, process.execPath, PEERS, ...args.map(String)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return background(ns, [process.execPath, PEERS, ...args.map(String)]);
+}
+
+/** The real BitTorrent client (bt-client.py: seed, leech) in a namespace, in the background. */
+export function btClient(ns: Namespace, ...args: (string | number)[]): Peer {
+  return background(ns, [SYSTEM_PYTHON, BT_CLIENT, ...args.map(String)]);
+}
+
+/** A program printing JSON lines, in a namespace, in the background. */
+function background(ns: Namespace, argv: string[]): Peer {
+  const child = spawn('nsenter', [`--net=/run/netns/${ns.name}`, ...argv], { stdio: ['ignore', 'pipe', 'inherit'] });
   peers.add(child);
   child.on('exit', () => peers.delete(child));
   const found: Record<string, unknown>[] = [];
   let announce: () => void;
   const ready = new Promise<void>((resolve, reject) => {
     announce = resolve;
-    child.on('exit', (code) => reject(new Error(`peers.mjs ${args.join(' ')} exited (${code}) before listening`)));
+    child.on('exit', (code) => reject(new Error(`${argv.slice(1).join(' ')} exited (${code}) before listening`)));
   });
   // Clients never listen: only a caller that awaits `ready` hears of it.
   ready.catch(() => {});

@@ -18,7 +18,7 @@ export function detectionEvent(rule: string, strength: string, decision: Partial
     strength,
     producer: 'responder',
     flowPackets: 4,
-    decision: { drop: true, markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'no ban: test', remember: null, ...decision },
+    decision: { action: 'drop', cut: false, markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'no ban: test', remember: null, ...decision },
     payload: new Uint8Array(68),
   };
 }

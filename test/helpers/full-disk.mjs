@@ -25,7 +25,7 @@ try {
     timeMs: Date.now(), flow: 1, l4: 'tcp', tunnelled: false,
     initiator: '10.8.0.2', initiatorPort: 51000, responder: '198.51.100.9', responderPort: 6881,
     initiatorLocal: true, responderLocal: false, rule: 'handshake', strength: 'exact', producer: 'initiator', flowPackets: 4,
-    decision: { drop: true, markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'no ban: local', remember: 'listed' },
+    decision: { action: 'drop', markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'no ban: local', remember: 'listed', cut: false },
     payload: new Uint8Array(300).fill(0x41),
   };
   let written = 0;
