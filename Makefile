@@ -25,13 +25,14 @@ apt-deps:
 	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' \
 	  || { echo "btwall needs Node.js 20 or later (found $$(node --version 2>/dev/null || echo none))" >&2; exit 1; }
 	@missing=$$(for p in $(APT_PACKAGES); do \
-	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || printf '%s ' $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
 	  if [[ " $$missing " == *" crowdsec "* && ! -s $(CROWDSEC_ONLINE_CREDENTIALS) ]]; then \
 	    mkdir -p $(dir $(CROWDSEC_ONLINE_CREDENTIALS)); \
 	    echo '# no Central API: btwall uses only the Local API' > $(CROWDSEC_ONLINE_CREDENTIALS); \
 	  fi; \
+	  dpkg --configure -a; \
 	  apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi

@@ -18,6 +18,9 @@ export function detectionEvent(rule: string, strength: string, decision: Partial
     strength,
     producer: 'responder',
     flowPackets: 4,
+    tcpSeq: 1000,
+    tcpSeqEnd: 1068,
+    tcpAck: 5000,
     decision: { action: 'drop', cut: false, markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'no ban: test', remember: null, ...decision },
     payload: new Uint8Array(68),
   };
