@@ -82,7 +82,8 @@ describe.runIf(canUseKernel())('metrics, status and webhook of a running daemon'
     const outbound = peer(net.server, 'tcp-sink', 6881, 3000);
     await outbound.ready;
     await peer(net.client, 'tcp-send', SERVER4, 6881, 'handshake', 1500).done;
-    expect((await outbound.done).filter((l) => l.event === 'closed')).toEqual([]);
+    // The handshake never reaches the sink (CUT_ESTABLISHED may reset the connection it opened).
+    expect((await outbound.done).filter((l) => l.event === 'closed' && l.bytes !== 0)).toEqual([]);
     // The remote peer's handshake to the local client: proof, so it is banned, and XDP drops its packets.
     const inbound = peer(net.client, 'tcp-sink', 6882, 3000);
     await inbound.ready;
