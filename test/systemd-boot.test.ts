@@ -7,7 +7,7 @@
  * and a clean stop that removes the rules.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canUseKernel, createNamespace, type Namespace } from './helpers/netns.js';
@@ -156,5 +156,13 @@ describe.runIf(canBoot)('btwall.service under systemd', () => {
     expect({ state: show('ActiveState'), result: show('Result'), status: show('ExecMainStatus') }).toEqual({ state: 'inactive', result: 'success', status: '0' });
     expect(nfqueueRules()).toBe(0);
     expect(journal()).toContain('"msg":"btwall stopped"');
+  });
+
+  it('is removed by make uninstall, which keeps the environment file the operator edited', () => {
+    const uninstall = spawnSync('make', ['-s', 'uninstall', `DESTDIR=${MERGED}`], { cwd: ROOT, encoding: 'utf8' });
+    expect(uninstall.status).toBe(0);
+    expect(uninstall.stdout).toContain(`kept ${MERGED}/etc/default/btwall: it holds your settings`);
+    for (const path of ['usr/local/lib/btwall', 'usr/local/bin/btwall', 'etc/systemd/system/btwall.service', 'etc/logrotate.d/btwall']) expect({ path, exists: lstatSync(join(MERGED, path), { throwIfNoEntry: false }) !== undefined }).toEqual({ path, exists: false });
+    expect(existsSync(join(MERGED, 'etc/default/btwall'))).toBe(true);
   });
 });
