@@ -24,14 +24,16 @@ export function notifyAddress(socket: string): Buffer | string {
 }
 
 /**
- * How often to send WATCHDOG=1: half of WATCHDOG_USEC, as sd_watchdog_enabled() advises, or null
- * when systemd asks for no watchdog, or asks another process (WATCHDOG_PID).
+ * How often to check the packet path and send WATCHDOG=1 if it is healthy: a sixth of
+ * WATCHDOG_USEC (sd_watchdog_enabled() advises at most half), so that one unhealthy check costs
+ * no restart and only a problem lasting most of WatchdogSec does; null when systemd asks for no
+ * watchdog, or asks another process (WATCHDOG_PID).
  */
 export function watchdogIntervalMs(env: NodeJS.ProcessEnv, pid = process.pid): number | null {
   const usec = Number(env.WATCHDOG_USEC ?? '');
   if (!Number.isInteger(usec) || usec <= 0) return null;
   if (env.WATCHDOG_PID !== undefined && env.WATCHDOG_PID !== '' && Number(env.WATCHDOG_PID) !== pid) return null;
-  return Math.max(1, Math.floor(usec / 2000));
+  return Math.max(1, Math.floor(usec / 6000));
 }
 
 export class SystemdNotifier {
