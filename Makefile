@@ -6,16 +6,28 @@ SHELL := /bin/bash
 # rotation test runs the shipped snippet; prometheus: its promtool lints the metrics exposition;
 # crowdsec: the Local API and cscli the fleet tests and bench:fleet run; conntrack: CUT_ESTABLISHED
 # deletes a cut connection's entry; python3-libtorrent: the real BitTorrent client of the cut and
-# throttle lab tests; curl: their HTTP download); installed when missing.
+# throttle lab tests; curl: their HTTP download; systemd-container: systemd-nspawn boots the unit in
+# a test); installed when missing.
 APT_PACKAGES := python3 make gcc g++ pkg-config libnetfilter-queue-dev libmnl-dev iptables iproute2 \
-  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate prometheus crowdsec conntrack python3-libtorrent curl
+  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate prometheus crowdsec conntrack python3-libtorrent curl systemd-container
 # crowdsec's postinst registers with CrowdSec's online API unless this file exists and is not empty;
 # without internet that fails and leaves the package unconfigured. A comment line keeps it offline.
 CROWDSEC_ONLINE_CREDENTIALS := /etc/crowdsec/online_api_credentials.yaml
 NPM_STAMP := node_modules/.package-lock.json
 TEST_REPORT := dist/test-report.json
 
-.PHONY: all deps apt-deps build test run bench clean
+.PHONY: all deps apt-deps build test run bench clean install uninstall
+
+# `make install`: the program under $(LIBDIR) (its dist/, native and BPF objects and production
+# node_modules, in the layout it finds them by), `btwall` in $(BINDIR), the unit, the logrotate
+# snippet and, unless one is there, the commented $(ENV_FILE). DESTDIR stages it elsewhere.
+PREFIX := /usr/local
+BINDIR := $(PREFIX)/bin
+LIBDIR := $(PREFIX)/lib/btwall
+UNITDIR := /etc/systemd/system
+ENV_FILE := /etc/default/btwall
+LOGROTATE_FILE := /etc/logrotate.d/btwall
+DESTDIR :=
 
 all: build
 
@@ -49,7 +61,7 @@ build: deps $(NATIVE)
 	rm -rf dist
 	npx tsc -p tsconfig.json
 
-native/build/btwall.node: native/addon.cc native/xdp.cc native/raw.cc native/queue-shm.h native/xdp.h native/raw.h native/errors.h bpf/btwall.h $(NPM_STAMP)
+native/build/btwall.node: native/addon.cc native/xdp.cc native/raw.cc native/notify.cc native/queue-shm.h native/xdp.h native/raw.h native/notify.h native/errors.h bpf/btwall.h $(NPM_STAMP)
 	@mkdir -p $(@D)
 	g++ -O2 -Wall -Wextra -std=c++17 -fPIC -shared -DNAPI_VERSION=8 -DNAPI_DISABLE_CPP_EXCEPTIONS \
 	  -I$(NODE_INCLUDE) -I$(NAPI_INCLUDE) -o $@ $(filter %.cc,$^) -lbpf -lelf -lz
@@ -74,6 +86,31 @@ test: build
 # Without INTERFACE there is no XDP ban program, and the daemon must be told so: XDP_MODE=off.
 run: build
 	if [ -z "$${INTERFACE:-}" ]; then export XDP_MODE="$${XDP_MODE:-off}"; fi; bin/btwall run
+
+# Installs what `make build` made (and builds it if it was not).
+install: $(if $(wildcard dist/cli/main.js),,build) $(NATIVE)
+	rm -rf $(DESTDIR)$(LIBDIR)
+	install -d -m 0755 $(DESTDIR)$(LIBDIR)/native/build $(DESTDIR)$(LIBDIR)/bpf/build $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(dir $(ENV_FILE)) $(DESTDIR)$(dir $(LOGROTATE_FILE))
+	cp -r bin dist package.json package-lock.json README.md $(DESTDIR)$(LIBDIR)/
+	rm -f $(DESTDIR)$(LIBDIR)/$(TEST_REPORT)
+	install -m 0755 native/build/btwall.node native/build/btwall-queue $(DESTDIR)$(LIBDIR)/native/build/
+	install -m 0644 bpf/build/btwall.bpf.o $(DESTDIR)$(LIBDIR)/bpf/build/
+	npm ci --prefix $(DESTDIR)$(LIBDIR) --omit=dev --ignore-scripts --prefer-offline --no-audit --no-fund --loglevel=error
+	ln -sfn $(LIBDIR)/bin/btwall $(DESTDIR)$(BINDIR)/btwall
+	sed 's|/usr/local/bin/btwall|$(BINDIR)/btwall|g; s|/usr/local/lib/btwall|$(LIBDIR)|g; s|/etc/default/btwall|$(ENV_FILE)|g' \
+	  systemd/btwall.service > $(DESTDIR)$(UNITDIR)/btwall.service
+	install -m 0644 logrotate/btwall $(DESTDIR)$(LOGROTATE_FILE)
+	@# The operator's file is theirs: an existing one is kept, the example shipped beside it.
+	if [ -e $(DESTDIR)$(ENV_FILE) ]; then install -m 0600 systemd/btwall.env $(DESTDIR)$(ENV_FILE).example; \
+	else install -m 0600 systemd/btwall.env $(DESTDIR)$(ENV_FILE); fi
+	@echo "installed; now: systemctl daemon-reload, set INTERFACE in $(ENV_FILE), systemctl enable --now btwall"
+
+# Removes what install put in place; an $(ENV_FILE) the operator changed stays (and is named).
+uninstall:
+	rm -rf $(DESTDIR)$(LIBDIR)
+	rm -f $(DESTDIR)$(BINDIR)/btwall $(DESTDIR)$(UNITDIR)/btwall.service $(DESTDIR)$(LOGROTATE_FILE) $(DESTDIR)$(ENV_FILE).example
+	if cmp -s systemd/btwall.env $(DESTDIR)$(ENV_FILE); then rm -f $(DESTDIR)$(ENV_FILE); \
+	elif [ -e $(DESTDIR)$(ENV_FILE) ]; then echo "kept $(DESTDIR)$(ENV_FILE): it holds your settings"; fi
 
 bench: build
 	npm run bench

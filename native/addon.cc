@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "notify.h"
 #include "queue-shm.h"
 #include "raw.h"
 #include "xdp.h"
@@ -266,6 +267,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("layout", Layout(env));
   InitXdp(env, exports);
   InitRaw(env, exports);
+  InitNotify(env, exports);
   return exports;
 }
 

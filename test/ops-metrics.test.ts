@@ -41,8 +41,9 @@ describe('queue counters (shared with the worker)', () => {
     worker.batch(3, 0.00003);
     worker.batch(64, 0.2);
     worker.batch(1, 7);
-    worker.sample(Object.fromEntries(SAMPLED.map((name, i) => [name, i + 1])) as Record<(typeof SAMPLED)[number], number>);
+    worker.sample(Object.fromEntries(SAMPLED.map((name, i) => [name, i + 1])) as Record<(typeof SAMPLED)[number], number>, 1_000);
     const read = main.read();
+    expect(main.sampledAtMs()).toBe(1_000);
     expect(read.actions).toEqual([2, 0, 0, 1, 0]);
     expect(read.batchPackets.cumulative).toEqual([1, 1, 2, 2, 2, 2, 3, 3]);
     expect(read.batchPackets.sum).toBe(68);

@@ -10,6 +10,7 @@ import { ConfigError, refuseConfig, withConfig, type Config } from '../config/co
 import { machineProblems } from '../config/machine.js';
 import { installRules, removeRules } from '../firewall/apply.js';
 import { Operations } from '../ops/operations.js';
+import { SystemdNotifier, watchdogIntervalMs } from '../ops/systemd-notify.js';
 import { configuredRules, loadCheckedRules } from '../rules/check.js';
 import { RulesFileError, type OperatorRule } from '../rules/file.js';
 import { DetectionLog, detectionRecord } from './detection-log.js';
@@ -17,6 +18,7 @@ import { UnsafeLogError } from './log-file.js';
 import { readHostFacts } from './host-facts.js';
 import { InterfaceNames } from './interfaces.js';
 import { TrafficStats } from './traffic-stats.js';
+import { PacketPathHealth } from './health.js';
 import { RESPAWN_DELAYS_MS } from '../pipeline/queue-source.js';
 import { allocateTables, tablesBytes, type SharedTables } from '../pipeline/shared-tables.js';
 import type { WorkerCommand, WorkerMessage, WorkerSetup } from './queue-worker.js';
@@ -28,7 +30,9 @@ const STOP_TIMEOUT_MS = 10_000;
  * `btwall run`: validates the environment (exit 78 before anything is touched), starts one worker
  * thread per queue (each binds its queue through its own broker), installs the rules, then
  * serves until SIGTERM or SIGINT, when the queues unbind, the rules go and the process exits 0.
- * SIGHUP reopens the detection log. This thread is the control plane: rules, logs, bans.
+ * SIGHUP reopens the detection log. This thread is the control plane: rules, logs, bans. Under
+ * systemd (Type=notify) it says READY=1 once rules and XDP are in place, and pets the watchdog
+ * only while every queue is being answered.
  */
 export function runDaemon(env: NodeJS.ProcessEnv): Promise<number> {
   return Promise.resolve(withConfig(env, serve, machineProblems));
@@ -59,7 +63,7 @@ async function serve(config: Config): Promise<number> {
     if (!(error instanceof ConfigError)) throw error;
     return refuseConfig(error);
   }
-  const daemon = new Daemon(config, log, detectionLog, ops, rules);
+  const daemon = new Daemon(config, log, detectionLog, ops, rules, SystemdNotifier.fromEnv(process.env, log), watchdogIntervalMs(process.env));
   try {
     await daemon.start();
   } catch (error) {
@@ -118,6 +122,10 @@ class Daemon {
   private fleet: FleetLink | null = null;
   private readonly interfaces = new InterfaceNames();
   private statsTimer: NodeJS.Timeout | null = null;
+  private watchdogTimer: NodeJS.Timeout | null = null;
+  private readonly health = new PacketPathHealth();
+  /** What the last health check found wrong, or null: logged when it changes. */
+  private unhealthy: string | null = null;
   private cleanupTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private readonly traffic: TrafficStats;
@@ -136,6 +144,9 @@ class Daemon {
     /** Metrics, control socket, webhook: listening already. */
     private readonly ops: Operations,
     private readonly rules: OperatorRule[] | null,
+    private readonly systemd: SystemdNotifier,
+    /** How often systemd wants WATCHDOG=1 (half its WatchdogSec), or null without a watchdog. */
+    private readonly watchdogMs: number | null,
   ) {
     this.finished = new Promise((resolve) => (this.finish = resolve));
     this.bans = new DryRunBanSink(log);
@@ -160,20 +171,23 @@ class Daemon {
       if (this.rulesInstalled) removeRules();
       process.exit(1);
     });
+    this.systemd.status('loading the XDP ban program');
     this.bans = this.openBans();
     this.ops.bans = this.bans;
+    this.systemd.status(`binding ${queuesNamed(c)}`);
     const ready: Promise<number>[] = [];
     for (let queue = c.queues.first; queue <= c.queues.last; queue++) ready.push(this.startWorker(queue));
     for (const bytes of await Promise.all(ready)) this.tableBytes += bytes;
     if (this.stopping) return;
     // Queues first, rules second: the first packet queued already has a listener.
+    this.systemd.status('installing the firewall rules');
     installRules(c);
     this.rulesInstalled = true;
     this.statsTimer = setInterval(() => this.tell({ type: 'stats' }), c.statsIntervalS * 1000).unref();
     this.cleanupTimer = setInterval(() => this.sweepBans(), c.cleanupIntervalS * 1000).unref();
     this.log.info(
       {
-        queues: `${c.queues.first}-${c.queues.last}`,
+        queues: queueRange(c),
         queuesAuto: c.queues.auto,
         chains: c.chains,
         action: c.action,
@@ -187,6 +201,39 @@ class Daemon {
       },
       'btwall running',
     );
+    this.systemd.ready(this.runningStatus());
+    if (this.watchdogMs !== null) this.watchdogTimer = setInterval(() => this.petWatchdog(), this.watchdogMs).unref();
+  }
+
+  /** What `systemctl status` shows while all is well. */
+  private runningStatus(): string {
+    const c = this.config;
+    const enforcing = c.action === 'monitor' ? 'monitor only, nothing enforced' : c.action === 'throttle' ? `throttling to ${c.rateBitsPerS / 1000} kbit/s per local host` : this.bans.enforced ? 'dropping, bans in XDP' : 'dropping, bans not enforced';
+    return `inspecting ${queuesNamed(c)}; ${enforcing}`;
+  }
+
+  /**
+   * WATCHDOG=1 only while every queue is answered: a wedged worker, batches left to the broker's
+   * watchdog, or a queue whose restarts keep failing withhold it, and systemd restarts the daemon.
+   */
+  private petWatchdog(): void {
+    const now = Date.now();
+    const readings = [...this.ops.telemetry.queues].map(([queue, counters]) => {
+      const { packets, verdicts, watchdogAccepted } = counters.read().sampled;
+      return { queue, sampledAtMs: counters.sampledAtMs(), packets, verdicts, watchdogAccepted };
+    });
+    const problem = this.health.check(now, readings);
+    if (problem !== this.unhealthy) {
+      if (problem === null) this.log.warn('packet path healthy again; watchdog resumed');
+      else this.log.error({ problem }, 'packet path unhealthy; withholding the systemd watchdog');
+      this.unhealthy = problem;
+    }
+    if (problem !== null) {
+      this.systemd.status(`unhealthy: ${problem}`);
+      return;
+    }
+    this.systemd.status(this.runningStatus());
+    this.systemd.watchdog();
   }
 
   /**
@@ -234,6 +281,7 @@ class Daemon {
     dead.last = {};
     const delayMs = RESPAWN_DELAYS_MS[Math.min(dead.failures, RESPAWN_DELAYS_MS.length) - 1];
     this.traffic.brokerDown(queue);
+    this.health.down(queue, Date.now());
     this.log.error({ queue, reason, attempt: dead.failures, restartInMs: delayMs, workerRestarts: this.workerRestarts }, 'queue worker died; its queue fails open until it is restarted');
     const downSinceMs = Date.now();
     const timer = setTimeout(() => {
@@ -243,6 +291,7 @@ class Daemon {
         () => {
           this.workerRestarts++;
           this.traffic.brokerUp(queue);
+          this.health.up(queue);
           this.log.warn({ queue, attempt: dead.failures, downMs: Date.now() - downSinceMs, workerRestarts: this.workerRestarts }, 'queue worker restarted');
         },
         // A worker that cannot bind exits too: its exit schedules the next attempt.
@@ -336,10 +385,12 @@ class Daemon {
       }
       case 'broker-down':
         this.traffic.brokerDown(queue);
+        this.health.down(queue, Date.now());
         this.log.error({ queue, reason: message.reason, attempt: message.attempt, respawnInMs: message.delayMs }, 'queue broker died; its queue fails open until it is respawned');
         return;
       case 'broker-up':
         this.traffic.brokerUp(queue);
+        this.health.up(queue);
         this.log.warn({ queue, attempt: message.attempt, downMs: message.downMs }, 'queue broker respawned');
         return;
       case 'broker-exit':
@@ -380,7 +431,9 @@ class Daemon {
   async stop(code: number): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.systemd.stopping(this.rulesInstalled ? 'stopping: unbinding the queues and removing the rules' : 'stopping');
     if (this.statsTimer) clearInterval(this.statsTimer);
+    if (this.watchdogTimer) clearInterval(this.watchdogTimer);
     if (this.cleanupTimer) clearInterval(this.cleanupTimer);
     for (const timer of this.restartTimers) clearTimeout(timer);
     this.tell({ type: 'stop' });
@@ -400,4 +453,13 @@ class Daemon {
     this.log.info({ code }, 'btwall stopped');
     this.finish(code);
   }
+}
+
+function queueRange(c: Config): string {
+  return c.queues.first === c.queues.last ? String(c.queues.first) : `${c.queues.first}-${c.queues.last}`;
+}
+
+/** "queue 0", "queues 0-3": for status lines. */
+function queuesNamed(c: Config): string {
+  return `queue${c.queues.first === c.queues.last ? '' : 's'} ${queueRange(c)}`;
 }

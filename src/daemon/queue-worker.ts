@@ -5,7 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Config } from '../config/config.js';
-import { QueueCounters } from '../ops/queue-counters.js';
+import { QueueCounters, SAMPLE_INTERVAL_MS } from '../ops/queue-counters.js';
 import { Pipeline, type DetectionEvent } from '../pipeline/pipeline.js';
 import { QueueSource } from '../pipeline/queue-source.js';
 import type { SharedTables } from '../pipeline/shared-tables.js';
@@ -43,8 +43,6 @@ export type WorkerMessage =
 /** Messages from the main thread: the host's addresses and resolvers change while the daemon runs, and the rules at SIGHUP. */
 export type WorkerCommand = { type: 'stats' } | { type: 'stop' } | { type: 'host'; host: HostFacts } | { type: 'rules'; rules: OperatorRule[] };
 
-/** How often the tables' sizes and the broker's counters are copied into the shared counters. */
-const SAMPLE_INTERVAL_MS = 1000;
 /** Peer-table slots counted per sample: a default-sized table (65,536) in one pass, in well under a millisecond. */
 const PEER_SLOTS_PER_SAMPLE = 65_536;
 
@@ -91,11 +89,12 @@ function stats(): Record<string, number> {
 function sampleCounters(): void {
   const { flows, proven, announced } = pipeline.engine;
   const now = Date.now();
-  counters.sample({ ...source.stats(), flows: flows.size, flowsEvicted: flows.evicted, provenPeers: proven.countLive(now, PEER_SLOTS_PER_SAMPLE), listedPeers: announced.countLive(now, PEER_SLOTS_PER_SAMPLE) });
+  counters.sample({ ...source.stats(), flows: flows.size, flowsEvicted: flows.evicted, provenPeers: proven.countLive(now, PEER_SLOTS_PER_SAMPLE), listedPeers: announced.countLive(now, PEER_SLOTS_PER_SAMPLE) }, now);
 }
 
 try {
   await source.run(pipeline);
+  sampleCounters();
   const sampler = setInterval(sampleCounters, SAMPLE_INTERVAL_MS);
   port.on('message', (command: WorkerCommand) => {
     if (command.type === 'stats') post({ type: 'stats', stats: stats() });

@@ -26,7 +26,10 @@ export const BATCH_PACKETS_BOUNDS: readonly number[] = Array.from({ length: Math
 /** Upper bounds of the per-batch engine time buckets, seconds: 5 µs to VERDICT_TIMEOUT_MS's default (50 ms) and past it. */
 export const BATCH_SECONDS_BOUNDS: readonly number[] = [5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25];
 
-/** What the worker copies once a second. */
+/** How often a worker copies the tables' sizes and the broker's counters into its counters. */
+export const SAMPLE_INTERVAL_MS = 1000;
+
+/** What the worker copies every SAMPLE_INTERVAL_MS. */
 export const SAMPLED = [
   'flows',
   'flowsEvicted',
@@ -65,7 +68,9 @@ const ACTIONS_AT = 0;
 const PACKETS_AT = ACTIONS_AT + ACTIONS.length;
 const SECONDS_AT = PACKETS_AT + BATCH_PACKETS_BOUNDS.length + 2;
 const SAMPLED_AT = SECONDS_AT + BATCH_SECONDS_BOUNDS.length + 2;
-const SLOTS = SAMPLED_AT + SAMPLED.length;
+/** When the worker last sampled (epoch ms): a worker whose event loop is wedged stops moving it. */
+const SAMPLED_AT_MS = SAMPLED_AT + SAMPLED.length;
+const SLOTS = SAMPLED_AT_MS + 1;
 
 export class QueueCounters {
   private readonly slots: Float64Array;
@@ -86,8 +91,14 @@ export class QueueCounters {
     observe(this.slots, SECONDS_AT, BATCH_SECONDS_BOUNDS, seconds);
   }
 
-  sample(values: Record<SampledField, number>): void {
+  sample(values: Record<SampledField, number>, nowMs: number): void {
     for (let i = 0; i < SAMPLED.length; i++) this.slots[SAMPLED_AT + i] = values[SAMPLED[i]];
+    this.slots[SAMPLED_AT_MS] = nowMs;
+  }
+
+  /** When the worker last sampled, epoch ms; 0 before its first sample. */
+  sampledAtMs(): number {
+    return this.slots[SAMPLED_AT_MS];
   }
 
   read(): QueueSample {
