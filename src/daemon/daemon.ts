@@ -162,6 +162,7 @@ class Daemon {
     });
     this.bans = this.openBans();
     this.ops.bans = this.bans;
+    this.ops.fleetState = () => this.fleetState();
     const ready: Promise<number>[] = [];
     for (let queue = c.queues.first; queue <= c.queues.last; queue++) ready.push(this.startWorker(queue));
     for (const bytes of await Promise.all(ready)) this.tableBytes += bytes;
