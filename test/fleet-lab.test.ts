@@ -8,11 +8,12 @@
  * at 10.77.2.2 is, on gateway B, B's server at 10.77.2.2, so B's enforcement is seen on a real path.
  */
 import { existsSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BanMaps } from '../src/bans/xdp.js';
 import { clientHello } from './helpers/names.js';
-import { CLI, connects, peer, startDaemon, stopPeers, type LogLine, type RunningDaemon } from './helpers/daemon.js';
+import { btwall, CLI, connects, peer, startDaemon, stopPeers, type LogLine, type RunningDaemon } from './helpers/daemon.js';
 import { haveCrowdsec, Lapi } from '../src/bench/lapi.js';
 import { canUseKernel, createNamespace, createTopology, deviceWith, type Namespace, type Topology } from './helpers/netns.js';
 
@@ -32,6 +33,8 @@ const AT = {
 };
 const SINK_PORT = 7000;
 const LAPI_PORT = 8080;
+/** Each gateway's metrics endpoint, on its own loopback. */
+const METRICS_PORT = 9760;
 /** The issue's bound on propagation. */
 const WITHIN_MS = 2000;
 
@@ -122,6 +125,8 @@ describe.runIf(canUseKernel() && haveCrowdsec())('ban sharing through a real Cro
           CROWDSEC_MACHINE_ID: machine,
           CROWDSEC_MACHINE_PASSWORD: password,
           CROWDSEC_ORIGINS: 'btwall,cscli',
+          METRICS_ADDR: `127.0.0.1:${METRICS_PORT}`,
+          CONTROL_SOCKET: `/run/btwall-test-${process.pid}-fleet${name}/control.sock`,
         },
         daemon: null,
         handshakePort: 6881,
@@ -146,6 +151,7 @@ describe.runIf(canUseKernel() && haveCrowdsec())('ban sharing through a real Cro
       if (gw.daemon?.running) await gw.daemon.stop();
       gw.net.destroy();
       rmSync(gw.pinDir, { recursive: true, force: true });
+      rmSync(dirname(gw.env.CONTROL_SOCKET), { recursive: true, force: true });
     }
     lapi?.destroy();
     lapiHost?.delete();
@@ -228,5 +234,26 @@ describe.runIf(canUseKernel() && haveCrowdsec())('ban sharing through a real Cro
     // B has no such address: it enforces the ban (from its next poll on).
     await within("A's address banned on B", Date.now(), () => mapped(B()).includes(A().ownAddress), 3000);
     expect(mapped(A())).not.toContain(A().ownAddress);
+  });
+
+  it("tells the link's state in btwall status and the metrics: reachable, synced, received, rejected, published", async () => {
+    for (const gw of gateways) {
+      const status = btwall(gw.net.gateway, ['status', '--json'], { CONTROL_SOCKET: gw.env.CONTROL_SOCKET });
+      expect(status.stderr).toBe('');
+      const fleet = (JSON.parse(status.stdout) as { fleet: Record<string, unknown> }).fleet;
+      expect(fleet).toMatchObject({ lapiUrl: gw.env.CROWDSEC_LAPI_URL, lapiReachable: true, queued: 0, publishDropped: 0 });
+      expect(Date.now() - (fleet.lastSyncMs as number)).toBeLessThan(10_000);
+      // A published its two bans (the first peer, one made while the LAPI was down), B its one; A refused
+      // two decisions (a local user, its own address), B one.
+      expect(fleet.published).toBe(gw === A() ? 2 : 1);
+      expect(fleet.decisionsRejected).toBeGreaterThanOrEqual(gw === A() ? 2 : 1);
+      expect(fleet.decisionsReceived).toBeGreaterThanOrEqual((fleet.decisionsRejected as number) + 1);
+      const [scrape] = await peer(gw.net.gateway, 'http-get', `http://127.0.0.1:${METRICS_PORT}/metrics`).done;
+      const text = scrape.body as string;
+      expect(text).toContain(`btwall_fleet_lapi_up{lapi="${gw.env.CROWDSEC_LAPI_URL}/"} 1\n`);
+      expect(text).toContain(`btwall_fleet_bans_published_total ${fleet.published}\n`);
+      expect(text).toMatch(/^btwall_fleet_last_sync_timestamp_seconds\{lapi="[^"]+"\} \d/m);
+      expect(Number(/^btwall_fleet_decisions_rejected_total (\d+)$/m.exec(text)?.[1])).toBeGreaterThanOrEqual(fleet.decisionsRejected as number);
+    }
   });
 });

@@ -1,3 +1,4 @@
+import type { FleetState } from '../src/fleet/state.js';
 import { spawnSync } from 'node:child_process';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -110,7 +111,7 @@ describe('metrics registry', () => {
     telemetry.statsLine({ uninspectedQueueFull: 7, uninspectedRestarting: 1, kernelDropped: 0 });
     const kernel = { active: { ipv4: 3, ipv6: 1 }, dropped: { ipv4: { packets: 10, bytes: 600 }, ipv6: { packets: 2, bytes: 160 } } };
     const metrics = new Metrics();
-    registerDaemonMetrics(metrics, telemetry, () => sinkWith(kernel));
+    registerDaemonMetrics(metrics, telemetry, () => sinkWith(kernel), null);
     const text = await metrics.text();
     for (const line of [
       'btwall_packets_inspected_total{queue="3",verdict="drop",mark="none"} 1',
@@ -132,14 +133,41 @@ describe('metrics registry', () => {
       expect(text).toContain(`${line}\n`);
     }
     expect(promtool(text)).toEqual({ status: 0, problems: '' });
+    expect(text).not.toContain('btwall_fleet_');
   });
 
   it('leaves out the kernel ban metrics when no XDP program runs', async () => {
     const metrics = new Metrics();
-    registerDaemonMetrics(metrics, new Telemetry({ first: 0, last: 0 }), () => new DryRunBanSink(silent));
+    registerDaemonMetrics(metrics, new Telemetry({ first: 0, last: 0 }), () => new DryRunBanSink(silent), null);
     const text = await metrics.text();
     expect(text).not.toMatch(/^btwall_bans_active\{/m);
     expect(text).not.toMatch(/^btwall_xdp_dropped_packets_total\{/m);
+  });
+
+  it("tells the CrowdSec link's state, as of each scrape", async () => {
+    let state: FleetState = { lapiUrl: 'http://127.0.0.1:8080', lapiReachable: null, lastSyncMs: null, decisionsReceived: 0, decisionsRejected: 0, decisionsLifted: 0, published: 0, queued: 0, publishDropped: 0 };
+    const metrics = new Metrics();
+    registerDaemonMetrics(metrics, new Telemetry({ first: 0, last: 0 }), () => new DryRunBanSink(silent), () => state);
+    const before = await metrics.text();
+    // Before the first request: neither up nor down, never synced.
+    expect(before).not.toMatch(/^btwall_fleet_lapi_up\{/m);
+    expect(before).not.toMatch(/^btwall_fleet_last_sync_timestamp_seconds\{/m);
+    expect(before).toContain('btwall_fleet_decisions_received_total 0\n');
+    state = { ...state, lapiReachable: false, lastSyncMs: 1_796_300_000_500, decisionsReceived: 12, decisionsRejected: 2, decisionsLifted: 3, published: 5, queued: 4, publishDropped: 1 };
+    const text = await metrics.text();
+    for (const line of [
+      'btwall_fleet_lapi_up{lapi="http://127.0.0.1:8080/"} 0',
+      'btwall_fleet_last_sync_timestamp_seconds{lapi="http://127.0.0.1:8080/"} 1796300000.5',
+      'btwall_fleet_decisions_received_total 12',
+      'btwall_fleet_decisions_rejected_total 2',
+      'btwall_fleet_decisions_lifted_total 3',
+      'btwall_fleet_bans_published_total 5',
+      'btwall_fleet_publish_queued 4',
+      'btwall_fleet_publish_dropped_total 1',
+    ]) {
+      expect(text).toContain(`${line}\n`);
+    }
+    expect(promtool(text)).toEqual({ status: 0, problems: '' });
   });
 });
 

@@ -88,8 +88,9 @@ describe('status report', () => {
   }
 
   it('adds up the queues, keeps the latest detections newest first, and redacts secrets', () => {
-    const report = statusReport('9.9.9', config, telemetry(), new DryRunBanSink(silent), null);
-    expect(Object.keys(report)).toEqual(['version', 'pid', 'startedAt', 'uptimeS', 'config', 'counters', 'bans', 'detections']);
+    const report = statusReport('9.9.9', config, telemetry(), new DryRunBanSink(silent), null, null);
+    expect(Object.keys(report)).toEqual(['version', 'pid', 'startedAt', 'uptimeS', 'config', 'counters', 'bans', 'fleet', 'detections']);
+    expect(report.fleet).toBeNull();
     expect(report.counters.packets).toEqual({ inspected: 3, accepted: 2, dropped: 1, markedClean: 0, markedBittorrent: 1, markedThrottle: 0 });
     expect(report.counters.detections).toEqual({
       total: RECENT_DETECTIONS + 6,
@@ -109,7 +110,8 @@ describe('status report', () => {
   });
 
   it('prints plain aligned sections for people', () => {
-    const report = statusReport('9.9.9', config, telemetry(), new DryRunBanSink(silent), { sent: 4, dropped: 0, rejected: 0, failedRequests: 1, queued: 2 });
+    const fleet = { lapiUrl: 'http://10.0.0.5:8080', lapiReachable: true, lastSyncMs: Date.UTC(2026, 11, 3, 8, 0, 1), decisionsReceived: 12, decisionsRejected: 2, decisionsLifted: 3, published: 5, queued: 0, publishDropped: 0 };
+    const report = statusReport('9.9.9', config, telemetry(), new DryRunBanSink(silent), { sent: 4, dropped: 0, rejected: 0, failedRequests: 1, queued: 2 }, fleet);
     const text = formatStatus({ ...report, pid: 42, uptimeS: 3723, startedAt: '2026-12-03T07:00:00.000Z' });
     const lines = text.split('\n');
     expect(lines[0]).toBe('btwall 9.9.9, pid 42, up 1h 2m 3s (since 2026-12-03T07:00:00.000Z)');
@@ -118,6 +120,9 @@ describe('status report', () => {
     expect(text).toContain('\ndetections\n  total              26\n  handshake (exact)  25\n  utp (response)     1\n');
     expect(text).toContain('  outcomes     not_enforced 1, skipped_by_policy 25\n');
     expect(text).toContain('webhook\n  detections  sent 4, queued 2, dropped 0, rejected 0; failed requests 1\n');
+    expect(text).toContain(
+      'fleet (CrowdSec Local API)\n  lapi       http://10.0.0.5:8080: reachable\n  last sync  2026-12-03T08:00:01.000Z\n  decisions  received 12, rejected by local policy 2, lifted 3\n  published  5, queued 0, dropped 0\n',
+    );
     const table = lines.slice(lines.indexOf('last detections (newest first)') + 1, lines.indexOf('last detections (newest first)') + 3);
     // Columns as wide as their longest value (an action may be longer than the ones here).
     const words = (line: string) => line.trim().split(/ {2,}/);

@@ -174,6 +174,7 @@ class Daemon {
     this.systemd.status('loading the XDP ban program');
     this.bans = this.openBans();
     this.ops.bans = this.bans;
+    this.ops.fleetState = () => this.fleetState();
     this.systemd.status(`binding ${queuesNamed(c)}`);
     const ready: Promise<number>[] = [];
     for (let queue = c.queues.first; queue <= c.queues.last; queue++) ready.push(this.startWorker(queue));

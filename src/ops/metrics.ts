@@ -5,7 +5,8 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import type { BanSink } from '../bans/sink.js';
-import { ConfigError } from '../config/config.js';
+import { ConfigError, redactedUrl } from '../config/config.js';
+import type { FleetState } from '../fleet/state.js';
 import { ACTIONS, type QueueSample, type SampledField } from './queue-counters.js';
 import type { Metrics, MetricsRegistry, Report } from './registry.js';
 import { BAN_OUTCOMES, type Telemetry } from './telemetry.js';
@@ -29,14 +30,51 @@ const SHARED_GAUGES: [string, string, SampledField][] = [
   ['peers_listed', 'Entries of the listed-peer table (peers a tracker, DHT node or PEX listed to a local host), not expired; one table for all queues.', 'listedPeers'],
 ];
 
-/** Registers the daemon's metrics; `bans` is read at each scrape (the sink in use). */
-export function registerDaemonMetrics(registry: MetricsRegistry, telemetry: Telemetry, bans: () => BanSink): void {
+/** The fleet link's counts, as counters. */
+const FLEET_COUNTERS: [string, string, 'decisionsReceived' | 'decisionsRejected' | 'decisionsLifted' | 'published' | 'publishDropped'][] = [
+  ['fleet_decisions_received_total', 'Ban decisions from the Local API that CROWDSEC_ORIGINS selects.', 'decisionsReceived'],
+  ['fleet_decisions_rejected_total', 'Of those, the ones the local never-ban lists refused (LOCAL_CIDRS, ALLOW_CIDRS, BAN_EXEMPT, own addresses).', 'decisionsRejected'],
+  ['fleet_decisions_lifted_total', 'Bans lifted because their decisions were deleted or expired on the Local API.', 'decisionsLifted'],
+  ['fleet_bans_published_total', "Bans of this gateway's policy the Local API acknowledged.", 'published'],
+  ['fleet_publish_dropped_total', 'Bans never published because the publish queue was full.', 'publishDropped'],
+];
+
+/** Serves `metrics` at http://host:port/metrics; rejects with a ConfigError naming METRICS_ADDR when it cannot listen. */
+export function serveMetrics(address: { host: string; port: number }, metrics: Metrics, log: Logger): Promise<Server> {
+  const server = createServer((request, response) => {
+    const path = new URL(request.url ?? '/', 'http://metrics').pathname;
+    if (path !== '/metrics') return void response.writeHead(404, { 'content-type': 'text/plain' }).end('btwall serves /metrics only\n');
+    if (request.method !== 'GET' && request.method !== 'HEAD') return void response.writeHead(405, { allow: 'GET, HEAD' }).end();
+    metrics.text().then(
+      (text) => response.writeHead(200, { 'content-type': metrics.contentType }).end(request.method === 'HEAD' ? undefined : text),
+      (error: Error) => {
+        log.error({ err: error }, 'cannot collect the metrics');
+        response.writeHead(500, { 'content-type': 'text/plain' }).end('cannot collect the metrics\n');
+      },
+    );
+  });
+  // A scraper that keeps a connection open must not hold the daemon's stop.
+  server.keepAliveTimeout = 5000;
+  return new Promise((resolve, reject) => {
+    const shown = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+    server.once('error', (error) => reject(new ConfigError([`METRICS_ADDR=${JSON.stringify(shown)}: cannot listen there: ${error.message}`])));
+    server.listen(address.port, address.host, () => resolve(server));
+  });
+}
+
+/**
+ * Registers the daemon's metrics; `bans` is read at each scrape (the sink in use), and `fleet`,
+ * the CrowdSec link's state (null without CROWDSEC_LAPI_URL: then no btwall_fleet_* metric).
+ */
+export function registerDaemonMetrics(registry: MetricsRegistry, telemetry: Telemetry, bans: () => BanSink, fleet: (() => FleetState | null) | null): void {
   // One read of the shared counters and one look at the ban maps per scrape, for all the metrics below.
   let samples = new Map<number, QueueSample>();
   let kernel: ReturnType<BanSink['kernel']> = null;
+  let link: FleetState | null = null;
   registry.onScrape(() => {
     samples = telemetry.read();
     kernel = bans().kernel();
+    link = fleet?.() ?? null;
   });
   const perQueue = (use: (queue: string, sample: QueueSample) => void) => {
     for (const [queue, sample] of samples) use(String(queue), sample);
@@ -79,28 +117,21 @@ export function registerDaemonMetrics(registry: MetricsRegistry, telemetry: Tele
   registry.counter({ name: 'xdp_dropped_bytes_total', help: 'Bytes of the packets the XDP ban program dropped, by address family.', labelNames: ['family'] }, (report) => {
     if (kernel !== null) for (const family of FAMILIES) report(kernel.dropped[family].bytes, { family });
   });
-}
-
-/** Serves `metrics` at http://host:port/metrics; rejects with a ConfigError naming METRICS_ADDR when it cannot listen. */
-export function serveMetrics(address: { host: string; port: number }, metrics: Metrics, log: Logger): Promise<Server> {
-  const server = createServer((request, response) => {
-    const path = new URL(request.url ?? '/', 'http://metrics').pathname;
-    if (path !== '/metrics') return void response.writeHead(404, { 'content-type': 'text/plain' }).end('btwall serves /metrics only\n');
-    if (request.method !== 'GET' && request.method !== 'HEAD') return void response.writeHead(405, { allow: 'GET, HEAD' }).end();
-    metrics.text().then(
-      (text) => response.writeHead(200, { 'content-type': metrics.contentType }).end(request.method === 'HEAD' ? undefined : text),
-      (error: Error) => {
-        log.error({ err: error }, 'cannot collect the metrics');
-        response.writeHead(500, { 'content-type': 'text/plain' }).end('cannot collect the metrics\n');
-      },
-    );
-  });
-  // A scraper that keeps a connection open must not hold the daemon's stop.
-  server.keepAliveTimeout = 5000;
-  return new Promise((resolve, reject) => {
-    const shown = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
-    server.once('error', (error) => reject(new ConfigError([`METRICS_ADDR=${JSON.stringify(shown)}: cannot listen there: ${error.message}`])));
-    server.listen(address.port, address.host, () => resolve(server));
-  });
+  if (fleet === null) return;
+  const fleetValue = (read: (state: FleetState) => number) => (report: Report<never>) => {
+    if (link !== null) report(read(link));
+  };
+  // Labelled by the Local API, so that both are absent (not 0) until there is something to tell.
+  const lapiValue = (read: (state: FleetState) => number | null) => (report: Report<'lapi'>) => {
+    const value = link === null ? null : read(link);
+    if (value !== null) report(value, { lapi: redactedUrl(link!.lapiUrl) });
+  };
+  registry.gauge({ name: 'fleet_lapi_up', help: "Whether the CrowdSec Local API answered btwall's last request (absent before the first).", labelNames: ['lapi'] }, lapiValue((s) => (s.lapiReachable === null ? null : Number(s.lapiReachable))));
+  registry.gauge(
+    { name: 'fleet_last_sync_timestamp_seconds', help: 'When a decisions stream was last read from the Local API, seconds since the Unix epoch (absent before the first).', labelNames: ['lapi'] },
+    lapiValue((s) => (s.lastSyncMs === null ? null : s.lastSyncMs / 1000)),
+  );
+  for (const [name, help, field] of FLEET_COUNTERS) registry.counter({ name, help }, fleetValue((s) => s[field]));
+  registry.gauge({ name: 'fleet_publish_queued', help: 'Bans of this gateway waiting to be published to the Local API (bounded by CROWDSEC_QUEUE_CAPACITY).' }, fleetValue((s) => s.queued));
 }
 

@@ -9,6 +9,7 @@ import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { DryRunBanSink, type BanOutcome, type BanSink } from '../bans/sink.js';
 import { ConfigError, type Config } from '../config/config.js';
+import type { FleetState } from '../fleet/state.js';
 import type { DetectionEvent } from '../pipeline/pipeline.js';
 import { ControlServer, ControlSocketError } from './control.js';
 import { statusReport } from './status.js';
@@ -21,6 +22,8 @@ export class Operations {
   readonly telemetry: Telemetry;
   /** The sink in use, which the daemon sets once the XDP program is loaded. */
   bans: BanSink;
+  /** The CrowdSec link's state, which the daemon sets once the link is up (CROWDSEC_LAPI_URL). */
+  fleetState: () => FleetState | null = () => null;
   private metricsServer: Server | null = null;
   private control: ControlServer | null = null;
   private readonly webhook: DetectionWebhook | null;
@@ -42,7 +45,7 @@ export class Operations {
         // prom-client is loaded only when metrics are asked for: it adds a tenth of a second to every start.
         const [{ Metrics }, { registerDaemonMetrics, serveMetrics }] = await Promise.all([import('./registry.js'), import('./metrics.js')]);
         const metrics = new Metrics();
-        registerDaemonMetrics(metrics, ops.telemetry, () => ops.bans);
+        registerDaemonMetrics(metrics, ops.telemetry, () => ops.bans, config.crowdsec === null ? null : () => ops.fleetState());
         ops.webhook?.register(metrics);
         ops.metricsServer = await serveMetrics(config.metricsAddr, metrics, log);
       }
@@ -68,7 +71,7 @@ export class Operations {
   }
 
   status() {
-    return statusReport(VERSION, this.config, this.telemetry, this.bans, this.webhook?.stats() ?? null);
+    return statusReport(VERSION, this.config, this.telemetry, this.bans, this.webhook?.stats() ?? null, this.fleetState());
   }
 
   async close(): Promise<void> {

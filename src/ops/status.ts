@@ -7,6 +7,7 @@ import type { BanEntry } from '../bans/xdp.js';
 import type { BanSink, KernelBans } from '../bans/sink.js';
 import { columns, duration } from '../cli/output.js';
 import { redactedConfig, type Config } from '../config/config.js';
+import type { FleetState } from '../fleet/state.js';
 import type { SampledField } from './queue-counters.js';
 import { BAN_OUTCOMES, Telemetry, type BanDecisionOutcome, type DetectionSummary, type UninspectedCounts } from './telemetry.js';
 import type { WebhookCounts } from './webhook.js';
@@ -30,6 +31,8 @@ export interface StatusReport {
     bans: Record<BanDecisionOutcome, number>;
     webhook: WebhookCounts | null;
   };
+  /** The CrowdSec Local API link; null without CROWDSEC_LAPI_URL. */
+  fleet: FleetState | null;
   bans: {
     enforced: boolean;
     /** Where and how bans are enforced (the startup line's words). */
@@ -44,7 +47,7 @@ export interface StatusReport {
   detections: DetectionSummary[];
 }
 
-export function statusReport(version: string, config: Config, telemetry: Telemetry, bans: BanSink, webhook: WebhookCounts | null): StatusReport {
+export function statusReport(version: string, config: Config, telemetry: Telemetry, bans: BanSink, webhook: WebhookCounts | null, fleet: FleetState | null): StatusReport {
   const totals = Telemetry.totals(telemetry.read());
   const { actions, ...queues } = totals;
   const [accepted, dropped, markedClean, markedBittorrent, markedThrottle] = actions;
@@ -75,6 +78,7 @@ export function statusReport(version: string, config: Config, telemetry: Telemet
         .slice(0, STATUS_BANS)
         .map((ban) => ({ ...ban, remainingS: Math.ceil(ban.remainingS) })),
     },
+    fleet,
     detections: telemetry.recentDetections(),
   };
 }
@@ -120,6 +124,17 @@ export function formatStatus(r: StatusReport): string {
   if (c.webhook !== null) {
     const w = c.webhook;
     parts.push(section('webhook', [['detections', `sent ${w.sent}, queued ${w.queued}, dropped ${w.dropped}, rejected ${w.rejected}; failed requests ${w.failedRequests}`]]));
+  }
+  if (r.fleet !== null) {
+    const f = r.fleet;
+    parts.push(
+      section('fleet (CrowdSec Local API)', [
+        ['lapi', `${f.lapiUrl}: ${f.lapiReachable === null ? 'not asked yet' : f.lapiReachable ? 'reachable' : 'unreachable'}`],
+        ['last sync', f.lastSyncMs === null ? 'never' : new Date(f.lastSyncMs).toISOString()],
+        ['decisions', `received ${f.decisionsReceived}, rejected by local policy ${f.decisionsRejected}, lifted ${f.decisionsLifted}`],
+        ['published', `${f.published}, queued ${f.queued}, dropped ${f.publishDropped}`],
+      ]),
+    );
   }
   parts.push(
     r.detections.length === 0
