@@ -22,6 +22,8 @@
 #define BTW_MAP_DROPS drops
 #define BTW_MAP_OWN4 own4
 #define BTW_MAP_OWN6 own6
+/* The daemon's settings for the program (not pinned: each daemon writes its own after loading). */
+#define BTW_MAP_SETTINGS settings
 
 #define BTW_STRINGIFY(x) #x
 /* A map or program name above as a string, for the addon. */
@@ -43,10 +45,20 @@ struct btw_ban {
 	char rule[BTW_RULE_BYTES];   /* the rule that proved the peer, NUL-padded (userspace only) */
 };
 
-/* Value of drops (a per-CPU array): what the program dropped, per family. */
+/* Value of drops (a per-CPU array): what the program dropped, per family, and the TCP resets it
+ * sent back in place of dropped TCP packets. */
 struct btw_drops {
 	__u64 packets;
 	__u64 bytes;
+	__u64 resets;
+};
+
+/* Value of settings' one entry. */
+struct btw_settings {
+	/* Nonzero: a dropped TCP segment (not itself a reset) is answered with a reset to its sender
+	 * (CUT_ESTABLISHED), so both ends of a banned address's connections give up at once. */
+	__u32 reset_tcp;
+	__u32 reserved;
 };
 
 enum btw_drops_slot {

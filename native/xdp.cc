@@ -208,8 +208,9 @@ class XdpObject : public Napi::ObjectWrap<XdpObject> {
     if (err != 0) Fail(env, "attach to interface " + std::to_string(ifindex), -err);
   }
 
-  // testRun(program, frame, repeat) -> {retval, durationNs}: BPF_PROG_TEST_RUN over one frame
-  // (at least 14 bytes: the kernel's minimum); durationNs is the mean over the repetitions.
+  // testRun(program, frame, repeat) -> {retval, durationNs, frame}: BPF_PROG_TEST_RUN over one
+  // frame (at least 14 bytes: the kernel's minimum); durationNs is the mean over the repetitions,
+  // frame the frame as the program left it (what XDP_TX would send).
   Napi::Value TestRun(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     int prog_fd = ProgramFd(env, info[0].As<Napi::String>());
@@ -222,6 +223,9 @@ class XdpObject : public Napi::ObjectWrap<XdpObject> {
     opts.data_in = frame.Data();
     opts.data_size_in = (uint32_t)frame.ByteLength();
     opts.repeat = repeat;
+    std::vector<uint8_t> out(frame.ByteLength() + 256);
+    opts.data_out = out.data();
+    opts.data_size_out = (uint32_t)out.size();
     int err = bpf_prog_test_run_opts(prog_fd, &opts);
     if (err != 0) {
       Fail(env, "BPF_PROG_TEST_RUN", -err);
@@ -230,6 +234,7 @@ class XdpObject : public Napi::ObjectWrap<XdpObject> {
     Napi::Object result = Napi::Object::New(env);
     result.Set("retval", Napi::Number::New(env, opts.retval));
     result.Set("durationNs", Napi::Number::New(env, opts.duration));
+    result.Set("frame", Napi::Buffer<uint8_t>::Copy(env, out.data(), std::min<size_t>(opts.data_size_out, out.size())));
     return result;
   }
 
@@ -706,6 +711,7 @@ Napi::Object Layout(Napi::Env env) {
   layout.Set("mapDrops", BTW_NAME(BTW_MAP_DROPS));
   layout.Set("mapOwn4", BTW_NAME(BTW_MAP_OWN4));
   layout.Set("mapOwn6", BTW_NAME(BTW_MAP_OWN6));
+  layout.Set("mapSettings", BTW_NAME(BTW_MAP_SETTINGS));
   set("ownCapacity", BTW_OWN_CAPACITY);
   set("banBytes", sizeof(btw_ban));
   set("banExpires", offsetof(btw_ban, expires_ns));
@@ -716,6 +722,9 @@ Napi::Object Layout(Napi::Env env) {
   set("dropsBytes", sizeof(btw_drops));
   set("dropsPackets", offsetof(btw_drops, packets));
   set("dropsBytesField", offsetof(btw_drops, bytes));
+  set("dropsResets", offsetof(btw_drops, resets));
+  set("settingsBytes", sizeof(btw_settings));
+  set("settingsResetTcp", offsetof(btw_settings, reset_tcp));
   set("dropsV4", BTW_DROPS_V4);
   set("dropsV6", BTW_DROPS_V6);
   set("dropsSlots", BTW_DROPS_SLOTS);
@@ -728,6 +737,7 @@ Napi::Object Layout(Napi::Env env) {
   set("modeOffload", XDP_FLAGS_HW_MODE);
   set("xdpPass", XDP_PASS);
   set("xdpDrop", XDP_DROP);
+  set("xdpTx", XDP_TX);
   return layout;
 }
 

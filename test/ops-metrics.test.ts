@@ -109,7 +109,7 @@ describe('metrics registry', () => {
     detect(detectionEvent('handshake', 'exact', { enforce: false, ban: { family: 4, address: '198.51.100.9', durationS: 60 } }), null);
     telemetry.expired(4);
     telemetry.statsLine({ uninspectedQueueFull: 7, uninspectedRestarting: 1, kernelDropped: 0 });
-    const kernel = { active: { ipv4: 3, ipv6: 1 }, dropped: { ipv4: { packets: 10, bytes: 600 }, ipv6: { packets: 2, bytes: 160 } } };
+    const kernel = { active: { ipv4: 3, ipv6: 1 }, dropped: { ipv4: { packets: 10, bytes: 600, resets: 4 }, ipv6: { packets: 2, bytes: 160, resets: 0 } } };
     const metrics = new Metrics();
     registerDaemonMetrics(metrics, telemetry, () => sinkWith(kernel), null);
     const text = await metrics.text();
@@ -127,6 +127,7 @@ describe('metrics registry', () => {
       'btwall_bans_active{family="ipv4"} 3',
       'btwall_xdp_dropped_packets_total{family="ipv6"} 2',
       'btwall_xdp_dropped_bytes_total{family="ipv4"} 600',
+      'btwall_xdp_resets_sent_total{family="ipv4"} 4',
       'btwall_queue_uninspected_packets_total{cause="queue_full"} 7',
       'btwall_flows_tracked{queue="2"} 0',
     ]) {

@@ -23,7 +23,7 @@ interface BanList {
   enforced: boolean;
   enforcedOn: { name: string; mode: string }[];
   bans: { address: string; remainingS: number; rule: string; count: number; expiresAt: string }[];
-  dropped: { v4: { packets: number }; v6: { packets: number } };
+  dropped: { v4: { packets: number; resets: number }; v6: { packets: number; resets: number } };
 }
 
 
@@ -140,6 +140,19 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
     expect(await connects(net.client, SERVER6, SINK_PORT)).toBe(false);
     expect(bans('flush').stdout.trim()).toBe('removed 1 ban');
     expect(await connects(net.client, SERVER6, SINK_PORT)).toBe(true);
+  });
+
+  it("resets the connections a peer already had when it is banned: the client's next segment is answered by a reset", async () => {
+    daemon = startDaemon(net.gateway, env);
+    await daemon.waitFor('btwall running');
+    const hold = peer(net.client, 'tcp-hold', SERVER4, SINK_PORT, 200, 15_000);
+    while (!hold.lines.some((l) => l.event === 'connected')) await new Promise((r) => setTimeout(r, 50));
+    const before = banList().dropped.v4.resets;
+    await handshakeBans(SERVER4);
+    // Without the reset the client would retransmit into the drop until its lifetime ended ('open').
+    const [, ended] = await hold.done;
+    expect(ended).toMatchObject({ event: 'error', code: 'ECONNRESET' });
+    expect(banList().dropped.v4.resets).toBeGreaterThan(before);
   });
 
   it('lets a peer through again once its ban expires, and sweeps expired bans every CLEANUP_INTERVAL', async () => {

@@ -51,8 +51,15 @@ export interface NativeXdpObject {
   programId(name: string): number;
   /** replaceProgramId 0: only where the device has no program in that mode. */
   attach(ifindex: number, program: string, modeFlags: number, replaceProgramId: number): void;
-  testRun(program: string, frame: Uint8Array, repeat: number): { retval: number; durationNs: number };
+  testRun(program: string, frame: Uint8Array, repeat: number): TestRun;
   close(): void;
+}
+
+/** One BPF_PROG_TEST_RUN: the program's verdict, its mean time, and the frame as it left it. */
+export interface TestRun {
+  retval: number;
+  durationNs: number;
+  frame: Buffer;
 }
 
 interface XdpLayout {
@@ -63,6 +70,7 @@ interface XdpLayout {
   mapDrops: string;
   mapOwn4: string;
   mapOwn6: string;
+  mapSettings: string;
   ownCapacity: number;
   banBytes: number;
   banExpires: number;
@@ -73,6 +81,9 @@ interface XdpLayout {
   dropsBytes: number;
   dropsPackets: number;
   dropsBytesField: number;
+  dropsResets: number;
+  settingsBytes: number;
+  settingsResetTcp: number;
   dropsV4: number;
   dropsV6: number;
   dropsSlots: number;
@@ -85,6 +96,7 @@ interface XdpLayout {
   modeOffload: number;
   xdpPass: number;
   xdpDrop: number;
+  xdpTx: number;
 }
 
 interface XdpAddon {
@@ -137,6 +149,8 @@ const NS_PER_S = 1_000_000_000n;
 export type XdpMode = Exclude<Config['xdpMode'], 'off'>;
 export const XDP_PASS = layout.xdpPass;
 export const XDP_DROP = layout.xdpDrop;
+/** What the program returns when it sends a reset back in place of the frame. */
+export const XDP_TX = layout.xdpTx;
 
 const MODE_FLAGS: Record<XdpMode, number> = { generic: layout.modeGeneric, native: layout.modeNative, offload: layout.modeOffload };
 const MODES = Object.keys(MODE_FLAGS) as XdpMode[];
@@ -236,6 +250,8 @@ export interface BanResult {
 export interface DropCounters {
   packets: number;
   bytes: number;
+  /** Of the packets, the TCP segments answered with a reset (CUT_ESTABLISHED). */
+  resets: number;
 }
 
 /** A map's entries, as the addon dumps them. */
@@ -401,6 +417,7 @@ export class BanMaps {
     const slot = (index: number): DropCounters => ({
       packets: sums[index * words + layout.dropsPackets / 8],
       bytes: sums[index * words + layout.dropsBytesField / 8],
+      resets: sums[index * words + layout.dropsResets / 8],
     });
     return { v4: slot(layout.dropsV4), v6: slot(layout.dropsV6) };
   }
@@ -476,9 +493,19 @@ export class XdpProgram {
   /** Keys now in own4/own6, as `family/hex`. */
   private ownKeys = new Set<string>();
 
+  private readonly settings: NativeBpfMap;
+
   private constructor(private readonly object: NativeXdpObject) {
     this.maps = BanMaps.ofObject(object);
     this.own = { 4: new native.BpfMap(object.mapFd(layout.mapOwn4)), 6: new native.BpfMap(object.mapFd(layout.mapOwn6)) };
+    this.settings = new native.BpfMap(object.mapFd(layout.mapSettings));
+  }
+
+  /** Whether dropped TCP segments are answered with a reset to their sender (CUT_ESTABLISHED). */
+  setResetTcp(on: boolean): void {
+    const value = Buffer.alloc(layout.settingsBytes);
+    value.writeUInt32LE(on ? 1 : 0, layout.settingsResetTcp);
+    this.settings.update(new Uint8Array(4), value, layout.updateAny);
   }
 
   /**
@@ -566,7 +593,7 @@ export class XdpProgram {
   }
 
   /** BPF_PROG_TEST_RUN: the verdict (XDP_PASS, XDP_DROP) on one frame, and ns per run over `repeat` runs. */
-  testRun(kind: LinkKind, frame: Uint8Array, repeat = 1): { retval: number; durationNs: number } {
+  testRun(kind: LinkKind, frame: Uint8Array, repeat = 1): TestRun {
     return this.object.testRun(PROGRAMS[kind], frame, repeat);
   }
 
@@ -656,6 +683,8 @@ export interface XdpBanSinkOptions {
   pinDir: string;
   capacity: number;
   escalation: Escalation;
+  /** Answer dropped TCP segments with resets (CUT_ESTABLISHED with ACTION=drop). */
+  resetTcp: boolean;
 }
 
 /** How soon after a link change the devices are looked at again: one burst of changes, one look. */
@@ -708,6 +737,7 @@ export class XdpBanSink implements BanSink {
       throw new XdpUnavailableError(`cannot load the XDP program: ${errorMessage(error)}`, { cause: error });
     }
     const sink = new XdpBanSink(program, options, log);
+    program.setResetTcp(options.resetTcp);
     sink.refreshOwnAddresses();
     sink.attachMissing(false);
     const named = options.interfaces.filter((item) => !isInterfacePattern(item));
@@ -783,6 +813,8 @@ export class XdpBanSink implements BanSink {
       droppedV4Bytes: drops.v4.bytes,
       droppedV6Packets: drops.v6.packets,
       droppedV6Bytes: drops.v6.bytes,
+      resetsV4: drops.v4.resets,
+      resetsV6: drops.v6.resets,
     };
   }
 

@@ -331,7 +331,7 @@ class Daemon {
       this.log.warn({ reason: 'XDP_MODE=off' }, `bans are ${sink.describe()}`);
       return sink;
     }
-    return XdpBanSink.open({ interfaces: c.interfaces, mode: c.xdpMode, pinDir: c.bpfPinDir, capacity: c.banCapacity, escalation: c.banEscalation }, this.log);
+    return XdpBanSink.open({ interfaces: c.interfaces, mode: c.xdpMode, pinDir: c.bpfPinDir, capacity: c.banCapacity, escalation: c.banEscalation, resetTcp: c.action === 'drop' && c.cutEstablished }, this.log);
   }
 
   /**

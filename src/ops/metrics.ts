@@ -117,6 +117,9 @@ export function registerDaemonMetrics(registry: MetricsRegistry, telemetry: Tele
   registry.counter({ name: 'xdp_dropped_bytes_total', help: 'Bytes of the packets the XDP ban program dropped, by address family.', labelNames: ['family'] }, (report) => {
     if (kernel !== null) for (const family of FAMILIES) report(kernel.dropped[family].bytes, { family });
   });
+  registry.counter({ name: 'xdp_resets_sent_total', help: 'Dropped TCP segments of banned addresses the XDP program answered with a reset to their sender (CUT_ESTABLISHED), by address family.', labelNames: ['family'] }, (report) => {
+    if (kernel !== null) for (const family of FAMILIES) report(kernel.dropped[family].resets, { family });
+  });
   if (fleet === null) return;
   const fleetValue = (read: (state: FleetState) => number) => (report: Report<never>) => {
     if (link !== null) report(read(link));

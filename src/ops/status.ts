@@ -114,7 +114,7 @@ export function formatStatus(r: StatusReport): string {
     section('bans', [
       ['enforcement', r.bans.description],
       ['active', r.bans.active === null ? 'none in the kernel (no XDP program)' : `IPv4 ${r.bans.active.ipv4}, IPv6 ${r.bans.active.ipv6}`],
-      ...(r.bans.dropped === null ? [] : [['dropped by XDP', `IPv4 ${r.bans.dropped.ipv4.packets} packets, IPv6 ${r.bans.dropped.ipv6.packets} packets`] as [string, string]]),
+      ...(r.bans.dropped === null ? [] : [['dropped by XDP', `IPv4 ${r.bans.dropped.ipv4.packets} packets, IPv6 ${r.bans.dropped.ipv6.packets} packets; TCP resets sent IPv4 ${r.bans.dropped.ipv4.resets}, IPv6 ${r.bans.dropped.ipv6.resets}`] as [string, string]]),
       ['outcomes', BAN_OUTCOMES.filter((o) => c.bans[o] > 0).map((o) => `${o} ${c.bans[o]}`).join(', ') || 'none yet'],
     ]),
   ];

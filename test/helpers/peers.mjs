@@ -74,6 +74,28 @@ switch (mode) {
     }, Number(wait));
     break;
   }
+  // tcp-hold HOST PORT INTERVAL_MS LIFETIME_MS: one connection that writes a byte every interval;
+  // reports how it ended: reset or closed by the other end, or still open when its lifetime is over.
+  case 'tcp-hold': {
+    const [host, port, interval, lifetime] = args;
+    const socket = net.connect({ port: Number(port), host });
+    let connectedAt = 0;
+    let writer = null;
+    const end = (result) => {
+      clearInterval(writer);
+      print({ ...result, afterMs: connectedAt === 0 ? null : Date.now() - connectedAt });
+      process.exit(0);
+    };
+    socket.on('connect', () => {
+      connectedAt = Date.now();
+      print({ event: 'connected' });
+      writer = setInterval(() => socket.write('x'), Number(interval));
+    });
+    socket.on('error', (error) => end({ event: 'error', code: error.code }));
+    socket.on('close', () => end({ event: 'closed' }));
+    setTimeout(() => end({ event: 'open' }), Number(lifetime));
+    break;
+  }
   // udp-sink PORT LIFETIME_MS: counts datagrams, reports when its lifetime ends.
   case 'udp-sink': {
     const [port, lifetime] = args.map(Number);
