@@ -7,7 +7,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { BPFFS, devices, linkKind } from '../bans/xdp.js';
 import { Pipeline } from '../pipeline/pipeline.js';
+import { sharedTableBytes, type SharedTables } from '../pipeline/shared-tables.js';
 import { isInterfacePattern, type Config } from './config.js';
+import type { TableSizing } from './sizing.js';
 
 /** What the tables may not take of MemAvailable: the daemon's heaps, the queues' shared memory, the rest of the machine. */
 export const MEMORY_RESERVE_BYTES = 256 * 2 ** 20;
@@ -40,6 +42,8 @@ export const thisMachine: Machine = {
 
 const MB = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MB`;
 const shown = (name: string, value: string) => `${name}=${JSON.stringify(value)}`;
+/** A table size as set, or as sized from memory when its variable is unset. */
+const sizeShown = (name: string, value: number, from: string) => (from === name ? shown(name, String(value)) : `${name} unset (${value}, sized from memory)`);
 
 function interfaceProblems(config: Config, machine: Machine): string[] {
   const named = shown('INTERFACE', config.interfaces.join(','));
@@ -92,22 +96,43 @@ function memoryProblems(config: Config, machine: Machine): string[] {
   const tables = tablesMemory(config);
   if (available === null || tables.totalBytes + MEMORY_RESERVE_BYTES <= available) return [];
   return [
-    `${shown('FLOW_CAPACITY', String(config.flowCapacity))}, ${shown('PEER_CACHE_SIZE', String(config.peerCacheSize))}, ${shown('QUEUE_NUM', tables.queues)}: the tables need ${MB(tables.totalBytes)} (${MB(tables.perQueueBytes)} per queue, ${tables.queueCount} queue${tables.queueCount === 1 ? '' : 's'}, ${MB(tables.sharedBytes)} shared by all) and ${MB(MEMORY_RESERVE_BYTES)} more for the rest of the daemon, but this machine has ${MB(available)} available (MemAvailable in /proc/meminfo); lower FLOW_CAPACITY or PEER_CACHE_SIZE, or set fewer queues in QUEUE_NUM`,
+    `${sizeShown('FLOW_CAPACITY', config.flowCapacity, config.tableSizing.flowCapacity)}, ${sizeShown('PEER_CACHE_SIZE', config.peerCacheSize, config.tableSizing.peerCacheSize)}, ${shown('QUEUE_NUM', tables.queues)}: the tables need ${MB(tables.totalBytes)} (${MB(tables.perQueueBytes)} per queue, ${tables.queueCount} queue${tables.queueCount === 1 ? '' : 's'}, ${MB(tables.sharedBytes)} shared by all) and ${MB(MEMORY_RESERVE_BYTES)} more for the rest of the daemon, but this machine has ${MB(available)} available (MemAvailable in /proc/meminfo); lower FLOW_CAPACITY or PEER_CACHE_SIZE, or set fewer queues in QUEUE_NUM`,
   ];
 }
 
-/** The queues a configuration serves and what their tables take together: what check-config prints. */
-export function tablesMemory(config: Config): { queues: string; queueCount: number; perQueueBytes: number; sharedBytes: number; totalBytes: number } {
+/** What check-config prints of the tables: the queues, what each table takes at its size, and where the sizes came from. */
+export interface TablesMemory {
+  queues: string;
+  queueCount: number;
+  perQueueBytes: number;
+  sharedBytes: number;
+  totalBytes: number;
+  /** Each queue's flow table (with the per-flow arrival and action arrays), and the tables all queues share, bytes. */
+  perTableBytes: { flowsPerQueue: number } & Record<keyof SharedTables, number>;
+  /** Each size, and whether its variable set it or the machine's memory did (src/config/sizing.ts). */
+  sizes: { flowCapacity: { value: number; from: TableSizing['flowCapacity'] }; peerCacheSize: { value: number; from: TableSizing['peerCacheSize'] } };
+  /** The memory the sizes come from, and the tables' share of it. */
+  memory: TableSizing['memory'] & { budgetBytes: number };
+}
+
+export function tablesMemory(config: Config): TablesMemory {
   const { first, last, auto } = config.queues;
   const planned = Pipeline.plannedMemory(config);
   const queueCount = last - first + 1;
   const range = first === last ? String(first) : `${first}-${last}`;
+  const sizing = config.tableSizing;
   return {
     queues: auto ? `auto (${range})` : range,
     queueCount,
     perQueueBytes: planned.perQueueBytes,
     sharedBytes: planned.sharedBytes,
     totalBytes: planned.perQueueBytes * queueCount + planned.sharedBytes,
+    perTableBytes: { flowsPerQueue: planned.perQueueBytes, ...sharedTableBytes(config) },
+    sizes: {
+      flowCapacity: { value: config.flowCapacity, from: sizing.flowCapacity },
+      peerCacheSize: { value: config.peerCacheSize, from: sizing.peerCacheSize },
+    },
+    memory: { ...sizing.memory, budgetBytes: sizing.budgetBytes },
   };
 }
 

@@ -184,6 +184,9 @@ class Daemon {
         bansEnforced: this.bans.enforced,
         bans: this.bans.describe(),
         tableMemoryMB: Math.round(this.tableBytes / 2 ** 20),
+        flowCapacity: c.flowCapacity,
+        peerCacheSize: c.peerCacheSize,
+        tableSizing: c.tableSizing,
       },
       'btwall running',
     );
