@@ -22,6 +22,10 @@ describe('the configuration against the machine', () => {
   it('accepts named devices that exist and support the mode, and patterns that match nothing yet', () => {
     expect(problems({ INTERFACE: 'eth0,wg0,ppp*' })).toEqual([]);
     expect(problems({ INTERFACE: 'eth0', XDP_MODE: 'native' })).toEqual([]);
+    // auto (the default) takes native or generic, whichever each device has: wg0 has no native XDP and is not refused.
+    expect(loadConfig({}).xdpMode).toBe('auto');
+    expect(problems({ INTERFACE: 'eth0,wg0', XDP_MODE: 'auto' })).toEqual([]);
+    expect(problems({ INTERFACE: 'wg0' }, machine({ supports: (_, mode) => mode === 'generic' }))).toEqual([]);
     expect(problems({ XDP_MODE: 'off' })).toEqual([]);
     // A kernel that cannot say (before 6.3) leaves it to the attach.
     expect(problems({ INTERFACE: 'wg0', XDP_MODE: 'offload' }, machine({ supports: () => null }))).toEqual([]);

@@ -6,7 +6,7 @@ import { existsSync, readdirSync, rmSync } from 'node:fs';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { BanMaps, parseAddress, XDP_DROP, XDP_PASS, XdpBanTable, XdpProgram, type LinkKind } from '../src/bans/xdp.js';
+import { BanMaps, modesToTry, parseAddress, XDP_DROP, XDP_PASS, XdpBanTable, XdpProgram, type LinkKind } from '../src/bans/xdp.js';
 import { CidrSet } from '../src/config/cidr.js';
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ascii, ethernet, packet4, packet6, udp, PROTO_UDP, type VlanTag } from './helpers/frames.js';
 import { canUseKernel } from './helpers/netns.js';
@@ -27,6 +27,16 @@ function bytes(text: string): { family: 4 | 6; bytes: Uint8Array } {
   if (parsed === null) throw new Error(`bad address ${text}`);
   return parsed;
 }
+
+describe('XDP_MODE=auto', () => {
+  it('tries native where the driver has it or the kernel cannot say, generic where it has not; a set mode is the only one', () => {
+    expect(modesToTry('auto', true)).toEqual(['native', 'generic']);
+    expect(modesToTry('auto', null)).toEqual(['native', 'generic']);
+    expect(modesToTry('auto', false)).toEqual(['generic']);
+    expect(modesToTry('native', false)).toEqual(['native']);
+    expect(modesToTry('offload', null)).toEqual(['offload']);
+  });
+});
 
 describe.runIf(canUseKernel())('XDP ban program (BPF_PROG_TEST_RUN)', () => {
   const pinDir = `/sys/fs/bpf/btwall-test-${process.pid}-xdp`;

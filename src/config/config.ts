@@ -12,8 +12,12 @@ export const EXIT_CONFIG = 78;
 
 const CHAIN_NAMES = ['INPUT', 'FORWARD', 'OUTPUT'] as const;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
-/** `off`: no XDP program at all; bans are then not enforced in the kernel, and the daemon says so. */
-const XDP_MODES = ['generic', 'native', 'offload', 'off'] as const;
+/**
+ * `auto`: native where the device's driver runs XDP programs, generic elsewhere, decided per
+ * interface when the program is attached; `off`: no XDP program at all; bans are then not enforced
+ * in the kernel, and the daemon says so.
+ */
+const XDP_MODES = ['auto', 'generic', 'native', 'offload', 'off'] as const;
 /** json: one record per line, what `btwall audit` and other tools read; text: the reference daemon's blocks, for people. */
 export const DETECTION_LOG_FORMATS = ['json', 'text'] as const;
 
@@ -248,7 +252,7 @@ const schema = z.object({
   RATE: rate.prefault('512kbit'),
   CUT_ESTABLISHED: boolean.prefault('true'),
   BLOCK_SOCKS: boolean.prefault('false'),
-  XDP_MODE: z.string().trim().toLowerCase().pipe(z.enum(XDP_MODES)).prefault('generic'),
+  XDP_MODE: z.string().trim().toLowerCase().pipe(z.enum(XDP_MODES)).prefault('auto'),
   CLEANUP_INTERVAL: integer(1, 86_400).prefault('300'),
   STATS_INTERVAL: integer(1, 86_400).prefault('60'),
   BAN_CAPACITY: integer(1024, 1 << 24).prefault('131072'),

@@ -48,7 +48,7 @@ const sizeShown = (name: string, value: number, from: string) => (from === name 
 function interfaceProblems(config: Config, machine: Machine): string[] {
   const named = shown('INTERFACE', config.interfaces.join(','));
   if (config.xdpMode === 'off') {
-    return config.interfaces.length === 0 ? [] : [`${shown('XDP_MODE', 'off')}: attaches no XDP program, yet ${named} names interfaces for it; unset INTERFACE or choose generic, native or offload`];
+    return config.interfaces.length === 0 ? [] : [`${shown('XDP_MODE', 'off')}: attaches no XDP program, yet ${named} names interfaces for it; unset INTERFACE or choose auto, generic, native or offload`];
   }
   if (config.interfaces.length === 0) {
     return [`${named}: no interface for the XDP ban program, so bans would not be enforced in the kernel; name the interfaces (patterns such as wg*,ppp* too), or set XDP_MODE=off to run without kernel bans`];
@@ -64,7 +64,8 @@ function interfaceProblems(config: Config, machine: Machine): string[] {
       problems.push(`${named}: ${name} has link type ${link.type} (ARPHRD), neither Ethernet nor a bare IP device: the XDP program cannot parse its frames`);
       continue;
     }
-    if (machine.supports(link.index, config.xdpMode) === false) {
+    // auto takes native or generic, whichever the device has: nothing to refuse.
+    if (config.xdpMode !== 'auto' && machine.supports(link.index, config.xdpMode) === false) {
       const what = config.xdpMode === 'native' ? 'has no native XDP support in its driver; use XDP_MODE=generic' : 'cannot run XDP programs on the NIC itself (no hardware offload); use XDP_MODE=native or generic';
       problems.push(`${shown('XDP_MODE', config.xdpMode)}: ${name} ${what}`);
     }
