@@ -102,7 +102,7 @@ describe('status report', () => {
     expect(report.detections).toHaveLength(RECENT_DETECTIONS);
     expect(report.detections[0]).toMatchObject({ rule: 'utp', interface: null, ban: { address: '198.51.100.9', duration_s: 18000 } });
     expect(report.detections[1].local.port).toBe(40000 + RECENT_DETECTIONS + 4);
-    expect(report.bans).toMatchObject({ enforced: false, active: null, dropped: null, list: [] });
+    expect(report.bans).toMatchObject({ enforced: false, interfaces: [], active: null, dropped: null, list: [] });
     expect(report.config.webhookUrl).toBe('https://REDACTED:REDACTED@hooks.example/x');
     // The report goes over the socket as JSON: nothing in it that JSON would lose.
     expect(JSON.parse(JSON.stringify(report))).toEqual(report);
@@ -117,6 +117,10 @@ describe('status report', () => {
     expect(packets).toEqual(['  inspected     3', '  accepted      2 (0 with their connection marked clean)', '  dropped       1 (1 with their connection marked BitTorrent)']);
     expect(text).toContain('\ndetections\n  total              26\n  handshake (exact)  25\n  utp (response)     1\n');
     expect(text).toContain('  outcomes     not_enforced 1, skipped_by_policy 25\n');
+    // Where the XDP program is, each interface in the mode XDP_MODE=auto took for it.
+    expect(text).toMatch(/^ {2}XDP +on no interface$/m);
+    const xdp = [{ name: 'eth0', kind: 'ethernet', mode: 'native' }, { name: 'wg0', kind: 'l3', mode: 'generic' }];
+    expect(formatStatus({ ...report, bans: { ...report.bans, interfaces: xdp } })).toMatch(/^ {2}XDP +eth0 native, wg0 generic$/m);
     expect(text).toContain('webhook\n  detections  sent 4, queued 2, dropped 0, rejected 0; failed requests 1\n');
     const table = lines.slice(lines.indexOf('last detections (newest first)') + 1, lines.indexOf('last detections (newest first)') + 3);
     // Columns as wide as their longest value (an action may be longer than the ones here).
