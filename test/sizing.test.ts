@@ -78,6 +78,10 @@ describe('table sizes from the machine memory', () => {
     const limited = loadConfig({}, { cores: 2, memory: machineMemory(16 * GiB, GiB) });
     expect(limited.flowCapacity).toBe(sized(GiB, 2).flowCapacity);
     expect(tablesMemory(limited).memory).toEqual({ bytes: GiB, from: 'cgroup memory limit', budgetBytes: GiB * TABLES_SHARE });
+    // A size set by hand is checked against the cgroup's limit when it is below MemAvailable: the host has 8 GiB free, the daemon may take 1 GiB.
+    const handSized = loadConfig({ INTERFACE: 'eth0', FLOW_CAPACITY: '2097152' }, { cores: 1, memory: machineMemory(16 * GiB, GiB) });
+    expect(machineProblems(handSized, machineWith(8 * GiB))).toEqual([expect.stringMatching(/^FLOW_CAPACITY="2097152", .* but this machine has 1024 MB available \(the daemon's cgroup memory limit\)/)]);
+    expect(machineProblems({ ...handSized, tableSizing: { ...handSized.tableSizing, memory: ram(16 * GiB) } }, machineWith(8 * GiB))).toEqual([]);
   });
 
   it('reads MemTotal and the cgroup limit files', () => {

@@ -93,11 +93,15 @@ function memoryProblems(config: Config, machine: Machine): string[] {
       `${shown('FLOW_CAPACITY', String(config.flowCapacity))}: the detectors' state of that many flows (${perFlow} bytes each) would be one array of ${MB(planned.largestArrayBytes)}, more than the ${MB(MAX_TYPED_ARRAY_BYTES)} one array can hold; at most ${Math.floor(MAX_TYPED_ARRAY_BYTES / perFlow)} flows per queue (use a QUEUE_NUM range for more)`,
     ];
   }
-  const available = machine.memAvailableBytes();
+  const memAvailable = machine.memAvailableBytes();
+  // MemAvailable is the host's; a cgroup limit below it (a container, MemoryMax=) is what this daemon may take.
+  const memory = config.tableSizing.memory;
+  const limited = memory.from === 'cgroup memory limit' && (memAvailable === null || memory.bytes < memAvailable);
+  const available = limited ? memory.bytes : memAvailable;
   const tables = tablesMemory(config);
   if (available === null || tables.totalBytes + MEMORY_RESERVE_BYTES <= available) return [];
   return [
-    `${sizeShown('FLOW_CAPACITY', config.flowCapacity, config.tableSizing.flowCapacity)}, ${sizeShown('PEER_CACHE_SIZE', config.peerCacheSize, config.tableSizing.peerCacheSize)}, ${shown('QUEUE_NUM', tables.queues)}: the tables need ${MB(tables.totalBytes)} (${MB(tables.perQueueBytes)} per queue, ${tables.queueCount} queue${tables.queueCount === 1 ? '' : 's'}, ${MB(tables.sharedBytes)} shared by all) and ${MB(MEMORY_RESERVE_BYTES)} more for the rest of the daemon, but this machine has ${MB(available)} available (MemAvailable in /proc/meminfo); lower FLOW_CAPACITY or PEER_CACHE_SIZE, or set fewer queues in QUEUE_NUM`,
+    `${sizeShown('FLOW_CAPACITY', config.flowCapacity, config.tableSizing.flowCapacity)}, ${sizeShown('PEER_CACHE_SIZE', config.peerCacheSize, config.tableSizing.peerCacheSize)}, ${shown('QUEUE_NUM', tables.queues)}: the tables need ${MB(tables.totalBytes)} (${MB(tables.perQueueBytes)} per queue, ${tables.queueCount} queue${tables.queueCount === 1 ? '' : 's'}, ${MB(tables.sharedBytes)} shared by all) and ${MB(MEMORY_RESERVE_BYTES)} more for the rest of the daemon, but this machine has ${MB(available)} available (${limited ? "the daemon's cgroup memory limit" : 'MemAvailable in /proc/meminfo'}); lower FLOW_CAPACITY or PEER_CACHE_SIZE, or set fewer queues in QUEUE_NUM`,
   ];
 }
 
