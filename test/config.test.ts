@@ -221,6 +221,8 @@ describe('configuration from the environment', () => {
     expect(Object.values(shared).reduce((sum: number, bytes) => sum + (bytes as number), 0)).toBe(tables.sharedBytes);
     expect(tables.sizes).toMatchObject({ flowCapacity: { value: 65536, from: 'FLOW_CAPACITY' }, peerCacheSize: { from: 'memory' } });
     expect(tables.memory.budgetBytes).toBe(Math.floor(tables.memory.bytes / 4));
+    // XDP_MODE=off: no ban maps to count.
+    expect(tables.banMapsBytes).toBe(0);
     expect(['MemTotal', 'cgroup memory limit']).toContain(tables.memory.from);
     const auto = JSON.parse(spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, XDP_MODE: 'off' } }).stdout);
     expect(auto.tables.queues).toBe(`auto (0${availableParallelism() > 1 ? `-${Math.min(availableParallelism(), AUTO_QUEUE_CAP) - 1}` : ''})`);

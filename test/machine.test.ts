@@ -52,12 +52,12 @@ describe('the configuration against the machine', () => {
   it('checks the tables against MemAvailable, naming the figures, and against what one array holds', () => {
     const small = machine({ memAvailableBytes: () => 512 * 2 ** 20 });
     // 1 M flows take over 300 MB per queue: with the 256 MB reserve, more than 512 MB.
-    const big = { FLOW_CAPACITY: '1048576', PEER_CACHE_SIZE: '65536' };
+    const big = { FLOW_CAPACITY: '1048576', PEER_CACHE_SIZE: '65536', BAN_CAPACITY: '131072' };
     const planned = Pipeline.plannedMemory(loadConfig(big));
     const mb = (bytes: number) => Math.round(bytes / 2 ** 20);
     expect(mb(planned.perQueueBytes)).toBeGreaterThan(300);
     expect(problems({ INTERFACE: 'eth0', QUEUE_NUM: '0', ...big }, small)).toEqual([
-      `FLOW_CAPACITY="1048576", PEER_CACHE_SIZE="65536", QUEUE_NUM="0": the tables need ${mb(planned.perQueueBytes + planned.sharedBytes)} MB (${mb(planned.perQueueBytes)} MB per queue, 1 queue, ${mb(planned.sharedBytes)} MB shared by all) and 256 MB more for the rest of the daemon, but this machine has 512 MB available (MemAvailable in /proc/meminfo); lower FLOW_CAPACITY or PEER_CACHE_SIZE, or set fewer queues in QUEUE_NUM`,
+      `FLOW_CAPACITY="1048576", PEER_CACHE_SIZE="65536", BAN_CAPACITY="131072", QUEUE_NUM="0": the tables need ${mb(planned.perQueueBytes + planned.sharedBytes)} MB (${mb(planned.perQueueBytes)} MB per queue, 1 queue, ${mb(planned.sharedBytes)} MB shared by all), the XDP ban maps 31 MB and 256 MB more for the rest of the daemon, but this machine has 512 MB available (MemAvailable in /proc/meminfo); lower FLOW_CAPACITY or PEER_CACHE_SIZE or BAN_CAPACITY, or set fewer queues in QUEUE_NUM`,
     ]);
     expect(problems({ INTERFACE: 'eth0', FLOW_CAPACITY: '262144', QUEUE_NUM: '0' }, small)).toEqual([]);
     expect(problems({ INTERFACE: 'eth0', FLOW_CAPACITY: '262144', QUEUE_NUM: '0-3' }, small)).toEqual([expect.stringContaining('QUEUE_NUM="0-3"')]);

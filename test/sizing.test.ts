@@ -2,6 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/config.js';
 import { machineProblems, MEMORY_RESERVE_BYTES, tablesMemory, type Machine } from '../src/config/machine.js';
 import {
+  BAN_CAPACITY_CAP,
+  BAN_SHARE,
+  banMapsBytes,
   cgroupLimitBytes,
   cgroupLimitFiles,
   FLOW_CAPACITY_CAP,
@@ -35,12 +38,17 @@ describe('table sizes from the machine memory', () => {
     for (const cores of [1, 2]) {
       const config = sized(GiB, cores, { INTERFACE: 'eth0' });
       const tables = tablesMemory(config);
-      expect(tables.totalBytes).toBeLessThanOrEqual(GiB * TABLES_SHARE);
-      // What a 1 GB VPS has available after boot (about 700 MB) holds the tables and the reserve.
-      expect(tables.totalBytes + MEMORY_RESERVE_BYTES).toBeLessThan(0.5 * GiB);
+      expect(tables.totalBytes + tables.banMapsBytes).toBeLessThanOrEqual(GiB * TABLES_SHARE);
+      // What a 1 GB VPS has available after boot (about 700 MB) holds the tables, the ban maps and the reserve.
+      expect(tables.totalBytes + tables.banMapsBytes + MEMORY_RESERVE_BYTES).toBeLessThan(0.5 * GiB);
       expect(machineProblems(config, machineWith(700 * 2 ** 20))).toEqual([]);
       expect(config.flowCapacity).toBeGreaterThanOrEqual(FLOW_CAPACITY_FLOOR);
-      expect(tables.sizes).toEqual({ flowCapacity: { value: config.flowCapacity, from: 'memory' }, peerCacheSize: { value: config.peerCacheSize, from: 'memory' } });
+      expect(tables.sizes).toEqual({
+        flowCapacity: { value: config.flowCapacity, from: 'memory' },
+        peerCacheSize: { value: config.peerCacheSize, from: 'memory' },
+        banCapacity: { value: config.banCapacity, from: 'memory' },
+      });
+      expect(tables.banMapsBytes).toBe(banMapsBytes(config.banCapacity));
     }
     // The old fixed default (1 M flows) would not have fitted there.
     expect(machineProblems(sized(GiB, 2, { INTERFACE: 'eth0', FLOW_CAPACITY: '1048576' }), machineWith(700 * 2 ** 20))).toEqual([expect.stringContaining('FLOW_CAPACITY="1048576"')]);
@@ -53,12 +61,14 @@ describe('table sizes from the machine memory', () => {
       const budget = Math.floor(bytes * TABLES_SHARE);
       expect(config.tableSizing.budgetBytes).toBe(budget);
       expect(tables.queueCount).toBe(cores);
-      expect(isPowerOfTwo(config.flowCapacity) && isPowerOfTwo(config.peerCacheSize)).toBe(true);
-      expect(tables.totalBytes).toBeLessThanOrEqual(budget);
+      expect(isPowerOfTwo(config.flowCapacity) && isPowerOfTwo(config.peerCacheSize) && isPowerOfTwo(config.banCapacity)).toBe(true);
+      expect(tables.totalBytes + tables.banMapsBytes).toBeLessThanOrEqual(budget);
       expect(tables.sharedBytes).toBeLessThanOrEqual(budget * PEER_SHARE);
+      expect(tables.banMapsBytes).toBeLessThanOrEqual(budget * BAN_SHARE);
       // Twice the flows would not fit in what the shared tables leave each queue, unless the cap stopped them.
-      const doubled = tablesMemory(sized(bytes, cores, { FLOW_CAPACITY: String(config.flowCapacity * 2), PEER_CACHE_SIZE: String(config.peerCacheSize) }));
-      if (config.flowCapacity < FLOW_CAPACITY_CAP) expect(doubled.totalBytes).toBeGreaterThan(budget);
+      const doubled = tablesMemory(sized(bytes, cores, { FLOW_CAPACITY: String(config.flowCapacity * 2), PEER_CACHE_SIZE: String(config.peerCacheSize), BAN_CAPACITY: String(config.banCapacity) }));
+      if (config.flowCapacity < FLOW_CAPACITY_CAP) expect(doubled.totalBytes + doubled.banMapsBytes).toBeGreaterThan(budget);
+      if (config.banCapacity < BAN_CAPACITY_CAP) expect(banMapsBytes(config.banCapacity * 2)).toBeGreaterThan(budget * BAN_SHARE);
       const morePeers = tablesMemory(sized(bytes, cores, { PEER_CACHE_SIZE: String(config.peerCacheSize * 2) }));
       if (config.peerCacheSize < PEER_CACHE_CAP) expect(morePeers.sharedBytes).toBeGreaterThan(budget * PEER_SHARE);
     }
@@ -66,6 +76,10 @@ describe('table sizes from the machine memory', () => {
     expect(sized(GiB, 8).flowCapacity).toBeLessThan(sized(GiB, 1).flowCapacity);
     expect(sized(2 * GiB, 2).flowCapacity).toBeGreaterThan(sized(GiB, 2).flowCapacity);
     expect(sized(16 * GiB, 8).flowCapacity).toBe(FLOW_CAPACITY_CAP);
+    // Without XDP there are no ban maps, and their share goes to the flows.
+    const noXdp = tablesMemory(sized(GiB, 1, { XDP_MODE: 'off' }));
+    expect(noXdp.banMapsBytes).toBe(0);
+    expect(sized(900 * 2 ** 20, 1, { XDP_MODE: 'off' }).flowCapacity).toBeGreaterThan(sized(900 * 2 ** 20, 1).flowCapacity);
     // QUEUE_NUM=auto on 64 cores resolves to 16 queues, and the flows are split 16 ways, not 64.
     expect(sized(4 * GiB, 64).flowCapacity).toBe(sized(4 * GiB, 16, { QUEUE_NUM: '0-15' }).flowCapacity);
   });
@@ -102,9 +116,12 @@ describe('table sizes from the machine memory', () => {
     expect(config.flowCapacity).toBe(4096);
     expect(config.tableSizing).toMatchObject({ flowCapacity: 'FLOW_CAPACITY', peerCacheSize: 'memory' });
     expect(sized(GiB, 2, { PEER_CACHE_SIZE: '2048' })).toMatchObject({ peerCacheSize: 2048, tableSizing: { flowCapacity: 'memory', peerCacheSize: 'PEER_CACHE_SIZE' } });
+    expect(sized(GiB, 2, { BAN_CAPACITY: '5000' })).toMatchObject({ banCapacity: 5000, tableSizing: { banCapacity: 'BAN_CAPACITY', flowCapacity: 'memory' } });
     // A machine too small even for the floors is refused by the memory check, naming the sizes as sized.
     const tiny = sized(16 * 2 ** 20, 1, { INTERFACE: 'eth0' });
     expect(tiny.flowCapacity).toBe(FLOW_CAPACITY_FLOOR);
-    expect(machineProblems(tiny, machineWith(200 * 2 ** 20))).toEqual([expect.stringMatching(/^FLOW_CAPACITY unset \(16384, sized from memory\), PEER_CACHE_SIZE unset \(\d+, sized from memory\), QUEUE_NUM="auto \(0\)": the tables need/)]);
+    expect(machineProblems(tiny, machineWith(200 * 2 ** 20))).toEqual([
+      expect.stringMatching(/^FLOW_CAPACITY unset \(16384, sized from memory\), PEER_CACHE_SIZE unset \(\d+, sized from memory\), BAN_CAPACITY unset \(4096, sized from memory\), QUEUE_NUM="auto \(0\)": the tables need .*, the XDP ban maps 1 MB and 256 MB more/),
+    ]);
   });
 });

@@ -255,7 +255,8 @@ const schema = z.object({
   XDP_MODE: z.string().trim().toLowerCase().pipe(z.enum(XDP_MODES)).prefault('auto'),
   CLEANUP_INTERVAL: integer(1, 86_400).prefault('300'),
   STATS_INTERVAL: integer(1, 86_400).prefault('60'),
-  BAN_CAPACITY: integer(1024, 1 << 24).prefault('131072'),
+  /** Unset: sized from the machine's memory (src/config/sizing.ts). */
+  BAN_CAPACITY: integer(1024, 1 << 24).optional(),
   TRACKER_DOMAINS: z
     .string()
     .transform((v) => list(v).map((d) => d.toLowerCase().replace(/^\*?\./, '').replace(/\.$/, '')))
@@ -353,7 +354,7 @@ export interface Config {
   cleanupIntervalS: number;
   /** Seconds between stats log lines. */
   statsIntervalS: number;
-  /** Entries each XDP ban map (IPv4, IPv6) holds; the least recently used go first when full. */
+  /** Entries each XDP ban map (IPv4, IPv6) holds; the least recently used go first when full. BAN_CAPACITY, or sized from memory. */
   banCapacity: number;
   /** Added to the built-in tracker and client-service names (DNS, TLS SNI, HTTP Host). */
   trackerDomains: string[];
@@ -380,7 +381,7 @@ export interface Config {
   /** Entries of each peer cache (shared by the queues); PEER_CACHE_SIZE, or sized from memory. */
   peerCacheSize: number;
   peerCacheTtlS: number;
-  /** Whether flowCapacity and peerCacheSize came from their variables or from the machine's memory, and which memory. */
+  /** Whether flowCapacity, peerCacheSize and banCapacity came from their variables or from the machine's memory, and which memory. */
   tableSizing: TableSizing;
   /** Where the Prometheus exposition is served (GET /metrics); null: nowhere. */
   metricsAddr: { host: string; port: number } | null;
@@ -458,7 +459,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, host: Partial<HostResources> 
   const crossProblems = crowdsecProblems(c);
   if (crossProblems.length > 0) throw new ConfigError(crossProblems.map((p) => named(p.name, p.message)));
   const queues = c.QUEUE_NUM.auto ? { first: 0, last: Math.min(Math.max(cores, 1), AUTO_QUEUE_CAP) - 1, auto: true } : c.QUEUE_NUM;
-  const explicit = { flowCapacity: c.FLOW_CAPACITY !== undefined, peerCacheSize: c.PEER_CACHE_SIZE !== undefined };
+  const explicit = { flowCapacity: c.FLOW_CAPACITY !== undefined, peerCacheSize: c.PEER_CACHE_SIZE !== undefined, banCapacity: c.BAN_CAPACITY !== undefined };
   const unsized: Omit<Config, 'tableSizing'> = {
     action: action(c.ACTION, c.MONITOR_ONLY, env),
     queues,
@@ -475,7 +476,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, host: Partial<HostResources> 
     xdpMode: c.XDP_MODE,
     cleanupIntervalS: c.CLEANUP_INTERVAL,
     statsIntervalS: c.STATS_INTERVAL,
-    banCapacity: c.BAN_CAPACITY,
+    banCapacity: c.BAN_CAPACITY ?? 0,
     trackerDomains: c.TRACKER_DOMAINS,
     bpfPinDir: c.BPF_PIN_DIR,
     rulesFile: c.RULES_FILE,

@@ -9,7 +9,7 @@ import { BPFFS, devices, linkKind } from '../bans/xdp.js';
 import { Pipeline } from '../pipeline/pipeline.js';
 import { sharedTableBytes, type SharedTables } from '../pipeline/shared-tables.js';
 import { isInterfacePattern, type Config } from './config.js';
-import type { TableSizing } from './sizing.js';
+import { configBanMapsBytes, type TableSizing } from './sizing.js';
 
 /** What the tables may not take of MemAvailable: the daemon's heaps, the queues' shared memory, the rest of the machine. */
 export const MEMORY_RESERVE_BYTES = 256 * 2 ** 20;
@@ -99,9 +99,11 @@ function memoryProblems(config: Config, machine: Machine): string[] {
   const limited = memory.from === 'cgroup memory limit' && (memAvailable === null || memory.bytes < memAvailable);
   const available = limited ? memory.bytes : memAvailable;
   const tables = tablesMemory(config);
-  if (available === null || tables.totalBytes + MEMORY_RESERVE_BYTES <= available) return [];
+  if (available === null || tables.totalBytes + tables.banMapsBytes + MEMORY_RESERVE_BYTES <= available) return [];
+  const sizing = config.tableSizing;
+  const bans = tables.banMapsBytes > 0;
   return [
-    `${sizeShown('FLOW_CAPACITY', config.flowCapacity, config.tableSizing.flowCapacity)}, ${sizeShown('PEER_CACHE_SIZE', config.peerCacheSize, config.tableSizing.peerCacheSize)}, ${shown('QUEUE_NUM', tables.queues)}: the tables need ${MB(tables.totalBytes)} (${MB(tables.perQueueBytes)} per queue, ${tables.queueCount} queue${tables.queueCount === 1 ? '' : 's'}, ${MB(tables.sharedBytes)} shared by all) and ${MB(MEMORY_RESERVE_BYTES)} more for the rest of the daemon, but this machine has ${MB(available)} available (${limited ? "the daemon's cgroup memory limit" : 'MemAvailable in /proc/meminfo'}); lower FLOW_CAPACITY or PEER_CACHE_SIZE, or set fewer queues in QUEUE_NUM`,
+    `${sizeShown('FLOW_CAPACITY', config.flowCapacity, sizing.flowCapacity)}, ${sizeShown('PEER_CACHE_SIZE', config.peerCacheSize, sizing.peerCacheSize)}, ${bans ? `${sizeShown('BAN_CAPACITY', config.banCapacity, sizing.banCapacity)}, ` : ''}${shown('QUEUE_NUM', tables.queues)}: the tables need ${MB(tables.totalBytes)} (${MB(tables.perQueueBytes)} per queue, ${tables.queueCount} queue${tables.queueCount === 1 ? '' : 's'}, ${MB(tables.sharedBytes)} shared by all)${bans ? `, the XDP ban maps ${MB(tables.banMapsBytes)}` : ''} and ${MB(MEMORY_RESERVE_BYTES)} more for the rest of the daemon, but this machine has ${MB(available)} available (${limited ? "the daemon's cgroup memory limit" : 'MemAvailable in /proc/meminfo'}); lower FLOW_CAPACITY or PEER_CACHE_SIZE${bans ? ' or BAN_CAPACITY' : ''}, or set fewer queues in QUEUE_NUM`,
   ];
 }
 
@@ -111,11 +113,18 @@ export interface TablesMemory {
   queueCount: number;
   perQueueBytes: number;
   sharedBytes: number;
+  /** The daemon's own tables: perQueueBytes × queueCount + sharedBytes. */
   totalBytes: number;
+  /** The XDP ban maps (IPv4 and IPv6, BAN_CAPACITY entries each): kernel memory, outside totalBytes; 0 with XDP_MODE=off. */
+  banMapsBytes: number;
   /** Each queue's flow table (with the per-flow arrival and action arrays), and the tables all queues share, bytes. */
   perTableBytes: { flowsPerQueue: number } & Record<keyof SharedTables, number>;
   /** Each size, and whether its variable set it or the machine's memory did (src/config/sizing.ts). */
-  sizes: { flowCapacity: { value: number; from: TableSizing['flowCapacity'] }; peerCacheSize: { value: number; from: TableSizing['peerCacheSize'] } };
+  sizes: {
+    flowCapacity: { value: number; from: TableSizing['flowCapacity'] };
+    peerCacheSize: { value: number; from: TableSizing['peerCacheSize'] };
+    banCapacity: { value: number; from: TableSizing['banCapacity'] };
+  };
   /** The memory the sizes come from, and the tables' share of it. */
   memory: TableSizing['memory'] & { budgetBytes: number };
 }
@@ -132,10 +141,12 @@ export function tablesMemory(config: Config): TablesMemory {
     perQueueBytes: planned.perQueueBytes,
     sharedBytes: planned.sharedBytes,
     totalBytes: planned.perQueueBytes * queueCount + planned.sharedBytes,
+    banMapsBytes: configBanMapsBytes(config),
     perTableBytes: { flowsPerQueue: planned.perQueueBytes, ...sharedTableBytes(config) },
     sizes: {
       flowCapacity: { value: config.flowCapacity, from: sizing.flowCapacity },
       peerCacheSize: { value: config.peerCacheSize, from: sizing.peerCacheSize },
+      banCapacity: { value: config.banCapacity, from: sizing.banCapacity },
     },
     memory: { ...sizing.memory, budgetBytes: sizing.budgetBytes },
   };
