@@ -186,6 +186,7 @@ class Daemon {
         tableMemoryMB: Math.round(this.tableBytes / 2 ** 20),
         flowCapacity: c.flowCapacity,
         peerCacheSize: c.peerCacheSize,
+        banCapacity: c.banCapacity,
         tableSizing: c.tableSizing,
       },
       'btwall running',
