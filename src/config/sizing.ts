@@ -22,7 +22,7 @@ import type { Config } from './config.js';
 
 /** What the tables of all queues together may take of the machine's memory. */
 export const TABLES_SHARE = 1 / 4;
-/** What of that budget the peer caches (shared by all queues) may take; the flows get the rest. */
+/** What of that budget the peer caches (shared by all queues) may take; the flows get what the caches and ban maps leave. */
 export const PEER_SHARE = 1 / 8;
 /** What of that budget the XDP ban maps (kernel memory, IPv4 and IPv6) may take. */
 export const BAN_SHARE = 1 / 8;
