@@ -18,12 +18,12 @@ function problems(env: Record<string, string>): string[] {
 
 describe('configuration from the environment', () => {
   it('has safe defaults', () => {
-    const config = loadConfig({}, 2);
+    const config = loadConfig({}, { cores: 2 });
     // QUEUE_NUM=auto: one queue per core, up to AUTO_QUEUE_CAP.
     expect(config.queues).toEqual({ first: 0, last: 1, auto: true });
-    expect(loadConfig({ QUEUE_NUM: 'Auto' }, 1).queues).toEqual({ first: 0, last: 0, auto: true });
-    expect(loadConfig({}, 64).queues).toEqual({ first: 0, last: AUTO_QUEUE_CAP - 1, auto: true });
-    expect(loadConfig({ QUEUE_NUM: '3' }, 64).queues).toEqual({ first: 3, last: 3, auto: false });
+    expect(loadConfig({ QUEUE_NUM: 'Auto' }, { cores: 1 }).queues).toEqual({ first: 0, last: 0, auto: true });
+    expect(loadConfig({}, { cores: 64 }).queues).toEqual({ first: 0, last: AUTO_QUEUE_CAP - 1, auto: true });
+    expect(loadConfig({ QUEUE_NUM: '3' }, { cores: 64 }).queues).toEqual({ first: 3, last: 3, auto: false });
     expect(config.chains).toEqual(['FORWARD']);
     expect(config.banDurationS).toBe(18000);
     expect(config.action).toBe('drop');
@@ -215,6 +215,15 @@ describe('configuration from the environment', () => {
     expect(tables.perQueueBytes).toBeGreaterThan(65536 * 100);
     expect(tables.sharedBytes).toBeGreaterThan(0);
     expect(tables.totalBytes).toBe(4 * tables.perQueueBytes + tables.sharedBytes);
+    // Each table's bytes, and where each size came from: FLOW_CAPACITY was set, PEER_CACHE_SIZE sized from this machine's memory.
+    const { flowsPerQueue, ...shared } = tables.perTableBytes;
+    expect(flowsPerQueue).toBe(tables.perQueueBytes);
+    expect(Object.values(shared).reduce((sum: number, bytes) => sum + (bytes as number), 0)).toBe(tables.sharedBytes);
+    expect(tables.sizes).toMatchObject({ flowCapacity: { value: 65536, from: 'FLOW_CAPACITY' }, peerCacheSize: { from: 'memory' } });
+    expect(tables.memory.budgetBytes).toBe(Math.floor(tables.memory.bytes / 4));
+    // XDP_MODE=off: no ban maps to count.
+    expect(tables.banMapsBytes).toBe(0);
+    expect(['MemTotal', 'cgroup memory limit']).toContain(tables.memory.from);
     const auto = JSON.parse(spawnSync(CLI, ['check-config'], { encoding: 'utf8', env: { ...process.env, XDP_MODE: 'off' } }).stdout);
     expect(auto.tables.queues).toBe(`auto (0${availableParallelism() > 1 ? `-${Math.min(availableParallelism(), AUTO_QUEUE_CAP) - 1}` : ''})`);
     // Credentials are said to be set, never printed.

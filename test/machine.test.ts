@@ -22,6 +22,10 @@ describe('the configuration against the machine', () => {
   it('accepts named devices that exist and support the mode, and patterns that match nothing yet', () => {
     expect(problems({ INTERFACE: 'eth0,wg0,ppp*' })).toEqual([]);
     expect(problems({ INTERFACE: 'eth0', XDP_MODE: 'native' })).toEqual([]);
+    // auto (the default) takes native or generic, whichever each device has: wg0 has no native XDP and is not refused.
+    expect(loadConfig({}).xdpMode).toBe('auto');
+    expect(problems({ INTERFACE: 'eth0,wg0', XDP_MODE: 'auto' })).toEqual([]);
+    expect(problems({ INTERFACE: 'wg0' }, machine({ supports: (_, mode) => mode === 'generic' }))).toEqual([]);
     expect(problems({ XDP_MODE: 'off' })).toEqual([]);
     // A kernel that cannot say (before 6.3) leaves it to the attach.
     expect(problems({ INTERFACE: 'wg0', XDP_MODE: 'offload' }, machine({ supports: () => null }))).toEqual([]);
@@ -47,12 +51,13 @@ describe('the configuration against the machine', () => {
 
   it('checks the tables against MemAvailable, naming the figures, and against what one array holds', () => {
     const small = machine({ memAvailableBytes: () => 512 * 2 ** 20 });
-    // The default 1 M flows take over 300 MB per queue: with the 256 MB reserve, more than 512 MB.
-    const planned = Pipeline.plannedMemory(loadConfig({}));
+    // 1 M flows take over 300 MB per queue: with the 256 MB reserve, more than 512 MB.
+    const big = { FLOW_CAPACITY: '1048576', PEER_CACHE_SIZE: '65536', BAN_CAPACITY: '131072' };
+    const planned = Pipeline.plannedMemory(loadConfig(big));
     const mb = (bytes: number) => Math.round(bytes / 2 ** 20);
     expect(mb(planned.perQueueBytes)).toBeGreaterThan(300);
-    expect(problems({ INTERFACE: 'eth0', QUEUE_NUM: '0' }, small)).toEqual([
-      `FLOW_CAPACITY="1048576", PEER_CACHE_SIZE="65536", QUEUE_NUM="0": the tables need ${mb(planned.perQueueBytes + planned.sharedBytes)} MB (${mb(planned.perQueueBytes)} MB per queue, 1 queue, ${mb(planned.sharedBytes)} MB shared by all) and 256 MB more for the rest of the daemon, but this machine has 512 MB available (MemAvailable in /proc/meminfo); lower FLOW_CAPACITY or PEER_CACHE_SIZE, or set fewer queues in QUEUE_NUM`,
+    expect(problems({ INTERFACE: 'eth0', QUEUE_NUM: '0', ...big }, small)).toEqual([
+      `FLOW_CAPACITY="1048576", PEER_CACHE_SIZE="65536", BAN_CAPACITY="131072", QUEUE_NUM="0": the tables need ${mb(planned.perQueueBytes + planned.sharedBytes)} MB (${mb(planned.perQueueBytes)} MB per queue, 1 queue, ${mb(planned.sharedBytes)} MB shared by all), the XDP ban maps 31 MB and 256 MB more for the rest of the daemon, but this machine has 512 MB available (MemAvailable in /proc/meminfo); lower FLOW_CAPACITY or PEER_CACHE_SIZE or BAN_CAPACITY, or set fewer queues in QUEUE_NUM`,
     ]);
     expect(problems({ INTERFACE: 'eth0', FLOW_CAPACITY: '262144', QUEUE_NUM: '0' }, small)).toEqual([]);
     expect(problems({ INTERFACE: 'eth0', FLOW_CAPACITY: '262144', QUEUE_NUM: '0-3' }, small)).toEqual([expect.stringContaining('QUEUE_NUM="0-3"')]);

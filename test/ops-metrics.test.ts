@@ -109,7 +109,7 @@ describe('metrics registry', () => {
     detect(detectionEvent('handshake', 'exact', { enforce: false, ban: { family: 4, address: '198.51.100.9', durationS: 60 } }), null);
     telemetry.expired(4);
     telemetry.statsLine({ uninspectedQueueFull: 7, uninspectedRestarting: 1, kernelDropped: 0 });
-    const kernel = { active: { ipv4: 3, ipv6: 1 }, dropped: { ipv4: { packets: 10, bytes: 600, resets: 4 }, ipv6: { packets: 2, bytes: 160, resets: 0 } } };
+    const kernel = { active: { ipv4: 3, ipv6: 1 }, dropped: { ipv4: { packets: 10, bytes: 600, resets: 4 }, ipv6: { packets: 2, bytes: 160, resets: 0 } }, interfaces: [{ name: 'eth0', kind: 'ethernet', mode: 'native' }] };
     const metrics = new Metrics();
     registerDaemonMetrics(metrics, telemetry, () => sinkWith(kernel), null);
     const text = await metrics.text();

@@ -103,7 +103,7 @@ describe('status report', () => {
     expect(report.detections).toHaveLength(RECENT_DETECTIONS);
     expect(report.detections[0]).toMatchObject({ rule: 'utp', interface: null, ban: { address: '198.51.100.9', duration_s: 18000 } });
     expect(report.detections[1].local.port).toBe(40000 + RECENT_DETECTIONS + 4);
-    expect(report.bans).toMatchObject({ enforced: false, active: null, dropped: null, list: [] });
+    expect(report.bans).toMatchObject({ enforced: false, interfaces: [], active: null, dropped: null, list: [] });
     expect(report.config.webhookUrl).toBe('https://REDACTED:REDACTED@hooks.example/x');
     // The report goes over the socket as JSON: nothing in it that JSON would lose.
     expect(JSON.parse(JSON.stringify(report))).toEqual(report);
@@ -119,6 +119,10 @@ describe('status report', () => {
     expect(packets).toEqual(['  inspected     3', '  accepted      2 (0 with their connection marked clean)', '  dropped       1 (1 with their connection marked BitTorrent)']);
     expect(text).toContain('\ndetections\n  total              26\n  handshake (exact)  25\n  utp (response)     1\n');
     expect(text).toContain('  outcomes     not_enforced 1, skipped_by_policy 25\n');
+    // Where the XDP program is, each interface in the mode XDP_MODE=auto took for it.
+    expect(text).toMatch(/^ {2}XDP +on no interface$/m);
+    const xdp = [{ name: 'eth0', kind: 'ethernet', mode: 'native' }, { name: 'wg0', kind: 'l3', mode: 'generic' }];
+    expect(formatStatus({ ...report, bans: { ...report.bans, interfaces: xdp } })).toMatch(/^ {2}XDP +eth0 native, wg0 generic$/m);
     expect(text).toContain('webhook\n  detections  sent 4, queued 2, dropped 0, rejected 0; failed requests 1\n');
     expect(text).toContain(
       'fleet (CrowdSec Local API)\n  lapi       http://10.0.0.5:8080: reachable\n  last sync  2026-12-03T08:00:01.000Z\n  decisions  received 12, rejected by local policy 2, lifted 3\n  published  5, queued 0, dropped 0\n',

@@ -90,7 +90,11 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
     await handshakeBans(SERVER6);
     const before = banList();
     expect(before.enforced).toBe(true);
-    expect(before.enforcedOn.map((a) => a.mode)).toEqual(['generic', 'generic']);
+    // XDP_MODE=auto, the default: veth's driver runs XDP programs (this kernel says so), so native; logged per interface.
+    expect(before.enforcedOn.map((a) => a.mode)).toEqual(['native', 'native']);
+    for (const link of env.INTERFACE.split(',').filter((item) => !item.endsWith('*'))) {
+      expect(await daemon.waitFor('XDP program attached', { interface: link })).toMatchObject({ kind: 'ethernet', mode: 'native', xdpMode: 'auto' });
+    }
     expect(before.bans.map((b) => [b.address, b.rule])).toEqual([
       [SERVER4, 'handshake'],
       [SERVER6, 'handshake'],
@@ -194,24 +198,31 @@ describe.runIf(canUseKernel())('XDP bans through the gateway', () => {
     expect(text[1]).toMatch(new RegExp(`^${SERVER4.replace(/\./g, '\\.')}\\s+\\d+s\\s+\\S+Z\\s+2\\s+handshake$`));
   });
 
-  it('attaches the program to a device matching a pattern when it appears, and releases it when it goes', async () => {
+  it('attaches the program to a device matching a pattern when it appears, in the mode its driver has (auto), and releases it when it goes', async () => {
     const name = `btwhp${process.pid % 100000}`;
     daemon = startDaemon(net.gateway, { ...env, INTERFACE: `${env.INTERFACE},btwhp*` });
     await daemon.waitFor('btwall running');
     net.gateway.must('ip', ['link', 'add', `${name}a`, 'type', 'veth', 'peer', 'name', `${name}b`]);
+    // A bridge's driver has no native XDP (the kernel's xdp-features say so): auto takes generic there.
+    net.gateway.must('ip', ['link', 'add', `${name}c`, 'type', 'bridge']);
     try {
-      for (const device of [`${name}a`, `${name}b`]) {
-        expect(await daemon.waitFor('XDP program attached', { interface: device })).toMatchObject({ kind: 'ethernet', mode: 'generic' });
-        expect(net.gateway.must('ip', ['-o', 'link', 'show', device])).toMatch(/xdpgeneric/);
+      for (const [device, mode, shown] of [
+        [`${name}a`, 'native', /\sxdp\s/],
+        [`${name}b`, 'native', /\sxdp\s/],
+        [`${name}c`, 'generic', /\sxdpgeneric\s/],
+      ] as const) {
+        expect(await daemon.waitFor('XDP program attached', { interface: device })).toMatchObject({ kind: 'ethernet', mode, xdpMode: 'auto' });
+        expect(net.gateway.must('ip', ['-o', 'link', 'show', device])).toMatch(shown);
       }
-      expect(banList().enforcedOn.map((a) => a.name)).toEqual(expect.arrayContaining([`${name}a`, `${name}b`]));
+      expect(banList().enforcedOn).toEqual(expect.arrayContaining([{ name: `${name}a`, mode: 'native' }, { name: `${name}b`, mode: 'native' }, { name: `${name}c`, mode: 'generic' }]));
     } finally {
       net.gateway.run('ip', ['link', 'del', `${name}a`]);
+      net.gateway.run('ip', ['link', 'del', `${name}c`]);
     }
-    for (const device of [`${name}a`, `${name}b`]) await daemon.waitFor('XDP interface gone; released', { interface: device });
+    for (const device of [`${name}a`, `${name}b`, `${name}c`]) await daemon.waitFor('XDP interface gone; released', { interface: device });
     expect(await daemon.stop()).toBe(0);
     // Counted in the stats line (no sweep ran: CLEANUP_INTERVAL is 300 s; rtnetlink told of the changes).
-    expect(daemon.lines.filter((l) => l.msg === 'stats').at(-1)).toMatchObject({ xdpAttachedLater: 2, xdpReleased: 2, xdpInterfaces: 2 });
+    expect(daemon.lines.filter((l) => l.msg === 'stats').at(-1)).toMatchObject({ xdpAttachedLater: 3, xdpReleased: 3, xdpInterfaces: 2 });
     expect(banList().enforcedOn).toEqual([]);
   });
 

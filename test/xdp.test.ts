@@ -2,12 +2,13 @@
  * The XDP ban program over crafted frames, through BPF_PROG_TEST_RUN: no device, no namespace, the
  * real object file and maps (pinned under a directory of this test's own).
  */
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { BanMaps, parseAddress, XDP_DROP, XDP_PASS, XDP_TX, XdpBanTable, XdpProgram, type LinkKind } from '../src/bans/xdp.js';
+import { BanMaps, modesToTry, parseAddress, XDP_DROP, XDP_PASS, XDP_TX, XdpBanTable, XdpProgram, type LinkKind } from '../src/bans/xdp.js';
 import { CidrSet } from '../src/config/cidr.js';
+import { banMapsBytes } from '../src/config/sizing.js';
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ascii, ethernet, ipv4, ipv6, ipv6Extension, packet4, packet6, tcp, udp, PROTO_TCP, PROTO_UDP, type VlanTag } from './helpers/frames.js';
 import { canUseKernel } from './helpers/netns.js';
 import { NO_ESCALATION, type Escalation } from '../src/policy/escalation.js';
@@ -40,6 +41,16 @@ function bytes(text: string): { family: 4 | 6; bytes: Uint8Array } {
   if (parsed === null) throw new Error(`bad address ${text}`);
   return parsed;
 }
+
+describe('XDP_MODE=auto', () => {
+  it('tries native where the driver has it or the kernel cannot say, generic where it has not; a set mode is the only one', () => {
+    expect(modesToTry('auto', true)).toEqual(['native', 'generic']);
+    expect(modesToTry('auto', null)).toEqual(['native', 'generic']);
+    expect(modesToTry('auto', false)).toEqual(['generic']);
+    expect(modesToTry('native', false)).toEqual(['native']);
+    expect(modesToTry('offload', null)).toEqual(['offload']);
+  });
+});
 
 describe.runIf(canUseKernel())('XDP ban program (BPF_PROG_TEST_RUN)', () => {
   const pinDir = `/sys/fs/bpf/btwall-test-${process.pid}-xdp`;
@@ -344,6 +355,34 @@ describe.runIf(canUseKernel())('XDP ban program (BPF_PROG_TEST_RUN)', () => {
 describe.runIf(canUseKernel())('XDP ban maps across loads', () => {
   const pinDir = `/sys/fs/bpf/btwall-test-${process.pid}-reload`;
   afterAll(() => rmSync(pinDir, { recursive: true, force: true }));
+
+  it('takes the kernel memory the sizing counts for the ban maps (fdinfo memlock), whatever the capacity', () => {
+    /** memlock of each map this process holds a descriptor of with these entries, once per map id. */
+    const memlock = (entries: number) => {
+      const byId = new Map<string, number>();
+      for (const fd of readdirSync('/proc/self/fd')) {
+        const info = (() => {
+          try {
+            return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:bpf-map' ? readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8') : '';
+          } catch {
+            return ''; // the descriptor readdir itself used, gone
+          }
+        })();
+        const field = (name: string) => new RegExp(`^${name}:\\s+(\\d+)$`, 'm').exec(info)?.[1];
+        if (Number(field('max_entries')) === entries && field('map_id') !== undefined) byId.set(field('map_id')!, Number(field('memlock')));
+      }
+      return [...byId.values()].reduce((sum, bytes) => sum + bytes, 0);
+    };
+    for (const capacity of [4096, 1 << 17]) {
+      const program = XdpProgram.load(`${pinDir}-memory`, capacity, silent);
+      try {
+        expect(memlock(capacity)).toBe(banMapsBytes(capacity));
+      } finally {
+        program.close();
+        rmSync(`${pinDir}-memory`, { recursive: true, force: true });
+      }
+    }
+  });
 
   it('keeps every ban with its expiry over a reload, and across a capacity change', () => {
     const first = XdpProgram.load(pinDir, 1024, silent);

@@ -14,6 +14,8 @@ export interface KernelBans {
   active: { ipv4: number; ipv6: number };
   /** What the XDP program dropped since its maps were created. */
   dropped: { ipv4: DropCounters; ipv6: DropCounters };
+  /** Where the program is attached, and in which mode (XDP_MODE=auto decides it per interface). */
+  interfaces: { name: string; kind: string; mode: string }[];
 }
 
 /** The detection that proved a ban, as field names and values (published with it, see src/fleet/). */

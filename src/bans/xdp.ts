@@ -145,8 +145,18 @@ export const devices = {
 };
 const NS_PER_S = 1_000_000_000n;
 
-/** The attachment modes; XDP_MODE=off attaches nothing. */
-export type XdpMode = Exclude<Config['xdpMode'], 'off'>;
+/** The attachment modes; XDP_MODE=off attaches nothing, XDP_MODE=auto picks one of these per device. */
+export type XdpMode = Exclude<Config['xdpMode'], 'off' | 'auto'>;
+
+/**
+ * The modes to try on a device, in order. `auto`: native where the driver says it runs XDP
+ * programs, generic where it says it does not; where the kernel cannot say (before 6.3) native is
+ * tried first, generic if the driver refuses it.
+ */
+export function modesToTry(mode: XdpMode | 'auto', native: boolean | null): XdpMode[] {
+  if (mode !== 'auto') return [mode];
+  return native === false ? ['generic'] : ['native', 'generic'];
+}
 export const XDP_PASS = layout.xdpPass;
 export const XDP_DROP = layout.xdpDrop;
 /** What the program returns when it sends a reset back in place of the frame. */
@@ -529,15 +539,39 @@ export class XdpProgram {
   }
 
   /**
-   * Attaches the entry point the device's link type needs. A btwall program already there (a
-   * crashed run, another XDP_MODE) is replaced; any other XDP program is left alone and reported.
+   * Attaches the entry point the device's link type needs, in `mode` (`auto`: see modesToTry). A
+   * btwall program already there (a crashed run, another XDP_MODE) is replaced; any other XDP
+   * program is left alone and reported.
    */
-  attach(name: string, mode: XdpMode): Attachment {
+  attach(name: string, mode: XdpMode | 'auto'): Attachment {
     const link = native.linkInfo(name);
     if (link === null) throw new Error(`no interface ${name} in this network namespace`);
     const kind = linkKind(link.type);
     if (kind === null) throw new Error(`link type ${link.type} (ARPHRD) is neither Ethernet nor a bare IP device`);
-    const attached = native.xdpQuery(link.index);
+    const modes = modesToTry(mode, mode === 'auto' ? devices.supports(link.index, 'native') : null);
+    const program = PROGRAMS[kind];
+    const refused: string[] = [];
+    let cause: unknown;
+    for (const tried of modes) {
+      const replace = this.clearOthers(link.index, tried);
+      try {
+        this.object.attach(link.index, program, MODE_FLAGS[tried], replace);
+        return { name, ifindex: link.index, kind, mode: tried, programId: this.object.programId(program) };
+      } catch (error) {
+        const hint = tried === 'offload' ? ' (offload needs a NIC that runs BPF itself, with LRU hash maps; use native)' : '';
+        refused.push(`${modes.length > 1 ? `${tried}: ` : ''}${errorMessage(error)}${hint}`);
+        cause = error;
+      }
+    }
+    throw new Error(refused.join('; '), { cause });
+  }
+
+  /**
+   * Detaches btwall programs attached in modes other than `mode`; returns the id of ours in
+   * `mode` (to replace), 0 when there is none. Throws when another XDP program is attached.
+   */
+  private clearOthers(ifindex: number, mode: XdpMode): number {
+    const attached = native.xdpQuery(ifindex);
     let replace = 0;
     for (const other of MODES) {
       const id = attached[other];
@@ -545,16 +579,9 @@ export class XdpProgram {
       const info = native.progInfo(id);
       if (info !== null && !OUR_PROGRAMS.has(info.name)) throw new Error(`another XDP program (${info.name}, id ${id}, ${other} mode) is attached; btwall does not replace it`);
       if (other === mode) replace = id;
-      else native.xdpDetach(link.index, MODE_FLAGS[other], id);
+      else native.xdpDetach(ifindex, MODE_FLAGS[other], id);
     }
-    const program = PROGRAMS[kind];
-    try {
-      this.object.attach(link.index, program, MODE_FLAGS[mode], replace);
-    } catch (error) {
-      const hint = mode === 'offload' ? ' (offload needs a NIC that runs BPF itself, with LRU hash maps; use native)' : '';
-      throw new Error(`${errorMessage(error)}${hint}`, { cause: error });
-    }
-    return { name, ifindex: link.index, kind, mode, programId: this.object.programId(program) };
+    return replace;
   }
 
   /** Removes the program from the device if it is still the one there; false when it was gone. */
@@ -679,7 +706,8 @@ export class XdpUnavailableError extends Error {}
 export interface XdpBanSinkOptions {
   /** Exact device names, and patterns (wg*) for devices that come and go. */
   interfaces: string[];
-  mode: XdpMode;
+  /** `auto`: decided per device as it is attached (modesToTry). */
+  mode: XdpMode | 'auto';
   pinDir: string;
   capacity: number;
   escalation: Escalation;
@@ -785,7 +813,8 @@ export class XdpBanSink implements BanSink {
   kernel(): KernelBans {
     const active = this.program.maps.active();
     const drops = this.program.maps.drops();
-    return { active: { ipv4: active.v4, ipv6: active.v6 }, dropped: { ipv4: drops.v4, ipv6: drops.v6 } };
+    const interfaces = [...this.attached.values()].map(({ name, kind, mode }) => ({ name, kind, mode }));
+    return { active: { ipv4: active.v4, ipv6: active.v6 }, dropped: { ipv4: drops.v4, ipv6: drops.v6 }, interfaces };
   }
 
   sweep(): number {
@@ -895,10 +924,9 @@ export class XdpBanSink implements BanSink {
       try {
         const attachment = this.program.attach(name, this.options.mode);
         this.attached.set(name, attachment);
-        if (report) {
-          this.attachedLater++;
-          this.log.info({ interface: name, kind: attachment.kind, mode: attachment.mode }, 'XDP program attached');
-        }
+        if (report) this.attachedLater++;
+        // Every device, at start and later: with XDP_MODE=auto the mode is known only here.
+        this.log.info({ interface: name, kind: attachment.kind, mode: attachment.mode, xdpMode: this.options.mode }, 'XDP program attached');
         this.failures.delete(name);
       } catch (error) {
         const reason = errorMessage(error);

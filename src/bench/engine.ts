@@ -17,6 +17,7 @@ import { IPPROTO_TCP } from '../packet/packet.js';
 import { readCapture } from '../pcap/reader.js';
 import { formatRate, packetsPerSecond, runPasses, type PacketSet } from './frames.js';
 import { ndpiRace } from './ndpi-race.js';
+import { requireOrExit } from './requirements.js';
 import { countFalseAlarms, formatFalseAlarms } from './false-alarms.js';
 import { RandomTraffic } from './random.js';
 
@@ -73,6 +74,10 @@ async function heapGrowth(engine: Engine, set: PacketSet, passes: number): Promi
 
 async function main(): Promise<void> {
   const corpusDir = resolve(process.argv[2] ?? '../shared/corpus/ndpi');
+  requireOrExit('bench', {
+    commands: { ndpiReader: 'libndpi-bin' },
+    files: { [corpusDir]: 'the capture corpus: ../shared/corpus/ndpi, or name a directory of captures (npm run bench -- DIR)' },
+  });
   const randomSamples = Number(process.argv[3] ?? 100_000_000);
   const out = (line: string) => process.stdout.write(`${line}\n`);
 

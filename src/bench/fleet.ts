@@ -19,7 +19,8 @@ import { CrowdsecFleet } from '../fleet/fleet.js';
 import { LapiClient, type LapiAlert } from '../fleet/lapi.js';
 import { banAlert } from '../fleet/publisher.js';
 import { Reachability } from '../fleet/state.js';
-import { freePort, haveCrowdsec, Lapi } from './lapi.js';
+import { freePort, Lapi } from './lapi.js';
+import { requireOrExit } from './requirements.js';
 
 const BANS = 100;
 const BAN_SPACING_MS = 37;
@@ -135,8 +136,7 @@ async function startup(client: LapiClient, apiKey: string, pinDir: string): Prom
 }
 
 async function main(): Promise<number> {
-  if (process.getuid?.() !== 0) throw new Error('bench:fleet loads XDP maps: run it as root');
-  if (!haveCrowdsec()) throw new Error("bench:fleet needs Debian's crowdsec (make deps installs it)");
+  requireOrExit('bench:fleet', { root: 'the bench loads XDP maps', commands: { crowdsec: 'crowdsec', cscli: 'crowdsec' } });
   const lapi = new Lapi(`127.0.0.1:${await freePort()}`, null);
   const pinDirs = [`/sys/fs/bpf/btwall-bench-fleet-${process.pid}-a`, `/sys/fs/bpf/btwall-bench-fleet-${process.pid}-b`];
   try {

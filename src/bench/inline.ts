@@ -1,14 +1,15 @@
 /**
  * `npm run bench:inline [-- --seconds 3 --rounds 3 --flows 8 --payload 64 --queues N]`, as root:
  * traffic through a gateway namespace with no queue, with the C batched accept-all consumer
- * (nfq-batch, ../shared/bench) and with `btwall run`, in interleaved rounds, on one queue and on N
+ * (nfq-batch, built from ../shared/bench) and with `btwall run`, in interleaved rounds, on one queue and on N
  * queues (default: one per core; the C side is one nfq-batch per queue, as btwall has one worker
  * per queue); prints TCP Gbit/s, 64-byte UDP packets/s inspected, packets accepted uninspected
  * (FAIL_OPEN, ENOBUFS, watchdog), CPU per packet, how the queues shared the load, and the
  * targets: btwall's inspected pps >= 0.8 x the C consumer's on one queue and >= 1.0 x on N
  * queues, btwall's N/1 scaling >= 0.9 x the C consumer's, bulk TCP through btwall >= 0.9 x no
  * queue, no ENOBUFS for btwall at the packets/s the C consumer inspected.
- * Exit status: 0 all targets met, 1 one missed, 2 the run failed (everything is cleaned up).
+ * Exit status: 0 all targets met, 1 one missed, 2 the run failed (everything is cleaned up), 69
+ * something it needs is missing (requirements.ts: named, nothing touched).
  *
  * Both consumers run behind btwall's own rules (connbytes 0:INSPECT_PACKETS, connmarks). For the
  * UDP runs one more rule queues every UDP packet, for both consumers alike: under the production
@@ -24,7 +25,7 @@
  * them evenly over the N queues. Every run, one queue or N, gets the same load.
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +34,7 @@ import { loadConfig, type Config } from '../config/config.js';
 import { MARK_MASK } from '../firewall/rules.js';
 import { installRules, removeRules, type CommandRunner } from '../firewall/apply.js';
 import { collectLogLines, createLab, finish, output, poll, type Lab, type LabNamespace, type LogLine } from './lab.js';
+import { BENCH_TOOLS, requireOrExit, type Needs } from './requirements.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = resolve(ROOT, 'dist/cli/main.js');
@@ -71,7 +73,6 @@ interface Options {
   queue: number;
   /** N: the second configuration's queue count. */
   queues: number;
-  tools: string;
   /** Namespace and device names start with it, so that runs side by side do not collide. */
   tag: string;
 }
@@ -85,7 +86,6 @@ function options(): Options {
       payload: { type: 'string', default: '64' },
       queue: { type: 'string', default: '0' },
       queues: { type: 'string', default: String(availableParallelism()) },
-      tools: { type: 'string', default: resolve(ROOT, '../shared/bench') },
       tag: { type: 'string', default: 'bi' },
     },
   });
@@ -102,7 +102,6 @@ function options(): Options {
     payload: whole('payload', values.payload, 1, 1400),
     queue: whole('queue', values.queue, 0, 65535 - 63),
     queues: whole('queues', values.queues, 2, 64),
-    tools: values.tools,
     tag: values.tag,
   };
 }
@@ -344,14 +343,14 @@ const candidate = (i: number) => `${LAB_NETWORKS.v4}.2.${10 + i}`;
  * queues: found by sending a few datagrams to each candidate with the C consumer on the N queues.
  */
 async function balancedDestinations(lab: Lab, o: Options, queues: QueueRange, config: Config): Promise<string[]> {
-  const consumer = cConsumer(lab, o.tools, config);
+  const consumer = cConsumer(lab, BENCH_TOOLS, config);
   await consumer.start();
   queueAllUdp(lab.gateway, queues, '-I');
   const byQueue: string[][] = Array.from({ length: queueCount(queues) }, () => []);
   try {
     for (let i = 0; i < CANDIDATE_DESTINATIONS; i++) {
       const before = kernelQueues(lab.gateway, queues);
-      const sender = lab.client.start(`${o.tools}/udpflood`, [candidate(i), UDP_PORT, o.payload, 0.02, 200].map(String));
+      const sender = lab.client.start(`${BENCH_TOOLS}/udpflood`, [candidate(i), UDP_PORT, o.payload, 0.02, 200].map(String));
       await finish(sender, 5000, 'udpflood');
       const after = kernelQueues(lab.gateway, queues);
       const used = after.map((q, n) => q.ids - before[n].ids).findIndex((d) => d > 0);
@@ -368,12 +367,12 @@ async function balancedDestinations(lab: Lab, o: Options, queues: QueueRange, co
 
 /** One udpflood instance per destination, one source port each, at `pps` in all (0: as fast as they can). */
 async function udpLoad(lab: Lab, o: Options, destinations: readonly string[], pps: number): Promise<UdpLoad> {
-  const sink = lab.server.start(`${o.tools}/udpsink`, [String(UDP_PORT), String(o.seconds + 1.5)]);
+  const sink = lab.server.start(`${BENCH_TOOLS}/udpsink`, [String(UDP_PORT), String(o.seconds + 1.5)]);
   const sinkOut = output(sink);
   await listening(lab.server, 'udp', UDP_PORT);
   const senders = destinations.map((destination, i) => {
     const args = [destination, UDP_PORT, o.payload, o.seconds, pps > 0 ? pps / destinations.length : 0, FIRST_SOURCE_PORT + i];
-    const child = lab.client.start(`${o.tools}/udpflood`, args.map(String));
+    const child = lab.client.start(`${BENCH_TOOLS}/udpflood`, args.map(String));
     return { child, out: output(child) };
   });
   let sent = 0;
@@ -628,32 +627,17 @@ function targetTable(r: Rounds, n: number): { text: string; pass: boolean } {
 // ---------------------------------------------------------------------------------------------
 // Main
 
-function executable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Everything the run needs, or an error saying what is missing; builds the reference tools if needed. */
-function preflight(o: Options): void {
-  if (process.getuid?.() !== 0) throw new Error('run as root: the bench creates network namespaces and firewall rules');
-  for (const program of ['ip', 'nsenter', 'iptables', 'ss', 'iperf3']) {
-    if (spawnSync(program, ['--version']).error) throw new Error(`${program} is missing (apt-get install -y --no-install-recommends iproute2 util-linux iptables iperf3)`);
-  }
-  if (!existsSync(CLI) || !executable(resolve(ROOT, 'native/build/btwall-queue'))) throw new Error('build btwall first: make build');
-  const tools = ['nfq-batch', 'udpflood', 'udpsink'];
-  if (!tools.every((t) => executable(`${o.tools}/${t}`))) {
-    const make = spawnSync('make', ['-C', o.tools, ...tools], { encoding: 'utf8' });
-    if (make.status !== 0) throw new Error(`cannot build the reference tools in ${o.tools} (needs libnetfilter-queue-dev libmnl-dev): ${make.stderr}`);
-  }
-}
+/** What the run needs: root, the lab's commands, btwall built, the C consumer and traffic tools (requirements.ts gets or names them). */
+const NEEDS: Needs = {
+  root: 'the bench creates network namespaces and firewall rules',
+  commands: { ip: 'iproute2', ss: 'iproute2', nsenter: 'util-linux', iptables: 'iptables', iperf3: 'iperf3' },
+  sharedTools: ['nfq-batch', 'udpflood', 'udpsink'],
+  files: { [CLI]: 'build btwall first: make build', [resolve(ROOT, 'native/build/btwall-queue')]: 'build btwall first: make build' },
+};
 
 async function main(): Promise<number> {
   const o = options();
-  preflight(o);
+  requireOrExit('bench:inline', NEEDS);
   const one: QueueRange = { first: o.queue, last: o.queue };
   const many: QueueRange = { first: o.queue, last: o.queue + o.queues - 1 };
   const configOne = loadConfig(daemonEnvironment(one));
@@ -673,7 +657,7 @@ async function main(): Promise<number> {
     const serverDevice = lab.server.must('ip', ['-o', 'addr', 'show', 'to', lab.serverV4]).split(/\s+/)[1];
     for (let i = 0; i < CANDIDATE_DESTINATIONS; i++) lab.server.must('ip', ['addr', 'add', `${candidate(i)}/24`, 'dev', serverDevice]);
     const udp = { destinations: await balancedDestinations(lab, o, many, configMany) };
-    const c = () => cConsumer(lab, o.tools, configOne);
+    const c = () => cConsumer(lab, BENCH_TOOLS, configOne);
     const btwall = () => btwallConsumer(lab, one);
     const r: Rounds = { noQueueTcp: [], cTcp: [], btwallTcp: [], noQueueUdp: [], cUdp: [], btwallUdp: [], btwallAtC: [], cUdpN: [], btwallUdpN: [] };
     const step = async (runs: Run[], what: string, run: () => Promise<Run>, show: (run: Run) => string) => {
@@ -699,7 +683,7 @@ async function main(): Promise<number> {
       await step(r.noQueueUdp, '  no queue, UDP flood', () => measure(lab, o, one, null, udp), pps);
       await step(r.cUdp, '  C consumer, UDP flood', () => measure(lab, o, one, c(), udp), pps);
       await step(r.btwallUdp, '  btwall, UDP flood', () => measure(lab, o, one, btwall(), udp), pps);
-      await step(r.cUdpN, `  C consumer x ${o.queues} queues, UDP flood`, () => measure(lab, o, many, cConsumer(lab, o.tools, configMany), udp), pps);
+      await step(r.cUdpN, `  C consumer x ${o.queues} queues, UDP flood`, () => measure(lab, o, many, cConsumer(lab, BENCH_TOOLS, configMany), udp), pps);
       await step(r.btwallUdpN, `  btwall, ${o.queues} queues, UDP flood`, () => measure(lab, o, many, btwallConsumer(lab, many), udp), pps);
       const rate = inspectedPps(r.cUdp.at(-1)!);
       await step(r.btwallAtC, `  btwall, UDP at ${thousands(rate)} pps`, () => measure(lab, o, one, btwall(), udp, rate), (run) => `${pps(run)}, ENOBUFS ${enobufs(run)}`);

@@ -1,5 +1,5 @@
 /**
- * The same capture set through ndpiReader (Debian's libndpi-bin, installed when missing) and
+ * The same capture set through ndpiReader (Debian's libndpi-bin: the bench's requirements get it) and
  * through `btwall scan`, each as whole processes, their CPU seconds read from the shell's
  * `times` (user + system of the children): what an operator pays to classify a set of captures.
  * ndpiReader runs twice: once per capture, as a per-file tool is run, and once over a playlist.
@@ -10,15 +10,6 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 const CLI = resolve(import.meta.dirname, '../cli/main.js');
-
-/** Installs ndpiReader when it is missing; returns null, or what stops the race. */
-function ensureNdpiReader(): string | null {
-  if (spawnSync('sh', ['-c', 'command -v ndpiReader']).status === 0) return null;
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  spawnSync('apt-get', ['update', '-qq'], { env, stdio: 'ignore' });
-  const install = spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'libndpi-bin'], { env, encoding: 'utf8' });
-  return install.status === 0 ? null : `ndpiReader is missing and apt-get install libndpi-bin failed: ${install.stderr.trim()}`;
-}
 
 /** CPU seconds (user + system) the children of one shell spent running `script`. */
 function childCpuSeconds(script: string): number {
@@ -32,11 +23,6 @@ function childCpuSeconds(script: string): number {
 const quote = (path: string) => `'${path.replace(/'/g, `'\\''`)}'`;
 
 export function ndpiRace(corpusDir: string, out: (line: string) => void): void {
-  const missing = ensureNdpiReader();
-  if (missing !== null) {
-    out(`race against ndpiReader: not run: ${missing}`);
-    return;
-  }
   const files = readdirSync(corpusDir)
     .filter((name) => !name.endsWith('.json'))
     .sort()

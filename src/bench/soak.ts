@@ -13,6 +13,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { collectLogLines, createLab, finish, output, poll, type Lab, type LogLine } from './lab.js';
+import { requireOrExit } from './requirements.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = resolve(ROOT, 'dist/cli/main.js');
@@ -81,6 +82,11 @@ function counters(l: LogLine): string {
 
 async function main(): Promise<number> {
   const o = options();
+  requireOrExit('bench:soak', {
+    root: 'the soak creates network namespaces, firewall rules and XDP bans',
+    commands: { ip: 'iproute2', nsenter: 'util-linux', iptables: 'iptables' },
+    files: { [CLI]: 'build btwall first: make build', [TRAFFIC]: 'build btwall first: make build' },
+  });
   const lab = createLab('so', NETS);
   const pinDir = `/sys/fs/bpf/btwall-soak-${process.pid}`;
   try {

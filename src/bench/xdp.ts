@@ -1,6 +1,6 @@
 /**
  * `npm run bench:xdp [-- SECONDS ROUNDS]` (root): the XDP ban program against the bare XDP_DROP
- * program (../shared/bench/xdp_drop.o), in one run, on the gateway namespace's veth, generic mode.
+ * program (xdp_drop.o, built from ../shared/bench), in one run, on the gateway namespace's veth, generic mode.
  *  1. packets/s dropped while one sender (the banned peer) floods 64-byte UDP payloads through the
  *     gateway: bare XDP_DROP; btwall with the peer banned; btwall with the peer and 100 k other
  *     bans per family. Each round runs the three, each SECONDS long, starting with another one
@@ -12,18 +12,17 @@
  * gateway namespace (the program is attached there), as this same script under nsenter.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { attachXdpObject, detachXdp, loadXdpObject, parseAddress, XdpProgram, type Attachment } from '../bans/xdp.js';
 import { NO_ESCALATION } from '../policy/escalation.js';
 import { createLab, exited } from './lab.js';
+import { BENCH_TOOLS, requireOrExit } from './requirements.js';
 
-const SHARED_BENCH = resolve(fileURLToPath(new URL('../../../shared/bench/', import.meta.url)));
-const XDP_DROP_OBJECT = `${SHARED_BENCH}/xdp_drop.o`;
+const XDP_DROP_OBJECT = `${BENCH_TOOLS}/xdp_drop.o`;
 const XDP_DROP_PROGRAM = 'xdp_drop_all';
-const UDPFLOOD = `${SHARED_BENCH}/udpflood`;
+const UDPFLOOD = `${BENCH_TOOLS}/udpflood`;
 /** The shared udpflood only sends into 10.91.0.0/16 and fd91::/16. */
 const NETS = { v4: '10.91', v6: 'fd91' };
 const PAYLOAD_BYTES = 64;
@@ -72,8 +71,6 @@ function deviceWith(addressList: string, address: string): string {
 // ---- outside: the lab, then this script again inside the gateway namespace ----
 
 async function outside(seconds: number, rounds: number): Promise<number> {
-  if (process.getuid?.() !== 0) throw new Error('bench:xdp needs root (namespaces, XDP)');
-  must('make', ['-s', '-C', SHARED_BENCH, 'xdp_drop.o', 'udpflood']);
   const lab = createLab('xb', NETS);
   const pinDir = `/sys/fs/bpf/btwall-bench-${process.pid}`;
   try {
@@ -228,6 +225,10 @@ if (setupText !== undefined) {
   inside(JSON.parse(setupText) as Setup);
 } else {
   const [seconds = '3', rounds = '3'] = process.argv.slice(2);
-  if (!existsSync(UDPFLOOD.replace(/udpflood$/, 'udpflood.c'))) throw new Error(`no ${SHARED_BENCH}: the shared reference tools are needed`);
+  requireOrExit('bench:xdp', {
+    root: 'the bench creates network namespaces and attaches XDP programs',
+    commands: { ip: 'iproute2', nsenter: 'util-linux' },
+    sharedTools: ['xdp_drop.o', 'udpflood'],
+  });
   process.exitCode = await outside(Number(seconds), Number(rounds));
 }

@@ -2,22 +2,24 @@ import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { NO_ESCALATION, type Escalation } from '../policy/escalation.js';
+import { ACTIONS, type Action } from './actions.js';
+import { hostMemory, sizeTables, type HostResources, type TableSizing } from './sizing.js';
+
+export { ACTIONS, type Action };
 
 /** sysexits.h EX_CONFIG: what systemd and operators expect from a daemon refusing its configuration. */
 export const EXIT_CONFIG = 78;
 
 const CHAIN_NAMES = ['INPUT', 'FORWARD', 'OUTPUT'] as const;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
-/** `off`: no XDP program at all; bans are then not enforced in the kernel, and the daemon says so. */
-const XDP_MODES = ['generic', 'native', 'offload', 'off'] as const;
+/**
+ * `auto`: native where the device's driver runs XDP programs, generic elsewhere, decided per
+ * interface when the program is attached; `off`: no XDP program at all; bans are then not enforced
+ * in the kernel, and the daemon says so.
+ */
+const XDP_MODES = ['auto', 'generic', 'native', 'offload', 'off'] as const;
 /** json: one record per line, what `btwall audit` and other tools read; text: the reference daemon's blocks, for people. */
 export const DETECTION_LOG_FORMATS = ['json', 'text'] as const;
-/**
- * What happens to BitTorrent: `drop` it (and ban proven peers), `throttle` it to RATE per local
- * host (nothing banned), or `monitor` it (decide and log, enforce nothing: MONITOR_ONLY's new name).
- */
-export const ACTIONS = ['drop', 'throttle', 'monitor'] as const;
-export type Action = (typeof ACTIONS)[number];
 
 /** Comma-separated list: surrounding spaces and empty items ignored. */
 function list(raw: string): string[] {
@@ -250,10 +252,11 @@ const schema = z.object({
   RATE: rate.prefault('512kbit'),
   CUT_ESTABLISHED: boolean.prefault('true'),
   BLOCK_SOCKS: boolean.prefault('false'),
-  XDP_MODE: z.string().trim().toLowerCase().pipe(z.enum(XDP_MODES)).prefault('generic'),
+  XDP_MODE: z.string().trim().toLowerCase().pipe(z.enum(XDP_MODES)).prefault('auto'),
   CLEANUP_INTERVAL: integer(1, 86_400).prefault('300'),
   STATS_INTERVAL: integer(1, 86_400).prefault('60'),
-  BAN_CAPACITY: integer(1024, 1 << 24).prefault('131072'),
+  /** Unset: sized from the machine's memory (src/config/sizing.ts). */
+  BAN_CAPACITY: integer(1024, 1 << 24).optional(),
   TRACKER_DOMAINS: z
     .string()
     .transform((v) => list(v).map((d) => d.toLowerCase().replace(/^\*?\./, '').replace(/\.$/, '')))
@@ -283,9 +286,11 @@ const schema = z.object({
   INSPECT_PACKETS: integer(1, 1000).prefault('20'),
   QUEUE_MAXLEN: integer(64, 1 << 20).prefault('8192'),
   VERDICT_TIMEOUT_MS: integer(5, 60_000).prefault('50'),
-  FLOW_CAPACITY: integer(1024, 1 << 26).prefault('1048576'),
+  /** Unset: sized from the machine's memory (src/config/sizing.ts). */
+  FLOW_CAPACITY: integer(1024, 1 << 26).optional(),
   FLOW_IDLE_TIMEOUT: integer(1, 86_400).prefault('120'),
-  PEER_CACHE_SIZE: integer(1024, 1 << 24).prefault('65536'),
+  /** Unset: sized from the machine's memory (src/config/sizing.ts). */
+  PEER_CACHE_SIZE: integer(1024, 1 << 24).optional(),
   PEER_CACHE_TTL: integer(1, 7 * 86_400).prefault('3600'),
   METRICS_ADDR: listenAddress.prefault(''),
   CONTROL_SOCKET: z
@@ -349,7 +354,7 @@ export interface Config {
   cleanupIntervalS: number;
   /** Seconds between stats log lines. */
   statsIntervalS: number;
-  /** Entries each XDP ban map (IPv4, IPv6) holds; the least recently used go first when full. */
+  /** Entries each XDP ban map (IPv4, IPv6) holds; the least recently used go first when full. BAN_CAPACITY, or sized from memory. */
   banCapacity: number;
   /** Added to the built-in tracker and client-service names (DNS, TLS SNI, HTTP Host). */
   trackerDomains: string[];
@@ -370,10 +375,14 @@ export interface Config {
   inspectPackets: number;
   queueMaxLen: number;
   verdictTimeoutMs: number;
+  /** Flows each queue tracks; FLOW_CAPACITY, or sized from memory. */
   flowCapacity: number;
   flowIdleTimeoutS: number;
+  /** Entries of each peer cache (shared by the queues); PEER_CACHE_SIZE, or sized from memory. */
   peerCacheSize: number;
   peerCacheTtlS: number;
+  /** Whether flowCapacity, peerCacheSize and banCapacity came from their variables or from the machine's memory, and which memory. */
+  tableSizing: TableSizing;
   /** Where the Prometheus exposition is served (GET /metrics); null: nowhere. */
   metricsAddr: { host: string; port: number } | null;
   /** The unix socket `btwall status` asks (mode 0600); empty: none. */
@@ -433,10 +442,11 @@ export class ConfigError extends Error {
 }
 
 /**
- * Validates the environment; throws ConfigError naming every bad variable and its value. `cores`:
- * the CPUs this process may run on (its affinity mask), for QUEUE_NUM=auto.
+ * Validates the environment; throws ConfigError naming every bad variable and its value. `host`:
+ * the cores (for QUEUE_NUM=auto) and memory (for unset table sizes) to use instead of this host's.
  */
-export function loadConfig(env: NodeJS.ProcessEnv, cores = availableParallelism()): Config {
+export function loadConfig(env: NodeJS.ProcessEnv, host: Partial<HostResources> = {}): Config {
+  const cores = host.cores ?? availableParallelism();
   const input: Record<string, string> = {};
   for (const name of CONFIG_VARIABLES) {
     const value = env[name];
@@ -449,7 +459,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, cores = availableParallelism(
   const crossProblems = crowdsecProblems(c);
   if (crossProblems.length > 0) throw new ConfigError(crossProblems.map((p) => named(p.name, p.message)));
   const queues = c.QUEUE_NUM.auto ? { first: 0, last: Math.min(Math.max(cores, 1), AUTO_QUEUE_CAP) - 1, auto: true } : c.QUEUE_NUM;
-  return {
+  const explicit = { flowCapacity: c.FLOW_CAPACITY !== undefined, peerCacheSize: c.PEER_CACHE_SIZE !== undefined, banCapacity: c.BAN_CAPACITY !== undefined };
+  const unsized: Omit<Config, 'tableSizing'> = {
     action: action(c.ACTION, c.MONITOR_ONLY, env),
     queues,
     interfaces: c.INTERFACE,
@@ -465,7 +476,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cores = availableParallelism(
     xdpMode: c.XDP_MODE,
     cleanupIntervalS: c.CLEANUP_INTERVAL,
     statsIntervalS: c.STATS_INTERVAL,
-    banCapacity: c.BAN_CAPACITY,
+    banCapacity: c.BAN_CAPACITY ?? 0,
     trackerDomains: c.TRACKER_DOMAINS,
     bpfPinDir: c.BPF_PIN_DIR,
     rulesFile: c.RULES_FILE,
@@ -479,9 +490,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, cores = availableParallelism(
     inspectPackets: c.INSPECT_PACKETS,
     queueMaxLen: c.QUEUE_MAXLEN,
     verdictTimeoutMs: c.VERDICT_TIMEOUT_MS,
-    flowCapacity: c.FLOW_CAPACITY,
+    // Placeholders where unset: sizeTables replaces them.
+    flowCapacity: c.FLOW_CAPACITY ?? 0,
     flowIdleTimeoutS: c.FLOW_IDLE_TIMEOUT,
-    peerCacheSize: c.PEER_CACHE_SIZE,
+    peerCacheSize: c.PEER_CACHE_SIZE ?? 0,
     peerCacheTtlS: c.PEER_CACHE_TTL,
     metricsAddr: c.METRICS_ADDR,
     controlSocket: c.CONTROL_SOCKET,
@@ -498,6 +510,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cores = availableParallelism(
             queueCapacity: c.CROWDSEC_QUEUE_CAPACITY,
           },
   };
+  return sizeTables(unsized, host.memory ?? hostMemory(), explicit);
 }
 
 /**

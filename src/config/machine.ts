@@ -7,7 +7,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { BPFFS, devices, linkKind } from '../bans/xdp.js';
 import { Pipeline } from '../pipeline/pipeline.js';
+import { sharedTableBytes, type SharedTables } from '../pipeline/shared-tables.js';
 import { isInterfacePattern, type Config } from './config.js';
+import { configBanMapsBytes, type TableSizing } from './sizing.js';
 
 /** What the tables may not take of MemAvailable: the daemon's heaps, the queues' shared memory, the rest of the machine. */
 export const MEMORY_RESERVE_BYTES = 256 * 2 ** 20;
@@ -40,11 +42,13 @@ export const thisMachine: Machine = {
 
 const MB = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MB`;
 const shown = (name: string, value: string) => `${name}=${JSON.stringify(value)}`;
+/** A table size as set, or as sized from memory when its variable is unset. */
+const sizeShown = (name: string, value: number, from: string) => (from === name ? shown(name, String(value)) : `${name} unset (${value}, sized from memory)`);
 
 function interfaceProblems(config: Config, machine: Machine): string[] {
   const named = shown('INTERFACE', config.interfaces.join(','));
   if (config.xdpMode === 'off') {
-    return config.interfaces.length === 0 ? [] : [`${shown('XDP_MODE', 'off')}: attaches no XDP program, yet ${named} names interfaces for it; unset INTERFACE or choose generic, native or offload`];
+    return config.interfaces.length === 0 ? [] : [`${shown('XDP_MODE', 'off')}: attaches no XDP program, yet ${named} names interfaces for it; unset INTERFACE or choose auto, generic, native or offload`];
   }
   if (config.interfaces.length === 0) {
     return [`${named}: no interface for the XDP ban program, so bans would not be enforced in the kernel; name the interfaces (patterns such as wg*,ppp* too), or set XDP_MODE=off to run without kernel bans`];
@@ -60,7 +64,8 @@ function interfaceProblems(config: Config, machine: Machine): string[] {
       problems.push(`${named}: ${name} has link type ${link.type} (ARPHRD), neither Ethernet nor a bare IP device: the XDP program cannot parse its frames`);
       continue;
     }
-    if (machine.supports(link.index, config.xdpMode) === false) {
+    // auto takes native or generic, whichever the device has: nothing to refuse.
+    if (config.xdpMode !== 'auto' && machine.supports(link.index, config.xdpMode) === false) {
       const what = config.xdpMode === 'native' ? 'has no native XDP support in its driver; use XDP_MODE=generic' : 'cannot run XDP programs on the NIC itself (no hardware offload); use XDP_MODE=native or generic';
       problems.push(`${shown('XDP_MODE', config.xdpMode)}: ${name} ${what}`);
     }
@@ -88,26 +93,62 @@ function memoryProblems(config: Config, machine: Machine): string[] {
       `${shown('FLOW_CAPACITY', String(config.flowCapacity))}: the detectors' state of that many flows (${perFlow} bytes each) would be one array of ${MB(planned.largestArrayBytes)}, more than the ${MB(MAX_TYPED_ARRAY_BYTES)} one array can hold; at most ${Math.floor(MAX_TYPED_ARRAY_BYTES / perFlow)} flows per queue (use a QUEUE_NUM range for more)`,
     ];
   }
-  const available = machine.memAvailableBytes();
+  const memAvailable = machine.memAvailableBytes();
+  // MemAvailable is the host's; a cgroup limit below it (a container, MemoryMax=) is what this daemon may take.
+  const memory = config.tableSizing.memory;
+  const limited = memory.from === 'cgroup memory limit' && (memAvailable === null || memory.bytes < memAvailable);
+  const available = limited ? memory.bytes : memAvailable;
   const tables = tablesMemory(config);
-  if (available === null || tables.totalBytes + MEMORY_RESERVE_BYTES <= available) return [];
+  if (available === null || tables.totalBytes + tables.banMapsBytes + MEMORY_RESERVE_BYTES <= available) return [];
+  const sizing = config.tableSizing;
+  const bans = tables.banMapsBytes > 0;
   return [
-    `${shown('FLOW_CAPACITY', String(config.flowCapacity))}, ${shown('PEER_CACHE_SIZE', String(config.peerCacheSize))}, ${shown('QUEUE_NUM', tables.queues)}: the tables need ${MB(tables.totalBytes)} (${MB(tables.perQueueBytes)} per queue, ${tables.queueCount} queue${tables.queueCount === 1 ? '' : 's'}, ${MB(tables.sharedBytes)} shared by all) and ${MB(MEMORY_RESERVE_BYTES)} more for the rest of the daemon, but this machine has ${MB(available)} available (MemAvailable in /proc/meminfo); lower FLOW_CAPACITY or PEER_CACHE_SIZE, or set fewer queues in QUEUE_NUM`,
+    `${sizeShown('FLOW_CAPACITY', config.flowCapacity, sizing.flowCapacity)}, ${sizeShown('PEER_CACHE_SIZE', config.peerCacheSize, sizing.peerCacheSize)}, ${bans ? `${sizeShown('BAN_CAPACITY', config.banCapacity, sizing.banCapacity)}, ` : ''}${shown('QUEUE_NUM', tables.queues)}: the tables need ${MB(tables.totalBytes)} (${MB(tables.perQueueBytes)} per queue, ${tables.queueCount} queue${tables.queueCount === 1 ? '' : 's'}, ${MB(tables.sharedBytes)} shared by all)${bans ? `, the XDP ban maps ${MB(tables.banMapsBytes)}` : ''} and ${MB(MEMORY_RESERVE_BYTES)} more for the rest of the daemon, but this machine has ${MB(available)} available (${limited ? "the daemon's cgroup memory limit" : 'MemAvailable in /proc/meminfo'}); lower FLOW_CAPACITY or PEER_CACHE_SIZE${bans ? ' or BAN_CAPACITY' : ''}, or set fewer queues in QUEUE_NUM`,
   ];
 }
 
-/** The queues a configuration serves and what their tables take together: what check-config prints. */
-export function tablesMemory(config: Config): { queues: string; queueCount: number; perQueueBytes: number; sharedBytes: number; totalBytes: number } {
+/** What check-config prints of the tables: the queues, what each table takes at its size, and where the sizes came from. */
+export interface TablesMemory {
+  queues: string;
+  queueCount: number;
+  perQueueBytes: number;
+  sharedBytes: number;
+  /** The daemon's own tables: perQueueBytes × queueCount + sharedBytes. */
+  totalBytes: number;
+  /** The XDP ban maps (IPv4 and IPv6, BAN_CAPACITY entries each): kernel memory, outside totalBytes; 0 with XDP_MODE=off. */
+  banMapsBytes: number;
+  /** Each queue's flow table (with the per-flow arrival and action arrays), and the tables all queues share, bytes. */
+  perTableBytes: { flowsPerQueue: number } & Record<keyof SharedTables, number>;
+  /** Each size, and whether its variable set it or the machine's memory did (src/config/sizing.ts). */
+  sizes: {
+    flowCapacity: { value: number; from: TableSizing['flowCapacity'] };
+    peerCacheSize: { value: number; from: TableSizing['peerCacheSize'] };
+    banCapacity: { value: number; from: TableSizing['banCapacity'] };
+  };
+  /** The memory the sizes come from, and the tables' share of it. */
+  memory: TableSizing['memory'] & { budgetBytes: number };
+}
+
+export function tablesMemory(config: Config): TablesMemory {
   const { first, last, auto } = config.queues;
   const planned = Pipeline.plannedMemory(config);
   const queueCount = last - first + 1;
   const range = first === last ? String(first) : `${first}-${last}`;
+  const sizing = config.tableSizing;
   return {
     queues: auto ? `auto (${range})` : range,
     queueCount,
     perQueueBytes: planned.perQueueBytes,
     sharedBytes: planned.sharedBytes,
     totalBytes: planned.perQueueBytes * queueCount + planned.sharedBytes,
+    banMapsBytes: configBanMapsBytes(config),
+    perTableBytes: { flowsPerQueue: planned.perQueueBytes, ...sharedTableBytes(config) },
+    sizes: {
+      flowCapacity: { value: config.flowCapacity, from: sizing.flowCapacity },
+      peerCacheSize: { value: config.peerCacheSize, from: sizing.peerCacheSize },
+      banCapacity: { value: config.banCapacity, from: sizing.banCapacity },
+    },
+    memory: { ...sizing.memory, budgetBytes: sizing.budgetBytes },
   };
 }
 

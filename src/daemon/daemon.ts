@@ -199,6 +199,10 @@ class Daemon {
         bansEnforced: this.bans.enforced,
         bans: this.bans.describe(),
         tableMemoryMB: Math.round(this.tableBytes / 2 ** 20),
+        flowCapacity: c.flowCapacity,
+        peerCacheSize: c.peerCacheSize,
+        banCapacity: c.banCapacity,
+        tableSizing: c.tableSizing,
       },
       'btwall running',
     );

@@ -37,6 +37,8 @@ export interface StatusReport {
     enforced: boolean;
     /** Where and how bans are enforced (the startup line's words). */
     description: string;
+    /** The interfaces the XDP program is on, each in its mode (XDP_MODE=auto picks one per interface); empty without it. */
+    interfaces: KernelBans['interfaces'];
     /** Null without an XDP program. */
     active: KernelBans['active'] | null;
     dropped: KernelBans['dropped'] | null;
@@ -70,6 +72,7 @@ export function statusReport(version: string, config: Config, telemetry: Telemet
     bans: {
       enforced: bans.enforced,
       description: bans.describe(),
+      interfaces: kernel?.interfaces ?? [],
       active: kernel?.active ?? null,
       dropped: kernel?.dropped ?? null,
       list: bans
@@ -113,6 +116,7 @@ export function formatStatus(r: StatusReport): string {
     ]),
     section('bans', [
       ['enforcement', r.bans.description],
+      ['XDP', r.bans.interfaces.length === 0 ? 'on no interface' : r.bans.interfaces.map((i) => `${i.name} ${i.mode}`).join(', ')],
       ['active', r.bans.active === null ? 'none in the kernel (no XDP program)' : `IPv4 ${r.bans.active.ipv4}, IPv6 ${r.bans.active.ipv6}`],
       ...(r.bans.dropped === null ? [] : [['dropped by XDP', `IPv4 ${r.bans.dropped.ipv4.packets} packets, IPv6 ${r.bans.dropped.ipv6.packets} packets; TCP resets sent IPv4 ${r.bans.dropped.ipv4.resets}, IPv6 ${r.bans.dropped.ipv6.resets}`] as [string, string]]),
       ['outcomes', BAN_OUTCOMES.filter((o) => c.bans[o] > 0).map((o) => `${o} ${c.bans[o]}`).join(', ') || 'none yet'],

@@ -144,7 +144,7 @@ export class Pipeline {
    * once built), the tables all queues share, and the largest single array (the detectors'
    * per-flow state), computed without allocating anything.
    */
-  static plannedMemory(config: Config): { perQueueBytes: number; sharedBytes: number; largestArrayBytes: number } {
+  static plannedMemory(config: Pick<Config, 'flowCapacity' | 'peerCacheSize' | 'blockSocks' | 'trackerDomains' | 'rulesFile'>): { perQueueBytes: number; sharedBytes: number; largestArrayBytes: number } {
     const operatorRules = config.rulesFile === '' ? null : new OperatorRulesDetector([]);
     const stateBytes = detectorChain({ blockSocks: config.blockSocks, trackerDomains: config.trackerDomains, operatorRules }).reduce((sum, d) => sum + d.stateBytes, 0);
     const flows = config.flowCapacity;

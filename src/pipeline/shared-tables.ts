@@ -28,12 +28,17 @@ export function allocateTables(config: Config, shared: boolean): SharedTables {
   };
 }
 
-/** What allocateTables takes, computed without allocating. */
-export function tablesBytes(config: Config): number {
-  return (
-    PeerCache.bytesFor(config.peerCacheSize, false) +
-    PeerCache.bytesFor(config.peerCacheSize, true) +
-    TorrentingHosts.bytesFor(config.peerCacheSize) +
-    BanRateTable.bytesFor(RATE_HOSTS)
-  );
+/** What each table allocateTables makes takes, bytes, computed without allocating. */
+export function sharedTableBytes(config: Pick<Config, 'peerCacheSize'>): Record<keyof SharedTables, number> {
+  return {
+    proven: PeerCache.bytesFor(config.peerCacheSize, false),
+    listed: PeerCache.bytesFor(config.peerCacheSize, true),
+    torrenting: TorrentingHosts.bytesFor(config.peerCacheSize),
+    banRate: BanRateTable.bytesFor(RATE_HOSTS),
+  };
+}
+
+/** What allocateTables takes together. */
+export function tablesBytes(config: Pick<Config, 'peerCacheSize'>): number {
+  return Object.values(sharedTableBytes(config)).reduce((sum, bytes) => sum + bytes, 0);
 }

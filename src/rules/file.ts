@@ -16,7 +16,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { ACTIONS, type Action } from '../config/config.js';
+import { ACTIONS, type Action } from '../config/actions.js';
 import { ByteRegex, RegexSyntaxError } from '../detect/byte-regex.js';
 
 /** Bytes of a payload packet a pattern may look into (an Ethernet MTU's worth of payload). */
