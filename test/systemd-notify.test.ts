@@ -137,10 +137,12 @@ describe('the example environment file (systemd/btwall.env)', () => {
 
   it('names only variables btwall reads, each with its default value', () => {
     expect(settings.length).toBeGreaterThan(20);
-    const defaults = loadConfig({ INTERFACE: 'eth0' }, 2);
+    // A machine fixed here, so that the sizes chosen from memory are the same in every load.
+    const host = { cores: 2, memory: { bytes: 4 * 2 ** 30, from: 'MemTotal' as const } };
+    const defaults = loadConfig({ INTERFACE: 'eth0' }, host);
     for (const [name, value] of settings) {
       expect(CONFIG_VARIABLES).toContain(name);
-      expect({ name, config: loadConfig({ INTERFACE: 'eth0', [name]: value || (name === 'INTERFACE' ? 'eth0' : '') }, 2) }).toEqual({ name, config: defaults });
+      expect({ name, config: loadConfig({ INTERFACE: 'eth0', [name]: value || (name === 'INTERFACE' ? 'eth0' : '') }, host) }).toEqual({ name, config: defaults });
     }
   });
 
