@@ -81,16 +81,17 @@ describe('the configuration with BTWALL_ENV_FILE', () => {
 
   it("lays the file's variables over the environment", () => {
     const path = file('over', 'BAN_DURATION=600\nLOG_LEVEL=debug\n');
-    const { config, envFile } = readConfig({ BTWALL_ENV_FILE: path, BAN_DURATION: '60', STATS_INTERVAL: '5' }, 1);
+    const { config, source } = readConfig({ BTWALL_ENV_FILE: path, BAN_DURATION: '60', STATS_INTERVAL: '5' }, 1);
     expect([config.banDurationS, config.logLevel, config.statsIntervalS]).toEqual([600, 'debug', 5]);
-    expect(envFile).toMatchObject({ path, found: true });
+    expect(source.envFile).toMatchObject({ path, found: true });
+    expect(source.env).toMatchObject({ BAN_DURATION: '600', STATS_INTERVAL: '5' });
   });
 
   it('reads nothing from a file that does not exist, as EnvironmentFile=-PATH', () => {
     const path = join(dir, 'absent');
-    const { config, envFile } = readConfig({ BTWALL_ENV_FILE: path, BAN_DURATION: '60' }, 1);
+    const { config, source } = readConfig({ BTWALL_ENV_FILE: path, BAN_DURATION: '60' }, 1);
     expect(config.banDurationS).toBe(60);
-    expect(envFile).toEqual({ path, found: false, variables: new Map() });
+    expect(source.envFile).toEqual({ path, found: false, variables: new Map() });
     expect(readEnvFile(path).found).toBe(false);
   });
 

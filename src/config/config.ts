@@ -515,6 +515,14 @@ function action(action: Action | undefined, monitorOnly: boolean | undefined, en
   ]);
 }
 
+/** Where a configuration was read from. */
+export interface ConfigSource {
+  /** The environment with BTWALL_ENV_FILE's variables over it. */
+  env: NodeJS.ProcessEnv;
+  /** BTWALL_ENV_FILE as read; null when it is not set. */
+  envFile: EnvFile | null;
+}
+
 /**
  * The environment the configuration is read from: `env` with BTWALL_ENV_FILE's variables over it
  * (the file wins, as systemd's EnvironmentFile= wins over Environment=). `env` is the real
@@ -522,7 +530,7 @@ function action(action: Action | undefined, monitorOnly: boolean | undefined, en
  * back to its value there (or to its default), not to the file's old value. Throws ConfigError
  * naming BTWALL_ENV_FILE and the line.
  */
-export function configEnvironment(env: NodeJS.ProcessEnv): { env: NodeJS.ProcessEnv; envFile: EnvFile | null } {
+export function configEnvironment(env: NodeJS.ProcessEnv): ConfigSource {
   const path = env[ENV_FILE_VARIABLE];
   if (path === undefined || path === '') return { env, envFile: null };
   const named = (message: string) => `${ENV_FILE_VARIABLE}=${JSON.stringify(path)}: ${message}`;
@@ -539,9 +547,9 @@ export function configEnvironment(env: NodeJS.ProcessEnv): { env: NodeJS.Process
 }
 
 /** The configuration from `env` and BTWALL_ENV_FILE (configEnvironment); throws ConfigError. */
-export function readConfig(env: NodeJS.ProcessEnv, cores = availableParallelism()): { config: Config; envFile: EnvFile | null } {
-  const { env: merged, envFile } = configEnvironment(env);
-  return { config: loadConfig(merged, cores), envFile };
+export function readConfig(env: NodeJS.ProcessEnv, cores = availableParallelism()): { config: Config; source: ConfigSource } {
+  const source = configEnvironment(env);
+  return { config: loadConfig(source.env, cores), source };
 }
 
 /**
@@ -549,18 +557,18 @@ export function readConfig(env: NodeJS.ProcessEnv, cores = availableParallelism(
  * exit code 78 instead, having touched nothing. `check` adds problems a valid configuration can
  * still have on this machine (the daemon's: see src/config/machine.ts), each naming its variable.
  */
-export function withConfig<T>(env: NodeJS.ProcessEnv, use: (config: Config, envFile: EnvFile | null) => T, check?: (config: Config) => string[]): T | typeof EXIT_CONFIG {
+export function withConfig<T>(env: NodeJS.ProcessEnv, use: (config: Config, source: ConfigSource) => T, check?: (config: Config) => string[]): T | typeof EXIT_CONFIG {
   let config: Config;
-  let envFile: EnvFile | null;
+  let source: ConfigSource;
   try {
-    ({ config, envFile } = readConfig(env));
+    ({ config, source } = readConfig(env));
     const problems = check?.(config) ?? [];
     if (problems.length > 0) throw new ConfigError(problems);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     return refuseConfig(error);
   }
-  return use(config, envFile);
+  return use(config, source);
 }
 
 /** Prints a refused configuration the one way every refusal is printed; the exit code to return. */

@@ -52,6 +52,9 @@ function cidrText(cidr: Cidr): string {
   return `${cidr.address}/${cidr.prefix}`;
 }
 
+/** The settings the rules of BTWALL are made of (`chainRules`): a reload that changes one replaces them. */
+export const CHAIN_SETTINGS: readonly (keyof Config)[] = ['queues', 'allowCidrs', 'whitelistPorts', 'action', 'cutEstablished', 'inspectPackets', 'rateBitsPerS', 'localCidrs'];
+
 /** The rules of BTWALL for one family, in order. */
 function chainRules(config: Config, family: 4 | 6): string[][] {
   const queue =
