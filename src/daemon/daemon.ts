@@ -195,7 +195,7 @@ class Daemon {
     if (this.stopping) return;
     // Queues first, rules second: the first packet queued already has a listener.
     this.systemd.status('installing the firewall rules');
-    installRules(c);
+    installRules(this.config);
     this.rulesInstalled = true;
     this.startTimers();
     this.log.info(
