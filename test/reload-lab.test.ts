@@ -1,6 +1,6 @@
 /**
  * SIGHUP on the lab gateway: the daemon reads BTWALL_ENV_FILE again and applies its live settings
- * (a ban's duration, the allowlist in the BTWALL chain, the log level, the detection log) without
+ * (a ban's duration, the allowlist in the BTWALL chain, ACTION, the log level, the detection log) without
  * losing the bans in its XDP maps, names the restart-only variable that changed, refuses an invalid
  * file whole (status still shows the configuration in force), and a worker restarted after a
  * crash runs with the reloaded configuration, not the start's.
@@ -96,10 +96,8 @@ describe.runIf(canUseKernel())('SIGHUP reloads BTWALL_ENV_FILE on a running daem
     expect(await daemon.waitFor('banned', { address: SERVER4 })).toMatchObject({ durationS: 600 });
 
     // Live: BAN_DURATION, ALLOW_CIDRS, LOG_LEVEL, DETECTION_LOG; FLOW_CAPACITY only at a restart.
-    writeFileSync(
-      envFile,
-      ['LOCAL_CIDRS=10.77.1.0/24,fd77:1::/64', 'BAN_DURATION="900"', `ALLOW_CIDRS=${OTHER4}/32`, 'LOG_LEVEL=debug', `DETECTION_LOG=${secondLog}`, 'FLOW_CAPACITY=4096', ''].join('\n'),
-    );
+    const reloadedFile = ['LOCAL_CIDRS=10.77.1.0/24,fd77:1::/64', 'BAN_DURATION="900"', `ALLOW_CIDRS=${OTHER4}/32`, 'LOG_LEVEL=debug', `DETECTION_LOG=${secondLog}`, 'FLOW_CAPACITY=4096'];
+    writeFileSync(envFile, [...reloadedFile, ''].join('\n'));
     const first = reload();
     expect(await first.line('configuration reloaded')).toMatchObject({
       envFile: { path: envFile, found: true },
@@ -136,18 +134,28 @@ describe.runIf(canUseKernel())('SIGHUP reloads BTWALL_ENV_FILE on a running daem
     const exit = spawnSync('nsenter', [`--net=/run/netns/${net.gateway.name}`, process.execPath, '--experimental-websocket', EXIT_WORKER, String(inspectPort), '0'], { encoding: 'utf8' });
     expect(exit.stdout.trim(), exit.stderr).toBe('{"exited":0}');
     await daemon.waitFor('queue worker restarted', { queue: 0 });
-    // The ban lifted, so that the peer's bytes reach the restarted worker again.
-    const lifted = btwall(net.gateway, ['bans', 'del', SERVER4], { BPF_PIN_DIR: pinDir });
-    expect(lifted.status, lifted.stderr).toBe(0);
-    const from = daemon.lines.length;
+    /** Lifts SERVER4's ban, so that its bytes reach the queue again. */
+    const lift = () => {
+      const lifted = btwall(net.gateway, ['bans', 'del', SERVER4], { BPF_PIN_DIR: pinDir });
+      expect(lifted.status, lifted.stderr).toBe(0);
+    };
+    lift();
+    const restarted = daemon.lines.length;
     expect(await handshake(SERVER4)).toBe(0);
-    expect(await lineAfter(from, 'banned')).toMatchObject({ address: SERVER4, durationS: 900 });
+    expect(await lineAfter(restarted, 'banned')).toMatchObject({ address: SERVER4, durationS: 900 });
+
+    // ACTION=monitor, live: the chain drops nothing, and the handshake passes, logged as what would have been done.
+    writeFileSync(envFile, [...reloadedFile, 'ACTION=monitor', ''].join('\n'));
+    expect(await reload().line('configuration reloaded')).toMatchObject({ changed: ['ACTION'], restartNeeded: ['FLOW_CAPACITY'] });
+    expect(net.gateway.must('iptables', ['-S', 'BTWALL'])).not.toContain('-j DROP');
+    lift();
+    const monitored = daemon.lines.length;
+    expect(await handshake(SERVER4)).toBe(68);
+    expect(await lineAfter(monitored, 'BitTorrent detected')).toMatchObject({ source: SERVER4, action: 'monitor only (accepted; would drop)', ban: `would ban ${SERVER4} for 900 s` });
+    expect(daemon.lines.slice(monitored).some((l) => l.msg === 'banned')).toBe(false);
 
     // LOG_LEVEL=warn, live: the reload's own info line is not written, its warning is.
-    writeFileSync(
-      envFile,
-      ['LOCAL_CIDRS=10.77.1.0/24,fd77:1::/64', 'BAN_DURATION=900', `ALLOW_CIDRS=${OTHER4}/32`, 'LOG_LEVEL=warn', `DETECTION_LOG=${secondLog}`, 'FLOW_CAPACITY=4096', ''].join('\n'),
-    );
+    writeFileSync(envFile, [...reloadedFile.filter((line) => !line.startsWith('LOG_LEVEL=')), 'ACTION=monitor', 'LOG_LEVEL=warn', ''].join('\n'));
     const before = daemon.lines.filter((l) => l.msg === 'configuration reloaded').length;
     expect(await reload().line('changed variables wait for a restart; their running values stay')).toMatchObject({ variables: ['FLOW_CAPACITY'] });
     expect(daemon.lines.filter((l) => l.msg === 'configuration reloaded')).toHaveLength(before);
