@@ -436,6 +436,10 @@ class Daemon {
    */
   private reload(): void {
     if (this.stopping) return;
+    const refuse = (problems: string[]) => {
+      this.log.error({ problems }, 'reload refused; the configuration in force stays');
+      this.reopenLog();
+    };
     let plan: ReloadPlan;
     let source: ConfigSource;
     let rules: OperatorRule[] | null;
@@ -448,9 +452,7 @@ class Daemon {
       detectionLog = this.reopenedDetectionLog(plan.config);
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
-      this.log.error({ problems: error.problems }, 'reload refused; the configuration in force stays');
-      this.reopenLog();
-      return;
+      return refuse(error.problems);
     }
     if (this.rulesInstalled && plan.live.some((field) => CHAIN_SETTINGS.includes(field))) {
       try {
@@ -458,9 +460,7 @@ class Daemon {
       } catch (error) {
         if (!(error instanceof FirewallError)) throw error;
         if (detectionLog !== this.detectionLog) detectionLog?.close();
-        this.log.error({ problems: [error.message] }, 'reload refused; the configuration in force stays');
-        this.reopenLog();
-        return;
+        return refuse([error.message]);
       }
     }
     const changed = variablesOf(plan.live, this.source.env, source.env);
