@@ -1,6 +1,48 @@
 import { describe, expect, it } from 'vitest';
-import { CONFIG_VARIABLES, loadConfig } from '../src/config/config.js';
+import { CONFIG_VARIABLES, loadConfig, type Config } from '../src/config/config.js';
 import { planReload, RELOAD, variablesOf } from '../src/daemon/reload.js';
+import { CHAIN_SETTINGS, replaceChainCommands } from '../src/firewall/rules.js';
+
+/** For every setting, variables that change it (and only it) from the defaults with QUEUE_NUM=0. */
+const ANOTHER: Record<keyof Config, Record<string, string>> = {
+  queues: { QUEUE_NUM: '3' },
+  interfaces: { INTERFACE: 'eth9' },
+  chains: { CHAINS: 'INPUT' },
+  banDurationS: { BAN_DURATION: '60' },
+  logLevel: { LOG_LEVEL: 'debug' },
+  detectionLog: { DETECTION_LOG: '/var/log/other.log' },
+  detectionLogFormat: { DETECTION_LOG_FORMAT: 'text' },
+  detectionLogPayloadBytes: { DETECTION_LOG_PAYLOAD_BYTES: '10' },
+  action: { ACTION: 'monitor' },
+  rateBitsPerS: { RATE: '1mbit' },
+  cutEstablished: { CUT_ESTABLISHED: 'false' },
+  blockSocks: { BLOCK_SOCKS: 'true' },
+  xdpMode: { XDP_MODE: 'native' },
+  cleanupIntervalS: { CLEANUP_INTERVAL: '5' },
+  statsIntervalS: { STATS_INTERVAL: '5' },
+  banCapacity: { BAN_CAPACITY: '2048' },
+  trackerDomains: { TRACKER_DOMAINS: 'example.org' },
+  bpfPinDir: { BPF_PIN_DIR: '/sys/fs/bpf/other' },
+  rulesFile: { RULES_FILE: '/etc/btwall/rules.json' },
+  whitelistPorts: { WHITELIST_PORTS: '22' },
+  allowCidrs: { ALLOW_CIDRS: '192.0.2.0/24' },
+  localCidrs: { LOCAL_CIDRS: '10.0.0.0/8' },
+  banLocal: { BAN_LOCAL: 'true' },
+  banExempt: { BAN_EXEMPT: '192.0.2.1' },
+  banRatePerMinute: { BAN_RATE: '5' },
+  banEscalation: { BAN_ESCALATION: 'factor=3' },
+  inspectPackets: { INSPECT_PACKETS: '5' },
+  queueMaxLen: { QUEUE_MAXLEN: '128' },
+  verdictTimeoutMs: { VERDICT_TIMEOUT_MS: '100' },
+  flowCapacity: { FLOW_CAPACITY: '4096' },
+  flowIdleTimeoutS: { FLOW_IDLE_TIMEOUT: '30' },
+  peerCacheSize: { PEER_CACHE_SIZE: '2048' },
+  peerCacheTtlS: { PEER_CACHE_TTL: '60' },
+  metricsAddr: { METRICS_ADDR: '127.0.0.1:9760' },
+  controlSocket: { CONTROL_SOCKET: '/run/other.sock' },
+  webhookUrl: { WEBHOOK_URL: 'https://hooks.example/x' },
+  crowdsec: { CROWDSEC_LAPI_URL: 'http://127.0.0.1:8080', CROWDSEC_API_KEY: 'key' },
+};
 
 describe('what a reload applies live and what waits for a restart', () => {
   it('names every variable the configuration reads under exactly one setting, and every setting of a loaded configuration', () => {
@@ -34,5 +76,16 @@ describe('what a reload applies live and what waits for a restart', () => {
     // QUEUE_NUM=auto over another number of cores: the same variable, another value.
     const queues = planReload(loadConfig({}, 1), loadConfig({}, 2));
     expect(variablesOf(queues.restart, {}, {})).toEqual(['QUEUE_NUM']);
+  });
+
+  it('replaces the rules of the BTWALL chain exactly when a setting they are made of changes', () => {
+    const base = loadConfig({ QUEUE_NUM: '0' }, 1);
+    const rules = (config: Config) => JSON.stringify(replaceChainCommands(config).map((c) => c.input));
+    for (const [field, env] of Object.entries(ANOTHER) as [keyof Config, Record<string, string>][]) {
+      const next = loadConfig({ QUEUE_NUM: '0', ...env }, 1);
+      const { live, restart } = planReload(base, next);
+      expect([...live, ...restart], field).toEqual([field]);
+      expect(rules(next) !== rules(base), field).toBe(CHAIN_SETTINGS.includes(field));
+    }
   });
 });
