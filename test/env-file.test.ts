@@ -1,6 +1,7 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, readConfig } from '../src/config/config.js';
 import { EnvFileError, parseEnvFile, readEnvFile } from '../src/config/env-file.js';
@@ -103,5 +104,16 @@ describe('the configuration with BTWALL_ENV_FILE', () => {
     const itself = file('itself', 'BTWALL_ENV_FILE=/etc/other\n');
     expect(refusal({ BTWALL_ENV_FILE: itself })).toEqual([`BTWALL_ENV_FILE=${JSON.stringify(itself)}: sets BTWALL_ENV_FILE itself; the file is named by the environment only`]);
     expect(refusal({ BTWALL_ENV_FILE: dir })).toEqual([`BTWALL_ENV_FILE=${JSON.stringify(dir)}: cannot read it (EISDIR)`]);
+  });
+
+  it('is read by btwall check-config, which says where it was read from, and refused there with exit code 78', () => {
+    const cli = join(resolve(import.meta.dirname, '..'), 'bin/btwall');
+    const path = file('cli', 'XDP_MODE=off\nBAN_DURATION=600\n');
+    const good = spawnSync(cli, ['check-config'], { encoding: 'utf8', env: { ...process.env, BTWALL_ENV_FILE: path } });
+    expect(good.status, good.stderr).toBe(0);
+    expect(JSON.parse(good.stdout)).toMatchObject({ banDurationS: 600, xdpMode: 'off', envFile: { path, found: true } });
+    const bad = file('cli-bad', 'XDP_MODE=off\nBAN_DURATION=600 s\n');
+    const refused = spawnSync(cli, ['check-config'], { encoding: 'utf8', env: { ...process.env, BTWALL_ENV_FILE: bad } });
+    expect([refused.status, refused.stderr]).toEqual([78, 'btwall: invalid configuration:\n  BAN_DURATION="600 s": must be a whole number\n']);
   });
 });
