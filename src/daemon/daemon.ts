@@ -478,6 +478,7 @@ class Daemon {
       this.closeDetectionLog();
       this.detectionLog = detectionLog;
     } else this.reopenLog();
+    this.systemd.status(this.runningStatus());
     this.log.info({ envFile: envFileFields(source.envFile), changed, restartNeeded, operatorRules: rules?.length ?? null }, 'configuration reloaded');
     if (restartNeeded.length > 0) this.log.warn({ variables: restartNeeded }, 'changed variables wait for a restart; their running values stay');
   }
