@@ -14,6 +14,7 @@ import type { HostFacts } from '../policy/settings.js';
 import type { OperatorRule } from '../rules/file.js';
 
 export interface WorkerSetup {
+  /** The configuration in force when the worker starts: a worker restarted after a reload gets the reloaded one. */
   config: Config;
   queue: number;
   host: HostFacts;
