@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { btwall, CLI, peer, startDaemon, stopIfRunning, stopPeers, type RunningDaemon } from './helpers/daemon.js';
+import { btwall, CLI, connects, peer, startDaemon, stopIfRunning, stopPeers, type RunningDaemon } from './helpers/daemon.js';
 import { canUseKernel, createTopology, deviceWith, type Topology } from './helpers/netns.js';
 
 const EXIT_WORKER = resolve(import.meta.dirname, 'helpers/exit-worker.mjs');
@@ -47,7 +47,8 @@ describe.runIf(canUseKernel())('SIGHUP reloads BTWALL_ENV_FILE on a running daem
     const envFile = join(work, 'btwall.env');
     const firstLog = join(work, 'first.log');
     const secondLog = join(work, 'second.log');
-    const bans = () => JSON.parse(btwall(net.gateway, ['bans', 'list', '--json'], { BPF_PIN_DIR: pinDir }).stdout) as { bans: { address: string; remainingS: number }[] };
+    const bans = () =>
+      JSON.parse(btwall(net.gateway, ['bans', 'list', '--json'], { BPF_PIN_DIR: pinDir }).stdout) as { bans: { address: string; remainingS: number }[]; dropped: { v6: { packets: number; resets: number } } };
     const status = () => {
       const answer = btwall(net.gateway, ['status', '--json'], { CONTROL_SOCKET: control });
       expect(answer.stderr).toBe('');
@@ -144,10 +145,19 @@ describe.runIf(canUseKernel())('SIGHUP reloads BTWALL_ENV_FILE on a running daem
     expect(await handshake(SERVER4)).toBe(0);
     expect(await lineAfter(restarted, 'banned')).toMatchObject({ address: SERVER4, durationS: 900 });
 
-    // ACTION=monitor, live: the chain drops nothing, and the handshake passes, logged as what would have been done.
+    // ACTION=monitor, live: the chain drops nothing, the XDP program drops the banned address's
+    // segments without answering them with resets any more, and a handshake passes, logged as what would have been done.
+    const resets = bans().dropped.v6.resets;
+    expect(await connects(net.client, SERVER6, 7000)).toBe(false);
+    expect(bans().dropped.v6.resets).toBeGreaterThan(resets);
     writeFileSync(envFile, [...reloadedFile, 'ACTION=monitor', ''].join('\n'));
     expect(await reload().line('configuration reloaded')).toMatchObject({ changed: ['ACTION'], restartNeeded: ['FLOW_CAPACITY'] });
     expect(net.gateway.must('iptables', ['-S', 'BTWALL'])).not.toContain('-j DROP');
+    const monitoredDrops = bans().dropped.v6;
+    expect(await connects(net.client, SERVER6, 7000)).toBe(false);
+    const afterMonitor = bans().dropped.v6;
+    expect(afterMonitor.packets).toBeGreaterThan(monitoredDrops.packets);
+    expect(afterMonitor.resets).toBe(monitoredDrops.resets);
     lift();
     const monitored = daemon.lines.length;
     expect(await handshake(SERVER4)).toBe(68);

@@ -95,6 +95,11 @@ function openDetectionLog(config: Config, log: Logger): DetectionLog | null {
   );
 }
 
+/** Whether the XDP program answers a banned address's dropped TCP segments with resets: CUT_ESTABLISHED's, with ACTION=drop. */
+function xdpResetsTcp(config: Config): boolean {
+  return config.action === 'drop' && config.cutEstablished;
+}
+
 /** BTWALL_ENV_FILE for the log: where, and whether it was there. */
 function envFileFields(envFile: EnvFile | null): { path: string; found: boolean } | null {
   return envFile === null ? null : { path: envFile.path, found: envFile.found };
@@ -128,6 +133,8 @@ class Daemon {
   private readonly workers = new Map<number, QueueWorker>();
   private readonly restartTimers = new Set<NodeJS.Timeout>();
   private bans: BanSink;
+  /** The XDP program's sink, whose resets a reload of ACTION or CUT_ESTABLISHED turns on or off; null with XDP_MODE=off. */
+  private xdp: XdpBanSink | null = null;
   /** The CrowdSec link (CROWDSEC_*), or null. */
   private fleet: FleetLink | null = null;
   private readonly interfaces = new InterfaceNames();
@@ -344,7 +351,8 @@ class Daemon {
       this.log.warn({ reason: 'XDP_MODE=off' }, `bans are ${sink.describe()}`);
       return sink;
     }
-    return XdpBanSink.open({ interfaces: c.interfaces, mode: c.xdpMode, pinDir: c.bpfPinDir, capacity: c.banCapacity, escalation: c.banEscalation, resetTcp: c.action === 'drop' && c.cutEstablished }, this.log);
+    this.xdp = XdpBanSink.open({ interfaces: c.interfaces, mode: c.xdpMode, pinDir: c.bpfPinDir, capacity: c.banCapacity, escalation: c.banEscalation, resetTcp: xdpResetsTcp(c) }, this.log);
+    return this.xdp;
   }
 
   /**
@@ -454,12 +462,22 @@ class Daemon {
       if (!(error instanceof ConfigError)) throw error;
       return refuse(error.problems);
     }
+    const resetsTcp = xdpResetsTcp(plan.config);
+    if (this.xdp !== null && resetsTcp !== xdpResetsTcp(this.config)) {
+      try {
+        this.xdp.setResetTcp(resetsTcp);
+      } catch (error) {
+        if (detectionLog !== this.detectionLog) detectionLog?.close();
+        return refuse([`ACTION=${plan.config.action}, CUT_ESTABLISHED=${plan.config.cutEstablished}: cannot ${resetsTcp ? 'start' : 'stop'} the XDP program's resets: ${(error as Error).message}`]);
+      }
+    }
     if (this.rulesInstalled && plan.live.some((field) => CHAIN_SETTINGS.includes(field))) {
       try {
         replaceChainRules(plan.config, this.config);
       } catch (error) {
         if (!(error instanceof FirewallError)) throw error;
         if (detectionLog !== this.detectionLog) detectionLog?.close();
+        this.xdp?.setResetTcp(xdpResetsTcp(this.config));
         return refuse([error.message]);
       }
     }
