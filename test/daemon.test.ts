@@ -320,14 +320,14 @@ describe.runIf(canUseKernel())('btwall run between a client and a server', () =>
 
     writeFileSync(rulesPath, rule('monitor'));
     daemon.process.kill('SIGHUP');
-    await daemon.waitFor('operator rules reloaded', { rules: 1 });
+    await daemon.waitFor('configuration reloaded', { operatorRules: 1 });
     expect(await sendText()).toBe(18);
     expect(await daemon.waitFor('BitTorrent detected', { rule: 'hello-text', destinationPort: 7101 })).toMatchObject({ action: 'monitor (accepted: the rule only watches)' });
 
     writeFileSync(rulesPath, '{"rules": [{"name": "hello-text", "match": [{"regex": "(", "within": 4}]}]}');
     daemon.process.kill('SIGHUP');
-    const refused = await daemon.waitFor('operator rules file refused; the rules in force stay');
-    expect(refused.problems).toEqual([expect.stringMatching(/^line 1, column 55: rules\.0\.match\.0\.regex: unclosed \(/)]);
+    const refused = await daemon.waitFor('reload refused; the configuration in force stays');
+    expect(refused.problems).toEqual([expect.stringMatching(/^RULES_FILE=".*rules\.json": .*rules\.json: line 1, column 55: rules\.0\.match\.0\.regex: unclosed \(/)]);
     expect(await sendText()).toBe(18);
     expect(await daemon.waitFor('BitTorrent detected', { rule: 'hello-text', destinationPort: 7102 })).toMatchObject({ action: 'monitor (accepted: the rule only watches)' });
   });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/config.js';
-import { FirewallError, installRules, removeRules, type CommandRunner } from '../src/firewall/apply.js';
-import { CHAIN, installCommands, shellLine, type FirewallCommand } from '../src/firewall/rules.js';
+import { FirewallError, installRules, removeRules, replaceChainRules, type CommandRunner } from '../src/firewall/apply.js';
+import { CHAIN, installCommands, replaceChainCommands, shellLine, type FirewallCommand } from '../src/firewall/rules.js';
 import { canUseKernel, createNamespace, type Namespace } from './helpers/netns.js';
 
 const lines = (commands: FirewallCommand[]) => commands.map(shellLine);
@@ -66,6 +66,32 @@ describe('firewall rules', () => {
     expect(rules.filter((r) => r.startsWith('ip6tables') && r.includes('btwall-down6'))).toEqual([expect.stringContaining('-d fd00::/8')]);
   });
 
+  it("are replaced at a reload by the chain's rules alone, in one iptables-restore transaction per family", () => {
+    const config = loadConfig({ ALLOW_CIDRS: '192.0.2.0/24,2001:db8::/32', QUEUE_NUM: '0' });
+    const [v4, v6] = replaceChainCommands(config);
+    expect([v4.program, v4.args, v6.program]).toEqual(['iptables-restore', ['-w', '--noflush'], 'ip6tables-restore']);
+    const installed = installCommands(config).filter((c) => c.program === 'iptables' && c.args[1] === '-A').map((c) => c.args.slice(1).join(' '));
+    expect(v4.input).toBe(['*filter', `:${CHAIN} - [0:0]`, ...installed, 'COMMIT', ''].join('\n'));
+    expect(v6.input).toContain(`-A ${CHAIN} -s 2001:db8::/32 -j RETURN`);
+    expect(v6.input).not.toContain('192.0.2.0');
+  });
+
+  it('at a reload put the first family back when the second refuses its rules, and throw naming the program', () => {
+    const running = loadConfig({ ALLOW_CIDRS: '192.0.2.0/24' });
+    const next = loadConfig({ ALLOW_CIDRS: '198.51.100.0/24' });
+    const ran: FirewallCommand[] = [];
+    const refuseV6: CommandRunner = (command) => {
+      ran.push(command);
+      return command.program === 'ip6tables-restore' ? { ok: false, stderr: 'line 3 failed' } : { ok: true, stderr: '' };
+    };
+    expect(() => replaceChainRules(next, running, refuseV6)).toThrow(`ip6tables-restore refused the new rules of the ${CHAIN} chain: line 3 failed`);
+    expect(ran.map((c) => [c.program, c.input?.includes('198.51.100.0/24'), c.input?.includes('192.0.2.0/24')])).toEqual([
+      ['iptables-restore', true, false],
+      ['ip6tables-restore', false, false],
+      ['iptables-restore', false, true],
+    ]);
+  });
+
   it('remove what they installed and throw naming the command when one fails', () => {
     const ran: string[] = [];
     const failOnConnbytes: CommandRunner = (command) => {
@@ -87,7 +113,7 @@ describe.runIf(canUseKernel())('firewall rules in a real network namespace', () 
   afterAll(() => ns.delete());
 
   const runner: CommandRunner = (command) => {
-    const run = ns.run(command.program, command.args);
+    const run = ns.run(command.program, command.args, command.input);
     return { ok: run.status === 0, stderr: run.stderr };
   };
   const hooks = (program: string) => ns.must(program, ['-S']).split('\n').filter((l) => l.endsWith(`-j ${CHAIN}`));
@@ -106,6 +132,24 @@ describe.runIf(canUseKernel())('firewall rules in a real network namespace', () 
     expect(hooks('iptables')).toEqual([]);
     expect(hooks('ip6tables')).toEqual([]);
     expect(ns.run('iptables', ['-S', CHAIN]).status).not.toBe(0);
+  });
+
+  it('are replaced in the kernel at a reload, the hooks and the counters of the other chains kept', () => {
+    installRules(loadConfig({ CHAINS: 'FORWARD,INPUT', ALLOW_CIDRS: '10.0.0.0/8', QUEUE_NUM: '0' }), runner);
+    const next = loadConfig({ CHAINS: 'FORWARD,INPUT', ALLOW_CIDRS: '172.16.0.0/12,fd00::/8', WHITELIST_PORTS: '22', ACTION: 'monitor', QUEUE_NUM: '0' });
+    replaceChainRules(next, next, runner);
+    expect(hooks('iptables')).toEqual(['-A INPUT -j BTWALL', '-A FORWARD -j BTWALL']);
+    const v4 = ns.must('iptables', ['-S', CHAIN]);
+    expect(v4).toContain('-A BTWALL -s 172.16.0.0/12 -j RETURN');
+    expect(v4).not.toContain('10.0.0.0/8');
+    expect(v4).toContain('-m multiport --ports 22 -j RETURN');
+    // ACTION=monitor marks nothing BitTorrent: no rule drops.
+    expect(v4).not.toContain('-j DROP');
+    expect(ns.must('ip6tables', ['-S', CHAIN])).toContain('-A BTWALL -d fd00::/8 -j RETURN');
+    // Exactly the rules a start with this configuration installs.
+    const started = installCommands(next).filter((c) => c.program === 'iptables' && c.args[1] === '-A').length;
+    expect(v4.trim().split('\n')).toHaveLength(started + 1);
+    removeRules(runner);
   });
 
   it('take the throttle rules in both families, and remove them like the others', () => {

@@ -88,8 +88,8 @@ describe('status report', () => {
   }
 
   it('adds up the queues, keeps the latest detections newest first, and redacts secrets', () => {
-    const report = statusReport('9.9.9', config, telemetry(), new DryRunBanSink(silent), null, null);
-    expect(Object.keys(report)).toEqual(['version', 'pid', 'startedAt', 'uptimeS', 'config', 'counters', 'bans', 'fleet', 'detections']);
+    const report = statusReport('9.9.9', config, telemetry(), new DryRunBanSink(silent), null, null, []);
+    expect(Object.keys(report)).toEqual(['version', 'pid', 'startedAt', 'uptimeS', 'config', 'restartPending', 'counters', 'bans', 'fleet', 'detections']);
     expect(report.fleet).toBeNull();
     expect(report.counters.packets).toEqual({ inspected: 3, accepted: 2, dropped: 1, markedClean: 0, markedBittorrent: 1, markedThrottle: 0 });
     expect(report.counters.detections).toEqual({
@@ -111,7 +111,7 @@ describe('status report', () => {
 
   it('prints plain aligned sections for people', () => {
     const fleet = { lapiUrl: 'http://10.0.0.5:8080', lapiReachable: true, lastSyncMs: Date.UTC(2026, 11, 3, 8, 0, 1), decisionsReceived: 12, decisionsRejected: 2, decisionsLifted: 3, published: 5, queued: 0, publishDropped: 0 };
-    const report = statusReport('9.9.9', config, telemetry(), new DryRunBanSink(silent), { sent: 4, dropped: 0, rejected: 0, failedRequests: 1, queued: 2 }, fleet);
+    const report = statusReport('9.9.9', config, telemetry(), new DryRunBanSink(silent), { sent: 4, dropped: 0, rejected: 0, failedRequests: 1, queued: 2 }, fleet, []);
     const text = formatStatus({ ...report, pid: 42, uptimeS: 3723, startedAt: '2026-12-03T07:00:00.000Z' });
     const lines = text.split('\n');
     expect(lines[0]).toBe('btwall 9.9.9, pid 42, up 1h 2m 3s (since 2026-12-03T07:00:00.000Z)');
@@ -134,5 +134,12 @@ describe('status report', () => {
     expect(words(table[1])).toEqual(['2026-12-03T08:00:00.000Z', '10.8.0.2:50000', '198.51.100.9:6881', 'utp', 'response', 'drop', '198.51.100.9 5h 0m 0s']);
     expect(table[0].indexOf('BAN')).toBe(table[1].indexOf('198.51.100.9 5h'));
     expect(text).toMatch(/^ {2}webhookUrl {16}"https:\/\/REDACTED:REDACTED@hooks\.example\/x"$/m);
+    expect(text).not.toContain('waiting for a restart');
+  });
+
+  it('names the variables a reload changed that wait for a restart', () => {
+    const report = statusReport('9.9.9', config, telemetry(), new DryRunBanSink(silent), null, null, ['FLOW_CAPACITY', 'XDP_MODE']);
+    expect(report.restartPending).toEqual(['FLOW_CAPACITY', 'XDP_MODE']);
+    expect(formatStatus(report)).toMatch(/\nchanged, waiting for a restart: FLOW_CAPACITY, XDP_MODE\n$/);
   });
 });

@@ -14,6 +14,8 @@ import {
   type DetectionEvent,
 } from '../src/pipeline/pipeline.js';
 import { NO_HOST_FACTS } from '../src/policy/settings.js';
+import { detectorChain } from '../src/detect/registry.js';
+import { clientHello } from './helpers/names.js';
 import { ascii, gre, ipv4, packet4, PROTO_GRE, PROTO_TCP, tcp } from './helpers/frames.js';
 import { ACK, dhtPeers, dhtPing, HANDSHAKE, ST_STATE, ST_SYN, SYN, TcpConnection, udp4, utpPacket, writeRawPcap } from './helpers/exchanges.js';
 
@@ -282,5 +284,51 @@ describe('pipeline: the detection event', () => {
       [true, true],
       [false, false],
     ]);
+  });
+});
+
+describe('pipeline: a reload (SIGHUP)', () => {
+  it('rebuilds the name rules over new TRACKER_DOMAINS for new flows, and leaves a name half-read by the old ones to the other rules', () => {
+    const { pipeline: p, detections } = pipeline();
+    const hello = clientHello('tracker.example.net');
+    const cut = 60;
+    const before = new TcpConnection(USER, 50020, WEB, 443);
+    feed(p, before.open());
+    // The server name starts in the first segment and ends in the second.
+    expect(feed(p, [before.segment(0, hello.subarray(0, hello.length - 6))])).toEqual([PACKET_ACCEPT]);
+    p.reconfigure(loadConfig({ TRACKER_DOMAINS: 'example.net' }), NO_HOST_FACTS);
+    expect(feed(p, [before.segment(0, hello.subarray(hello.length - 6))])).not.toContain(PACKET_MARK_BITTORRENT);
+    const after = new TcpConnection(USER, 50021, WEB, 443);
+    feed(p, after.open());
+    expect(feed(p, [after.segment(0, hello.subarray(0, cut)), after.segment(0, hello.subarray(cut))])).toEqual([PACKET_ACCEPT, PACKET_MARK_BITTORRENT]);
+    expect(detections.map((d) => [d.rule, d.initiatorPort])).toEqual([['tracker-sni', 50021]]);
+  });
+
+  it('keeps flows and proven peers, and decides from then on with the new policy settings and allowlist', () => {
+    const { pipeline: p, detections } = pipeline();
+    // The peer answers a local user's connection with its handshake: proven at its listening port.
+    const peerConnection = new TcpConnection(USER, 50029, PEER, 6881);
+    feed(p, peerConnection.open());
+    feed(p, [peerConnection.segment(1, HANDSHAKE)]);
+    expect(detections[0].decision.ban).toMatchObject({ address: PEER, durationS: 18000 });
+    p.reconfigure(loadConfig({ BAN_DURATION: '60', ALLOW_CIDRS: '203.0.113.0/24' }), NO_HOST_FACTS);
+    // The decided flow keeps its verdict; the proven peer is still caught at another user's SYN.
+    expect(feed(p, [peerConnection.segment(1, ascii('more'))])).toEqual([PACKET_MARK_BITTORRENT]);
+    expect(feed(p, [new TcpConnection(OTHER_USER, 50030, PEER, 6881).open()[0]])).toEqual([PACKET_MARK_BITTORRENT]);
+    const second = new TcpConnection('198.51.100.10', 40001, USER, 51413);
+    feed(p, second.open());
+    feed(p, [second.segment(0, HANDSHAKE)]);
+    expect(detections.at(-1)!.decision.ban).toMatchObject({ address: '198.51.100.10', durationS: 60 });
+    // An allowlisted peer is exempt from bans and never remembered.
+    const allowed = new TcpConnection(USER, 50032, WEB, 6881);
+    feed(p, allowed.open());
+    feed(p, [allowed.segment(1, HANDSHAKE)]);
+    expect(detections.at(-1)!.decision).toMatchObject({ ban: null, reason: `no ban: ${WEB} is exempt (ALLOW_CIDRS)` });
+    expect(feed(p, [new TcpConnection(OTHER_USER, 50031, WEB, 6881).open()[0]])).toEqual([PACKET_ACCEPT]);
+  });
+
+  it('refuses a chain of another shape, which the flows\' state is not laid out for', () => {
+    const { pipeline: p } = pipeline();
+    expect(() => p.engine.replaceDetectors(detectorChain({ blockSocks: true }))).toThrow(RangeError);
   });
 });

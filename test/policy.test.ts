@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { CidrSet } from '../src/config/cidr.js';
 import { loadConfig } from '../src/config/config.js';
 import { escalatedDurationS } from '../src/policy/escalation.js';
 import {
@@ -217,10 +216,13 @@ describe('policy: never banned, whatever the evidence', () => {
     expect(decision.reason).toBe(`no ban: ${address} is exempt (${label})`);
   });
 
-  it('takes new exempt lists while it runs', () => {
+  it('takes new settings while it runs (new host facts, a reload)', () => {
     const p = policy();
-    p.setExempt([{ label: 'BAN_EXEMPT', cidrs: new CidrSet([{ family: 4, address: REMOTE, prefix: 32 }]) }]);
-    expect(p.decide(evidence()).ban).toBeNull();
+    expect(p.decide(evidence()).ban).toMatchObject({ address: REMOTE, durationS: 18000 });
+    p.setSettings(policySettings(loadConfig({ BAN_DURATION: '60' }), { ownAddresses: [], resolvers: [] }));
+    expect(p.decide(evidence({ responder: '198.51.100.10' })).ban).toMatchObject({ durationS: 60 });
+    p.setSettings(policySettings(loadConfig({}), { ownAddresses: [{ family: 4, address: REMOTE, prefix: 32 }], resolvers: [] }));
+    expect(p.decide(evidence()).reason).toBe(`no ban: ${REMOTE} is exempt (one of the gateway's own addresses)`);
   });
 });
 

@@ -139,6 +139,8 @@ describe.runIf(canBoot)('btwall.service under systemd', () => {
     expect(show('ActiveState')).toBe('active');
     expect(show('MainPID')).toBe(pid);
     expect(journal()).toContain('detection log reopened');
+    // The daemon read BTWALL_ENV_FILE, the unit's /etc/default/btwall, again.
+    expect(journal()).toMatch(/"envFile":\{"path":"\/etc\/default\/btwall","found":true\}.*"msg":"configuration reloaded"/);
   });
 
   it('is killed by the watchdog when it stops answering, and restarted with its rules and XDP program', async () => {

@@ -780,6 +780,11 @@ export class XdpBanSink implements BanSink {
     return sink;
   }
 
+  /** Turns the resets to banned addresses' TCP segments on or off (a reload of ACTION or CUT_ESTABLISHED). */
+  setResetTcp(on: boolean): void {
+    this.program.setResetTcp(on);
+  }
+
   /** For the startup line: where bans are enforced. */
   describe(): string {
     const patterns = this.options.interfaces.filter(isInterfacePattern);

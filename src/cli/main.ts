@@ -1,5 +1,5 @@
 import { bansCommand } from '../bans/cli.js';
-import { redactedConfig, withConfig, type Config } from '../config/config.js';
+import { redactedConfig, withConfig, type Config, type ConfigSource } from '../config/config.js';
 import { machineProblems, tablesMemory } from '../config/machine.js';
 import { installCommands, removalSteps, shellLine } from '../firewall/rules.js';
 import { runDaemon } from '../daemon/daemon.js';
@@ -16,7 +16,7 @@ commands:
   scan FILE...   detect BitTorrent flows in pcap/pcapng captures (btwall scan --help)
   audit [FILE...]  who the detection log says did what: per local host, per ban, around a time (btwall audit --help)
   status [--json]  ask the running daemon for its uptime, configuration, counters, bans and latest detections
-  check-config   validate the daemon's environment variables and print the effective configuration
+  check-config   validate the daemon's environment variables (and BTWALL_ENV_FILE's) and print the effective configuration
   rules          print the iptables/ip6tables commands the daemon runs at start and stop
   rules check FILE [CAPTURE...]  check an operator rules file (RULES_FILE) and score it on captures
   bans           list, add, delete or flush the XDP bans (btwall bans --help)
@@ -31,9 +31,10 @@ ${STATUS_USAGE}
 
 ${RULES_CHECK_USAGE}`;
 
-/** The effective configuration, and the queues it serves with the memory their tables take together. */
-function printConfig(config: Config): number {
-  process.stdout.write(`${JSON.stringify({ ...redactedConfig(config), tables: tablesMemory(config) }, null, 2)}\n`);
+/** The effective configuration, the queues it serves with the memory their tables take together, and BTWALL_ENV_FILE as read. */
+function printConfig(config: Config, source: ConfigSource): number {
+  const envFile = source.envFile === null ? null : { path: source.envFile.path, found: source.envFile.found };
+  process.stdout.write(`${JSON.stringify({ ...redactedConfig(config), tables: tablesMemory(config), envFile }, null, 2)}\n`);
   return 0;
 }
 

@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { NO_ESCALATION, type Escalation } from '../policy/escalation.js';
 import { ACTIONS, type Action } from './actions.js';
+import { ENV_FILE_VARIABLE, EnvFileError, readEnvFile, type EnvFile } from './env-file.js';
 import { hostMemory, sizeTables, type HostResources, type TableSizing } from './sizing.js';
 
 export { ACTIONS, type Action };
@@ -527,22 +528,60 @@ function action(action: Action | undefined, monitorOnly: boolean | undefined, en
   ]);
 }
 
+/** Where a configuration was read from. */
+export interface ConfigSource {
+  /** The environment with BTWALL_ENV_FILE's variables over it. */
+  env: NodeJS.ProcessEnv;
+  /** BTWALL_ENV_FILE as read; null when it is not set. */
+  envFile: EnvFile | null;
+}
+
 /**
- * Runs `use` with the validated environment; when it is invalid, prints every problem and returns
+ * The environment the configuration is read from: `env` with BTWALL_ENV_FILE's variables over it
+ * (the file wins, as systemd's EnvironmentFile= wins over Environment=). `env` is the real
+ * environment, never one the file was already laid over: a variable taken out of the file goes
+ * back to its value there (or to its default), not to the file's old value. Throws ConfigError
+ * naming BTWALL_ENV_FILE and the line.
+ */
+export function configEnvironment(env: NodeJS.ProcessEnv): ConfigSource {
+  const path = env[ENV_FILE_VARIABLE];
+  if (path === undefined || path === '') return { env, envFile: null };
+  const named = (message: string) => `${ENV_FILE_VARIABLE}=${JSON.stringify(path)}: ${message}`;
+  if (!path.startsWith('/')) throw new ConfigError([named('must be an absolute path to a file of KEY=VALUE lines (or unset: none)')]);
+  let envFile: EnvFile;
+  try {
+    envFile = readEnvFile(path);
+  } catch (error) {
+    if (!(error instanceof EnvFileError)) throw error;
+    throw new ConfigError(error.problems.map(named));
+  }
+  if (envFile.variables.has(ENV_FILE_VARIABLE)) throw new ConfigError([named(`sets ${ENV_FILE_VARIABLE} itself; the file is named by the environment only`)]);
+  return { env: { ...env, ...Object.fromEntries(envFile.variables) }, envFile };
+}
+
+/** The configuration from `env` and BTWALL_ENV_FILE (configEnvironment); throws ConfigError. */
+export function readConfig(env: NodeJS.ProcessEnv, host: Partial<HostResources> = {}): { config: Config; source: ConfigSource } {
+  const source = configEnvironment(env);
+  return { config: loadConfig(source.env, host), source };
+}
+
+/**
+ * Runs `use` with the validated environment (BTWALL_ENV_FILE's variables over it); when it is invalid, prints every problem and returns
  * exit code 78 instead, having touched nothing. `check` adds problems a valid configuration can
  * still have on this machine (the daemon's: see src/config/machine.ts), each naming its variable.
  */
-export function withConfig<T>(env: NodeJS.ProcessEnv, use: (config: Config) => T, check?: (config: Config) => string[]): T | typeof EXIT_CONFIG {
+export function withConfig<T>(env: NodeJS.ProcessEnv, use: (config: Config, source: ConfigSource) => T, check?: (config: Config) => string[]): T | typeof EXIT_CONFIG {
   let config: Config;
+  let source: ConfigSource;
   try {
-    config = loadConfig(env);
+    ({ config, source } = readConfig(env));
     const problems = check?.(config) ?? [];
     if (problems.length > 0) throw new ConfigError(problems);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     return refuseConfig(error);
   }
-  return use(config);
+  return use(config, source);
 }
 
 /** Prints a refused configuration the one way every refusal is printed; the exit code to return. */

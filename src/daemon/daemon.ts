@@ -6,17 +6,20 @@ import { XdpBanSink } from '../bans/xdp.js';
 import { CrowdsecFleet, FleetBanSink, type FleetLink } from '../fleet/fleet.js';
 import type { FleetState } from '../fleet/state.js';
 import { decisionNeverBan } from '../policy/settings.js';
-import { ConfigError, refuseConfig, withConfig, type Config } from '../config/config.js';
+import { ConfigError, readConfig, refuseConfig, withConfig, type Config, type ConfigSource } from '../config/config.js';
+import type { EnvFile } from '../config/env-file.js';
 import { machineProblems } from '../config/machine.js';
-import { installRules, removeRules } from '../firewall/apply.js';
+import { FirewallError, installRules, removeRules, replaceChainRules } from '../firewall/apply.js';
+import { CHAIN_SETTINGS } from '../firewall/rules.js';
 import { Operations } from '../ops/operations.js';
 import { SystemdNotifier, watchdogIntervalMs } from '../ops/systemd-notify.js';
-import { configuredRules, loadCheckedRules } from '../rules/check.js';
-import { RulesFileError, type OperatorRule } from '../rules/file.js';
+import { configuredRules } from '../rules/check.js';
+import type { OperatorRule } from '../rules/file.js';
 import { DetectionLog, detectionRecord } from './detection-log.js';
 import { UnsafeLogError } from './log-file.js';
 import { readHostFacts } from './host-facts.js';
 import { InterfaceNames } from './interfaces.js';
+import { planReload, variablesOf, type ReloadPlan } from './reload.js';
 import { TrafficStats } from './traffic-stats.js';
 import { PacketPathHealth } from './health.js';
 import { RESPAWN_DELAYS_MS } from '../pipeline/queue-source.js';
@@ -30,15 +33,17 @@ const STOP_TIMEOUT_MS = 10_000;
  * `btwall run`: validates the environment (exit 78 before anything is touched), starts one worker
  * thread per queue (each binds its queue through its own broker), installs the rules, then
  * serves until SIGTERM or SIGINT, when the queues unbind, the rules go and the process exits 0.
- * SIGHUP reopens the detection log. This thread is the control plane: rules, logs, bans. Under
+ * SIGHUP reloads the configuration (BTWALL_ENV_FILE and RULES_FILE read again: see `reload`) and
+ * reopens the detection log. This thread is the control plane: rules, logs, bans. Under
  * systemd (Type=notify) it says READY=1 once rules and XDP are in place, and pets the watchdog
  * only while every queue is being answered.
  */
 export function runDaemon(env: NodeJS.ProcessEnv): Promise<number> {
-  return Promise.resolve(withConfig(env, serve, machineProblems));
+  return Promise.resolve(withConfig(env, (config, source) => serve(config, source, env), machineProblems));
 }
 
-async function serve(config: Config): Promise<number> {
+/** `env`: the environment the daemon started with, which every reload reads BTWALL_ENV_FILE over again. */
+async function serve(config: Config, source: ConfigSource, env: NodeJS.ProcessEnv): Promise<number> {
   const log = pino({ level: config.logLevel, base: { service: 'btwall' } });
   let detectionLog: DetectionLog | null;
   try {
@@ -63,7 +68,7 @@ async function serve(config: Config): Promise<number> {
     if (!(error instanceof ConfigError)) throw error;
     return refuseConfig(error);
   }
-  const daemon = new Daemon(config, log, detectionLog, ops, rules, SystemdNotifier.fromEnv(process.env, log), watchdogIntervalMs(process.env));
+  const daemon = new Daemon(config, env, source, log, detectionLog, ops, rules, SystemdNotifier.fromEnv(process.env, log), watchdogIntervalMs(process.env));
   try {
     await daemon.start();
   } catch (error) {
@@ -88,6 +93,16 @@ function openDetectionLog(config: Config, log: Logger): DetectionLog | null {
         log.warn({ path, lostRecords: losses.count, since: new Date(losses.firstMs).toISOString(), error: losses.error }, 'detection log written again; records were lost'),
     },
   );
+}
+
+/** Whether the XDP program answers a banned address's dropped TCP segments with resets: CUT_ESTABLISHED's, with ACTION=drop. */
+function xdpResetsTcp(config: Config): boolean {
+  return config.action === 'drop' && config.cutEstablished;
+}
+
+/** BTWALL_ENV_FILE for the log: where, and whether it was there. */
+function envFileFields(envFile: EnvFile | null): { path: string; found: boolean } | null {
+  return envFile === null ? null : { path: envFile.path, found: envFile.found };
 }
 
 /** A worker that ran this long had recovered: its death starts the restart backoff again. */
@@ -118,6 +133,8 @@ class Daemon {
   private readonly workers = new Map<number, QueueWorker>();
   private readonly restartTimers = new Set<NodeJS.Timeout>();
   private bans: BanSink;
+  /** The XDP program's sink, whose resets a reload of ACTION or CUT_ESTABLISHED turns on or off; null with XDP_MODE=off. */
+  private xdp: XdpBanSink | null = null;
   /** The CrowdSec link (CROWDSEC_*), or null. */
   private fleet: FleetLink | null = null;
   private readonly interfaces = new InterfaceNames();
@@ -138,12 +155,18 @@ class Daemon {
   private workerRestarts = 0;
 
   constructor(
-    private readonly config: Config,
+    /** The configuration in force: the start's, with the live settings of every reload since (reload.ts). */
+    private config: Config,
+    /** The environment the daemon started with: a reload lays BTWALL_ENV_FILE over it again. */
+    private readonly startEnv: NodeJS.ProcessEnv,
+    /** What the configuration in force was read from, at the start or the last reload. */
+    private source: ConfigSource,
     private readonly log: Logger,
-    private readonly detectionLog: DetectionLog | null,
+    private detectionLog: DetectionLog | null,
     /** Metrics, control socket, webhook: listening already. */
     private readonly ops: Operations,
-    private readonly rules: OperatorRule[] | null,
+    /** RULES_FILE's rules in force, which a restarted worker gets too. */
+    private rules: OperatorRule[] | null,
     private readonly systemd: SystemdNotifier,
     /** How often systemd wants WATCHDOG=1 (half its WatchdogSec), or null without a watchdog. */
     private readonly watchdogMs: number | null,
@@ -161,10 +184,7 @@ class Daemon {
     // From the first moment: a signal during start stops cleanly instead of killing us halfway.
     process.on('SIGTERM', () => void this.stop(0));
     process.on('SIGINT', () => void this.stop(0));
-    process.on('SIGHUP', () => {
-      this.reopenLog();
-      this.reloadRules();
-    });
+    process.on('SIGHUP', () => this.reload());
     // Whatever goes wrong later, traffic must not stay behind rules nobody serves.
     process.on('uncaughtException', (error) => {
       this.log.fatal({ err: error }, 'uncaught exception; removing the rules');
@@ -182,10 +202,9 @@ class Daemon {
     if (this.stopping) return;
     // Queues first, rules second: the first packet queued already has a listener.
     this.systemd.status('installing the firewall rules');
-    installRules(c);
+    installRules(this.config);
     this.rulesInstalled = true;
-    this.statsTimer = setInterval(() => this.tell({ type: 'stats' }), c.statsIntervalS * 1000).unref();
-    this.cleanupTimer = setInterval(() => this.sweepBans(), c.cleanupIntervalS * 1000).unref();
+    this.startTimers();
     this.log.info(
       {
         queues: queueRange(c),
@@ -196,6 +215,7 @@ class Daemon {
         inspectPackets: c.inspectPackets,
         operatorRules: this.rules?.length ?? null,
         detectionLog: c.detectionLog || null,
+        envFile: envFileFields(this.source.envFile),
         bansEnforced: this.bans.enforced,
         bans: this.bans.describe(),
         tableMemoryMB: Math.round(this.tableBytes / 2 ** 20),
@@ -335,7 +355,8 @@ class Daemon {
       this.log.warn({ reason: 'XDP_MODE=off' }, `bans are ${sink.describe()}`);
       return sink;
     }
-    return XdpBanSink.open({ interfaces: c.interfaces, mode: c.xdpMode, pinDir: c.bpfPinDir, capacity: c.banCapacity, escalation: c.banEscalation, resetTcp: c.action === 'drop' && c.cutEstablished }, this.log);
+    this.xdp = XdpBanSink.open({ interfaces: c.interfaces, mode: c.xdpMode, pinDir: c.bpfPinDir, capacity: c.banCapacity, escalation: c.banEscalation, resetTcp: xdpResetsTcp(c) }, this.log);
+    return this.xdp;
   }
 
   /**
@@ -409,6 +430,96 @@ class Daemon {
     for (const { worker } of this.workers.values()) worker.postMessage(command);
   }
 
+  /** STATS_INTERVAL's stats lines and CLEANUP_INTERVAL's ban sweeps, from now on at the configured intervals. */
+  private startTimers(): void {
+    if (this.statsTimer) clearInterval(this.statsTimer);
+    if (this.cleanupTimer) clearInterval(this.cleanupTimer);
+    this.statsTimer = setInterval(() => this.tell({ type: 'stats' }), this.config.statsIntervalS * 1000).unref();
+    this.cleanupTimer = setInterval(() => this.sweepBans(), this.config.cleanupIntervalS * 1000).unref();
+  }
+
+  /**
+   * SIGHUP: BTWALL_ENV_FILE and RULES_FILE read and checked again, as at start, and applied: the
+   * live settings (reload.ts) to the workers, the BTWALL chain, the logs and the timers; flows,
+   * peers and bans stay. A setting only a restart applies keeps its running value, and the log
+   * names its variables. Anything refused (a bad line or value, a broken rules file, a detection
+   * log that cannot be opened, rules the firewall refuses) refuses the whole reload: nothing
+   * changes. The detection log is reopened either way (logrotate's SIGHUP).
+   */
+  private reload(): void {
+    if (this.stopping) return;
+    const refuse = (problems: string[]) => {
+      this.log.error({ problems }, 'reload refused; the configuration in force stays');
+      this.reopenLog();
+    };
+    let plan: ReloadPlan;
+    let source: ConfigSource;
+    let rules: OperatorRule[] | null;
+    let detectionLog: DetectionLog | null;
+    try {
+      let next: Config;
+      ({ config: next, source } = readConfig(this.startEnv));
+      plan = planReload(this.config, next);
+      rules = configuredRules(plan.config);
+      detectionLog = this.reopenedDetectionLog(plan.config);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      return refuse(error.problems);
+    }
+    const resetsTcp = xdpResetsTcp(plan.config);
+    if (this.xdp !== null && resetsTcp !== xdpResetsTcp(this.config)) {
+      try {
+        this.xdp.setResetTcp(resetsTcp);
+      } catch (error) {
+        if (detectionLog !== this.detectionLog) detectionLog?.close();
+        return refuse([`ACTION=${plan.config.action}, CUT_ESTABLISHED=${plan.config.cutEstablished}: cannot ${resetsTcp ? 'start' : 'stop'} the XDP program's resets: ${(error as Error).message}`]);
+      }
+    }
+    if (this.rulesInstalled && plan.live.some((field) => CHAIN_SETTINGS.includes(field))) {
+      try {
+        replaceChainRules(plan.config, this.config);
+      } catch (error) {
+        if (!(error instanceof FirewallError)) throw error;
+        if (detectionLog !== this.detectionLog) detectionLog?.close();
+        this.xdp?.setResetTcp(xdpResetsTcp(this.config));
+        return refuse([error.message]);
+      }
+    }
+    const changed = variablesOf(plan.live, this.source.env, source.env);
+    const restartNeeded = variablesOf(plan.restart, this.source.env, source.env);
+    this.config = plan.config;
+    this.source = source;
+    this.rules = rules;
+    this.log.level = plan.config.logLevel;
+    if (plan.live.length > 0) this.tell({ type: 'config', config: plan.config });
+    if (rules !== null) this.tell({ type: 'rules', rules });
+    if (plan.live.includes('statsIntervalS') || plan.live.includes('cleanupIntervalS')) this.startTimers();
+    this.fleet?.setNeverBan(decisionNeverBan(plan.config, readHostFacts()));
+    this.ops.reconfigure(plan.config, restartNeeded);
+    if (detectionLog !== this.detectionLog) {
+      this.closeDetectionLog();
+      this.detectionLog = detectionLog;
+    } else this.reopenLog();
+    this.systemd.status(this.runningStatus());
+    this.log.info({ envFile: envFileFields(source.envFile), changed, restartNeeded, operatorRules: rules?.length ?? null }, 'configuration reloaded');
+    if (restartNeeded.length > 0) this.log.warn({ variables: restartNeeded }, 'changed variables wait for a restart; their running values stay');
+  }
+
+  /**
+   * The detection log for `config`: the running one when its settings are the same, else one
+   * opened at the new settings (null: none), refused like DETECTION_LOG at start.
+   */
+  private reopenedDetectionLog(config: Config): DetectionLog | null {
+    const running = this.config;
+    if (config.detectionLog === running.detectionLog && config.detectionLogFormat === running.detectionLogFormat && config.detectionLogPayloadBytes === running.detectionLogPayloadBytes) return this.detectionLog;
+    try {
+      return openDetectionLog(config, this.log);
+    } catch (error) {
+      if (!(error instanceof UnsafeLogError)) throw error;
+      throw new ConfigError([`DETECTION_LOG=${JSON.stringify(config.detectionLog)}: ${error.message}`]);
+    }
+  }
+
   private reopenLog(): void {
     try {
       this.detectionLog?.reopen();
@@ -418,18 +529,12 @@ class Daemon {
     }
   }
 
-  /** SIGHUP: RULES_FILE read and checked again; a broken file is refused and the rules in force stay. */
-  private reloadRules(): void {
-    const path = this.config.rulesFile;
-    if (path === '') return;
-    try {
-      const rules = loadCheckedRules(path);
-      this.tell({ type: 'rules', rules });
-      this.log.info({ path, rules: rules.length }, 'operator rules reloaded');
-    } catch (error) {
-      if (!(error instanceof RulesFileError)) throw error;
-      this.log.error({ path, problems: error.problems }, 'operator rules file refused; the rules in force stay');
-    }
+  /** Closes the detection log, saying what it lost. */
+  private closeDetectionLog(): void {
+    if (this.detectionLog === null) return;
+    const lost = this.detectionLog.lost;
+    if (lost > 0) this.log.error({ path: this.detectionLog.options.path, lostRecords: lost }, 'detection log closed with records never written');
+    this.detectionLog.close();
   }
 
   /** Unbinds every queue (pending packets are accepted), removes the rules, closes the logs. */
@@ -448,11 +553,7 @@ class Daemon {
     await Promise.all(workers.map(({ exited }) => exited));
     clearTimeout(deadline);
     if (this.rulesInstalled) removeRules();
-    if (this.detectionLog !== null) {
-      const lost = this.detectionLog.lost;
-      if (lost > 0) this.log.error({ path: this.config.detectionLog, lostRecords: lost }, 'detection log closed with records never written');
-      this.detectionLog.close();
-    }
+    this.closeDetectionLog();
     await this.ops.close();
     this.bans.close();
     this.log.info({ code }, 'btwall stopped');

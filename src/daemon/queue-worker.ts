@@ -10,10 +10,11 @@ import { Pipeline, type DetectionEvent } from '../pipeline/pipeline.js';
 import { QueueSource } from '../pipeline/queue-source.js';
 import type { SharedTables } from '../pipeline/shared-tables.js';
 import { Clock } from '../flow/clock.js';
-import { exemptLists, type HostFacts } from '../policy/settings.js';
+import type { HostFacts } from '../policy/settings.js';
 import type { OperatorRule } from '../rules/file.js';
 
 export interface WorkerSetup {
+  /** The configuration in force when the worker starts: a worker restarted after a reload gets the reloaded one. */
   config: Config;
   queue: number;
   host: HostFacts;
@@ -40,13 +41,23 @@ export type WorkerMessage =
   | { type: 'broker-exit'; reason: string }
   | { type: 'stopped'; stats: Record<string, number> };
 
-/** Messages from the main thread: the host's addresses and resolvers change while the daemon runs, and the rules at SIGHUP. */
-export type WorkerCommand = { type: 'stats' } | { type: 'stop' } | { type: 'host'; host: HostFacts } | { type: 'rules'; rules: OperatorRule[] };
+/**
+ * Messages from the main thread: the host's addresses and resolvers change while the daemon runs,
+ * and the configuration (its live settings: src/daemon/reload.ts) and the rules at SIGHUP.
+ */
+export type WorkerCommand =
+  | { type: 'stats' }
+  | { type: 'stop' }
+  | { type: 'host'; host: HostFacts }
+  | { type: 'config'; config: Config }
+  | { type: 'rules'; rules: OperatorRule[] };
 
 /** Peer-table slots counted per sample: a default-sized table (65,536) in one pass, in well under a millisecond. */
 const PEER_SLOTS_PER_SAMPLE = 65_536;
 
-const { config, queue: queueNumber, host, counters: countersBuffer, tables, rules } = workerData as WorkerSetup;
+const { queue: queueNumber, counters: countersBuffer, tables, rules } = workerData as WorkerSetup;
+/** What the policy is set from; both change while the worker runs. */
+let { config, host } = workerData as WorkerSetup;
 const counters = new QueueCounters(countersBuffer);
 const port = parentPort!;
 const post = (message: WorkerMessage) => port.postMessage(message);
@@ -97,15 +108,28 @@ try {
   sampleCounters();
   const sampler = setInterval(sampleCounters, SAMPLE_INTERVAL_MS);
   port.on('message', (command: WorkerCommand) => {
-    if (command.type === 'stats') post({ type: 'stats', stats: stats() });
-    else if (command.type === 'host') pipeline.policy.setExempt(exemptLists(config, command.host));
-    else if (command.type === 'rules') pipeline.operatorRules?.setRules(command.rules);
-    else
-      void source.close().then(() => {
-        clearInterval(sampler);
-        post({ type: 'stopped', stats: stats() });
-        port.close();
-      });
+    switch (command.type) {
+      case 'stats':
+        post({ type: 'stats', stats: stats() });
+        return;
+      case 'host':
+        host = command.host;
+        pipeline.reconfigure(config, host);
+        return;
+      case 'config':
+        config = command.config;
+        pipeline.reconfigure(config, host);
+        return;
+      case 'rules':
+        pipeline.operatorRules?.setRules(command.rules);
+        return;
+      case 'stop':
+        void source.close().then(() => {
+          clearInterval(sampler);
+          post({ type: 'stopped', stats: stats() });
+          port.close();
+        });
+    }
   });
   post({ type: 'ready', memoryBytes: pipeline.memoryBytes });
 } catch (error) {

@@ -80,8 +80,8 @@ export class Engine {
   /** Flow of the last packet processed, or -1 when it had none. */
   lastFlow = -1;
 
-  /** The detectors, in order, and the loop that runs them. */
-  private readonly chain: DetectorChain;
+  /** The detectors, in order, and the loop that runs them; replaced whole by `replaceDetectors`. */
+  private chain: DetectorChain;
   private readonly context = new InspectContext();
 
   constructor(options: EngineOptions = {}) {
@@ -99,6 +99,28 @@ export class Engine {
     this.context.peers = new PeerLists(this.announced, this.packet);
     this.context.proven = this.proven;
     this.context.torrenting = this.torrenting;
+  }
+
+  /**
+   * Runs `detectors` from the next packet on (a reload: the name rules over another TRACKER_DOMAINS),
+   * keeping every flow, verdict and peer. The new chain must have the old one's shape (the same
+   * rules, each with as many state bytes), since every flow's state is laid out by it; a RangeError
+   * says where it differs. A replaced detector with state of its own gives up on the flows still
+   * undecided: what it wrote there was the old instance's (a name matcher's state is an index into
+   * its old automaton), so those flows are left to the other rules; new flows get the new ones.
+   */
+  replaceDetectors(detectors: readonly Detector[]): void {
+    const old = this.chain.detectors;
+    const differs = detectors.length !== old.length ? -2 : detectors.findIndex((d, i) => d.name !== old[i].name || d.stateBytes !== old[i].stateBytes);
+    if (differs !== -1) throw new RangeError(differs === -2 ? `the new chain has ${detectors.length} rules, the running one ${old.length}` : `rule ${differs} is ${detectors[differs].name} (${detectors[differs].stateBytes} state bytes), not ${old[differs].name} (${old[differs].stateBytes})`);
+    let stale = 0;
+    detectors.forEach((d, i) => {
+      if (d !== old[i] && d.stateBytes > 0) stale |= 1 << i;
+    });
+    this.chain = new DetectorChain(detectors);
+    if (stale === 0) return;
+    const { verdict, detectorsDone } = this.flows;
+    for (let flow = 0; flow < verdict.length; flow++) if (verdict[flow] === VERDICT_UNDECIDED) detectorsDone[flow] |= stale;
   }
 
   /** Forgets every flow and peer: a new capture file is a new network. */

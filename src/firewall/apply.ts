@@ -1,12 +1,12 @@
 import { spawnSync } from 'node:child_process';
 import type { Config } from '../config/config.js';
-import { installCommands, removalSteps, shellLine, type FirewallCommand } from './rules.js';
+import { CHAIN, installCommands, removalSteps, replaceChainCommands, shellLine, type FirewallCommand } from './rules.js';
 
 export type CommandRunner = (command: FirewallCommand) => { ok: boolean; stderr: string };
 
 /** Runs iptables/ip6tables for real. */
 export const runCommand: CommandRunner = (command) => {
-  const run = spawnSync(command.program, command.args, { encoding: 'utf8' });
+  const run = spawnSync(command.program, command.args, { encoding: 'utf8', input: command.input });
   if (run.error) return { ok: false, stderr: run.error.message };
   return { ok: run.status === 0, stderr: run.stderr.trim() };
 };
@@ -36,5 +36,20 @@ export function installRules(config: Config, run: CommandRunner = runCommand): v
       removeRules(run);
       throw new FirewallError(`${shellLine(command)} failed: ${result.stderr || 'no message'}`);
     }
+  }
+}
+
+/**
+ * Replaces the rules of the installed chain with this configuration's (a reload), family by
+ * family, each in one transaction. Throws FirewallError naming the family when one is refused; a
+ * family already replaced is then put back with `running`'s rules, so that both keep agreeing.
+ */
+export function replaceChainRules(config: Config, running: Config, run: CommandRunner = runCommand): void {
+  const commands = replaceChainCommands(config);
+  for (const [i, command] of commands.entries()) {
+    const result = run(command);
+    if (result.ok) continue;
+    for (const undo of replaceChainCommands(running).slice(0, i)) run(undo);
+    throw new FirewallError(`${command.program} refused the new rules of the ${CHAIN} chain: ${result.stderr || 'no message'}`);
   }
 }

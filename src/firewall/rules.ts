@@ -36,19 +36,24 @@ export const MARK_BITTORRENT = 0x80000000;
 export const MARK_THROTTLE = 0xc0000000;
 
 export interface FirewallCommand {
-  program: 'iptables' | 'ip6tables';
+  program: 'iptables' | 'ip6tables' | 'iptables-restore' | 'ip6tables-restore';
   args: string[];
+  /** What the program reads on its standard input (iptables-restore's rules). */
+  input?: string;
 }
 
 const hex = (n: number) => `0x${n.toString(16)}`;
 
-function program(family: 4 | 6): FirewallCommand['program'] {
+function program(family: 4 | 6): 'iptables' | 'ip6tables' {
   return family === 4 ? 'iptables' : 'ip6tables';
 }
 
 function cidrText(cidr: Cidr): string {
   return `${cidr.address}/${cidr.prefix}`;
 }
+
+/** The settings the rules of BTWALL are made of (`chainRules`): a reload that changes one replaces them. */
+export const CHAIN_SETTINGS: readonly (keyof Config)[] = ['queues', 'allowCidrs', 'whitelistPorts', 'action', 'cutEstablished', 'inspectPackets', 'rateBitsPerS', 'localCidrs'];
 
 /** The rules of BTWALL for one family, in order. */
 function chainRules(config: Config, family: 4 | 6): string[][] {
@@ -170,6 +175,26 @@ export function installCommands(config: Config): FirewallCommand[] {
     for (const chain of config.chains) commands.push({ program: p, args: ['-w', '-I', chain, '1', '-j', CHAIN] });
   }
   return commands;
+}
+
+/**
+ * Commands that replace the rules of the installed BTWALL chain with this configuration's, one
+ * iptables-restore transaction per family: a packet meets either the old rules or the new ones,
+ * never a half-written chain, and a failure leaves the old rules. The hooks stay as they are
+ * (CHAINS and the queues are applied at a restart; the rules keep the running QUEUE_NUM).
+ * With --noflush, declaring a user chain flushes only that chain.
+ */
+export function replaceChainCommands(config: Config): FirewallCommand[] {
+  return ([4, 6] as const).map((family) => ({
+    program: `${program(family)}-restore`,
+    args: ['-w', '--noflush'],
+    input: ['*filter', `:${CHAIN} - [0:0]`, ...chainRules(config, family).map((rule) => ['-A', CHAIN, ...rule].map(restoreWord).join(' ')), 'COMMIT', ''].join('\n'),
+  }));
+}
+
+/** One word of an iptables-restore line (its own quoting: double quotes). */
+function restoreWord(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `"${word.replace(/["\\]/g, '\\$&')}"`;
 }
 
 export interface RemovalStep {

@@ -27,9 +27,12 @@ export class Operations {
   private metricsServer: Server | null = null;
   private control: ControlServer | null = null;
   private readonly webhook: DetectionWebhook | null;
+  /** Variables changed since the start whose new values wait for a restart. */
+  private restartPending: readonly string[] = [];
 
   private constructor(
-    private readonly config: Config,
+    /** The configuration in force (a reload replaces it: `reconfigure`). */
+    private config: Config,
     log: Logger,
   ) {
     this.telemetry = new Telemetry(config.queues);
@@ -70,8 +73,14 @@ export class Operations {
     this.webhook?.push(summary);
   }
 
+  /** A reload: the configuration `btwall status` shows, and the variables that wait for a restart. */
+  reconfigure(config: Config, restartPending: readonly string[]): void {
+    this.config = config;
+    this.restartPending = restartPending;
+  }
+
   status() {
-    return statusReport(VERSION, this.config, this.telemetry, this.bans, this.webhook?.stats() ?? null, this.fleetState());
+    return statusReport(VERSION, this.config, this.telemetry, this.bans, this.webhook?.stats() ?? null, this.fleetState(), this.restartPending);
   }
 
   async close(): Promise<void> {

@@ -20,8 +20,10 @@ export interface StatusReport {
   pid: number;
   startedAt: string;
   uptimeS: number;
-  /** The effective configuration, secrets redacted. */
+  /** The effective configuration (as reloaded by SIGHUP), secrets redacted. */
   config: Config;
+  /** Variables changed by a reload whose new values wait for a restart (`config` has their running values). */
+  restartPending: string[];
   counters: {
     packets: { inspected: number; accepted: number; dropped: number; markedClean: number; markedBittorrent: number; markedThrottle: number };
     /** The queues' counters added up: the flow and peer tables, the brokers'. */
@@ -49,7 +51,15 @@ export interface StatusReport {
   detections: DetectionSummary[];
 }
 
-export function statusReport(version: string, config: Config, telemetry: Telemetry, bans: BanSink, webhook: WebhookCounts | null, fleet: FleetState | null): StatusReport {
+export function statusReport(
+  version: string,
+  config: Config,
+  telemetry: Telemetry,
+  bans: BanSink,
+  webhook: WebhookCounts | null,
+  fleet: FleetState | null,
+  restartPending: readonly string[],
+): StatusReport {
   const totals = Telemetry.totals(telemetry.read());
   const { actions, ...queues } = totals;
   const [accepted, dropped, markedClean, markedBittorrent, markedThrottle] = actions;
@@ -61,6 +71,7 @@ export function statusReport(version: string, config: Config, telemetry: Telemet
     startedAt: new Date(telemetry.startedMs).toISOString(),
     uptimeS: Math.round((Date.now() - telemetry.startedMs) / 100) / 10,
     config: redactedConfig(config),
+    restartPending: [...restartPending],
     counters: {
       packets: { inspected: accepted + dropped + markedClean + markedBittorrent + markedThrottle, accepted: accepted + markedClean + markedThrottle, dropped: dropped + markedBittorrent, markedClean, markedBittorrent, markedThrottle },
       queues,
@@ -151,5 +162,6 @@ export function formatStatus(r: StatusReport): string {
         )}`,
   );
   parts.push(section('configuration', Object.entries(r.config).map(([key, value]): [string, string] => [key, JSON.stringify(value)])));
+  if (r.restartPending.length > 0) parts.push(`changed, waiting for a restart: ${r.restartPending.join(', ')}`);
   return `${parts.join('\n\n')}\n`;
 }

@@ -7,7 +7,7 @@
  */
 import type { Config } from '../config/config.js';
 import { CidrSet } from '../config/cidr.js';
-import { STRENGTH_NAMES } from '../detect/detector.js';
+import { STRENGTH_NAMES, type Detector } from '../detect/detector.js';
 import { detectorChain } from '../detect/registry.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN } from '../engine/engine.js';
 import { formatAddress } from '../flow/address.js';
@@ -90,6 +90,10 @@ export class Pipeline {
   private readonly later: Uint8Array;
   /** RULES_FILE's rules, when there is a file: `operatorRules.setRules` reloads them. */
   readonly operatorRules: OperatorRulesDetector | null;
+  /** ALLOW_CIDRS: never remembered as peers. */
+  private allow: CidrSet;
+  /** The configuration in force (`reconfigure`). */
+  private config: Config;
 
   /** `tables`: the daemon's shared tables (shared-tables.ts); private ones for a scan. */
   constructor(
@@ -99,16 +103,17 @@ export class Pipeline {
     tables: SharedTables = allocateTables(config, false),
     operatorRules: readonly OperatorRule[] | null = null,
   ) {
-    const allow = new CidrSet(config.allowCidrs);
+    this.allow = new CidrSet(config.allowCidrs);
+    this.config = config;
     this.operatorRules = operatorRules === null ? null : new OperatorRulesDetector(operatorRules);
     this.engine = new Engine({
       clock,
-      detectors: detectorChain({ blockSocks: config.blockSocks, trackerDomains: config.trackerDomains, operatorRules: this.operatorRules }),
+      detectors: this.detectors(config),
       flowCapacity: config.flowCapacity,
       idleTimeoutMs: config.flowIdleTimeoutS * 1000,
       peerCapacity: config.peerCacheSize,
       peerTtlMs: config.peerCacheTtlS * 1000,
-      isAllowlisted: (family, buf, off) => allow.contains(family, buf, off),
+      isAllowlisted: (family, buf, off) => this.allow.contains(family, buf, off),
       provenMemory: tables.proven,
       listedMemory: tables.listed,
       torrentingMemory: tables.torrenting,
@@ -132,6 +137,24 @@ export class Pipeline {
     if (flows.created) this.arrivedOn[slot ^ 1] = 0;
     if (flows.packets[slot] === 1) this.arrivedOn[slot] = ifindex;
     return this.decideTracked(flow);
+  }
+
+  /**
+   * A reload: the policy's settings and the allowlist from `config` (and the host's facts), and
+   * the name rules rebuilt when TRACKER_DOMAINS changed. Flows, verdicts and peers stay. Settings
+   * that shape the tables or the chain (FLOW_CAPACITY, BLOCK_SOCKS...) are the restart's: the
+   * daemon passes them unchanged.
+   */
+  reconfigure(config: Config, host: HostFacts): void {
+    if (config.trackerDomains.join() !== this.config.trackerDomains.join()) this.engine.replaceDetectors(this.detectors(config));
+    this.allow = new CidrSet(config.allowCidrs);
+    this.policy.setSettings(policySettings(config, host));
+    this.config = config;
+  }
+
+  /** The detector chain of a configuration, over this pipeline's operator rules. */
+  private detectors(config: Config): readonly Detector[] {
+    return detectorChain({ blockSocks: config.blockSocks, trackerDomains: config.trackerDomains, operatorRules: this.operatorRules });
   }
 
   /** Memory of this pipeline's own tables (flows, arrival interfaces; not the shared ones), bytes. */

@@ -144,9 +144,9 @@ export class Policy {
     return this.settings.local.contains(family, address, 0);
   }
 
-  /** Replaces the exempt lists (the gateway's addresses and resolvers change while it runs). */
-  setExempt(exempt: readonly ExemptList[]): void {
-    this.settings = { ...this.settings, exempt };
+  /** Replaces the settings: the gateway's addresses and resolvers change while it runs, and a reload changes the configuration. */
+  setSettings(settings: PolicySettings): void {
+    this.settings = settings;
   }
 
   /** A flow every detector gave up on. */
