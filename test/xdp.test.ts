@@ -49,6 +49,8 @@ describe('XDP_MODE=auto', () => {
     expect(modesToTry('auto', false)).toEqual(['generic']);
     expect(modesToTry('native', false)).toEqual(['native']);
     expect(modesToTry('offload', null)).toEqual(['offload']);
+    expect(modesToTry('auto', true, true)).toEqual(['generic']);
+    expect(modesToTry('native', true, true)).toEqual(['native']);
   });
 });
 

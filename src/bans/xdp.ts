@@ -7,7 +7,7 @@
  * holds its expiry on CLOCK_BOOTTIME and the rule that proved the peer. The maps outlive the
  * daemon: a restart reuses them, `btwall bans` edits them whether or not the daemon runs.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
@@ -142,6 +142,13 @@ export const devices = {
     if (features === null) return null;
     return (features & (mode === 'native' ? NETDEV_XDP_ACT_BASIC : NETDEV_XDP_ACT_HW_OFFLOAD)) !== 0;
   },
+  /** Whether the device is a veth (rtnetlink's link kind, as `ip -d link` shows it). Read at attach time only. */
+  isVeth(name: string): boolean {
+    const shown = spawnSync('ip', ['-d', '-j', 'link', 'show', 'dev', name], { encoding: 'utf8' });
+    if (shown.status !== 0) return false;
+    const [link] = JSON.parse(shown.stdout) as { linkinfo?: { info_kind?: string } }[];
+    return link?.linkinfo?.info_kind === 'veth';
+  },
 };
 const NS_PER_S = 1_000_000_000n;
 
@@ -151,11 +158,13 @@ export type XdpMode = Exclude<Config['xdpMode'], 'off' | 'auto'>;
 /**
  * The modes to try on a device, in order. `auto`: native where the driver says it runs XDP
  * programs, generic where it says it does not; where the kernel cannot say (before 6.3) native is
- * tried first, generic if the driver refuses it.
+ * tried first, generic if the driver refuses it. A veth gets generic: native XDP on a veth turns
+ * TSO off on its peer (TCP through it slows to a few Gbit/s), and its XDP_TX frames (the resets
+ * of CUT_ESTABLISHED) reach the peer only when the peer runs an XDP program too.
  */
-export function modesToTry(mode: XdpMode | 'auto', native: boolean | null): XdpMode[] {
+export function modesToTry(mode: XdpMode | 'auto', native: boolean | null, veth = false): XdpMode[] {
   if (mode !== 'auto') return [mode];
-  return native === false ? ['generic'] : ['native', 'generic'];
+  return native === false || veth ? ['generic'] : ['native', 'generic'];
 }
 export const XDP_PASS = layout.xdpPass;
 export const XDP_DROP = layout.xdpDrop;
@@ -548,7 +557,7 @@ export class XdpProgram {
     if (link === null) throw new Error(`no interface ${name} in this network namespace`);
     const kind = linkKind(link.type);
     if (kind === null) throw new Error(`link type ${link.type} (ARPHRD) is neither Ethernet nor a bare IP device`);
-    const modes = modesToTry(mode, mode === 'auto' ? devices.supports(link.index, 'native') : null);
+    const modes = mode === 'auto' ? modesToTry(mode, devices.supports(link.index, 'native'), devices.isVeth(name)) : [mode];
     const program = PROGRAMS[kind];
     const refused: string[] = [];
     let cause: unknown;
