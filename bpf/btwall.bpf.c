@@ -10,11 +10,13 @@
  * PPP, GRE/IPIP). The daemon attaches the one that matches the device's ARPHRD type, so the
  * choice costs nothing per packet: the link kind is a constant the compiler folds away.
  *
- * With the daemon's reset_tcp setting (CUT_ESTABLISHED), a dropped TCP segment is answered with
- * a reset to its sender, built in place of the segment and sent back out of the device (XDP_TX):
- * the local client and the banned peer both learn at their next segment that the connection is
- * gone, instead of retransmitting into a black hole. Resets, fragments, IPv4 options and IPv6
- * extension headers are only dropped.
+ * With the daemon's reset_tcp setting (CUT_ESTABLISHED), a dropped TCP segment is also reported
+ * to the daemon through a ring buffer (segments), with the numbers that the daemon's resets to
+ * both ends need, so a banned address's connections end at their next segment instead of
+ * retransmitting into the drop. Resets, fragments, IPv4 options and IPv6 extension headers are
+ * only dropped. The resets are not built here: in the generic hook a segment may still await its
+ * checksum (CHECKSUM_PARTIAL), and on a device without a link header the hook would misread a
+ * rewritten frame; the stack gets both right.
  *
  * Anything that is not IPv4 or IPv6, or too short to hold its addresses, passes.
  */
@@ -76,6 +78,11 @@ struct {
 	__type(value, struct btw_settings);
 } BTW_MAP_SETTINGS SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, BTW_SEGMENTS_BYTES);
+} BTW_MAP_SEGMENTS SEC(".maps");
+
 struct vlan_hdr {
 	__be16 tci;
 	__be16 encapsulated_proto;
@@ -129,20 +136,13 @@ static __always_inline bool banned6(const struct in6_addr *addr)
 	return !never_banned6(addr);
 }
 
-/* Counts a dropped packet (before a reset takes its place) and whether a reset answers it. */
-static __always_inline void count(struct xdp_md *ctx, __u32 slot, bool reset)
+static __always_inline int drop(struct xdp_md *ctx, __u32 slot)
 {
 	struct btw_drops *counter = bpf_map_lookup_elem(&BTW_MAP_DROPS, &slot);
 	if (counter) {
 		counter->packets++;
-		counter->bytes += bpf_xdp_get_buff_len(ctx);
-		counter->resets += reset;
+		counter->bytes += ctx->data_end - ctx->data;
 	}
-}
-
-static __always_inline int drop(struct xdp_md *ctx, __u32 slot)
-{
-	count(ctx, slot, false);
 	return XDP_DROP;
 }
 
@@ -153,122 +153,54 @@ static __always_inline bool resetting(void)
 	return wanted && wanted->reset_tcp;
 }
 
-/* The one's-complement sum of `words` 16-bit words of stack memory, added to `sum`. */
-static __always_inline __u32 sum_words(const void *from, const int words, __u32 sum)
-{
-	const __u16 *word = from;
-#pragma unroll
-	for (int i = 0; i < words; i++)
-		sum += word[i];
-	return sum;
-}
-
-static __always_inline __u16 fold(__u32 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
-
 /*
- * The reset that answers `segment` (RFC 9293 3.10.7.1): to a segment with ACK, sequence number
- * its acknowledgment; to one without, sequence 0 and ACK of all the segment occupied.
+ * Reports a dropped TCP segment to the daemon, which answers it with resets through the stack
+ * (a raw socket: right checksums whatever the offload state, and routing for any kind of device).
+ * Counted only when the ring took it; a full ring loses the report, never the drop.
  */
-static __always_inline void reset_for(const struct tcphdr *segment, __u32 length, struct tcphdr *reset)
+static __always_inline void report(__u32 slot, const struct tcphdr *segment, __u32 length, const void *source, const void *destination, const __u32 address_bytes)
 {
-	__builtin_memset(reset, 0, sizeof(*reset));
-	reset->source = segment->dest;
-	reset->dest = segment->source;
-	reset->doff = 5;
-	reset->rst = 1;
-	if (segment->ack) {
-		reset->seq = segment->ack_seq;
-	} else {
-		reset->ack = 1;
-		reset->ack_seq = bpf_htonl(bpf_ntohl(segment->seq) + length + segment->syn + segment->fin);
-	}
+	struct btw_segment event = {
+		.family = address_bytes == 4 ? 4 : 6,
+		.flags = ((const __u8 *)segment)[13],
+		.source_port = segment->source,
+		.destination_port = segment->dest,
+		.seq = segment->seq,
+		.ack = segment->ack_seq,
+		.length = length,
+	};
+	__builtin_memcpy(event.source, source, address_bytes);
+	__builtin_memcpy(event.destination, destination, address_bytes);
+	if (bpf_ringbuf_output(&BTW_MAP_SEGMENTS, &event, sizeof(event), 0) != 0)
+		return;
+	__u32 key = slot;
+	struct btw_drops *counter = bpf_map_lookup_elem(&BTW_MAP_DROPS, &key);
+	if (counter)
+		counter->resets++;
 }
 
-/*
- * Replaces the frame by the link header it came with (addresses swapped), `ip` (l3_bytes) and
- * `reset`, and sends it back out of the device.
- */
-static __always_inline int send_reset(struct xdp_md *ctx, __u32 l3_offset, const void *ip, const __u32 l3_bytes, const struct tcphdr *reset, const bool ethernet)
-{
-	int length = l3_offset + l3_bytes + sizeof(*reset);
-	if (bpf_xdp_adjust_tail(ctx, length - (int)bpf_xdp_get_buff_len(ctx)) != 0)
-		return XDP_DROP;
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	/* Ethernet, two VLAN tags at most: a bound the verifier can see. */
-	if (l3_offset > sizeof(struct ethhdr) + 2 * sizeof(struct vlan_hdr))
-		return XDP_DROP;
-	void *l3 = data + l3_offset;
-	if (l3 + l3_bytes + sizeof(*reset) > end)
-		return XDP_DROP;
-	if (ethernet) {
-		struct ethhdr *eth = data;
-		if ((void *)(eth + 1) > end)
-			return XDP_DROP;
-		__u8 source[ETH_ALEN];
-		__builtin_memcpy(source, eth->h_source, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
-		__builtin_memcpy(eth->h_dest, source, ETH_ALEN);
-	}
-	__builtin_memcpy(l3, ip, l3_bytes);
-	__builtin_memcpy(l3 + l3_bytes, reset, sizeof(*reset));
-	return XDP_TX;
-}
-
-/* A banned IPv4 packet: dropped, or answered with a reset when it is a TCP segment that may be. */
-static __always_inline int banned_packet4(struct xdp_md *ctx, void *data, struct iphdr *ip, void *end, const bool ethernet)
+/* A banned IPv4 packet: dropped, and reported when it is a TCP segment the daemon may answer. */
+static __always_inline int banned_packet4(struct xdp_md *ctx, struct iphdr *ip, void *end)
 {
 	struct tcphdr *segment = (void *)(ip + 1);
-	if (!resetting() || ip->protocol != IPPROTO_TCP || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) != 0 || (void *)(segment + 1) > end || segment->rst || segment->doff < 5)
-		return drop(ctx, BTW_DROPS_V4);
-	__u32 total = bpf_ntohs(ip->tot_len);
-	__u32 headers = sizeof(*ip) + segment->doff * 4;
-	struct iphdr reply = {
-		.version = 4,
-		.ihl = 5,
-		.tot_len = bpf_htons(sizeof(struct iphdr) + sizeof(struct tcphdr)),
-		.frag_off = bpf_htons(0x4000), /* DF */
-		.ttl = 64,
-		.protocol = IPPROTO_TCP,
-		.saddr = ip->daddr,
-		.daddr = ip->saddr,
-	};
-	reply.check = fold(sum_words(&reply, sizeof(reply) / 2, 0));
-	struct tcphdr reset;
-	reset_for(segment, total > headers ? total - headers : 0, &reset);
-	__u32 pseudo = sum_words(&reply.saddr, 4, 0) + bpf_htons(IPPROTO_TCP) + bpf_htons(sizeof(struct tcphdr));
-	reset.check = fold(sum_words(&reset, sizeof(reset) / 2, pseudo));
-	count(ctx, BTW_DROPS_V4, true);
-	return send_reset(ctx, (void *)ip - data, &reply, sizeof(reply), &reset, ethernet);
+	if (resetting() && ip->protocol == IPPROTO_TCP && ip->ihl == 5 && (ip->frag_off & bpf_htons(0x3fff)) == 0 && (void *)(segment + 1) <= end && !segment->rst && segment->doff >= 5) {
+		__u32 total = bpf_ntohs(ip->tot_len);
+		__u32 headers = sizeof(*ip) + segment->doff * 4;
+		report(BTW_DROPS_V4, segment, total > headers ? total - headers : 0, &ip->saddr, &ip->daddr, 4);
+	}
+	return drop(ctx, BTW_DROPS_V4);
 }
 
 /* The same for IPv6: a TCP segment right after the fixed header (no extension headers). */
-static __always_inline int banned_packet6(struct xdp_md *ctx, void *data, struct ipv6hdr *ip6, void *end, const bool ethernet)
+static __always_inline int banned_packet6(struct xdp_md *ctx, struct ipv6hdr *ip6, void *end)
 {
 	struct tcphdr *segment = (void *)(ip6 + 1);
-	if (!resetting() || ip6->nexthdr != IPPROTO_TCP || (void *)(segment + 1) > end || segment->rst || segment->doff < 5)
-		return drop(ctx, BTW_DROPS_V6);
-	__u32 payload = bpf_ntohs(ip6->payload_len);
-	__u32 header = segment->doff * 4;
-	struct ipv6hdr reply = {
-		.version = 6,
-		.payload_len = bpf_htons(sizeof(struct tcphdr)),
-		.nexthdr = IPPROTO_TCP,
-		.hop_limit = 64,
-		.saddr = ip6->daddr,
-		.daddr = ip6->saddr,
-	};
-	struct tcphdr reset;
-	reset_for(segment, payload > header ? payload - header : 0, &reset);
-	__u32 pseudo = sum_words(&reply.saddr, 16, 0) + bpf_htons(sizeof(struct tcphdr)) + bpf_htons(IPPROTO_TCP);
-	reset.check = fold(sum_words(&reset, sizeof(reset) / 2, pseudo));
-	count(ctx, BTW_DROPS_V6, true);
-	return send_reset(ctx, (void *)ip6 - data, &reply, sizeof(reply), &reset, ethernet);
+	if (resetting() && ip6->nexthdr == IPPROTO_TCP && (void *)(segment + 1) <= end && !segment->rst && segment->doff >= 5) {
+		__u32 payload = bpf_ntohs(ip6->payload_len);
+		__u32 header = segment->doff * 4;
+		report(BTW_DROPS_V6, segment, payload > header ? payload - header : 0, &ip6->saddr, &ip6->daddr, 16);
+	}
+	return drop(ctx, BTW_DROPS_V6);
 }
 
 static __always_inline int filter(struct xdp_md *ctx, const bool ethernet)
@@ -309,13 +241,13 @@ static __always_inline int filter(struct xdp_md *ctx, const bool ethernet)
 		if ((void *)(ip + 1) > end)
 			return XDP_PASS;
 		if (banned4(&ip->saddr) || banned4(&ip->daddr))
-			return banned_packet4(ctx, data, ip, end, ethernet);
+			return banned_packet4(ctx, ip, end);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
 		if ((void *)(ip6 + 1) > end)
 			return XDP_PASS;
 		if (banned6(&ip6->saddr) || banned6(&ip6->daddr))
-			return banned_packet6(ctx, data, ip6, end, ethernet);
+			return banned_packet6(ctx, ip6, end);
 	}
 	return XDP_PASS;
 }

@@ -24,6 +24,8 @@
 #define BTW_MAP_OWN6 own6
 /* The daemon's settings for the program (not pinned: each daemon writes its own after loading). */
 #define BTW_MAP_SETTINGS settings
+/* Dropped TCP segments of banned addresses, reported to the daemon to be answered with resets (a ring buffer). */
+#define BTW_MAP_SEGMENTS segments
 
 #define BTW_STRINGIFY(x) #x
 /* A map or program name above as a string, for the addon. */
@@ -34,6 +36,8 @@
 #define BTW_OWN_CAPACITY 1024
 
 #define BTW_RULE_BYTES 24
+/* The segments ring: 4096 reports of 56 bytes (and their 8-byte headers) before the daemon reads it. */
+#define BTW_SEGMENTS_BYTES (256 * 1024)
 
 /* Value of ban4 and ban6. After expires_ns the entry passes but is kept until forget_ns, so that
  * a ban again within BAN_ESCALATION's window finds the count and escalates. */
@@ -45,18 +49,32 @@ struct btw_ban {
 	char rule[BTW_RULE_BYTES];   /* the rule that proved the peer, NUL-padded (userspace only) */
 };
 
-/* Value of drops (a per-CPU array): what the program dropped, per family, and the TCP resets it
- * sent back in place of dropped TCP packets. */
+/* Value of drops (a per-CPU array): what the program dropped, per family, and of it the TCP
+ * segments reported to the daemon to be answered with resets. */
 struct btw_drops {
 	__u64 packets;
 	__u64 bytes;
 	__u64 resets;
 };
 
+/* A record of segments: a dropped TCP segment, its fields as on the wire (network byte order). */
+struct btw_segment {
+	__u8 family;                 /* 4 or 6 */
+	__u8 flags;                  /* the TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10...) */
+	__be16 source_port;
+	__be16 destination_port;
+	__u16 reserved;
+	__be32 seq;
+	__be32 ack;
+	__u32 length;                /* payload bytes (host byte order) */
+	__u8 source[16];             /* IPv4: the first 4 bytes */
+	__u8 destination[16];
+};
+
 /* Value of settings' one entry. */
 struct btw_settings {
-	/* Nonzero: a dropped TCP segment (not itself a reset) is answered with a reset to its sender
-	 * (CUT_ESTABLISHED), so both ends of a banned address's connections give up at once. */
+	/* Nonzero: a dropped TCP segment (not itself a reset) is reported in segments, for the daemon
+	 * to reset both ends of it (CUT_ESTABLISHED). */
 	__u32 reset_tcp;
 	__u32 reserved;
 };

@@ -25,7 +25,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -208,9 +207,8 @@ class XdpObject : public Napi::ObjectWrap<XdpObject> {
     if (err != 0) Fail(env, "attach to interface " + std::to_string(ifindex), -err);
   }
 
-  // testRun(program, frame, repeat) -> {retval, durationNs, frame}: BPF_PROG_TEST_RUN over one
-  // frame (at least 14 bytes: the kernel's minimum); durationNs is the mean over the repetitions,
-  // frame the frame as the program left it (what XDP_TX would send).
+  // testRun(program, frame, repeat) -> {retval, durationNs}: BPF_PROG_TEST_RUN over one frame
+  // (at least 14 bytes: the kernel's minimum); durationNs is the mean over the repetitions.
   Napi::Value TestRun(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     int prog_fd = ProgramFd(env, info[0].As<Napi::String>());
@@ -223,9 +221,6 @@ class XdpObject : public Napi::ObjectWrap<XdpObject> {
     opts.data_in = frame.Data();
     opts.data_size_in = (uint32_t)frame.ByteLength();
     opts.repeat = repeat;
-    std::vector<uint8_t> out(frame.ByteLength() + 256);
-    opts.data_out = out.data();
-    opts.data_size_out = (uint32_t)out.size();
     int err = bpf_prog_test_run_opts(prog_fd, &opts);
     if (err != 0) {
       Fail(env, "BPF_PROG_TEST_RUN", -err);
@@ -234,7 +229,6 @@ class XdpObject : public Napi::ObjectWrap<XdpObject> {
     Napi::Object result = Napi::Object::New(env);
     result.Set("retval", Napi::Number::New(env, opts.retval));
     result.Set("durationNs", Napi::Number::New(env, opts.duration));
-    result.Set("frame", Napi::Buffer<uint8_t>::Copy(env, out.data(), std::min<size_t>(opts.data_size_out, out.size())));
     return result;
   }
 
@@ -694,6 +688,53 @@ Napi::Value IsBpffs(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), statfs(path.c_str(), &fs) == 0 && (unsigned long)fs.f_type == BPF_FS_MAGIC);
 }
 
+// A BPF ring buffer read from JavaScript: consume() takes every record waiting, of the
+// fixed size given, back to back in one Buffer (empty when there is none). Per instance.
+class BpfRing : public Napi::ObjectWrap<BpfRing> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "BpfRing", {InstanceMethod<&BpfRing::Consume>("consume"), InstanceMethod<&BpfRing::Close>("close")});
+  }
+
+  // new BpfRing(mapFd, recordBytes)
+  explicit BpfRing(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BpfRing>(info) {
+    record_bytes_ = info[1].As<Napi::Number>().Uint32Value();
+    ring_ = ring_buffer__new(info[0].As<Napi::Number>().Int32Value(), Take, this, nullptr);
+    if (ring_ == nullptr) Fail(info.Env(), "ring buffer", errno);
+  }
+
+  ~BpfRing() { Shutdown(); }
+
+ private:
+  static int Take(void* self, void* data, size_t size) {
+    auto* ring = static_cast<BpfRing*>(self);
+    // A record of another size is not ours to read: skipped.
+    if (size == ring->record_bytes_) ring->taken_.insert(ring->taken_.end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
+    return 0;
+  }
+
+  Napi::Value Consume(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    taken_.clear();
+    if (ring_ != nullptr && ring_buffer__consume(ring_) < 0) {
+      Fail(env, "ring buffer consume", errno);
+      return env.Undefined();
+    }
+    return Napi::Buffer<uint8_t>::Copy(env, taken_.data(), taken_.size());
+  }
+
+  void Close(const Napi::CallbackInfo&) { Shutdown(); }
+
+  void Shutdown() {
+    if (ring_ != nullptr) ring_buffer__free(ring_);
+    ring_ = nullptr;
+  }
+
+  ring_buffer* ring_ = nullptr;
+  size_t record_bytes_ = 0;
+  std::vector<uint8_t> taken_;
+};
+
 // mountBpffs(path): mount -t bpf bpf path (root only, mode 0700).
 void MountBpffs(const Napi::CallbackInfo& info) {
   std::string path = info[0].As<Napi::String>();
@@ -712,6 +753,7 @@ Napi::Object Layout(Napi::Env env) {
   layout.Set("mapOwn4", BTW_NAME(BTW_MAP_OWN4));
   layout.Set("mapOwn6", BTW_NAME(BTW_MAP_OWN6));
   layout.Set("mapSettings", BTW_NAME(BTW_MAP_SETTINGS));
+  layout.Set("mapSegments", BTW_NAME(BTW_MAP_SEGMENTS));
   set("ownCapacity", BTW_OWN_CAPACITY);
   set("banBytes", sizeof(btw_ban));
   set("banExpires", offsetof(btw_ban, expires_ns));
@@ -725,6 +767,16 @@ Napi::Object Layout(Napi::Env env) {
   set("dropsResets", offsetof(btw_drops, resets));
   set("settingsBytes", sizeof(btw_settings));
   set("settingsResetTcp", offsetof(btw_settings, reset_tcp));
+  set("segmentBytes", sizeof(btw_segment));
+  set("segmentFamily", offsetof(btw_segment, family));
+  set("segmentFlags", offsetof(btw_segment, flags));
+  set("segmentSourcePort", offsetof(btw_segment, source_port));
+  set("segmentDestinationPort", offsetof(btw_segment, destination_port));
+  set("segmentSeq", offsetof(btw_segment, seq));
+  set("segmentAck", offsetof(btw_segment, ack));
+  set("segmentLength", offsetof(btw_segment, length));
+  set("segmentSource", offsetof(btw_segment, source));
+  set("segmentDestination", offsetof(btw_segment, destination));
   set("dropsV4", BTW_DROPS_V4);
   set("dropsV6", BTW_DROPS_V6);
   set("dropsSlots", BTW_DROPS_SLOTS);
@@ -737,7 +789,6 @@ Napi::Object Layout(Napi::Env env) {
   set("modeOffload", XDP_FLAGS_HW_MODE);
   set("xdpPass", XDP_PASS);
   set("xdpDrop", XDP_DROP);
-  set("xdpTx", XDP_TX);
   return layout;
 }
 
@@ -748,6 +799,7 @@ void InitXdp(Napi::Env env, Napi::Object exports) {
   Napi::Object xdp = Napi::Object::New(env);
   xdp.Set("XdpObject", XdpObject::Define(env));
   xdp.Set("BpfMap", BpfMap::Define(env));
+  xdp.Set("BpfRing", BpfRing::Define(env));
   xdp.Set("takeLibbpfLog", Napi::Function::New<TakeLibbpfLog>(env, "takeLibbpfLog"));
   xdp.Set("setLibbpfDebug", Napi::Function::New<SetLibbpfDebug>(env, "setLibbpfDebug"));
   xdp.Set("bootTimeNs", Napi::Function::New<BootTimeNs>(env, "bootTimeNs"));

@@ -1,6 +1,6 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { ConnectionCutter, tcpReset } from '../src/actions/cutter.js';
+import { ConnectionCutter, SEGMENT_RESETS_PER_S, tcpReset } from '../src/actions/cutter.js';
 import { loadConfig } from '../src/config/config.js';
 import { installCommands, shellLine } from '../src/firewall/rules.js';
 import { PacketDecoder } from '../src/packet/decode.js';
@@ -58,7 +58,35 @@ describe('connection cutter', () => {
       ['198.51.100.9', 1000, 2000],
       ['10.8.0.2', 2000, 1068],
     ]);
-    expect(cutter.stats()).toEqual({ connectionsCut: 1, resetsSent: 2, conntrackDeletions: 1, cutFailures: 0 });
+    expect(cutter.stats()).toEqual({ connectionsCut: 1, resetsSent: 2, segmentResetsLimited: 0, conntrackDeletions: 1, cutFailures: 0 });
+  });
+
+  it("answers a banned address's dropped segments: the sender at its acknowledgement, the receiver at its sequence number; a SYN only back", () => {
+    const sent: { to: string; from: string; seq: number; ack: number; flags: number }[] = [];
+    const cutter = new ConnectionCutter(pino({ level: 'silent' }), () => Promise.resolve(false), (_family, destination, packet) => {
+      const view = new DataView(packet.buffer);
+      sent.push({ to: Buffer.from(destination).join('.'), from: Buffer.from(packet.subarray(12, 16)).join('.'), seq: view.getUint32(24), ack: view.getUint32(28), flags: packet[33] });
+      expect(tcpChecksumOk(packet, 4)).toBe(true);
+    });
+    const segment = { family: 4 as const, source: '10.8.0.2', destination: '198.51.100.9', sourcePort: 50000, destinationPort: 6881, seq: 1000, ack: 2000, flags: 0x18, length: 68 };
+    cutter.resetSegments([segment, { ...segment, source: '198.51.100.9', destination: '10.8.0.2', sourcePort: 6881, destinationPort: 50000, seq: 0xffffffff, ack: 0, flags: 0x02, length: 0 }], 1_000);
+    expect(sent).toEqual([
+      { to: '10.8.0.2', from: '198.51.100.9', seq: 2000, ack: 1068, flags: 0x14 },
+      { to: '198.51.100.9', from: '10.8.0.2', seq: 1000, ack: 2000, flags: 0x14 },
+      { to: '198.51.100.9', from: '10.8.0.2', seq: 0, ack: 0, flags: 0x14 },
+    ]);
+    expect(cutter.stats()).toMatchObject({ resetsSent: 3, segmentResetsLimited: 0 });
+  });
+
+  it(`answers at most ${SEGMENT_RESETS_PER_S} segments a second, so that a flood of a banned peer's segments is not turned into resets`, () => {
+    let sent = 0;
+    const cutter = new ConnectionCutter(pino({ level: 'silent' }), () => Promise.resolve(false), () => void sent++);
+    const syn = { family: 4 as const, source: '198.51.100.9', destination: '10.8.0.2', sourcePort: 6881, destinationPort: 50000, seq: 7, ack: 0, flags: 0x02, length: 0 };
+    cutter.resetSegments(Array.from({ length: SEGMENT_RESETS_PER_S * 2 }, () => syn), 10_000);
+    expect([sent, cutter.segmentResetsLimited]).toEqual([SEGMENT_RESETS_PER_S, SEGMENT_RESETS_PER_S]);
+    // Half a second later, half a second's worth more.
+    cutter.resetSegments(Array.from({ length: SEGMENT_RESETS_PER_S }, () => syn), 10_500);
+    expect(sent).toBe(SEGMENT_RESETS_PER_S * 1.5);
   });
 
   it('samples unmarked TCP connections past the inspection window into the queue, only with ACTION=drop and CUT_ESTABLISHED', () => {

@@ -127,7 +127,7 @@ describe('metrics registry', () => {
       'btwall_bans_active{family="ipv4"} 3',
       'btwall_xdp_dropped_packets_total{family="ipv6"} 2',
       'btwall_xdp_dropped_bytes_total{family="ipv4"} 600',
-      'btwall_xdp_resets_sent_total{family="ipv4"} 4',
+      'btwall_xdp_reset_requests_total{family="ipv4"} 4',
       'btwall_queue_uninspected_packets_total{cause="queue_full"} 7',
       'btwall_flows_tracked{queue="2"} 0',
     ]) {

@@ -9,15 +9,18 @@
  * (the deciding packet may be a SYN-ACK); the packets are sent from the gateway through a raw
  * socket (native/raw.cc).
  *
- * A banned address's other connections have their conntrack entries deleted; their sequence
- * numbers are unknown to the gateway, so they get no reset (the XDP program drops their packets).
+ * A banned address's other connections have their conntrack entries deleted, and each TCP segment
+ * of theirs that the XDP program drops is reported here (resetSegments): it carries the numbers
+ * both ends expect, so both get a reset at the first segment either sends. At most
+ * SEGMENT_RESETS_PER_S segments a second are answered: a banned peer that floods segments must
+ * not turn the gateway's uplink into a stream of resets.
  */
 import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { addressBytes } from '../config/cidr.js';
-import { parseAddress } from '../bans/xdp.js';
+import { parseAddress, type DroppedSegment } from '../bans/xdp.js';
 
 const nativeDir = fileURLToPath(new URL('../../native/build/', import.meta.url));
 const native = createRequire(import.meta.url)(`${nativeDir}btwall.node`) as { sendIpPacket(family: number, destination: Uint8Array, packet: Uint8Array): void };
@@ -41,6 +44,11 @@ export interface ConnectionToCut {
 }
 
 const TCP_RST_ACK = 0x14;
+const TCP_FIN = 0x01;
+const TCP_SYN = 0x02;
+const TCP_ACK = 0x10;
+/** Dropped segments answered per second at most (and in one burst). */
+export const SEGMENT_RESETS_PER_S = 200;
 const IPPROTO_TCP = 6;
 const IPV4_HEADER = 20;
 const IPV6_HEADER = 40;
@@ -112,6 +120,10 @@ export class ConnectionCutter {
   /** conntrack deletions that removed something. */
   deletions = 0;
   failures = 0;
+  /** Dropped segments of banned addresses left unanswered: over SEGMENT_RESETS_PER_S. */
+  segmentResetsLimited = 0;
+  private tokens = SEGMENT_RESETS_PER_S;
+  private tokensAtMs = 0;
 
   constructor(
     private readonly log: Logger,
@@ -142,6 +154,39 @@ export class ConnectionCutter {
     }
   }
 
+  /**
+   * Answers dropped segments of banned addresses: a reset to the segment's sender, which expects
+   * the segment's acknowledgement as sequence number (RFC 9293 3.10.7; 0 and an ACK of all the
+   * segment occupied when it had no ACK, a SYN); and, for a segment of a set-up connection, one to
+   * its receiver, which expects the segment's own sequence number.
+   */
+  resetSegments(segments: readonly DroppedSegment[], nowMs = Date.now()): void {
+    this.tokens = Math.min(SEGMENT_RESETS_PER_S, this.tokens + ((nowMs - this.tokensAtMs) * SEGMENT_RESETS_PER_S) / 1000);
+    this.tokensAtMs = nowMs;
+    for (const s of segments) {
+      if (this.tokens < 1) {
+        this.segmentResetsLimited++;
+        continue;
+      }
+      this.tokens--;
+      const sender = { address: s.source, port: s.sourcePort };
+      const receiver = { address: s.destination, port: s.destinationPort };
+      const acked = (s.flags & TCP_ACK) !== 0;
+      const occupied = (s.seq + s.length + ((s.flags & TCP_SYN) !== 0 ? 1 : 0) + ((s.flags & TCP_FIN) !== 0 ? 1 : 0)) >>> 0;
+      try {
+        this.send(s.family, addressBytes(s.family, sender.address), tcpReset(s.family, receiver, sender, acked ? s.ack : 0, occupied));
+        this.resetsSent++;
+        if (acked) {
+          this.send(s.family, addressBytes(s.family, receiver.address), tcpReset(s.family, sender, receiver, s.seq, s.ack));
+          this.resetsSent++;
+        }
+      } catch (error) {
+        this.failures++;
+        this.log.error({ err: error, source: `${s.source}:${s.sourcePort}`, destination: `${s.destination}:${s.destinationPort}` }, "cannot send the resets that answer a banned address's segment");
+      }
+    }
+  }
+
   /** Every conntrack entry to or from a banned address goes. */
   async cutAddress(address: string): Promise<void> {
     if (parseAddress(address) === null) return;
@@ -150,6 +195,6 @@ export class ConnectionCutter {
   }
 
   stats(): Record<string, number> {
-    return { connectionsCut: this.cut, resetsSent: this.resetsSent, conntrackDeletions: this.deletions, cutFailures: this.failures };
+    return { connectionsCut: this.cut, resetsSent: this.resetsSent, segmentResetsLimited: this.segmentResetsLimited, conntrackDeletions: this.deletions, cutFailures: this.failures };
   }
 }

@@ -124,7 +124,7 @@ function list(config: Config, json: boolean): number {
     const lines = bans.length > 0 ? [header, ...bans.map(row)] : [];
     lines.push(
       `${bans.length} ban${bans.length === 1 ? '' : 's'}; ${enforcementLine(config, on)}`,
-      `dropped by XDP: IPv4 ${dropped.v4.packets} packets (${dropped.v4.bytes} bytes, ${dropped.v4.resets} answered by a TCP reset), IPv6 ${dropped.v6.packets} packets (${dropped.v6.bytes} bytes, ${dropped.v6.resets} answered by a TCP reset)`,
+      `dropped by XDP: IPv4 ${dropped.v4.packets} packets (${dropped.v4.bytes} bytes, ${dropped.v4.resets} TCP segments reported for resets), IPv6 ${dropped.v6.packets} packets (${dropped.v6.bytes} bytes, ${dropped.v6.resets} TCP segments reported for resets)`,
     );
     process.stdout.write(`${lines.join('\n')}\n`);
     return 0;

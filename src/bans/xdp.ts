@@ -55,11 +55,32 @@ export interface NativeXdpObject {
   close(): void;
 }
 
-/** One BPF_PROG_TEST_RUN: the program's verdict, its mean time, and the frame as it left it. */
+/** One BPF_PROG_TEST_RUN: the program's verdict and its mean time. */
 export interface TestRun {
   retval: number;
   durationNs: number;
-  frame: Buffer;
+}
+
+/** A ring buffer of fixed-size records (native/xdp.cc BpfRing). */
+interface NativeBpfRing {
+  /** Every record waiting, back to back. */
+  consume(): Buffer;
+  close(): void;
+}
+
+/** A TCP segment of a banned address the program dropped and reported, to be answered with resets. */
+export interface DroppedSegment {
+  family: 4 | 6;
+  source: string;
+  destination: string;
+  sourcePort: number;
+  destinationPort: number;
+  seq: number;
+  ack: number;
+  /** The TCP flags byte. */
+  flags: number;
+  /** Payload bytes. */
+  length: number;
 }
 
 interface XdpLayout {
@@ -71,6 +92,7 @@ interface XdpLayout {
   mapOwn4: string;
   mapOwn6: string;
   mapSettings: string;
+  mapSegments: string;
   ownCapacity: number;
   banBytes: number;
   banExpires: number;
@@ -84,6 +106,16 @@ interface XdpLayout {
   dropsResets: number;
   settingsBytes: number;
   settingsResetTcp: number;
+  segmentBytes: number;
+  segmentFamily: number;
+  segmentFlags: number;
+  segmentSourcePort: number;
+  segmentDestinationPort: number;
+  segmentSeq: number;
+  segmentAck: number;
+  segmentLength: number;
+  segmentSource: number;
+  segmentDestination: number;
   dropsV4: number;
   dropsV6: number;
   dropsSlots: number;
@@ -96,12 +128,12 @@ interface XdpLayout {
   modeOffload: number;
   xdpPass: number;
   xdpDrop: number;
-  xdpTx: number;
 }
 
 interface XdpAddon {
   XdpObject: new (path: string, pinRoot: string, maxEntries: Record<string, number>) => NativeXdpObject;
   BpfMap: new (source: string | number) => NativeBpfMap;
+  BpfRing: new (mapFd: number, recordBytes: number) => NativeBpfRing;
   takeLibbpfLog(): { level: 'warn' | 'info' | 'debug'; message: string }[];
   setLibbpfDebug(on: boolean): void;
   bootTimeNs(): bigint;
@@ -159,8 +191,7 @@ export type XdpMode = Exclude<Config['xdpMode'], 'off' | 'auto'>;
  * The modes to try on a device, in order. `auto`: native where the driver says it runs XDP
  * programs, generic where it says it does not; where the kernel cannot say (before 6.3) native is
  * tried first, generic if the driver refuses it. A veth gets generic: native XDP on a veth turns
- * TSO off on its peer (TCP through it slows to a few Gbit/s), and its XDP_TX frames (the resets
- * of CUT_ESTABLISHED) reach the peer only when the peer runs an XDP program too.
+ * TSO off on its peer (TCP through it slows to a few Gbit/s).
  */
 export function modesToTry(mode: XdpMode | 'auto', native: boolean | null, veth = false): XdpMode[] {
   if (mode !== 'auto') return [mode];
@@ -168,8 +199,6 @@ export function modesToTry(mode: XdpMode | 'auto', native: boolean | null, veth 
 }
 export const XDP_PASS = layout.xdpPass;
 export const XDP_DROP = layout.xdpDrop;
-/** What the program returns when it sends a reset back in place of the frame. */
-export const XDP_TX = layout.xdpTx;
 
 const MODE_FLAGS: Record<XdpMode, number> = { generic: layout.modeGeneric, native: layout.modeNative, offload: layout.modeOffload };
 const MODES = Object.keys(MODE_FLAGS) as XdpMode[];
@@ -269,7 +298,7 @@ export interface BanResult {
 export interface DropCounters {
   packets: number;
   bytes: number;
-  /** Of the packets, the TCP segments answered with a reset (CUT_ESTABLISHED). */
+  /** Of the packets, the TCP segments reported to be answered with resets (CUT_ESTABLISHED). */
   resets: number;
 }
 
@@ -513,11 +542,34 @@ export class XdpProgram {
   private ownKeys = new Set<string>();
 
   private readonly settings: NativeBpfMap;
+  private readonly segments: NativeBpfRing;
 
   private constructor(private readonly object: NativeXdpObject) {
     this.maps = BanMaps.ofObject(object);
     this.own = { 4: new native.BpfMap(object.mapFd(layout.mapOwn4)), 6: new native.BpfMap(object.mapFd(layout.mapOwn6)) };
     this.settings = new native.BpfMap(object.mapFd(layout.mapSettings));
+    this.segments = new native.BpfRing(object.mapFd(layout.mapSegments), layout.segmentBytes);
+  }
+
+  /** The TCP segments of banned addresses dropped and reported since the last call (with resets on). */
+  takeSegments(): DroppedSegment[] {
+    const records = this.segments.consume();
+    const taken: DroppedSegment[] = [];
+    for (let at = 0; at + layout.segmentBytes <= records.length; at += layout.segmentBytes) {
+      const family = records[at + layout.segmentFamily] === 4 ? 4 : 6;
+      taken.push({
+        family,
+        source: formatAddress(family, records, at + layout.segmentSource),
+        destination: formatAddress(family, records, at + layout.segmentDestination),
+        sourcePort: records.readUInt16BE(at + layout.segmentSourcePort),
+        destinationPort: records.readUInt16BE(at + layout.segmentDestinationPort),
+        seq: records.readUInt32BE(at + layout.segmentSeq),
+        ack: records.readUInt32BE(at + layout.segmentAck),
+        flags: records[at + layout.segmentFlags],
+        length: records.readUInt32LE(at + layout.segmentLength),
+      });
+    }
+    return taken;
   }
 
   /** Whether dropped TCP segments are answered with a reset to their sender (CUT_ESTABLISHED). */
@@ -638,6 +690,8 @@ export class XdpProgram {
     this.maps.close();
     this.own[4].close();
     this.own[6].close();
+    this.settings.close();
+    this.segments.close();
     this.object.close();
   }
 }
@@ -724,6 +778,8 @@ export interface XdpBanSinkOptions {
   resetTcp: boolean;
 }
 
+/** How often the segments the program reported are read: a reset comes this much after the segment, at most. */
+const SEGMENT_POLL_MS = 50;
 /** How soon after a link change the devices are looked at again: one burst of changes, one look. */
 const RESCAN_DELAY_MS = 100;
 /** A link monitor that ended is started again after this. */
@@ -752,7 +808,10 @@ export class XdpBanSink implements BanSink {
   private released = 0;
   private monitor: ChildProcess | null = null;
   private rescanTimer: NodeJS.Timeout | null = null;
+  private segmentTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** Who answers the TCP segments of banned addresses the program reports (the connection cutter). */
+  onSegments: ((segments: DroppedSegment[]) => void) | null = null;
 
   private constructor(
     private readonly program: XdpProgram,
@@ -785,8 +844,14 @@ export class XdpBanSink implements BanSink {
     }
     for (const [name, reason] of sink.failures) log.error({ interface: name, reason }, 'XDP program not attached to this interface; the others enforce bans');
     sink.startMonitor();
+    sink.segmentTimer = setInterval(() => sink.takeSegments(), SEGMENT_POLL_MS).unref();
     log.info({ interfaces: sink.describeAttached(), patterns: options.interfaces.filter(isInterfacePattern), pinDir: options.pinDir, bans: program.maps.list().length }, 'XDP bans enforced');
     return sink;
+  }
+
+  private takeSegments(): void {
+    const segments = this.program.takeSegments();
+    if (segments.length > 0) this.onSegments?.(segments);
   }
 
   /** Turns the resets to banned addresses' TCP segments on or off (a reload of ACTION or CUT_ESTABLISHED). */
@@ -856,8 +921,8 @@ export class XdpBanSink implements BanSink {
       droppedV4Bytes: drops.v4.bytes,
       droppedV6Packets: drops.v6.packets,
       droppedV6Bytes: drops.v6.bytes,
-      resetsV4: drops.v4.resets,
-      resetsV6: drops.v6.resets,
+      resetRequestsV4: drops.v4.resets,
+      resetRequestsV6: drops.v6.resets,
     };
   }
 
@@ -865,6 +930,7 @@ export class XdpBanSink implements BanSink {
   close(): void {
     this.closed = true;
     if (this.rescanTimer !== null) clearTimeout(this.rescanTimer);
+    if (this.segmentTimer !== null) clearInterval(this.segmentTimer);
     this.monitor?.kill('SIGTERM');
     for (const attachment of this.attached.values()) {
       try {

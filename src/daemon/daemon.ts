@@ -5,7 +5,7 @@ import { DryRunBanSink, type BanOutcome, type BanSink } from '../bans/sink.js';
 import { XdpBanSink } from '../bans/xdp.js';
 import { CrowdsecFleet, FleetBanSink, type FleetLink } from '../fleet/fleet.js';
 import type { FleetState } from '../fleet/state.js';
-import { decisionNeverBan } from '../policy/settings.js';
+import { decisionNeverBan, resetsBannedTcp } from '../policy/settings.js';
 import { ConfigError, readConfig, refuseConfig, withConfig, type Config, type ConfigSource } from '../config/config.js';
 import type { EnvFile } from '../config/env-file.js';
 import { machineProblems } from '../config/machine.js';
@@ -93,11 +93,6 @@ function openDetectionLog(config: Config, log: Logger): DetectionLog | null {
         log.warn({ path, lostRecords: losses.count, since: new Date(losses.firstMs).toISOString(), error: losses.error }, 'detection log written again; records were lost'),
     },
   );
-}
-
-/** Whether the XDP program answers a banned address's dropped TCP segments with resets: CUT_ESTABLISHED's, with ACTION=drop. */
-function xdpResetsTcp(config: Config): boolean {
-  return config.action === 'drop' && config.cutEstablished;
 }
 
 /** BTWALL_ENV_FILE for the log: where, and whether it was there. */
@@ -355,7 +350,8 @@ class Daemon {
       this.log.warn({ reason: 'XDP_MODE=off' }, `bans are ${sink.describe()}`);
       return sink;
     }
-    this.xdp = XdpBanSink.open({ interfaces: c.interfaces, mode: c.xdpMode, pinDir: c.bpfPinDir, capacity: c.banCapacity, escalation: c.banEscalation, resetTcp: xdpResetsTcp(c) }, this.log);
+    this.xdp = XdpBanSink.open({ interfaces: c.interfaces, mode: c.xdpMode, pinDir: c.bpfPinDir, capacity: c.banCapacity, escalation: c.banEscalation, resetTcp: resetsBannedTcp(c) }, this.log);
+    this.xdp.onSegments = (segments) => this.cutter.resetSegments(segments);
     return this.xdp;
   }
 
@@ -392,7 +388,7 @@ class Daemon {
         let outcome: BanOutcome | null = null;
         if (ban !== null && enforce) {
           outcome = this.bans.ban(ban.address, ban.durationS, event.rule, banEvidence(fields));
-          if (this.config.cutEstablished) void this.cutter.cutAddress(ban.address);
+          if (resetsBannedTcp(this.config)) void this.cutter.cutAddress(ban.address);
         }
         this.ops.detection(event, known, outcome);
         return;
@@ -466,8 +462,8 @@ class Daemon {
       if (!(error instanceof ConfigError)) throw error;
       return refuse(error.problems);
     }
-    const resetsTcp = xdpResetsTcp(plan.config);
-    if (this.xdp !== null && resetsTcp !== xdpResetsTcp(this.config)) {
+    const resetsTcp = resetsBannedTcp(plan.config);
+    if (this.xdp !== null && resetsTcp !== resetsBannedTcp(this.config)) {
       try {
         this.xdp.setResetTcp(resetsTcp);
       } catch (error) {
@@ -481,7 +477,7 @@ class Daemon {
       } catch (error) {
         if (!(error instanceof FirewallError)) throw error;
         if (detectionLog !== this.detectionLog) detectionLog?.close();
-        this.xdp?.setResetTcp(xdpResetsTcp(this.config));
+        this.xdp?.setResetTcp(resetsBannedTcp(this.config));
         return refuse([error.message]);
       }
     }

@@ -117,7 +117,7 @@ export function registerDaemonMetrics(registry: MetricsRegistry, telemetry: Tele
   registry.counter({ name: 'xdp_dropped_bytes_total', help: 'Bytes of the packets the XDP ban program dropped, by address family.', labelNames: ['family'] }, (report) => {
     if (kernel !== null) for (const family of FAMILIES) report(kernel.dropped[family].bytes, { family });
   });
-  registry.counter({ name: 'xdp_resets_sent_total', help: 'Dropped TCP segments of banned addresses the XDP program answered with a reset to their sender (CUT_ESTABLISHED), by address family.', labelNames: ['family'] }, (report) => {
+  registry.counter({ name: 'xdp_reset_requests_total', help: 'Dropped TCP segments of banned addresses the XDP program reported to the daemon to be answered with resets (CUT_ESTABLISHED), by address family.', labelNames: ['family'] }, (report) => {
     if (kernel !== null) for (const family of FAMILIES) report(kernel.dropped[family].resets, { family });
   });
   if (fleet === null) return;

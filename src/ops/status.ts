@@ -6,7 +6,7 @@
 import type { BanEntry } from '../bans/xdp.js';
 import type { BanSink, KernelBans } from '../bans/sink.js';
 import { columns, duration } from '../cli/output.js';
-import { redactedConfig, type Config } from '../config/config.js';
+import { redactedConfig, redactedUrl, type Config } from '../config/config.js';
 import type { FleetState } from '../fleet/state.js';
 import type { SampledField } from './queue-counters.js';
 import { BAN_OUTCOMES, Telemetry, type BanDecisionOutcome, type DetectionSummary, type UninspectedCounts } from './telemetry.js';
@@ -92,7 +92,8 @@ export function statusReport(
         .slice(0, STATUS_BANS)
         .map((ban) => ({ ...ban, remainingS: Math.ceil(ban.remainingS) })),
     },
-    fleet,
+    // The URL may carry credentials, as the configuration's does.
+    fleet: fleet === null ? null : { ...fleet, lapiUrl: redactedUrl(fleet.lapiUrl) },
     detections: telemetry.recentDetections(),
   };
 }
@@ -129,7 +130,7 @@ export function formatStatus(r: StatusReport): string {
       ['enforcement', r.bans.description],
       ['XDP', r.bans.interfaces.length === 0 ? 'on no interface' : r.bans.interfaces.map((i) => `${i.name} ${i.mode}`).join(', ')],
       ['active', r.bans.active === null ? 'none in the kernel (no XDP program)' : `IPv4 ${r.bans.active.ipv4}, IPv6 ${r.bans.active.ipv6}`],
-      ...(r.bans.dropped === null ? [] : [['dropped by XDP', `IPv4 ${r.bans.dropped.ipv4.packets} packets, IPv6 ${r.bans.dropped.ipv6.packets} packets; TCP resets sent IPv4 ${r.bans.dropped.ipv4.resets}, IPv6 ${r.bans.dropped.ipv6.resets}`] as [string, string]]),
+      ...(r.bans.dropped === null ? [] : [['dropped by XDP', `IPv4 ${r.bans.dropped.ipv4.packets} packets, IPv6 ${r.bans.dropped.ipv6.packets} packets; TCP segments reported for resets IPv4 ${r.bans.dropped.ipv4.resets}, IPv6 ${r.bans.dropped.ipv6.resets}`] as [string, string]]),
       ['outcomes', BAN_OUTCOMES.filter((o) => c.bans[o] > 0).map((o) => `${o} ${c.bans[o]}`).join(', ') || 'none yet'],
     ]),
   ];

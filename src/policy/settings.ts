@@ -65,3 +65,11 @@ export function policySettings(config: Config, host: HostFacts): PolicySettings 
     banRatePerMinute: config.banRatePerMinute,
   };
 }
+
+/**
+ * Whether a banned address's connections are reset as well as dropped (the XDP program reports
+ * their TCP segments, the cutter answers them): CUT_ESTABLISHED's, under ACTION=drop only.
+ */
+export function resetsBannedTcp(config: Config): boolean {
+  return config.action === 'drop' && config.cutEstablished;
+}
