@@ -241,7 +241,7 @@ describe.runIf(canUseKernel() && haveCrowdsec())('ban sharing through a real Cro
       const status = btwall(gw.net.gateway, ['status', '--json'], { CONTROL_SOCKET: gw.env.CONTROL_SOCKET });
       expect(status.stderr).toBe('');
       const fleet = (JSON.parse(status.stdout) as { fleet: Record<string, unknown> }).fleet;
-      expect(fleet).toMatchObject({ lapiUrl: gw.env.CROWDSEC_LAPI_URL, lapiReachable: true, queued: 0, publishDropped: 0 });
+      expect(fleet).toMatchObject({ lapiUrl: `${gw.env.CROWDSEC_LAPI_URL}/`, lapiReachable: true, queued: 0, publishDropped: 0 });
       expect(Date.now() - (fleet.lastSyncMs as number)).toBeLessThan(10_000);
       // A published its two bans (the first peer, one made while the LAPI was down), B its one; A refused
       // two decisions (a local user, its own address), B one.

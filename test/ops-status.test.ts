@@ -125,7 +125,7 @@ describe('status report', () => {
     expect(formatStatus({ ...report, bans: { ...report.bans, interfaces: xdp } })).toMatch(/^ {2}XDP +eth0 native, wg0 generic$/m);
     expect(text).toContain('webhook\n  detections  sent 4, queued 2, dropped 0, rejected 0; failed requests 1\n');
     expect(text).toContain(
-      'fleet (CrowdSec Local API)\n  lapi       http://10.0.0.5:8080: reachable\n  last sync  2026-12-03T08:00:01.000Z\n  decisions  received 12, rejected by local policy 2, lifted 3\n  published  5, queued 0, dropped 0\n',
+      'fleet (CrowdSec Local API)\n  lapi       http://10.0.0.5:8080/: reachable\n  last sync  2026-12-03T08:00:01.000Z\n  decisions  received 12, rejected by local policy 2, lifted 3\n  published  5, queued 0, dropped 0\n',
     );
     const table = lines.slice(lines.indexOf('last detections (newest first)') + 1, lines.indexOf('last detections (newest first)') + 3);
     // Columns as wide as their longest value (an action may be longer than the ones here).
