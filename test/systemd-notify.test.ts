@@ -97,7 +97,7 @@ describe('sd_notify', () => {
 });
 
 describe('packet-path health', () => {
-  const reading = (queue: number, sampledAtMs: number, packets: number, verdicts: number, watchdogAccepted = 0): QueueReading => ({ queue, sampledAtMs, packets, verdicts, watchdogAccepted });
+  const reading = (queue: number, sampledAtMs: number, packets: number, verdicts: number, watchdogAccepted = 0, kernelQueued: number | null = null): QueueReading => ({ queue, sampledAtMs, packets, verdicts, watchdogAccepted, kernelQueued });
 
   it('is healthy while every queue answers what it is handed, or is simply idle', () => {
     const health = new PacketPathHealth();
@@ -117,8 +117,17 @@ describe('packet-path health', () => {
     const health = new PacketPathHealth();
     health.check(1_000, [reading(0, 900, 10, 10)]);
     expect(health.check(2_000, [reading(0, 1_900, 74, 10, 64)])).toBe("queue 0: 64 packets handed to it since the last check and none answered (the broker's watchdog accepted them)");
-    // Same sample twice (the worker samples once a second): nothing new to judge.
-    expect(health.check(2_100, [reading(0, 1_900, 74, 10, 64)])).toBeNull();
+    // The same sample again (the worker samples once a second): the verdict stands until the next.
+    expect(health.check(2_100, [reading(0, 1_900, 74, 10, 64)])).toMatch(/^queue 0: 64 packets handed/);
+    expect(health.check(2_600, [reading(0, 2_500, 80, 16, 64)])).toBeNull();
+  });
+
+  it('is unhealthy when the kernel queues packets to a bound broker that takes none (stuck: the kernel then fails open)', () => {
+    const health = new PacketPathHealth();
+    health.check(1_000, [reading(0, 900, 10, 10, 0, 10)]);
+    // Traffic taken as it is queued: healthy.
+    expect(health.check(2_000, [reading(0, 1_900, 50, 50, 0, 50)])).toBeNull();
+    expect(health.check(3_000, [reading(0, 2_900, 50, 50, 0, 4_000)])).toBe('queue 0: the kernel queued 3950 packets since the last check and its broker took none');
   });
 
   it('leaves a queue being restarted to the daemon until its restarts have failed for too long', () => {

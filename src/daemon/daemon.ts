@@ -20,7 +20,7 @@ import { UnsafeLogError } from './log-file.js';
 import { readHostFacts } from './host-facts.js';
 import { InterfaceNames } from './interfaces.js';
 import { planReload, variablesOf, type ReloadPlan } from './reload.js';
-import { TrafficStats } from './traffic-stats.js';
+import { nfnetlinkQueueSequences, readNfnetlinkQueue, TrafficStats } from './traffic-stats.js';
 import { PacketPathHealth } from './health.js';
 import { RESPAWN_DELAYS_MS } from '../pipeline/queue-source.js';
 import { allocateTables, tablesBytes, type SharedTables } from '../pipeline/shared-tables.js';
@@ -234,13 +234,15 @@ class Daemon {
 
   /**
    * WATCHDOG=1 only while every queue is answered: a wedged worker, batches left to the broker's
-   * watchdog, or a queue whose restarts keep failing withhold it, and systemd restarts the daemon.
+   * watchdog, a stuck broker the kernel queues to in vain, or a queue whose restarts keep failing
+   * withhold it, and systemd restarts the daemon.
    */
   private petWatchdog(): void {
     const now = Date.now();
+    const kernel = nfnetlinkQueueSequences(readNfnetlinkQueue());
     const readings = [...this.ops.telemetry.queues].map(([queue, counters]) => {
       const { packets, verdicts, watchdogAccepted } = counters.read().sampled;
-      return { queue, sampledAtMs: counters.sampledAtMs(), packets, verdicts, watchdogAccepted };
+      return { queue, sampledAtMs: counters.sampledAtMs(), packets, verdicts, watchdogAccepted, kernelQueued: kernel.get(queue) ?? null };
     });
     const problem = this.health.check(now, readings);
     if (problem !== this.unhealthy) {

@@ -58,14 +58,27 @@ export function nfnetlinkQueueDrops(text: string, queues: { first: number; last:
   return { queueDropped, userDropped };
 }
 
-export function readKernelCounts(queues: { first: number; last: number }): KernelCounts {
-  let text = '';
-  try {
-    text = readFileSync('/proc/net/netfilter/nfnetlink_queue', 'utf8');
-  } catch {
-    // No queue bound in this namespace yet: nothing dropped.
+/** Each bound queue's id_sequence: the packets the kernel has queued to it so far. */
+export function nfnetlinkQueueSequences(text: string): Map<number, number> {
+  const sequences = new Map<number, number>();
+  for (const line of text.split('\n')) {
+    const fields = line.trim().split(/\s+/).map(Number);
+    if (fields.length >= 8) sequences.set(fields[0], fields[7]);
   }
-  return { ruleHits: nfqueueRuleHits(), ...nfnetlinkQueueDrops(text, queues) };
+  return sequences;
+}
+
+/** /proc/net/netfilter/nfnetlink_queue of this network namespace; empty before a queue is bound. */
+export function readNfnetlinkQueue(): string {
+  try {
+    return readFileSync('/proc/net/netfilter/nfnetlink_queue', 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+export function readKernelCounts(queues: { first: number; last: number }): KernelCounts {
+  return { ruleHits: nfqueueRuleHits(), ...nfnetlinkQueueDrops(readNfnetlinkQueue(), queues) };
 }
 
 type Counters = Record<string, number>;
