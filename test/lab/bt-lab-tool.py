@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Torrent variants and flow labels for the BitTorrent client lab (test/lab/bt-lab.sh). Stdlib only.
 
-  bt-lab-tool.py variant IN OUT [--announce URL] [--nodes HOST:PORT,...]
+  bt-lab-tool.py variant IN OUT [--announce URL] [--nodes HOST:PORT,...] [--url-list URL]
       Rewrite a .torrent's top level (the info dict, hence the infohash, is untouched): replace the
-      announce URL, or drop it and add BEP 5 "nodes" for a trackerless torrent.
+      announce URL, or drop it and add BEP 5 "nodes" for a trackerless torrent (--nodes '': none,
+      a torrent only given peers can fetch), or add a BEP 19 web seed.
   bt-lab-tool.py infohash TORRENT
+  bt-lab-tool.py pieces TORRENT ORIGINAL FILE
+      How many of the torrent's pieces FILE holds (the same bytes as ORIGINAL's piece): a missing
+      file holds none; piece data received and written, whatever the client says.
   bt-lab-tool.py label DIR/manifests/*.json --truth OUT.json --captures OUT.json
       Label every flow of each run's capture from what the run was built to do (its manifest: which
       host runs which client on which ports, in which mode), never from payload classification; the
@@ -83,10 +87,13 @@ def cmd_variant(args):
         meta[b'announce'] = args[args.index('--announce') + 1].encode()
     if '--nodes' in args:
         nodes = []
-        for ep in args[args.index('--nodes') + 1].split(','):
+        for ep in filter(None, args[args.index('--nodes') + 1].split(',')):
             host, _, port = ep.rpartition(':')
             nodes.append([host.strip('[]').encode(), int(port)])
-        meta[b'nodes'] = nodes
+        if nodes:
+            meta[b'nodes'] = nodes
+    if '--url-list' in args:
+        meta[b'url-list'] = args[args.index('--url-list') + 1].encode()
     info = data[s:e]
     meta[b'info'] = None
     # Re-encode the top level around the untouched info bytes.
@@ -101,6 +108,26 @@ def cmd_infohash(args):
     data = open(args[0], 'rb').read()
     s, e = info_span(data)
     print(hashlib.sha1(data[s:e]).hexdigest())
+
+
+def cmd_pieces(args):
+    data = open(args[0], 'rb').read()
+    s, e = info_span(data)
+    info, _ = bdecode(data[s:e])
+    size = info[b'piece length']
+    try:
+        got = open(args[2], 'rb')
+    except FileNotFoundError:
+        print(0)
+        return
+    held = 0
+    with open(args[1], 'rb') as want, got:
+        while True:
+            piece = want.read(size)
+            if not piece:
+                break
+            held += got.read(size) == piece
+    print(held)
 
 
 # ---- pcap reading
@@ -342,6 +369,8 @@ def main():
         cmd_variant(args)
     elif cmd == 'infohash':
         cmd_infohash(args)
+    elif cmd == 'pieces':
+        cmd_pieces(args)
     elif cmd == 'label':
         sys.exit(cmd_label(args))
     elif cmd == 'recall':
