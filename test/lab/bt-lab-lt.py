@@ -74,9 +74,10 @@ def run_peer(args):
         s.update(proxy_type=lt.proxy_type_t.socks5, proxy_hostname=host, proxy_port=int(port),
                  proxy_peer_connections=True, proxy_tracker_connections=True, proxy_hostnames=True)
     if args.peer:
-        # The given peers are retried every second, not after libtorrent's minute of backoff: one
-        # may start listening after this peer first tried it.
+        # The given peers are retried every second, not after libtorrent's minute of backoff, and
+        # not given up after three failures: one may start listening after this peer first tried it.
         s['min_reconnect_time'] = 1
+        s['max_failcount'] = 1000
     if args.download_limit:
         s['download_rate_limit'] = args.download_limit * 1024
     if args.lsd:
