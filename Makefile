@@ -7,9 +7,18 @@ SHELL := /bin/bash
 # crowdsec: the Local API and cscli the fleet tests and bench:fleet run; conntrack: CUT_ESTABLISHED
 # deletes a cut connection's entry; python3-libtorrent: the real BitTorrent client of the cut and
 # throttle lab tests; curl: their HTTP download; systemd-container: systemd-nspawn boots the unit in
-# a test); installed when missing.
+# a test); installed when missing. The end-to-end lab (test/lab/e2e-lab.sh, test/e2e-lab.test.ts,
+# btwall demo) runs the rest: real clients (transmission-cli, aria2), the tracker and torrents
+# (opentracker, mktorrent), captures (tcpdump), and the ordinary servers and their clients (nginx-light,
+# dnsmasq-base, openssh-server, iperf3, coturn, dante-server, bind9-dnsutils for dig, iputils-ping).
 APT_PACKAGES := python3 make gcc g++ pkg-config libnetfilter-queue-dev libmnl-dev iptables iproute2 \
-  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate prometheus crowdsec conntrack python3-libtorrent curl systemd-container
+  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate prometheus crowdsec conntrack python3-libtorrent curl systemd-container \
+  transmission-cli aria2 opentracker mktorrent tcpdump nginx-light dnsmasq-base openssh-server openssh-client \
+  iperf3 coturn dante-server bind9-dnsutils iputils-ping
+# Services those packages would start in the machine's own namespace (the lab runs its own copies
+# inside its namespaces): a policy-rc.d keeps dpkg from starting them while they are installed,
+# and, under systemd, the ones just installed are not enabled either.
+LAB_SERVICES := nginx-light:nginx openssh-server:ssh coturn:coturn dante-server:danted opentracker:opentracker
 # crowdsec's postinst registers with CrowdSec's online API unless this file exists and is not empty;
 # without internet that fails and leaves the package unconfigured. A comment line keeps it offline.
 CROWDSEC_ONLINE_CREDENTIALS := /etc/crowdsec/online_api_credentials.yaml
@@ -44,9 +53,13 @@ apt-deps:
 	    mkdir -p $(dir $(CROWDSEC_ONLINE_CREDENTIALS)); \
 	    echo '# no Central API: btwall uses only the Local API' > $(CROWDSEC_ONLINE_CREDENTIALS); \
 	  fi; \
+	  guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1; fi; \
 	  dpkg --configure -a; \
 	  apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  if [ -n "$$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  if [ -d /run/systemd/system ]; then for ps in $(LAB_SERVICES); do \
+	    if [[ " $$missing " == *" $${ps%%:*} "* ]]; then systemctl disable --now "$${ps#*:}" 2>/dev/null || true; fi; done; fi; \
 	fi
 
 $(NPM_STAMP): package.json package-lock.json
