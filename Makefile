@@ -25,7 +25,7 @@ CROWDSEC_ONLINE_CREDENTIALS := /etc/crowdsec/online_api_credentials.yaml
 NPM_STAMP := node_modules/.package-lock.json
 TEST_REPORT := dist/test-report.json
 
-.PHONY: all deps apt-deps build test run bench clean install uninstall
+.PHONY: all deps apt-deps build test run demo captures bench clean install uninstall
 
 # `make install`: the program under $(LIBDIR) (its dist/, native and BPF objects and production
 # node_modules, in the layout it finds them by), `btwall` in $(BINDIR), the unit, the logrotate
@@ -99,6 +99,17 @@ test: build
 # Without INTERFACE there is no XDP ban program, and the daemon must be told so: XDP_MODE=off.
 run: build
 	if [ -z "$${INTERFACE:-}" ]; then export XDP_MODE="$${XDP_MODE:-off}"; fi; bin/btwall run
+
+# The newcomer's first minute: a real BitTorrent download blocked and an HTTPS download beside it, in a lab of namespaces.
+demo: build
+	bin/btwall demo
+
+# Each end-to-end scenario's traffic at the gateway (its link to the scenario's LAN host), under
+# ACTION=monitor so that whole downloads are recorded, for `btwall scan` to be scored on:
+# captures/e2e/NAME.pcap (git-ignored), with the run's detection log and result.json beside them.
+CAPTURES_DIR := captures/e2e
+captures: build
+	bash test/lab/e2e-lab.sh --out $(CAPTURES_DIR) --action monitor --window 90 --capture
 
 # Installs what `make build` made (and builds it if it was not).
 install: $(if $(wildcard dist/cli/main.js),,build) $(NATIVE)

@@ -7,7 +7,8 @@
 # outcome) in OUT/result.json; test/e2e-lab.test.ts and `btwall demo` judge them.
 #
 #   bash test/lab/e2e-lab.sh --out DIR [--action drop|monitor] [--rtt MS] [--window SECONDS]
-#        [--scenarios plain,encrypted,...] [--no-ordinary] [--capture] [--size KB] [--keep]
+#        [--scenarios plain,encrypted,...] [--checks dns,tracker-name,https,http,scp,iperf3,stun,turn|none]
+#        [--capture] [--size KB] [--keep]
 #
 # --rtt: every packet a WAN host receives waits MS ms (../shared/bench/nfq-delay on its INPUT: this
 # kernel has no netem), so LAN <-> WAN round trips take MS ms.
@@ -35,7 +36,7 @@ ACTION=drop
 RTT_MS=0
 WINDOW=60
 SCENARIOS=plain,encrypted,utp,udp-tracker,dht,pex,socks5,webseed
-ORDINARY=1
+CHECKS=dns,tracker-name,https,http,scp,iperf3,stun,turn
 CAPTURE=0
 SIZE_KB=2048
 KEEP=0
@@ -46,11 +47,11 @@ while [ $# -gt 0 ]; do
     --rtt) RTT_MS=$2; shift 2 ;;
     --window) WINDOW=$2; shift 2 ;;
     --scenarios) SCENARIOS=$2; shift 2 ;;
-    --no-ordinary) ORDINARY=0; shift ;;
+    --checks) CHECKS=$2; shift 2 ;;
     --capture) CAPTURE=1; shift ;;
     --size) SIZE_KB=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    *) echo "usage: $0 --out DIR [--action drop|monitor] [--rtt MS] [--window S] [--scenarios A,B] [--no-ordinary] [--capture] [--size KB] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: $0 --out DIR [--action drop|monitor] [--rtt MS] [--window S] [--scenarios A,B] [--checks A,B|none] [--capture] [--size KB] [--keep]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "e2e-lab: must run as root" >&2; exit 2; }
@@ -383,6 +384,7 @@ start_leecher() {   # start_leecher NAME
 # ---------------------------------------------------------------- ordinary traffic
 
 # Each check writes OUT-style JSON facts to $WORK/ordinary/NAME.json: {"ok":bool,"detail":...}.
+want() { [[ ",$CHECKS," == *",$1,"* ]]; }
 ord() { ip netns exec "$PFX-lan$ORD_IDX" "$@"; }
 fact() {   # fact NAME OK DETAIL
   printf '{"name":"%s","ok":%s,"detail":%s}\n' "$1" "$2" "$(printf '%s' "$3" | /usr/bin/python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')" \
@@ -394,44 +396,61 @@ run_ordinary() {
   mkdir -p "$WORK/ordinary" "$WORK/got"
   local out ok rc
   # DNS first: the lab's names from the lab resolver.
-  out=$(ord dig +time=3 +tries=1 +short "@$DNS" "$WEB_NAME" 2>&1) || true
-  ok=false; [ "$out" = "$WEB" ] && ok=true; fact dns "$ok" "$out"
+  if want dns; then
+    out=$(ord dig +time=3 +tries=1 +short "@$DNS" "$WEB_NAME" 2>&1) || true
+    ok=false; [ "$out" = "$WEB" ] && ok=true; fact dns "$ok" "$out"
+  fi
   # The listed tracker name on the shared address: its lookup and its HTTPS request are expected
   # to be dropped (from the second address, so they count apart from the ordinary flows).
-  out=$(ord dig +time=3 +tries=1 +short -b "$ORD_NAMES" "@$DNS" "$TRACKER_NAME" 2>&1) || true
-  ok=false; [ "$out" = "$WEB" ] && ok=true; fact tracker-name-dns "$ok" "$out"
-  rc=0; out=$(ord curl -fsS -m 8 --interface "$ORD_NAMES" --cacert "$WORK/ca.pem" --resolve "$TRACKER_NAME:443:$WEB" \
-    -o /dev/null -w '%{http_code}' "https://$TRACKER_NAME/announce" 2>&1) || rc=$?
-  ok=false; [ $rc = 0 ] && ok=true; fact tracker-name-https "$ok" "rc=$rc $out"
+  if want tracker-name; then
+    out=$(ord dig +time=3 +tries=1 +short -b "$ORD_NAMES" "@$DNS" "$TRACKER_NAME" 2>&1) || true
+    ok=false; [ "$out" = "$WEB" ] && ok=true; fact tracker-name-dns "$ok" "$out"
+    rc=0; out=$(ord curl -sS -m 8 --interface "$ORD_NAMES" --cacert "$WORK/ca.pem" --resolve "$TRACKER_NAME:443:$WEB" \
+      -o /dev/null -w '%{http_code}' "https://$TRACKER_NAME/announce" 2>&1) || rc=$?
+    ok=false; [ $rc = 0 ] && ok=true; fact tracker-name-https "$ok" "rc=$rc $out"
+  fi
   # The web site on that address, from both addresses: 20 MB over HTTPS, hash checked.
-  local from
-  for from in "$ORD" "$ORD_NAMES"; do
-    rc=0; out=$(ord curl -fsS -m 60 --interface "$from" --cacert "$WORK/ca.pem" --resolve "$WEB_NAME:443:$WEB" \
-      -o "$WORK/got/big-$from.bin" -w '%{speed_download}' "https://$WEB_NAME/big.bin" 2>&1) || rc=$?
-    ok=false; [ $rc = 0 ] && same_hash "$WORK/got/big-$from.bin" "$WORK/www/big.bin" && ok=true
-    local name=https; [ "$from" = "$ORD_NAMES" ] && name=https-after-tracker-name
-    fact "$name" "$ok" "rc=$rc bytes/s=$out"
-  done
-  rc=0; out=$(ord curl -fsS -m 30 --interface "$ORD" -o "$WORK/got/small.bin" -w '%{speed_download}' "http://$WEB/small.bin" 2>&1) || rc=$?
-  ok=false; [ $rc = 0 ] && same_hash "$WORK/got/small.bin" "$WORK/www/small.bin" && ok=true; fact http "$ok" "rc=$rc bytes/s=$out"
-  rc=0; out=$(ord scp -q -i "$WORK/ssh/client_key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-    -o BatchMode=yes -o ConnectTimeout=10 "root@$WEB:$WORK/www/small.bin" "$WORK/got/scp.bin" 2>&1) || rc=$?
-  ok=false; [ $rc = 0 ] && same_hash "$WORK/got/scp.bin" "$WORK/www/small.bin" && ok=true; fact scp "$ok" "rc=$rc $out"
+  local from name
+  if want https; then
+    for from in "$ORD" "$ORD_NAMES"; do
+      rc=0; out=$(ord curl -fsS -m 60 --interface "$from" --cacert "$WORK/ca.pem" --resolve "$WEB_NAME:443:$WEB" \
+        -o "$WORK/got/big-$from.bin" -w '%{speed_download}' "https://$WEB_NAME/big.bin" 2>&1) || rc=$?
+      ok=false; [ $rc = 0 ] && same_hash "$WORK/got/big-$from.bin" "$WORK/www/big.bin" && ok=true
+      name=https; [ "$from" = "$ORD_NAMES" ] && name=https-after-tracker-name
+      fact "$name" "$ok" "rc=$rc bytes/s=$out"
+      want tracker-name || break
+    done
+  fi
+  if want http; then
+    rc=0; out=$(ord curl -fsS -m 30 --interface "$ORD" -o "$WORK/got/small.bin" -w '%{speed_download}' "http://$WEB/small.bin" 2>&1) || rc=$?
+    ok=false; [ $rc = 0 ] && same_hash "$WORK/got/small.bin" "$WORK/www/small.bin" && ok=true; fact http "$ok" "rc=$rc bytes/s=$out"
+  fi
+  if want scp; then
+    rc=0; out=$(ord scp -q -i "$WORK/ssh/client_key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+      -o BatchMode=yes -o ConnectTimeout=10 "root@$WEB:$WORK/www/small.bin" "$WORK/got/scp.bin" 2>&1) || rc=$?
+    ok=false; [ $rc = 0 ] && same_hash "$WORK/got/scp.bin" "$WORK/www/small.bin" && ok=true; fact scp "$ok" "rc=$rc $out"
+  fi
   # iperf3's payload is random unless --repeating-payload.
-  rc=0; out=$(ord iperf3 -c "$WEB" -B "$ORD" -t 3 -J 2>&1) || rc=$?
-  ok=false; [ $rc = 0 ] && ok=true; fact iperf3-tcp "$ok" "$(printf '%s' "$out" | /usr/bin/python3 -c 'import json,sys
+  if want iperf3; then
+    rc=0; out=$(ord iperf3 -c "$WEB" -B "$ORD" -t 3 -J 2>&1) || rc=$?
+    ok=false; [ $rc = 0 ] && ok=true; fact iperf3-tcp "$ok" "$(printf '%s' "$out" | /usr/bin/python3 -c 'import json,sys
 try: r=json.load(sys.stdin); print("received bytes=%d" % r["end"]["sum_received"]["bytes"])
 except Exception as e: print("unreadable:", e)')"
-  rc=0; out=$(ord iperf3 -c "$WEB" -B "$ORD" -u -b 20M -t 3 -J 2>&1) || rc=$?
-  ok=false; [ $rc = 0 ] && ok=true; fact iperf3-udp "$ok" "$(printf '%s' "$out" | /usr/bin/python3 -c 'import json,sys
+    rc=0; out=$(ord iperf3 -c "$WEB" -B "$ORD" -u -b 20M -t 3 -J 2>&1) || rc=$?
+    ok=false; [ $rc = 0 ] && ok=true; fact iperf3-udp "$ok" "$(printf '%s' "$out" | /usr/bin/python3 -c 'import json,sys
 try: r=json.load(sys.stdin); s=r["end"]["sum"]; print("packets=%d lost=%d" % (s["packets"], s["lost_packets"]))
 except Exception as e: print("unreadable:", e)')"
-  rc=0; out=$(ord timeout 20 turnutils_stunclient -L "$ORD" "$WEB" 2>&1) || rc=$?
-  ok=false; [[ $out == *"UDP reflexive addr: $ORD:"* ]] && ok=true; fact stun "$ok" "$(printf '%s' "$out" | grep -i 'reflexive' | head -2)"
+  fi
+  if want stun; then
+    rc=0; out=$(ord timeout 20 turnutils_stunclient -L "$ORD" "$WEB" 2>&1) || rc=$?
+    ok=false; [[ $out == *"UDP reflexive addr: $ORD:"* ]] && ok=true; fact stun "$ok" "$(printf '%s' "$out" | grep -i 'reflexive' | head -1)"
+  fi
   # TURN: allocate a relay on the server, send through it to the echo peer and back.
-  rc=0; out=$(ord timeout 30 turnutils_uclient -L "$ORD" -u lab -w labsecret -r 3480 -e "$WEB" -n 20 -m 1 -l 170 -y "$WEB" 2>&1) || rc=$?
-  ok=false; [ $rc = 0 ] && [[ $out == *"Total lost packets 0 "* ]] && ok=true
-  fact turn "$ok" "rc=$rc $(printf '%s' "$out" | grep -E 'Total|lost|ERROR' | head -5)"
+  if want turn; then
+    rc=0; out=$(ord timeout 30 turnutils_uclient -L "$ORD" -u lab -w labsecret -r 3480 -e "$WEB" -n 20 -m 1 -l 170 -y "$WEB" 2>&1) || rc=$?
+    ok=false; [ $rc = 0 ] && [[ $out == *"Total lost packets 0 "* ]] && ok=true
+    fact turn "$ok" "rc=$rc $(printf '%s' "$out" | grep -E 'Total lost|ERROR' | head -2)"
+  fi
 }
 
 # ---------------------------------------------------------------- a run
@@ -483,7 +502,7 @@ fi
 T0=$SECONDS
 for s in "${CHOSEN[@]}"; do start_leecher "$s"; done
 ORD_PID=
-if [ $ORDINARY = 1 ]; then
+if [ "$CHECKS" != none ]; then
   run_ordinary >"$WORK/ordinary.log" 2>&1 &
   ORD_PID=$!
 fi
