@@ -185,16 +185,14 @@ CONF
 }
 
 # The libtorrent peer also takes, after the eight arguments, bt-lab-lt.py peer's own options
-# (--magnet URI instead of the torrent, --proxy HOST:PORT, --peer HOST:PORT, --lsd).
+# (--peer HOST:PORT, --connect-delay S, --proxy HOST:PORT, --download-limit KBPS).
 start_libtorrent() {
   local ns=$1 ip4=$2 ip6=$3 mode=$4 tor=$5 save=$6 port=$7 dir=$8 nodes=()
   shift 8
   [ "$mode" = dht ] && nodes=($(bt_dht_nodes --dht-node))
-  local source=(--torrent "$tor")
-  [[ $tor == magnet:* ]] && source=(--magnet "$tor")
   mkdir -p "$dir"
   spawn "$ns" "$dir/client.log" "$LTPY" "$BT_LT" peer --mode "$mode" \
-    --listen "$(bt_listen "$ip4" "$ip6")" --port "$port" "${source[@]}" --save "$save" "${nodes[@]}" "$@"
+    --listen "$(bt_listen "$ip4" "$ip6")" --port "$port" --torrent "$tor" --save "$save" "${nodes[@]}" "$@"
 }
 
 start_ctorrent() {

@@ -1,14 +1,14 @@
 #!/usr/bin/python3
-"""libtorrent (rasterbar) peer, DHT node and deluged launcher for test/lab/bt-lab.sh.
+"""libtorrent (rasterbar) peer, DHT node and deluged launcher for test/lab/bt-lab.sh and e2e-lab.sh.
 
 Runs under Debian's /usr/bin/python3 (python3-libtorrent lives there, not in pyenv).
 
-  bt-lab-lt.py peer   --mode MODE --listen IP4,IP6 --port P (--torrent T | --magnet URI) --save DIR
-                      [--dht-node HOST:PORT]... [--peer HOST:PORT]... [--proxy HOST:PORT] [--download-limit KBPS] [--lsd]
+  bt-lab-lt.py peer   --mode MODE --listen IP4,IP6 --port P --torrent T --save DIR
+                      [--dht-node HOST:PORT]... [--peer HOST:PORT]... [--connect-delay S] [--proxy HOST:PORT] [--download-limit KBPS]
   bt-lab-lt.py dht-nodes --node IP4,IP6,PORT [--node IP4,IP6,PORT]...
   bt-lab-lt.py deluged --mode MODE --listen IP4,IP6 --port P [--dht-node HOST:PORT]... -- DELUGED-ARGS...
 
-Every instance runs until it is killed; bt-lab.sh decides when a run is over.
+Every instance runs until it is killed; the lab decides when a run is over.
 
 peer prints its state every second, with the payload bytes it received (received=N).
 """
@@ -80,18 +80,10 @@ def run_peer(args):
         s['max_failcount'] = 1000
     if args.download_limit:
         s['download_rate_limit'] = args.download_limit * 1024
-    if args.lsd:
-        # Local service discovery only on the lab LAN (the multicast group never leaves it).
-        s['enable_lsd'] = True
     ses = lt.session(s)
-    if args.magnet:
-        # Metadata over ut_metadata from the peers the DHT finds.
-        params = lt.parse_magnet_uri(args.magnet)
-        params.save_path = args.save
-        h = ses.add_torrent(params)
-    else:
-        h = ses.add_torrent({'ti': lt.torrent_info(args.torrent), 'save_path': args.save})
+    h = ses.add_torrent({'ti': lt.torrent_info(args.torrent), 'save_path': args.save})
     given = [(host, int(port)) for host, port in (p.rsplit(':', 1) for p in args.peer)]
+    connect_from = time.time() + args.connect_delay
     last = announced = 0.0
     while not STOP:
         time.sleep(0.5)
@@ -102,7 +94,7 @@ def run_peer(args):
             st = h.status()
             print('state=%s progress=%.3f peers=%d received=%d' % (st.state, st.progress, st.num_peers,
                                                                   st.total_payload_download), flush=True)
-            if not st.num_peers:
+            if not st.num_peers and now >= connect_from:
                 # Again every second: a peer not listening yet (or a dropped attempt) would otherwise
                 # wait out libtorrent's reconnect backoff.
                 for ep in given:
@@ -186,11 +178,10 @@ def main():
     p.add_argument('--node', action='append', help='dht-nodes: IP4,IP6,PORT of one node')
     p.add_argument('--port', type=int)
     p.add_argument('--torrent')
-    p.add_argument('--magnet')
     p.add_argument('--proxy', help='peer: HOST:PORT of a SOCKS5 proxy for every connection')
     p.add_argument('--peer', action='append', default=[], help='peer: HOST:PORT to connect to at once')
+    p.add_argument('--connect-delay', type=float, default=0, help='peer: seconds before the given peers are tried')
     p.add_argument('--download-limit', type=int, default=0, help='peer: KB/s it downloads at most')
-    p.add_argument('--lsd', action='store_true', help='peer: local service discovery on')
     p.add_argument('--save')
     p.add_argument('--dht-node', action='append', default=[])
     args = p.parse_args(argv)

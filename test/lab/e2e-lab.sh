@@ -345,9 +345,10 @@ start_seeders() {   # start_seeders NAME
   read -r seeder _ mode <<<"${SCENARIO[$s]}"
   [ "$seeder" = none ] && return
   local extra=()
-  # A seeder that already knows the leecher (as from an earlier announce) connects in to it: the
-  # leecher's side of the gateway sees a remote peer's own BitTorrent bytes.
-  case $s in encrypted|udp-tracker) extra=(--peer "10.1.$k.2:$LEECH_PORT") ;; esac
+  # A seeder that knows the leecher (as from its announce) connects in to it once the leecher has
+  # started (its announce goes first, as on the Internet, where the seeder learns of it from the
+  # tracker): the leecher's side of the gateway sees a remote peer's own BitTorrent bytes.
+  case $s in encrypted|udp-tracker) extra=(--peer "10.1.$k.2:$LEECH_PORT" --connect-delay 6) ;; esac
   BT_NAME=$name
   BT_DHT4=$WAN.$DHT_FIRST:$DHT_PORT
   BT_DHT6=
@@ -488,9 +489,11 @@ if [ $CAPTURE = 1 ]; then
   mkdir -p "$OUT/captures"
   for s in "${CHOSEN[@]}"; do
     # -p: a promiscuous gateway link would break NFQUEUE on this platform.
-    spawn "$NS_GW" "$WORK/tcpdump-$s.log" tcpdump -p -i "lan$(index_of "$s")" -s 0 -U -n -w "$OUT/captures/$s.pcap"
+    spawn "$NS_GW" "$WORK/tcpdump-$s.log" tcpdump -p -i "lan$(index_of "$s")" -s 0 -U -n -Z root -w "$OUT/captures/$s.pcap"
   done
-  spawn "$NS_GW" "$WORK/tcpdump-ordinary.log" tcpdump -p -i "lan$ORD_IDX" -s 0 -U -n -w "$OUT/captures/ordinary.pcap"
+  # The ordinary traffic is hundreds of MB: its packets' first 1024 bytes hold every header and
+  # handshake the engine reads.
+  spawn "$NS_GW" "$WORK/tcpdump-ordinary.log" tcpdump -p -i "lan$ORD_IDX" -s 1024 -U -n -Z root -w "$OUT/captures/ordinary.pcap"
   sleep 1
 fi
 
