@@ -101,9 +101,26 @@ function runLab(run: Run, out: string): Promise<{ result: LabResult; detections:
 }
 const children = new Set<ReturnType<typeof spawn>>();
 
+/** `btwall demo` to its end: its exit code and what it printed. */
+function runDemo(): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, [join(ROOT, 'dist/cli/main.js'), 'demo', '--seconds', '10'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    child.on('exit', (code) => {
+      children.delete(child);
+      done({ code, stdout, stderr });
+    });
+  });
+}
+
 describe.runIf(canUseKernel())('end-to-end lab: real clients through the btwall gateway', () => {
   const work = mkdtempSync(join(tmpdir(), 'btwall-e2e-'));
   const runs = new Map<Run, ReturnType<typeof runLab>>();
+  let demo: ReturnType<typeof runDemo>;
 
   beforeAll(() => {
     if (!existsSync(join(ROOT, 'dist/cli/main.js'))) throw new Error('build first: make test builds before testing');
@@ -117,10 +134,23 @@ describe.runIf(canUseKernel())('end-to-end lab: real clients through the btwall 
       runs.set(run, p);
       previous = [...previous, p];
     });
+    // The demo is a lab of its own: it goes with the last run.
+    demo = previous[2].catch(() => {}).then(runDemo);
   });
   afterAll(() => {
     for (const child of children) child.kill('SIGTERM');
     rmSync(work, { recursive: true, force: true });
+  });
+
+  it('btwall demo: the BitTorrent download blocked and its peer banned in XDP, HTTPS beside it completed, no false alarm', { timeout: 900_000 }, async () => {
+    const { code, stdout, stderr } = await demo;
+    expect(code, stderr).toBe(0);
+    expect(stdout).toMatch(/^BitTorrent \(aria2 on [\d.]+ downloading from a libtorrent seeder\): BLOCKED, 0 pieces arrived in 10 s$/m);
+    expect(stdout).toMatch(/dropped .* after \d+ packets? by rule udp-tracker \(exact evidence\)/);
+    expect(stdout).toMatch(/by rule handshake \(exact evidence\); 198\.51\.100\.\d+ banned in XDP for 18000 s/);
+    expect(stdout).toMatch(/^HTTPS download of 20 MB on [\d.]+, side by side: completed at \d+ MB\/s, hash checked$/m);
+    expect(stdout).toMatch(/^False alarms: 0 /m);
+    console.log(stdout);
   });
 
   for (const run of RUNS) {
