@@ -14,6 +14,12 @@
       host runs which client on which ports, in which mode), never from payload classification; the
       payload is only read to check the construction held (MSE really hides the handshake, DHT
       datagrams are bencoded, uTP headers are uTP). Exits 1 when a check fails.
+  bt-lab-tool.py e2e-label RESULT.json CAPTURES_DIR OUT.json
+      Per-flow expectations for the end-to-end lab's captures (e2e-lab.sh --capture), from what the
+      run was built to do: a scenario's LAN host runs nothing but its client, so each of its flows
+      that carries payload is BitTorrent (a SOCKS5 connection that tunnelled nothing excepted: a
+      UDP ASSOCIATE's control connection, a refused CONNECT); the ordinary host's flows are clean, but for those naming the
+      listed tracker name, which name evidence drops.
   bt-lab-tool.py recall TRUTH.json CAPTURES.json VERDICTS.ndjson
       Recall per mode and label, with and without the flows only the peer cache caught.
 """
@@ -325,6 +331,34 @@ def cmd_label(args):
     return 1 if failed else 0
 
 
+def cmd_e2e_label(args):
+    result = json.load(open(args[0]))
+    out = {}
+    tracker_name = b'tracker.lab.example'
+    dns_name = b'\x07tracker\x03lab\x07example'
+    for sc in result['scenarios'] + [{'name': 'ordinary'}]:
+        path = os.path.join(args[1], sc['name'] + '.pcap')
+        flows = []
+        for f in flows_of(path):
+            if f['l4'] not in ('tcp', 'udp') or not (f['payload'][0] or f['payload'][1]):
+                continue
+            sent = b''.join(f['payload'][0])
+            if sc['name'] == 'ordinary':
+                named = tracker_name in sent or dns_name in sent
+                expect, why = ('bittorrent', 'names the listed tracker name') if named else ('clean', 'ordinary traffic')
+            elif f['l4'] == 'tcp' and f['b'][0] == result['services']['socks5'] and len(sent) <= 13:
+                # The method greeting (3 bytes) and an IPv4 request (10): no tunnelled byte after
+                # them (a UDP ASSOCIATE's control connection, a CONNECT the proxy refused).
+                expect, why = 'clean', 'SOCKS5 exchange only: no tunnelled bytes'
+            else:
+                expect, why = 'bittorrent', '%s %s traffic of the scenario host' % (sc['name'], f['l4'])
+            flows.append({'l4': f['l4'], 'a': ep(*f['a']), 'b': ep(*f['b']), 'expect': expect, 'why': why})
+        out[sc['name'] + '.pcap'] = flows
+    with open(args[2], 'w') as fh:
+        json.dump(out, fh, indent=1)
+        fh.write('\n')
+
+
 def cmd_recall(args):
     """Recall per mode and per label of `btwall scan` verdicts, and how much of it rests on the peer
     cache (flows caught only because an earlier flow of the capture named or proved the peer)."""
@@ -371,6 +405,8 @@ def main():
         cmd_infohash(args)
     elif cmd == 'pieces':
         cmd_pieces(args)
+    elif cmd == 'e2e-label':
+        cmd_e2e_label(args)
     elif cmd == 'label':
         sys.exit(cmd_label(args))
     elif cmd == 'recall':
