@@ -62,7 +62,7 @@ case $ACTION in drop|monitor) ;; *) echo "e2e-lab: --action drop or monitor" >&2
 # Every program the lab runs, from the Debian packages the Makefile's APT_PACKAGES installs: a
 # missing one fails the run loudly instead of skipping what needs it.
 for prog in transmission-cli aria2c opentracker mktorrent tcpdump nginx dnsmasq sshd scp ssh-keygen \
-            iperf3 turnserver turnutils_stunclient turnutils_uclient turnutils_peer danted dig curl openssl gcc; do
+            iperf3 turnserver turnutils_stunclient turnutils_uclient turnutils_peer danted dig curl openssl gcc ping; do
   command -v "$prog" >/dev/null || [ -x "/usr/sbin/$prog" ] || { echo "e2e-lab: $prog is missing (make deps installs it)" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import libtorrent' || { echo "e2e-lab: python3-libtorrent is missing" >&2; exit 1; }
