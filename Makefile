@@ -7,16 +7,25 @@ SHELL := /bin/bash
 # crowdsec: the Local API and cscli the fleet tests and bench:fleet run; conntrack: CUT_ESTABLISHED
 # deletes a cut connection's entry; python3-libtorrent: the real BitTorrent client of the cut and
 # throttle lab tests; curl: their HTTP download; systemd-container: systemd-nspawn boots the unit in
-# a test); installed when missing.
+# a test); installed when missing. The end-to-end lab (test/lab/e2e-lab.sh, test/e2e-lab.test.ts,
+# btwall demo) runs the rest: real clients (transmission-cli, aria2), the tracker and torrents
+# (opentracker, mktorrent), captures (tcpdump), and the ordinary servers and their clients (nginx-light,
+# dnsmasq-base, openssh-server, iperf3, coturn, dante-server, bind9-dnsutils for dig, iputils-ping).
 APT_PACKAGES := python3 make gcc g++ pkg-config libnetfilter-queue-dev libmnl-dev iptables iproute2 \
-  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate prometheus crowdsec conntrack python3-libtorrent curl systemd-container
+  clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate prometheus crowdsec conntrack python3-libtorrent curl systemd-container \
+  transmission-cli aria2 opentracker mktorrent tcpdump nginx-light dnsmasq-base openssh-server openssh-client \
+  iperf3 coturn dante-server bind9-dnsutils iputils-ping
+# Services those packages would start in the machine's own namespace (the lab runs its own copies
+# inside its namespaces): a policy-rc.d keeps dpkg from starting them while they are installed,
+# and, under systemd, the ones just installed are not enabled either.
+LAB_SERVICES := nginx-light:nginx openssh-server:ssh coturn:coturn dante-server:danted opentracker:opentracker
 # crowdsec's postinst registers with CrowdSec's online API unless this file exists and is not empty;
 # without internet that fails and leaves the package unconfigured. A comment line keeps it offline.
 CROWDSEC_ONLINE_CREDENTIALS := /etc/crowdsec/online_api_credentials.yaml
 NPM_STAMP := node_modules/.package-lock.json
 TEST_REPORT := dist/test-report.json
 
-.PHONY: all deps apt-deps build test run bench clean install uninstall
+.PHONY: all deps apt-deps build test run demo captures bench clean install uninstall
 
 # `make install`: the program under $(LIBDIR) (its dist/, native and BPF objects and production
 # node_modules, in the layout it finds them by), `btwall` in $(BINDIR), the unit, the logrotate
@@ -44,9 +53,13 @@ apt-deps:
 	    mkdir -p $(dir $(CROWDSEC_ONLINE_CREDENTIALS)); \
 	    echo '# no Central API: btwall uses only the Local API' > $(CROWDSEC_ONLINE_CREDENTIALS); \
 	  fi; \
+	  guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1; fi; \
 	  dpkg --configure -a; \
 	  apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  if [ -n "$$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  if [ -d /run/systemd/system ]; then for ps in $(LAB_SERVICES); do \
+	    if [[ " $$missing " == *" $${ps%%:*} "* ]]; then systemctl disable --now "$${ps#*:}" 2>/dev/null || true; fi; done; fi; \
 	fi
 
 $(NPM_STAMP): package.json package-lock.json
@@ -86,6 +99,17 @@ test: build
 # Without INTERFACE there is no XDP ban program, and the daemon must be told so: XDP_MODE=off.
 run: build
 	if [ -z "$${INTERFACE:-}" ]; then export XDP_MODE="$${XDP_MODE:-off}"; fi; bin/btwall run
+
+# The newcomer's first minute: a real BitTorrent download blocked and an HTTPS download beside it, in a lab of namespaces.
+demo: build
+	bin/btwall demo
+
+# Each end-to-end scenario's traffic at the gateway (its link to the scenario's LAN host), under
+# ACTION=monitor so that whole downloads are recorded, for `btwall scan` to be scored on:
+# captures/e2e/NAME.pcap (git-ignored), with the run's detection log and result.json beside them.
+CAPTURES_DIR := captures/e2e
+captures: build
+	bash test/lab/e2e-lab.sh --out $(CAPTURES_DIR) --action monitor --window 90 --capture
 
 # Installs what `make build` made (and builds it if it was not).
 install: $(if $(wildcard dist/cli/main.js),,build) $(NATIVE)

@@ -6,6 +6,7 @@ import { runDaemon } from '../daemon/daemon.js';
 import { VERSION } from '../version.js';
 import { RULES_CHECK_USAGE, rulesCheckCommand } from '../rules/cli.js';
 import { AUDIT_USAGE, auditCommand } from './audit.js';
+import { DEMO_USAGE, demoCommand } from './demo.js';
 import { SCAN_USAGE, scanCommand } from './scan.js';
 import { STATUS_USAGE, statusCommand } from './status.js';
 
@@ -20,6 +21,7 @@ commands:
   rules          print the iptables/ip6tables commands the daemon runs at start and stop
   rules check FILE [CAPTURE...]  check an operator rules file (RULES_FILE) and score it on captures
   bans           list, add, delete or flush the XDP bans (btwall bans --help)
+  demo [--seconds N]  a small lab in network namespaces: a real BitTorrent download blocked, HTTPS beside it passing
   help           this text
   version        the version
 
@@ -29,7 +31,9 @@ ${AUDIT_USAGE}
 
 ${STATUS_USAGE}
 
-${RULES_CHECK_USAGE}`;
+${RULES_CHECK_USAGE}
+
+${DEMO_USAGE}`;
 
 /** The effective configuration, the queues it serves with the memory their tables take together, and BTWALL_ENV_FILE as read. */
 function printConfig(config: Config, source: ConfigSource): number {
@@ -80,6 +84,8 @@ async function main(argv: readonly string[]): Promise<number> {
       return withConfig(process.env, printRules);
     case 'bans':
       return bansCommand(args);
+    case 'demo':
+      return subcommand(args, DEMO_USAGE, demoCommand);
     case 'version':
     case '--version':
       process.stdout.write(`btwall ${VERSION}\n`);

@@ -1,13 +1,16 @@
 #!/usr/bin/python3
-"""libtorrent (rasterbar) peer, DHT node and deluged launcher for test/lab/bt-lab.sh.
+"""libtorrent (rasterbar) peer, DHT node and deluged launcher for test/lab/bt-lab.sh and e2e-lab.sh.
 
 Runs under Debian's /usr/bin/python3 (python3-libtorrent lives there, not in pyenv).
 
-  bt-lab-lt.py peer   --mode MODE --listen IP4,IP6 --port P --torrent T --save DIR [--dht-node HOST:PORT]...
+  bt-lab-lt.py peer   --mode MODE --listen IP4,IP6 --port P --torrent T --save DIR
+                      [--dht-node HOST:PORT]... [--peer HOST:PORT]... [--connect-delay S] [--proxy HOST:PORT] [--download-limit KBPS]
   bt-lab-lt.py dht-nodes --node IP4,IP6,PORT [--node IP4,IP6,PORT]...
   bt-lab-lt.py deluged --mode MODE --listen IP4,IP6 --port P [--dht-node HOST:PORT]... -- DELUGED-ARGS...
 
-Every instance runs until it is killed; bt-lab.sh decides when a run is over.
+Every instance runs until it is killed; the lab decides when a run is over.
+
+peer prints its state every second, with the payload bytes it received (received=N).
 """
 import argparse
 import signal
@@ -64,18 +67,38 @@ def drain(ses):
 
 
 def run_peer(args):
-    ses = lt.session(settings_for(args.mode, args.listen[0], args.port, args.dht_node))
-    info = lt.torrent_info(args.torrent)
-    h = ses.add_torrent({'ti': info, 'save_path': args.save})
+    s = settings_for(args.mode, args.listen[0], args.port, args.dht_node)
+    if args.proxy:
+        # Every peer and tracker connection through the SOCKS5 proxy, none around it.
+        host, port = args.proxy.rsplit(':', 1)
+        s.update(proxy_type=lt.proxy_type_t.socks5, proxy_hostname=host, proxy_port=int(port),
+                 proxy_peer_connections=True, proxy_tracker_connections=True, proxy_hostnames=True)
+    if args.peer:
+        # The given peers are retried every second, not after libtorrent's minute of backoff, and
+        # not given up after three failures: one may start listening after this peer first tried it.
+        s['min_reconnect_time'] = 1
+        s['max_failcount'] = 1000
+    if args.download_limit:
+        s['download_rate_limit'] = args.download_limit * 1024
+    ses = lt.session(s)
+    h = ses.add_torrent({'ti': lt.torrent_info(args.torrent), 'save_path': args.save})
+    given = [(host, int(port)) for host, port in (p.rsplit(':', 1) for p in args.peer)]
+    connect_from = time.time() + args.connect_delay
     last = announced = 0.0
     while not STOP:
         time.sleep(0.5)
         drain(ses)
         now = time.time()
-        if now - last >= 5:
+        if now - last >= 1:
             last = now
             st = h.status()
-            print('state=%s progress=%.3f peers=%d' % (st.state, st.progress, st.num_peers), flush=True)
+            print('state=%s progress=%.3f peers=%d received=%d' % (st.state, st.progress, st.num_peers,
+                                                                  st.total_payload_download), flush=True)
+            if not st.num_peers and now >= connect_from:
+                # Again every second: a peer not listening yet (or a dropped attempt) would otherwise
+                # wait out libtorrent's reconnect backoff.
+                for ep in given:
+                    h.connect_peer(ep)
             if args.mode == 'dht' and now - announced >= 10:
                 # Look up and announce every 10 s instead of libtorrent's 15 minutes: a leecher that
                 # announces late is then found (and connected to) by the seeder within the run.
@@ -155,6 +178,10 @@ def main():
     p.add_argument('--node', action='append', help='dht-nodes: IP4,IP6,PORT of one node')
     p.add_argument('--port', type=int)
     p.add_argument('--torrent')
+    p.add_argument('--proxy', help='peer: HOST:PORT of a SOCKS5 proxy for every connection')
+    p.add_argument('--peer', action='append', default=[], help='peer: HOST:PORT to connect to at once')
+    p.add_argument('--connect-delay', type=float, default=0, help='peer: seconds before the given peers are tried')
+    p.add_argument('--download-limit', type=int, default=0, help='peer: KB/s it downloads at most')
     p.add_argument('--save')
     p.add_argument('--dht-node', action='append', default=[])
     args = p.parse_args(argv)

@@ -1,15 +1,25 @@
 #!/usr/bin/env python3
 """Torrent variants and flow labels for the BitTorrent client lab (test/lab/bt-lab.sh). Stdlib only.
 
-  bt-lab-tool.py variant IN OUT [--announce URL] [--nodes HOST:PORT,...]
+  bt-lab-tool.py variant IN OUT [--announce URL] [--nodes HOST:PORT,...] [--url-list URL]
       Rewrite a .torrent's top level (the info dict, hence the infohash, is untouched): replace the
-      announce URL, or drop it and add BEP 5 "nodes" for a trackerless torrent.
+      announce URL, or drop it and add BEP 5 "nodes" for a trackerless torrent (--nodes '': none,
+      a torrent only given peers can fetch), or add a BEP 19 web seed.
   bt-lab-tool.py infohash TORRENT
+  bt-lab-tool.py pieces TORRENT ORIGINAL FILE
+      How many of the torrent's pieces FILE holds (the same bytes as ORIGINAL's piece): a missing
+      file holds none; piece data received and written, whatever the client says.
   bt-lab-tool.py label DIR/manifests/*.json --truth OUT.json --captures OUT.json
       Label every flow of each run's capture from what the run was built to do (its manifest: which
       host runs which client on which ports, in which mode), never from payload classification; the
       payload is only read to check the construction held (MSE really hides the handshake, DHT
       datagrams are bencoded, uTP headers are uTP). Exits 1 when a check fails.
+  bt-lab-tool.py e2e-label RESULT.json CAPTURES_DIR OUT.json
+      Per-flow expectations for the end-to-end lab's captures (e2e-lab.sh --capture), from what the
+      run was built to do: a scenario's LAN host runs nothing but its client, so each of its flows
+      that carries payload is BitTorrent (a SOCKS5 connection that tunnelled nothing excepted: a
+      UDP ASSOCIATE's control connection, a refused CONNECT); the ordinary host's flows are clean, but for those naming the
+      listed tracker name, which name evidence drops.
   bt-lab-tool.py recall TRUTH.json CAPTURES.json VERDICTS.ndjson
       Recall per mode and label, with and without the flows only the peer cache caught.
 """
@@ -83,10 +93,13 @@ def cmd_variant(args):
         meta[b'announce'] = args[args.index('--announce') + 1].encode()
     if '--nodes' in args:
         nodes = []
-        for ep in args[args.index('--nodes') + 1].split(','):
+        for ep in filter(None, args[args.index('--nodes') + 1].split(',')):
             host, _, port = ep.rpartition(':')
             nodes.append([host.strip('[]').encode(), int(port)])
-        meta[b'nodes'] = nodes
+        if nodes:
+            meta[b'nodes'] = nodes
+    if '--url-list' in args:
+        meta[b'url-list'] = args[args.index('--url-list') + 1].encode()
     info = data[s:e]
     meta[b'info'] = None
     # Re-encode the top level around the untouched info bytes.
@@ -101,6 +114,26 @@ def cmd_infohash(args):
     data = open(args[0], 'rb').read()
     s, e = info_span(data)
     print(hashlib.sha1(data[s:e]).hexdigest())
+
+
+def cmd_pieces(args):
+    data = open(args[0], 'rb').read()
+    s, e = info_span(data)
+    info, _ = bdecode(data[s:e])
+    size = info[b'piece length']
+    try:
+        got = open(args[2], 'rb')
+    except FileNotFoundError:
+        print(0)
+        return
+    held = 0
+    with open(args[1], 'rb') as want, got:
+        while True:
+            piece = want.read(size)
+            if not piece:
+                break
+            held += got.read(size) == piece
+    print(held)
 
 
 # ---- pcap reading
@@ -298,6 +331,34 @@ def cmd_label(args):
     return 1 if failed else 0
 
 
+def cmd_e2e_label(args):
+    result = json.load(open(args[0]))
+    out = {}
+    tracker_name = b'tracker.lab.example'
+    dns_name = b'\x07tracker\x03lab\x07example'
+    for sc in result['scenarios'] + [{'name': 'ordinary'}]:
+        path = os.path.join(args[1], sc['name'] + '.pcap')
+        flows = []
+        for f in flows_of(path):
+            if f['l4'] not in ('tcp', 'udp') or not (f['payload'][0] or f['payload'][1]):
+                continue
+            sent = b''.join(f['payload'][0])
+            if sc['name'] == 'ordinary':
+                named = tracker_name in sent or dns_name in sent
+                expect, why = ('bittorrent', 'names the listed tracker name') if named else ('clean', 'ordinary traffic')
+            elif f['l4'] == 'tcp' and f['b'][0] == result['services']['socks5'] and len(sent) <= 13:
+                # The method greeting (3 bytes) and an IPv4 request (10): no tunnelled byte after
+                # them (a UDP ASSOCIATE's control connection, a CONNECT the proxy refused).
+                expect, why = 'clean', 'SOCKS5 exchange only: no tunnelled bytes'
+            else:
+                expect, why = 'bittorrent', '%s %s traffic of the scenario host' % (sc['name'], f['l4'])
+            flows.append({'l4': f['l4'], 'a': ep(*f['a']), 'b': ep(*f['b']), 'expect': expect, 'why': why})
+        out[sc['name'] + '.pcap'] = flows
+    with open(args[2], 'w') as fh:
+        json.dump(out, fh, indent=1)
+        fh.write('\n')
+
+
 def cmd_recall(args):
     """Recall per mode and per label of `btwall scan` verdicts, and how much of it rests on the peer
     cache (flows caught only because an earlier flow of the capture named or proved the peer)."""
@@ -342,6 +403,10 @@ def main():
         cmd_variant(args)
     elif cmd == 'infohash':
         cmd_infohash(args)
+    elif cmd == 'pieces':
+        cmd_pieces(args)
+    elif cmd == 'e2e-label':
+        cmd_e2e_label(args)
     elif cmd == 'label':
         sys.exit(cmd_label(args))
     elif cmd == 'recall':

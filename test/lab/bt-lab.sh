@@ -19,6 +19,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/bt-clients.sh"
 ROOT=$(cd "$HERE/../.." && pwd)
 OUT=$ROOT/fixtures/lab/bt
 TIMEOUT=60
@@ -55,7 +56,6 @@ DHT_ROUTER_NAMES="router.bittorrent.com router.utorrent.com dht.transmissionbt.c
 DHT_LT_NAME=dht.libtorrent.org
 DHT4=$NET4.${DHT_NODES[0]}
 DHT6=${NET6}:${DHT_NODES[0]}
-LTPY=/usr/bin/python3          # Debian's python, where python3-libtorrent is installed
 TOOL="python3 $HERE/bt-lab-tool.py"
 DATA_KB=256
 
@@ -106,27 +106,6 @@ install_packages() {
 }
 
 # ---------------------------------------------------------------- processes
-
-PIDS=()
-LAST_PID=
-spawn() {   # spawn NS LOG CMD... : start CMD inside namespace NS, remember its pid
-  local ns=$1 log=$2; shift 2
-  ip netns exec "$ns" "$@" </dev/null >"$log" 2>&1 &
-  LAST_PID=$!
-  PIDS+=("$LAST_PID")
-}
-
-stop_pids() {   # TERM, give them 6 s to say goodbye (tracker "stopped" events), then KILL
-  local pid n
-  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for n in $(seq 60); do
-    local alive=0
-    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && break
-    sleep 0.1
-  done
-  for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-}
 
 lab_namespaces() { ip netns list | awk '{print $1}' | grep "^$PFX-" || true; }
 
@@ -200,153 +179,9 @@ make_lab() {
 }
 
 # ---------------------------------------------------------------- clients
-# start_CLIENT I MODE TORRENT SAVE PORT : run the client in namespace btlab-hI, seeding when SAVE
-# already holds the data, leeching otherwise. Logs to $RUN/hI.log, config in $RUN/hI/cfg.
 
-start_transmission() {
-  local i=$1 mode=$2 tor=$3 save=$4 port=$5 cfg=$RUN/h$1/cfg
-  local dht=false utp=false enc=-et
-  [ "$mode" = dht ] && dht=true
-  [ "$mode" = utp ] && utp=true
-  [ "$mode" = encrypted ] && enc=-er
-  cat >"$cfg/settings.json" <<EOF
-{"dht-enabled": $dht, "lpd-enabled": false, "pex-enabled": true, "port-forwarding-enabled": false,
- "utp-enabled": $utp, "peer-port": $port, "peer-port-random-on-start": false,
- "bind-address-ipv4": "$(ip4 "$i")", "bind-address-ipv6": "$(ip6 "$i")", "rpc-enabled": false,
- "download-dir": "$save", "incomplete-dir-enabled": false, "rename-partial-files": false,
- "blocklist-enabled": false, "speed-limit-up-enabled": false, "speed-limit-down-enabled": false,
- "ratio-limit-enabled": false, "idle-seeding-limit-enabled": false, "message-level": 2}
-EOF
-  # transmission reads extra DHT bootstrap nodes from this file; it falls back to the public
-  # dht.transmissionbt.com only by name, which cannot resolve in the lab.
-  # (IPv4 only: transmission 3.00 runs its IPv6 DHT only with a global address it finds by a
-  # connect() towards a public IPv6 address, which the lab cannot route.)
-  [ "$mode" = dht ] && echo "$DHT4 $RPORT" >"$cfg/dht.bootstrap"
-  spawn "$PFX-h$i" "$RUN/h$i.log" transmission-cli -g "$cfg" -w "$save" -p "$port" "$enc" -M "$tor"
-}
-
-start_aria2() {
-  local i=$1 mode=$2 tor=$3 save=$4 port=$5 cfg=$RUN/h$1/cfg
-  local dht=false dht6=false crypto=(--bt-require-crypto=false --bt-min-crypto-level=plain) entry=()
-  # aria2's UDP tracker client rides on its DHT socket: --enable-dht is the only way to get it.
-  [ "$mode" = udp-tracker ] && dht=true
-  if [ "$mode" = dht ]; then
-    dht=true; dht6=true
-    entry=(--dht-entry-point="$DHT4:$RPORT" --dht-entry-point6="[$DHT6]:$RPORT")
-  fi
-  [ "$mode" = encrypted ] && crypto=(--bt-require-crypto=true --bt-min-crypto-level=arc4)
-  spawn "$PFX-h$i" "$RUN/h$i.log" aria2c --no-conf --dir="$save" --listen-port="$port" \
-    --dht-listen-port="$port" --enable-dht="$dht" --enable-dht6="$dht6" "${entry[@]}" \
-    --dht-file-path="$cfg/dht.dat" --dht-file-path6="$cfg/dht6.dat" --bt-enable-lpd=false \
-    --enable-peer-exchange=true "${crypto[@]}" --seed-ratio=0.0 --seed-time=60 --check-integrity=true \
-    --file-allocation=none --auto-save-interval=0 --summary-interval=5 --console-log-level=notice "$tor"
-}
-
-start_qbittorrent() {
-  local i=$1 mode=$2 tor=$3 save=$4 port=$5 cfg=$RUN/h$1/cfg
-  local dht=false proto=TCP enc=2
-  [ "$mode" = dht ] && dht=true
-  [ "$mode" = utp ] && proto=UTP
-  [ "$mode" = encrypted ] && enc=1
-  mkdir -p "$cfg/qBittorrent/config"
-  # qBittorrent 4.5 hard-codes its DHT bootstrap routers (by name): the lab hosts file sends those
-  # names to lab nodes; the torrent's BEP 5 "nodes" list names the lab node too.
-  cat >"$cfg/qBittorrent/config/qBittorrent.conf" <<EOF
-[LegalNotice]
-Accepted=true
-
-[BitTorrent]
-Session\Port=$port
-Session\DHTEnabled=$dht
-Session\LSDEnabled=false
-Session\PeXEnabled=true
-Session\Encryption=$enc
-Session\BTProtocol=$proto
-Session\AnonymousModeEnabled=false
-Session\QueueingSystemEnabled=false
-Session\DefaultSavePath=$save
-Session\TempPathEnabled=false
-Session\AddTrackersEnabled=false
-Session\GlobalMaxRatio=-1
-
-[Network]
-PortForwardingEnabled=false
-
-[Preferences]
-Connection\UPnP=false
-Connection\ResolvePeerCountries=false
-General\Locale=en
-WebUI\Address=127.0.0.1
-WebUI\Port=$((port + 10000))
-WebUI\UseUPnP=false
-WebUI\LocalHostAuth=false
-EOF
-  spawn "$PFX-h$i" "$RUN/h$i.log" qbittorrent-nox --profile="$cfg" --webui-port=$((port + 10000)) \
-    --save-path="$save" "$tor"
-}
-
-start_rtorrent() {
-  local i=$1 mode=$2 tor=$3 save=$4 port=$5 cfg=$RUN/h$1/cfg
-  local dht=disable enc=none
-  [ "$mode" = dht ] && dht=on
-  [ "$mode" = encrypted ] && enc=allow_incoming,try_outgoing,require,require_RC4
-  mkdir -p "$cfg/session"
-  cat >"$cfg/rtorrent.rc" <<EOF
-system.daemon.set = true
-session.path.set = $cfg/session
-directory.default.set = $save
-network.port_range.set = $port-$port
-network.port_random.set = no
-dht.mode.set = $dht
-dht.port.set = $port
-protocol.pex.set = yes
-trackers.use_udp.set = yes
-protocol.encryption.set = $enc
-pieces.hash.on_completion.set = no
-log.open_file = "main", $RUN/h$i.rtorrent.log
-log.add_output = "info", "main"
-EOF
-  [ "$mode" = dht ] && echo "schedule2 = lab_dht_node, 1, 0, \"dht.add_node=$DHT4:$RPORT\"" >>"$cfg/rtorrent.rc"
-  spawn "$PFX-h$i" "$RUN/h$i.log" rtorrent -n -o "import=$cfg/rtorrent.rc" "$tor"
-}
-
-start_deluge() {
-  local i=$1 mode=$2 tor=$3 save=$4 port=$5 cfg=$RUN/h$1/cfg
-  local dht=false pol=2 lvl=0 nodes=()
-  [ "$mode" = dht ] && { dht=true; nodes=(--dht-node "$DHT4:$RPORT" --dht-node "[$DHT6]:$RPORT"); }
-  [ "$mode" = encrypted ] && { pol=0; lvl=1; }
-  cat >"$cfg/core.conf" <<EOF
-{"file": 1, "format": 1}{
- "listen_ports": [$port, $port], "random_port": false, "listen_interface": "", "outgoing_interface": "",
- "dht": $dht, "upnp": false, "natpmp": false, "lsd": false, "utpex": true,
- "enc_in_policy": $pol, "enc_out_policy": $pol, "enc_level": $lvl,
- "download_location": "$save", "new_release_check": false, "send_info": false,
- "daemon_port": 58846, "allow_remote": false, "pre_allocate_storage": false,
- "stop_seed_at_ratio": false, "copy_torrent_file": false, "move_completed": false, "add_paused": false
-}
-EOF
-  spawn "$PFX-h$i" "$RUN/h$i.log" "$LTPY" "$HERE/bt-lab-lt.py" deluged --mode "$mode" \
-    --listen "$(ip4 "$i"),$(ip6 "$i")" --port "$port" "${nodes[@]}" -- \
-    -d -c "$cfg" -L info -l "$RUN/h$i.deluged.log"
-  local n
-  for n in $(seq 40); do
-    ip netns exec "$PFX-h$i" deluge-console -c "$cfg" "add -p $save $tor" >>"$RUN/h$i.console.log" 2>&1 \
-      && grep -q 'Torrent added' "$RUN/h$i.console.log" && return
-    sleep 0.5
-  done
-  echo "bt-lab: deluged in h$i took no torrent" >&2
-}
-
-start_libtorrent() {
-  local i=$1 mode=$2 tor=$3 save=$4 port=$5 nodes=()
-  [ "$mode" = dht ] && nodes=(--dht-node "$DHT4:$RPORT" --dht-node "[$DHT6]:$RPORT")
-  spawn "$PFX-h$i" "$RUN/h$i.log" "$LTPY" "$HERE/bt-lab-lt.py" peer --mode "$mode" \
-    --listen "$(ip4 "$i"),$(ip6 "$i")" --port "$port" --torrent "$tor" --save "$save" "${nodes[@]}"
-}
-
-start_ctorrent() {
-  local i=$1 mode=$2 tor=$3 save=$4 port=$5
-  spawn "$PFX-h$i" "$RUN/h$i.log" ctorrent -s "$save/$NAME" -p "$port" -i "$(ip4 "$i")" -e 1 -M 20 "$tor"
+start_host() {   # start_host CLIENT I MODE TORRENT SAVE PORT : CLIENT (bt-clients.sh) in btlab-hI
+  "start_$1" "$PFX-h$2" "$(ip4 "$2")" "$(ip6 "$2")" "$3" "$4" "$5" "$6" "$RUN/h$2"
 }
 
 # UDP port role per client (what bt-lab-tool.py labels a UDP flow to that port as, by construction).
@@ -381,6 +216,9 @@ run_one() {   # run_one CLIENT MODE CLIENT_INDEX MODE_INDEX
   RUN=$WORK/$cap
   RPORT=$((base + 50))
   NAME=btlab-$cap.bin
+  BT_NAME=$NAME
+  BT_DHT4=$DHT4:$RPORT
+  BT_DHT6=[$DHT6]:$RPORT
   rm -rf "$RUN"; mkdir -p "$RUN"
   local i seeder=${SEEDER:-$client}
   [ "$mode" = dht ] && seeder=libtorrent   # see README: reliable DHT announce from a lab seeder
@@ -428,14 +266,14 @@ run_one() {   # run_one CLIENT MODE CLIENT_INDEX MODE_INDEX
     spawn "$PFX-h1" "$RUN/delay.log" "$WORK/nfq-delay" 9 "$RTT_MS"
     infra+=("$LAST_PID")
   fi
-  "start_$seeder" 1 "$mode" "$tor" "$RUN/h1/save" $((base + 1))
+  start_host "$seeder" 1 "$mode" "$tor" "$RUN/h1/save" $((base + 1))
   peers+=("$LAST_PID")
   sleep 3                          # the seeder checks its data and announces before anyone asks
   if [ "$mode" = dht ]; then
     for i in $(seq 40); do grep -qs '^announce' "$RUN/dht-nodes.log" && break; sleep 0.5; done
   fi
   for i in 2 3; do
-    "start_$client" "$i" "$mode" "$tor" "$RUN/h$i/save" $((base + i))
+    start_host "$client" "$i" "$mode" "$tor" "$RUN/h$i/save" $((base + i))
     peers+=("$LAST_PID")
   done
 
