@@ -23,6 +23,15 @@ const WATCHDOG_S = 3;
 
 const canBoot = canUseKernel() && spawnSync('systemd-nspawn', ['--version']).status === 0;
 
+/** A process's name, or '' when it is gone. */
+function commOf(pid: string): string {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -84,7 +93,8 @@ describe.runIf(canBoot)('btwall.service under systemd', () => {
     const deadline = Date.now() + 60_000;
     for (;;) {
       const child = spawnSync('pgrep', ['-P', String(container.pid)], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
-      if (child && readFileSync(`/proc/${child}/comm`, 'utf8').trim() === 'systemd') {
+      // nspawn's own short-lived children come and go before its init is there.
+      if (child && commOf(child) === 'systemd') {
         init = Number(child);
         if (inside(['systemctl', 'is-system-running', '--wait']).stdout.trim() !== '') break;
       }
