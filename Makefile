@@ -33,7 +33,8 @@ TEST_REPORT := dist/test-report.json
 PREFIX := /usr/local
 BINDIR := $(PREFIX)/bin
 LIBDIR := $(PREFIX)/lib/btwall
-UNITDIR := /etc/systemd/system
+# Where systemd looks for locally installed units; /etc/systemd/system stays the operator's (overrides, drop-ins).
+UNITDIR := $(PREFIX)/lib/systemd/system
 ENV_FILE := /etc/default/btwall
 LOGROTATE_FILE := /etc/logrotate.d/btwall
 DESTDIR :=
@@ -112,14 +113,19 @@ captures: build
 	bash test/lab/e2e-lab.sh --out $(CAPTURES_DIR) --action monitor --window 90 --capture
 
 # Installs what `make build` made (and builds it if it was not).
+# The program is staged beside its place and renamed into it: a running daemon that restarts a
+# worker or a broker during the install finds the old files or the new ones, never none.
 install: $(if $(wildcard dist/cli/main.js),,build) $(NATIVE)
-	rm -rf $(DESTDIR)$(LIBDIR)
-	install -d -m 0755 $(DESTDIR)$(LIBDIR)/native/build $(DESTDIR)$(LIBDIR)/bpf/build $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(dir $(ENV_FILE)) $(DESTDIR)$(dir $(LOGROTATE_FILE))
-	cp -r bin dist package.json package-lock.json README.md $(DESTDIR)$(LIBDIR)/
-	rm -f $(DESTDIR)$(LIBDIR)/$(TEST_REPORT)
-	install -m 0755 native/build/btwall.node native/build/btwall-queue $(DESTDIR)$(LIBDIR)/native/build/
-	install -m 0644 bpf/build/btwall.bpf.o $(DESTDIR)$(LIBDIR)/bpf/build/
-	npm ci --prefix $(DESTDIR)$(LIBDIR) --omit=dev --ignore-scripts --prefer-offline --no-audit --no-fund --loglevel=error
+	rm -rf $(DESTDIR)$(LIBDIR).new $(DESTDIR)$(LIBDIR).old
+	install -d -m 0755 $(DESTDIR)$(LIBDIR).new/native/build $(DESTDIR)$(LIBDIR).new/bpf/build $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(dir $(ENV_FILE)) $(DESTDIR)$(dir $(LOGROTATE_FILE))
+	cp -r bin dist package.json package-lock.json README.md $(DESTDIR)$(LIBDIR).new/
+	rm -f $(DESTDIR)$(LIBDIR).new/$(TEST_REPORT)
+	install -m 0755 native/build/btwall.node native/build/btwall-queue $(DESTDIR)$(LIBDIR).new/native/build/
+	install -m 0644 bpf/build/btwall.bpf.o $(DESTDIR)$(LIBDIR).new/bpf/build/
+	npm ci --prefix $(DESTDIR)$(LIBDIR).new --omit=dev --ignore-scripts --prefer-offline --no-audit --no-fund --loglevel=error
+	if [ -e $(DESTDIR)$(LIBDIR) ]; then mv $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR).old; fi
+	mv $(DESTDIR)$(LIBDIR).new $(DESTDIR)$(LIBDIR)
+	rm -rf $(DESTDIR)$(LIBDIR).old
 	ln -sfn $(LIBDIR)/bin/btwall $(DESTDIR)$(BINDIR)/btwall
 	sed 's|/usr/local/bin/btwall|$(BINDIR)/btwall|g; s|/usr/local/lib/btwall|$(LIBDIR)|g; s|/etc/default/btwall|$(ENV_FILE)|g' \
 	  systemd/btwall.service > $(DESTDIR)$(UNITDIR)/btwall.service
@@ -130,7 +136,9 @@ install: $(if $(wildcard dist/cli/main.js),,build) $(NATIVE)
 	@echo "installed; now: systemctl daemon-reload, set INTERFACE in $(ENV_FILE), systemctl enable --now btwall"
 
 # Removes what install put in place; an $(ENV_FILE) the operator changed stays (and is named).
+# On a running systemd (and no DESTDIR) the service is stopped and disabled first.
 uninstall:
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now btwall.service 2>/dev/null || true; fi
 	rm -rf $(DESTDIR)$(LIBDIR)
 	rm -f $(DESTDIR)$(BINDIR)/btwall $(DESTDIR)$(UNITDIR)/btwall.service $(DESTDIR)$(LOGROTATE_FILE) $(DESTDIR)$(ENV_FILE).example
 	if cmp -s systemd/btwall.env $(DESTDIR)$(ENV_FILE); then rm -f $(DESTDIR)$(ENV_FILE); \

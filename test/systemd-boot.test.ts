@@ -118,7 +118,7 @@ describe.runIf(canBoot)('btwall.service under systemd', () => {
   }, 60_000);
 
   it('passes systemd-analyze verify and rates OK (4.0 or lower) in systemd-analyze security', () => {
-    const unit = join(MERGED, 'etc', 'systemd', 'system', 'btwall.service');
+    const unit = join(MERGED, 'usr', 'local', 'lib', 'systemd', 'system', 'btwall.service');
     const verify = inside(['systemd-analyze', 'verify', '--man=no', unit.slice(MERGED.length)]);
     expect({ status: verify.status, output: (verify.stdout + verify.stderr).trim() }).toEqual({ status: 0, output: '' });
     const security = inside(['systemd-analyze', 'security', '--offline=true', unit.slice(MERGED.length)]);
@@ -190,7 +190,7 @@ describe.runIf(canBoot)('btwall.service under systemd', () => {
     const uninstall = spawnSync('make', ['-s', 'uninstall', `DESTDIR=${MERGED}`], { cwd: ROOT, encoding: 'utf8' });
     expect(uninstall.status).toBe(0);
     expect(uninstall.stdout).toContain(`kept ${MERGED}/etc/default/btwall: it holds your settings`);
-    for (const path of ['usr/local/lib/btwall', 'usr/local/bin/btwall', 'etc/systemd/system/btwall.service', 'etc/logrotate.d/btwall']) expect({ path, exists: lstatSync(join(MERGED, path), { throwIfNoEntry: false }) !== undefined }).toEqual({ path, exists: false });
+    for (const path of ['usr/local/lib/btwall', 'usr/local/bin/btwall', 'usr/local/lib/systemd/system/btwall.service', 'etc/logrotate.d/btwall']) expect({ path, exists: lstatSync(join(MERGED, path), { throwIfNoEntry: false }) !== undefined }).toEqual({ path, exists: false });
     expect(existsSync(join(MERGED, 'etc/default/btwall'))).toBe(true);
   });
 });
