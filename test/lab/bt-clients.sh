@@ -37,6 +37,20 @@ stop_pids() {   # TERM, give them 6 s to say goodbye (tracker "stopped" events),
   for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
 }
 
+lab_namespaces() { ip netns list | awk '{print $1}' | grep "^$PFX-" || true; }
+
+remove_lab() {   # stops what spawn started, then kills what is left in the $PFX- namespaces and removes them
+  [ ${#PIDS[@]} -gt 0 ] && stop_pids "${PIDS[@]}"
+  PIDS=()
+  local ns pid
+  for ns in $(lab_namespaces); do
+    # Anything still in a lab namespace was started by this lab (or a previous run of it).
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+    rm -rf "/etc/netns/$ns"
+  done
+}
+
 # "IP4,IP6" or "IP4" for the libtorrent launcher's --listen.
 bt_listen() { if [ -n "$2" ]; then echo "$1,$2"; else echo "$1"; fi; }
 

@@ -107,19 +107,7 @@ install_packages() {
 
 # ---------------------------------------------------------------- processes
 
-lab_namespaces() { ip netns list | awk '{print $1}' | grep "^$PFX-" || true; }
-
-teardown() {
-  [ ${#PIDS[@]} -gt 0 ] && stop_pids "${PIDS[@]}"
-  PIDS=()
-  local ns pid
-  for ns in $(lab_namespaces); do
-    # Anything still in a lab namespace was started by this script (or a previous run of it).
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
-    ip netns del "$ns" 2>/dev/null || true
-    rm -rf "/etc/netns/$ns"
-  done
-}
+teardown() { remove_lab; }
 
 cleanup() {
   local rc=$?

@@ -106,21 +106,11 @@ IFS=, read -r -a CHOSEN <<<"$SCENARIOS"
 for s in "${CHOSEN[@]}"; do [ -n "${SCENARIO[$s]:-}" ] || { echo "e2e-lab: no scenario $s" >&2; exit 2; }; done
 index_of() { local i; for i in "${!ORDER[@]}"; do [ "${ORDER[$i]}" = "$1" ] && { echo $((i + 1)); return; }; done; }
 
-lab_namespaces() { ip netns list | awk '{print $1}' | grep "^$PFX-" || true; }
-
 DAEMON_PID=
 teardown() {
   [ -n "$DAEMON_PID" ] && { kill -TERM "$DAEMON_PID" 2>/dev/null || true; wait "$DAEMON_PID" 2>/dev/null || true; }
   DAEMON_PID=
-  [ ${#PIDS[@]} -gt 0 ] && stop_pids "${PIDS[@]}"
-  PIDS=()
-  local ns pid
-  for ns in $(lab_namespaces); do
-    # Anything still in a lab namespace was started by this run.
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
-    ip netns del "$ns" 2>/dev/null || true
-    rm -rf "/etc/netns/$ns"
-  done
+  remove_lab
   rm -rf "$PIN_DIR"
 }
 
