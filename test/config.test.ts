@@ -31,6 +31,8 @@ describe('configuration from the environment', () => {
     expect(config.banLocal).toBe(false);
     expect(config.inspectPackets).toBe(20);
     expect(config.verdictTimeoutMs).toBe(50);
+    expect(config.queueCoalesceUs).toBe(200);
+    expect(loadConfig({ QUEUE_COALESCE_US: '0' }).queueCoalesceUs).toBe(0);
     expect(config.detectionLog).toBe('/var/log/btwall/detections.log');
     expect(config.detectionLogFormat).toBe('json');
     expect(config.detectionLogPayloadBytes).toBe(256);
@@ -103,6 +105,7 @@ describe('configuration from the environment', () => {
     ['INSPECT_PACKETS', '0'],
     ['QUEUE_MAXLEN', '10'],
     ['VERDICT_TIMEOUT_MS', '1'],
+    ['QUEUE_COALESCE_US', '2001'],
     ['FLOW_CAPACITY', '12'],
     ['TRACKER_DOMAINS', 'tracker.example,not a domain'],
     ['TRACKER_DOMAINS', 'tracker.b-'],

@@ -41,6 +41,7 @@ const ANOTHER: Record<Exclude<keyof Config, typeof DERIVED>, Record<string, stri
   inspectPackets: { INSPECT_PACKETS: '5' },
   queueMaxLen: { QUEUE_MAXLEN: '128' },
   verdictTimeoutMs: { VERDICT_TIMEOUT_MS: '100' },
+  queueCoalesceUs: { QUEUE_COALESCE_US: '50' },
   flowCapacity: { FLOW_CAPACITY: '4096' },
   flowIdleTimeoutS: { FLOW_IDLE_TIMEOUT: '30' },
   peerCacheSize: { PEER_CACHE_SIZE: '2048' },

@@ -287,6 +287,7 @@ const schema = z.object({
   INSPECT_PACKETS: integer(1, 1000).prefault('20'),
   QUEUE_MAXLEN: integer(64, 1 << 20).prefault('8192'),
   VERDICT_TIMEOUT_MS: integer(5, 60_000).prefault('50'),
+  QUEUE_COALESCE_US: integer(0, 2000).prefault('200'),
   /** Unset: sized from the machine's memory (src/config/sizing.ts). */
   FLOW_CAPACITY: integer(1024, 1 << 26).optional(),
   FLOW_IDLE_TIMEOUT: integer(1, 86_400).prefault('120'),
@@ -376,6 +377,8 @@ export interface Config {
   inspectPackets: number;
   queueMaxLen: number;
   verdictTimeoutMs: number;
+  /** Under load, how long a small batch waits for more packets before JavaScript gets it, µs (0: never). */
+  queueCoalesceUs: number;
   /** Flows each queue tracks; FLOW_CAPACITY, or sized from memory. */
   flowCapacity: number;
   flowIdleTimeoutS: number;
@@ -491,6 +494,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, host: Partial<HostResources> 
     inspectPackets: c.INSPECT_PACKETS,
     queueMaxLen: c.QUEUE_MAXLEN,
     verdictTimeoutMs: c.VERDICT_TIMEOUT_MS,
+    queueCoalesceUs: c.QUEUE_COALESCE_US,
     // Placeholders where unset: sizeTables replaces them.
     flowCapacity: c.FLOW_CAPACITY ?? 0,
     flowIdleTimeoutS: c.FLOW_IDLE_TIMEOUT,

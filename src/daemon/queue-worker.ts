@@ -70,6 +70,7 @@ const source = new QueueSource(
     maxLen: config.queueMaxLen,
     receiveBuffer: 32 << 20,
     verdictTimeoutMs: config.verdictTimeoutMs,
+    coalesceUs: config.queueCoalesceUs,
     failOpen: true,
     gso: true,
   },

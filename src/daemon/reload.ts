@@ -18,6 +18,7 @@ export const RELOAD: { readonly [K in keyof Config]-?: { readonly variables: rea
   chains: { variables: ['CHAINS'], applied: 'restart' },
   queueMaxLen: { variables: ['QUEUE_MAXLEN'], applied: 'restart' },
   verdictTimeoutMs: { variables: ['VERDICT_TIMEOUT_MS'], applied: 'restart' },
+  queueCoalesceUs: { variables: ['QUEUE_COALESCE_US'], applied: 'restart' },
   // The XDP program, its maps and their pins: the bans in them outlive the daemon, so they are not reloaded.
   interfaces: { variables: ['INTERFACE'], applied: 'restart' },
   xdpMode: { variables: ['XDP_MODE'], applied: 'restart' },

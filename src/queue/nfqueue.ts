@@ -69,6 +69,8 @@ export interface QueueOptions {
   receiveBuffer: number;
   /** A batch not answered within this is accepted by the broker. */
   verdictTimeoutMs: number;
+  /** Under load, a small batch waits this long for more packets before it is handed over (0: never). */
+  coalesceUs: number;
   /** Let the kernel accept instead of drop when the queue is full. */
   failOpen: boolean;
   /** Take GSO packets whole instead of having the kernel segment them first. */
@@ -90,6 +92,7 @@ function validate(o: QueueOptions): void {
   check(whole(o.maxLen, 1, 1 << 20), `maxLen must be from 1 to ${1 << 20} packets, got ${o.maxLen}`);
   check(whole(o.receiveBuffer, 65536, 1 << 30), `receiveBuffer must be from 64 KiB to 1 GiB, got ${o.receiveBuffer}`);
   check(whole(o.verdictTimeoutMs, 1, 600_000), `verdictTimeoutMs must be from 1 to 600000, got ${o.verdictTimeoutMs}`);
+  check(whole(o.coalesceUs, 0, 2000), `coalesceUs must be from 0 to 2000 µs, got ${o.coalesceUs}`);
   check(whole(o.connmarkMask, 1, 0xffffffff), `connmarkMask must be a non-zero 32-bit mask, got ${o.connmarkMask}`);
 }
 
@@ -199,7 +202,7 @@ export class NfQueue {
     const batches = Array.from({ length: layout.slots }, (_, slot) => new PacketBatch(data, layout.slotsOffset + slot * layout.slotBytes));
     const [brokerSocket, brokerMemory] = channel.brokerFds();
     const flags = `${options.failOpen ? 'o' : ''}${options.gso ? 'g' : ''}` || '-';
-    const args = [options.queue, options.copyRange, options.maxLen, options.receiveBuffer, options.verdictTimeoutMs, flags, options.connmarkMask];
+    const args = [options.queue, options.copyRange, options.maxLen, options.receiveBuffer, options.verdictTimeoutMs, flags, options.connmarkMask, options.coalesceUs];
     const broker = spawn(BROKER, args.map(String), { stdio: ['ignore', 'ignore', 'pipe', brokerSocket, brokerMemory] });
     channel.releaseBrokerFds();
     let stderr = '';

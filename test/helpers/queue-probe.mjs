@@ -55,7 +55,7 @@ function handler(batch) {
   print({ msg: 'held', packets: batch.count, unchanged: contents(batch) === before, brokerGoneMs });
 }
 
-const options = { queue: Number(queue), copyRange: 0xffff, maxLen: 1024, receiveBuffer: 1 << 20, verdictTimeoutMs: Number(timeout), failOpen: true, gso: true, connmarkMask: 0xc0000000 };
+const options = { queue: Number(queue), copyRange: 0xffff, maxLen: 1024, receiveBuffer: 1 << 20, verdictTimeoutMs: Number(timeout), coalesceUs: 0, failOpen: true, gso: true, connmarkMask: 0xc0000000 };
 const nfq = await NfQueue.open(options, handler, (reason) => print({ msg: 'broker-exit', reason }));
 broker = childPid();
 print({ msg: 'ready', broker });
