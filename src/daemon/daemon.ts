@@ -11,6 +11,7 @@ import type { EnvFile } from '../config/env-file.js';
 import { machineProblems } from '../config/machine.js';
 import { FirewallError, installRules, removeRules, replaceChainRules } from '../firewall/apply.js';
 import { CHAIN_SETTINGS } from '../firewall/rules.js';
+import { monotonicMs } from '../flow/clock.js';
 import { Operations } from '../ops/operations.js';
 import { SystemdNotifier, watchdogIntervalMs } from '../ops/systemd-notify.js';
 import { configuredRules } from '../rules/check.js';
@@ -238,7 +239,7 @@ class Daemon {
    * withhold it, and systemd restarts the daemon.
    */
   private petWatchdog(): void {
-    const now = Date.now();
+    const now = monotonicMs();
     const kernel = nfnetlinkQueueSequences(readNfnetlinkQueue());
     const readings = [...this.ops.telemetry.queues].map(([queue, counters]) => {
       const { packets, verdicts, watchdogAccepted } = counters.read().sampled;
@@ -303,7 +304,7 @@ class Daemon {
     dead.last = {};
     const delayMs = RESPAWN_DELAYS_MS[Math.min(dead.failures, RESPAWN_DELAYS_MS.length) - 1];
     this.traffic.brokerDown(queue);
-    this.health.down(queue, Date.now());
+    this.health.down(queue, monotonicMs());
     this.log.error({ queue, reason, attempt: dead.failures, restartInMs: delayMs, workerRestarts: this.workerRestarts }, 'queue worker died; its queue fails open until it is restarted');
     const downSinceMs = Date.now();
     const timer = setTimeout(() => {
@@ -409,7 +410,7 @@ class Daemon {
       }
       case 'broker-down':
         this.traffic.brokerDown(queue);
-        this.health.down(queue, Date.now());
+        this.health.down(queue, monotonicMs());
         this.log.error({ queue, reason: message.reason, attempt: message.attempt, respawnInMs: message.delayMs }, 'queue broker died; its queue fails open until it is respawned');
         return;
       case 'broker-up':

@@ -9,7 +9,7 @@ import { QueueCounters, SAMPLE_INTERVAL_MS } from '../ops/queue-counters.js';
 import { Pipeline, type DetectionEvent } from '../pipeline/pipeline.js';
 import { QueueSource } from '../pipeline/queue-source.js';
 import type { SharedTables } from '../pipeline/shared-tables.js';
-import { Clock } from '../flow/clock.js';
+import { Clock, monotonicMs } from '../flow/clock.js';
 import type { HostFacts } from '../policy/settings.js';
 import type { OperatorRule } from '../rules/file.js';
 
@@ -101,7 +101,7 @@ function stats(): Record<string, number> {
 function sampleCounters(): void {
   const { flows, proven, announced } = pipeline.engine;
   const now = Date.now();
-  counters.sample({ ...source.stats(), flows: flows.size, flowsEvicted: flows.evicted, provenPeers: proven.countLive(now, PEER_SLOTS_PER_SAMPLE), listedPeers: announced.countLive(now, PEER_SLOTS_PER_SAMPLE) }, now);
+  counters.sample({ ...source.stats(), flows: flows.size, flowsEvicted: flows.evicted, provenPeers: proven.countLive(now, PEER_SLOTS_PER_SAMPLE), listedPeers: announced.countLive(now, PEER_SLOTS_PER_SAMPLE) }, monotonicMs());
 }
 
 try {

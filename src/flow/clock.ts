@@ -6,3 +6,11 @@
 export class Clock {
   nowMs = 0;
 }
+
+/**
+ * Milliseconds on CLOCK_MONOTONIC, which every thread of the process shares: for ages and
+ * durations that an NTP step of the wall clock must not stretch or cut (the watchdog's checks).
+ */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}

@@ -96,7 +96,7 @@ export class QueueCounters {
     this.slots[SAMPLED_AT_MS] = nowMs;
   }
 
-  /** When the worker last sampled, epoch ms; 0 before its first sample. */
+  /** When the worker last sampled, monotonic ms (monotonicMs); 0 before its first sample. */
   sampledAtMs(): number {
     return this.slots[SAMPLED_AT_MS];
   }
