@@ -92,7 +92,7 @@ describe.runIf(existsSync(PEER_WORKER))('tables shared between threads', () => {
     const config = loadConfig({ FLOW_CAPACITY: '4096', QUEUE_NUM: '0-1' });
     const tables = allocateTables(config, true);
     expect(tables.proven).toBeInstanceOf(SharedArrayBuffer);
-    const bytes = tables.proven.byteLength + tables.listed.byteLength + tables.torrenting.byteLength + tables.banRate.byteLength;
+    const bytes = tables.proven.byteLength + tables.listed.byteLength + tables.torrenting.hosts.byteLength + tables.torrenting.sightings.byteLength + tables.banRate.byteLength;
     expect(tablesBytes(config)).toBe(bytes);
     const queues = [0, 1].map(() => new Pipeline(config, { ownAddresses: [], resolvers: [] }, new Clock(), tables));
     expect(queues[0].memoryBytes).toBe(Pipeline.plannedMemory(config).perQueueBytes);

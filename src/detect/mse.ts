@@ -139,8 +139,9 @@ const MIN_DISTINCT = 66;
  * Random writes of random lengths take this shape now and then (about 1 flow in a million in
  * `npm run bench`: the exact lengths are few), so it names a flow only in context: one of its
  * ends must have spoken BitTorrent protocol bytes lately (ctx.torrenting), as a host running a
- * client does (DHT, trackers, uTP, plain handshakes); a host that never torrents is never named
- * by shape.
+ * client does (DHT, trackers, uTP, plain handshakes), or shown this shape with another end
+ * before (a client that only ever speaks MSE has many peers; see TorrentingHosts.sighted); one
+ * shaped flow alone names nothing.
  * The length evidence is heuristic: it names a flow only when its responder is an endpoint the peer
  * cache would accept (a high port that is no well-known service, an address not allowlisted), so
  * proxies and VPNs on service ports, random-looking too, are never named by it.
@@ -327,13 +328,18 @@ function bareMessage(ctx: InspectContext, exact: boolean, needed: number): numbe
 
 /**
  * The length evidence suffices: MATCH when the responder may be a peer and either end spoke
- * BitTorrent protocol bytes lately (shapes alone, on random-looking traffic, are no evidence).
+ * BitTorrent protocol bytes lately, or has now shown this shape with a third different end (one
+ * shape alone, on random-looking traffic, is no evidence; see TorrentingHosts).
  */
 function named(ctx: InspectContext): number {
   const pkt = ctx.pkt;
+  if (!responderMayBePeer(ctx)) return MORE;
   const torrenting = ctx.torrenting;
-  const known = torrenting.has(pkt.family, pkt.buf, pkt.srcOff) || torrenting.has(pkt.family, pkt.buf, pkt.dstOff);
-  return known && responderMayBePeer(ctx) ? MATCH : MORE;
+  if (torrenting.has(pkt.family, pkt.buf, pkt.srcOff) || torrenting.has(pkt.family, pkt.buf, pkt.dstOff)) return MATCH;
+  // Both ends are sighted: either may be the client with many peers.
+  const bySource = torrenting.sighted(pkt.family, pkt.buf, pkt.srcOff, pkt.dstOff);
+  const byDestination = torrenting.sighted(pkt.family, pkt.buf, pkt.dstOff, pkt.srcOff);
+  return bySource || byDestination ? MATCH : MORE;
 }
 
 function readU16(state: Uint8Array, at: number): number {

@@ -2,7 +2,7 @@ import { DetectorChain } from '../detect/chain.js';
 import { InspectContext, MATCH, GIVE_UP, STRENGTH_EXACT, STRENGTH_NAMES, STRENGTH_RESPONSE, type Detector } from '../detect/detector.js';
 import { DETECTORS } from '../detect/registry.js';
 import { Clock } from '../flow/clock.js';
-import { PeerCache, PeerLists, TorrentingHosts } from '../flow/peers.js';
+import { PeerCache, PeerLists, TorrentingHosts, type TorrentingMemory } from '../flow/peers.js';
 import { FlowTable } from '../flow/table.js';
 import { PacketDecoder } from '../packet/decode.js';
 import { DECODED_TCP_UDP, PacketInfo } from '../packet/packet.js';
@@ -31,7 +31,7 @@ export interface EngineOptions {
   /** Memory of the peer tables (PeerCache.allocate), shared with other engines' threads; private when absent. */
   provenMemory?: ArrayBufferLike;
   listedMemory?: ArrayBufferLike;
-  torrentingMemory?: ArrayBufferLike;
+  torrentingMemory?: TorrentingMemory;
 }
 
 /** Rule names indexed by FlowTable.rule: 0 is no rule, i + 1 is detector i. */

@@ -234,16 +234,40 @@ export function mixAddress(probe: Uint32Array, at: number, h: number, family: nu
 
 /** The port of every key of TorrentingHosts: a host is one key, whatever ports it used (the cache's port rule lets this one through). */
 const HOST_KEY_PORT = 0xffff;
+/**
+ * Keys of the shape sightings, scoped to the host seen: the other end of a shaped flow (one key
+ * per address, whatever its port), and the host's count of such ends so far (one key per step).
+ */
+const SIGHTED_END_PORT = 0xfffe;
+/** One step per end before the one that marks the host: two different ends in all. */
+const SIGHTINGS_COUNTED_PORTS = [0xfffd];
+/** The sightings table holds this share of the hosts table's entries: a host takes a few, and only shaped flows add any. */
+const SIGHTINGS_SHARE = 16;
+
+/** TorrentingHosts' memory: the hosts, and the shape sightings that may add one. */
+export interface TorrentingMemory {
+  hosts: ArrayBufferLike;
+  sightings: ArrayBufferLike;
+}
+
+function sightingsCapacity(capacity: number): number {
+  return Math.max(1024, Math.floor(capacity / SIGHTINGS_SHARE));
+}
 
 /**
  * Hosts whose flows showed BitTorrent protocol bytes (exact or response evidence: a DHT message,
  * a handshake, a uTP exchange, a tracker announce), each for the peer time to live: the context in
  * which shape-only evidence (MSE's lengths) may name a flow. Random-looking traffic of a host that
- * never spoke BitTorrent is never named by shape. Names, caches and shapes mark no one, so nothing
- * here feeds on itself.
+ * never spoke BitTorrent is never named by one shape. Names and caches mark no one; shapes mark a
+ * host only when it showed the shape with two different ends (a client with
+ * encryption required and an announce nobody can read, as a private tracker's over HTTPS, has
+ * many peers): random-looking flows take the shape about once in a million (`npm run bench`
+ * mse-shape), so a host needs about a million random-looking flows to different ends before two
+ * of them do, and then only flows of the shape are named.
  */
 export class TorrentingHosts {
   private readonly hosts: PeerCache;
+  private readonly sightings: PeerCache;
 
   constructor(
     capacity: number,
@@ -251,23 +275,43 @@ export class TorrentingHosts {
     clock: Clock,
     isAllowlisted?: (family: number, buf: Uint8Array, addrOff: number) => boolean,
     /** Memory from TorrentingHosts.allocate, shared between threads like the peer tables'; private when absent. */
-    memory?: ArrayBufferLike,
+    memory?: TorrentingMemory,
   ) {
-    this.hosts = new PeerCache(capacity, ttlMs, clock, isAllowlisted, false, memory);
+    this.hosts = new PeerCache(capacity, ttlMs, clock, isAllowlisted, false, memory?.hosts);
+    this.sightings = new PeerCache(sightingsCapacity(capacity), ttlMs, clock, isAllowlisted, true, memory?.sightings);
   }
 
-  static allocate(capacity: number, shared: boolean): ArrayBufferLike {
-    return PeerCache.allocate(capacity, false, shared);
+  static allocate(capacity: number, shared: boolean): TorrentingMemory {
+    return { hosts: PeerCache.allocate(capacity, false, shared), sightings: PeerCache.allocate(sightingsCapacity(capacity), true, shared) };
   }
 
   /** Memory of the whole table, bytes. */
   get bytes(): number {
-    return this.hosts.bytes;
+    return this.hosts.bytes + this.sightings.bytes;
   }
 
   /** What a table of this capacity takes, computed without allocating it. */
   static bytesFor(capacity: number): number {
-    return PeerCache.bytesFor(capacity, false);
+    return PeerCache.bytesFor(capacity, false) + PeerCache.bytesFor(sightingsCapacity(capacity), true);
+  }
+
+  /**
+   * The host at buf[hostOff] showed a shape (MSE's lengths) in a flow with the end at
+   * buf[endOff], both of `family`: returns true, having marked the host, once it has done so with
+   * two different ends. The same end again counts once.
+   */
+  sighted(family: number, buf: Uint8Array, hostOff: number, endOff: number): boolean {
+    const sightings = this.sightings;
+    if (sightings.has(family, buf, endOff, SIGHTED_END_PORT, family, buf, hostOff)) return false;
+    if (!sightings.add(family, buf, endOff, SIGHTED_END_PORT, family, buf, hostOff)) return false;
+    for (let i = 0; i < SIGHTINGS_COUNTED_PORTS.length; i++) {
+      const step = SIGHTINGS_COUNTED_PORTS[i];
+      if (sightings.has(family, buf, hostOff, step, family, buf, hostOff)) continue;
+      sightings.add(family, buf, hostOff, step, family, buf, hostOff);
+      return false;
+    }
+    this.mark(family, buf, hostOff);
+    return true;
   }
 
   /** Marks the host whose address (4 or 16 bytes) is at buf[addrOff]. */
@@ -282,6 +326,7 @@ export class TorrentingHosts {
 
   clear(): void {
     this.hosts.clear();
+    this.sightings.clear();
   }
 }
 

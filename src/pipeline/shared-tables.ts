@@ -7,14 +7,14 @@
  * --queue-balance hash keeps both directions of a connection on one queue.
  */
 import type { Config } from '../config/config.js';
-import { PeerCache, TorrentingHosts } from '../flow/peers.js';
+import { PeerCache, TorrentingHosts, type TorrentingMemory } from '../flow/peers.js';
 import { BanRateTable } from '../policy/ban-rate.js';
 import { RATE_HOSTS } from '../policy/policy.js';
 
 export interface SharedTables {
   proven: ArrayBufferLike;
   listed: ArrayBufferLike;
-  torrenting: ArrayBufferLike;
+  torrenting: TorrentingMemory;
   banRate: ArrayBufferLike;
 }
 

@@ -218,6 +218,43 @@ describe('mse detector (Message Stream Encryption)', () => {
       expect(engine.torrenting.has(4, Uint8Array.from(ipv4Address('10.0.0.1')), 0)).toBe(true);
     });
 
+    it('names a host by shape once it showed it with two different ends, and a flow with the same end again counts once', () => {
+      const engine = new Engine({ flowCapacity: 64, detectors: [mseDetector] });
+      let flowPort = 40000;
+      const shaped = (client: string, peer: string) => {
+        const port = flowPort++;
+        let verdict = VERDICT_UNDECIDED;
+        for (const { dir, at, bytes } of handshakeAfterSync(200, 37, 100, 300)) {
+          const packet =
+            dir === 0 ? packet4(client, peer, 6, tcp(port, 51413, bytes, { seq: (ISN[0] + at) >>> 0, flags: 0x18 })) : packet4(peer, client, 6, tcp(51413, port, bytes, { seq: (ISN[1] + at) >>> 0, flags: 0x18 }));
+          verdict = engine.process(packet, 0, packet.length, LINKTYPE_RAW);
+          if (verdict !== VERDICT_UNDECIDED) break;
+        }
+        return verdict;
+      };
+      // One end, again and again: a host and its one server (a VPN, a proxy) never count more than once.
+      for (let i = 0; i < 4; i++) expect(shaped('10.0.0.1', '198.51.100.7')).toBe(VERDICT_UNDECIDED);
+      expect(engine.torrenting.has(4, Uint8Array.from(ipv4Address('10.0.0.1')), 0)).toBe(false);
+      // The second end names the flow and marks the host: its later shaped flows are named at once.
+      expect(shaped('10.0.0.1', '198.51.100.9')).toBe(VERDICT_BITTORRENT);
+      expect(engine.torrenting.has(4, Uint8Array.from(ipv4Address('10.0.0.1')), 0)).toBe(true);
+      expect(shaped('10.0.0.1', '198.51.100.7')).toBe(VERDICT_BITTORRENT);
+      // Another host's sightings are its own.
+      expect(shaped('10.0.0.2', '198.51.100.20')).toBe(VERDICT_UNDECIDED);
+    });
+
+    it('names most encrypted peer connections of the lab swarms with no other evidence at all, from the second peer of each host on', () => {
+      // Three hosts per capture, MSE required, nothing else read: each host's first shaped connection passes.
+      const captures = ['fixtures/lab/bt', 'fixtures/lab/bt-rtt'].flatMap((dir) => readdirSync(dir).filter((name) => name.includes('encrypted')).map((name) => `${dir}/${name}`));
+      const namedIn = (everyHostTorrenting: boolean) =>
+        captures.reduce((sum, capture) => sum + scanCapture(capture, { detectors: [mseDetector], everyHostTorrenting }).flows.filter((f) => f.bittorrent).length, 0);
+      const inContext = namedIn(true);
+      const alone = namedIn(false);
+      expect(inContext).toBeGreaterThanOrEqual(66);
+      expect(alone).toBeLessThan(inContext);
+      expect(alone).toBeGreaterThanOrEqual(Math.ceil(inContext * 0.85));
+    });
+
     it('is heuristic evidence: shape and entropy, which never ban', () => {
       expect(mseDetector.strength).toBe(STRENGTH_HEURISTIC);
       expect(mseDetector.producerIsPeer).toBe(true);
