@@ -1,4 +1,4 @@
-import { GIVE_UP, MATCH, MORE, OVER_UDP, STRENGTH_EXACT, STRENGTH_RESPONSE, type Detector, type InspectContext } from './detector.js';
+import { GIVE_UP, MATCH, MORE, OVER_UDP, STRENGTH_EXACT, STRENGTH_HEURISTIC, STRENGTH_RESPONSE, type Detector, type InspectContext } from './detector.js';
 
 /** The connect request's connection_id, 0x41727101980, in network byte order. */
 const PROTOCOL_ID = Uint8Array.from([0x00, 0x00, 0x04, 0x17, 0x27, 0x10, 0x19, 0x80]);
@@ -42,6 +42,15 @@ const ANSWERED = 3;
  * a request whose connection id reads as an action and a transaction id. No tracker answered.
  */
 const REFLECTED = 4;
+/**
+ * An announce response opening a flow, or following a connect response that opened it: the
+ * requests took another route (one direction seen).
+ */
+const UNASKED_ANSWER = 5;
+const UNASKED_CONNECT = 6;
+/** Largest announce interval (s) and peer counts an unasked announce response may give: trackers give minutes and swarm sizes. */
+const MAX_INTERVAL = 0x1ffff;
+const MAX_COUNT = 0xffffff;
 
 /**
  * BEP 15 UDP tracker protocol. The 16-byte connect request, with its 64-bit protocol magic, is
@@ -51,7 +60,11 @@ const REFLECTED = 4;
  * (12 bytes per hash asked) or an error. The peers of announce responses, in the matching flow and
  * in the later packets of a flow already matched, go to the peer lists of the host they reach.
  * Evidence: a connect request is `exact`; a response with the asked transaction id is a `response`
- * from the tracker, unless it is a request itself (see REFLECTED), when it is `exact`. Any other
+ * from the tracker, unless it is a request itself (see REFLECTED), when it is `exact`. On a route
+ * that shows one direction, an announce response opening a flow, alone or after a connect response
+ * (action 1, a non-zero transaction id, an interval under 36 h, peer counts under 2^24, whole
+ * compact peers) is `heuristic`: nothing
+ * shows it answers anyone, so it neither bans nor lists its peers (anyone may send one). Any other
  * datagram gives the flow up, so the asking side can have sent nothing else for an echo to return.
  * Budget: 32 payload packets, for the announces a client sends to one tracker from one socket.
  */
@@ -65,8 +78,9 @@ export const udpTrackerDetector: Detector = {
   inspect(ctx: InspectContext): number {
     const seen = readDatagram(ctx);
     if (seen === ANSWERED) ctx.strength = STRENGTH_RESPONSE;
-    if (seen === CONNECT_REQUEST || seen === ANSWERED || seen === REFLECTED) return MATCH;
-    return seen === REQUEST_SEEN ? MORE : GIVE_UP;
+    if (seen === UNASKED_ANSWER) ctx.strength = STRENGTH_HEURISTIC;
+    if (seen === CONNECT_REQUEST || seen === ANSWERED || seen === REFLECTED || seen === UNASKED_ANSWER) return MATCH;
+    return seen === REQUEST_SEEN || seen === UNASKED_CONNECT ? MORE : GIVE_UP;
   },
   learn(ctx: InspectContext): void {
     readDatagram(ctx);
@@ -96,7 +110,7 @@ function readDatagram(ctx: InspectContext): number {
     listPeers(ctx);
     return ANSWERED;
   }
-  if (request < 0) return OTHER;
+  if (request < 0) return (pending & PENDING) === 0 ? unasked(ctx) : OTHER;
   state[base + REQUEST] = PENDING | fromResponder | request;
   state[base + HASHES] = request === ACTION_SCRAPE ? (len - SCRAPE_REQUEST_HEADER) / INFO_HASH_LEN : 0;
   for (let i = 0; i < 4; i++) state[base + TRANSACTION + i] = buf[start + 12 + i];
@@ -124,6 +138,39 @@ function isResponse(ctx: InspectContext, action: number, requested: number, hash
   if (action === ACTION_SCRAPE) return len === SCRAPE_RESPONSE_HEADER + hashes * SCRAPE_ENTRY_LEN;
   const peersLen = len - ANNOUNCE_RESPONSE_HEADER;
   return peersLen >= 0 && peersLen % peerEntryLength(ctx) === 0;
+}
+
+/**
+ * What a datagram of a flow that asked nothing is: an announce response first or after a connect
+ * response first (only these keep the flow going), or OTHER.
+ */
+function unasked(ctx: InspectContext): number {
+  if (ctx.flowIndex > 1) return OTHER;
+  if (isUnaskedAnnounceResponse(ctx)) return UNASKED_ANSWER;
+  const pkt = ctx.pkt;
+  const buf = pkt.buf;
+  const at = pkt.payloadOff;
+  const connect = ctx.flowIndex === 0 && pkt.payloadLen === CONNECT_LEN && actionAt(buf, at) === ACTION_CONNECT && (buf[at + 4] | buf[at + 5] | buf[at + 6] | buf[at + 7]) !== 0;
+  return connect ? UNASKED_CONNECT : OTHER;
+}
+
+/** An announce response of a flow that asked nothing: header values a tracker gives, whole compact peers. */
+function isUnaskedAnnounceResponse(ctx: InspectContext): boolean {
+  const pkt = ctx.pkt;
+  const buf = pkt.buf;
+  const at = pkt.payloadOff;
+  const peersLen = pkt.payloadLen - ANNOUNCE_RESPONSE_HEADER;
+  if (peersLen < 0 || peersLen % peerEntryLength(ctx) !== 0 || actionAt(buf, at) !== ACTION_ANNOUNCE) return false;
+  if ((buf[at + 4] | buf[at + 5] | buf[at + 6] | buf[at + 7]) === 0) return false;
+  const interval = u32Below(buf, at + 8, MAX_INTERVAL);
+  return interval > 0 && u32Below(buf, at + 12, MAX_COUNT) >= 0 && u32Below(buf, at + 16, MAX_COUNT) >= 0;
+}
+
+/** The 32-bit big-endian value at `at` when it is at most `max` (below 2^31), else -1. */
+function u32Below(buf: Uint8Array, at: number, max: number): number {
+  if (buf[at] !== 0) return -1;
+  const value = (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3];
+  return value <= max ? value : -1;
 }
 
 /** The compact peers of an announce response (BEP 15: 6 bytes each over IPv4, 18 over IPv6), to the host it reaches. */

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GIVE_UP, MATCH, MORE, STRENGTH_EXACT, STRENGTH_RESPONSE } from '../../src/detect/detector.js';
+import { GIVE_UP, MATCH, MORE, STRENGTH_EXACT, STRENGTH_HEURISTIC, STRENGTH_RESPONSE } from '../../src/detect/detector.js';
 import { udpTrackerDetector } from '../../src/detect/udp-tracker.js';
 import { FlowRunner, type Datagram, type FlowEndpoints } from '../helpers/detector-run.js';
 import { ascii, concat, ipv4Address, ipv6Address, u16, u32 } from '../helpers/frames.js';
@@ -117,6 +117,29 @@ describe('UDP tracker detector (BEP 15)', () => {
       expect(run(datagrams)).toMatchObject({ outcome: MATCH, decidedAt: datagrams.length - 1, strength: STRENGTH_RESPONSE });
     });
 
+    it('calls an announce response that opens a flow, its request on another route, heuristic, and lists none of its peers', () => {
+      const runner = new FlowRunner(udpTrackerDetector, TRACKER4);
+      expect(runner.run([tracker(announceResponse(0x01020304, PEERS4))])).toMatchObject({ outcome: MATCH, decidedAt: 0, strength: STRENGTH_HEURISTIC });
+      // Anyone may send one: its peers are no list a tracker gave the host.
+      expect(PEERS4.some((peer) => knows(runner, peer))).toBe(false);
+      expect(run([client(announceResponse(7, PEERS4.slice(0, 3)))])).toMatchObject({ outcome: MATCH, decidedAt: 0, strength: STRENGTH_HEURISTIC });
+      // After the connect response that opened the flow; a connect response alone decides nothing.
+      expect(run([tracker(connectResponse(8)), tracker(announceResponse(9, PEERS4))])).toMatchObject({ outcome: MATCH, decidedAt: 1, strength: STRENGTH_HEURISTIC });
+      expect(run([tracker(connectResponse(8)), tracker(connectResponse(8))])).toMatchObject({ outcome: GIVE_UP, decidedAt: 1 });
+      expect(run([tracker(filler(16, 3)), tracker(announceResponse(9, PEERS4))])).toMatchObject({ outcome: GIVE_UP, decidedAt: 0 });
+    });
+
+    it.each([
+      ['a zero transaction id', concat(u32(1), u32(0), u32(1800), u32(3), u32(1), filler(6, 1))],
+      ['a zero interval', concat(u32(1), u32(5), u32(0), u32(3), u32(1), filler(6, 1))],
+      ['an interval of days', concat(u32(1), u32(5), u32(200_000), u32(3), u32(1), filler(6, 1))],
+      ['a peer count of 2^24', concat(u32(1), u32(5), u32(1800), u32(1 << 24), u32(1), filler(6, 1))],
+      ['a ragged peer list', concat(u32(1), u32(5), u32(1800), u32(3), u32(1), filler(7, 1))],
+      ['another action', concat(u32(0x101), u32(5), u32(1800), u32(3), u32(1), filler(6, 1))],
+    ])('gives a flow up that opens with an answer with %s', (_name, payload) => {
+      expect(run([tracker(payload)])).toMatchObject({ outcome: GIVE_UP, decidedAt: 0 });
+    });
+
     it('calls a request reflected back exact: its first bytes are the request\'s own, no tracker answered', () => {
       // A connection id that reads as action and transaction id: sent back as it is (a UDP echo),
       // the request looks like its own answer.
@@ -131,8 +154,8 @@ describe('UDP tracker detector (BEP 15)', () => {
     it('leaves an echo nothing but requests to send back', () => {
       const answer = announceResponse(9, PEERS4);
       // The asker sends the "answer" first, then the request, for an echo to return the first: the
-      // first datagram is no request, so the flow is given up there.
-      expect(run([client(answer), client(announceRequest({ tid: 9 })), tracker(answer)])).toMatchObject({ outcome: GIVE_UP, decidedAt: 0 });
+      // flow is decided at the first datagram, an unasked answer from the asker, which never bans.
+      expect(run([client(answer), client(announceRequest({ tid: 9 })), tracker(answer)])).toMatchObject({ outcome: MATCH, decidedAt: 0, strength: STRENGTH_HEURISTIC });
       // Two crossed announces whose connection ids read as each other's action and transaction id.
       const crossed = (tid: number, other: number) => announceRequest({ tid, connectionId: [...u32(1), ...u32(other)] });
       expect(run([client(crossed(0x11223344, 0x55667788)), client(crossed(0x55667788, 0x11223344)), tracker(crossed(0x11223344, 0x55667788))])).toMatchObject({
