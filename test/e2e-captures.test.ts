@@ -2,12 +2,15 @@
  * `btwall scan` on the end-to-end lab's captures (fixtures/lab/e2e): real clients' traffic at the
  * gateway, each flow labelled by construction (expectations.json). Every flow a scenario host
  * sent BitTorrent on is found, the ordinary traffic has no false alarm but the listed tracker
- * name, and no service is ever banned.
+ * name, and no service is ever banned. Read as a route that shows one direction would (only what
+ * the LAN sent, or only what it received), every BitTorrent flow is still found but those whose
+ * visible direction carries no BitTorrent byte at all, each listed with why.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { scanCapture } from './helpers/capture.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const CLI = join(ROOT, 'bin/btwall');
@@ -55,6 +58,38 @@ describe('btwall scan on the end-to-end lab captures', () => {
       }
       const banned = [...verdicts.values()].map((r) => r.ban).filter((b) => b !== null);
       for (const service of Object.values(run.services)) expect(banned).not.toContain(service);
+    });
+  }
+});
+
+describe('the end-to-end lab captures, one direction only (an asymmetric route)', () => {
+  const lan = (source: string) => source.startsWith('10.1.');
+  /** BitTorrent flows that direction shows nothing of BitTorrent in, by capture: "a b" endpoints. */
+  const unseen: Record<'sent by the LAN' | 'received by the LAN', Record<string, string[]>> = {
+    'sent by the LAN': {
+      // Transmission's MSE initiator alone: key, message 3 with its handshake, then writes of no bare message length.
+      'encrypted.pcap': ['10.1.2.2:39341 198.51.100.102:51000'],
+      // aria2's MSE attempts, one key burst the seeder never answered; their peer came in the tracker's or DHT's answer, the other way.
+      'udp-tracker.pcap': ['10.1.4.2:34270 198.51.100.104:51000', '10.1.4.2:38444 198.51.100.104:51000'],
+      'dht.pcap': ['10.1.5.2:36150 198.51.100.105:51000', '10.1.5.2:45880 198.51.100.105:51000'],
+    },
+    'received by the LAN': {
+      // The same attempts: the seeder sent nothing back.
+      'udp-tracker.pcap': ['10.1.4.2:34270 198.51.100.104:51000', '10.1.4.2:38444 198.51.100.104:51000'],
+      // A web seed's answer is an HTTP 206 like any other: the BitTorrent part is the request.
+      'webseed.pcap': ['10.1.8.2:49969 198.51.100.80:80'],
+    },
+  };
+  for (const [direction, missed] of Object.entries(unseen)) {
+    it(`finds every BitTorrent flow but those with nothing of BitTorrent ${direction}, and flags no ordinary flow`, () => {
+      for (const [file, flows] of Object.entries(expectations)) {
+        const found = scanCapture(join(FIXTURES, file), { sentBy: (source) => lan(source) === (direction === 'sent by the LAN') }).flows;
+        const flagged = new Set(found.filter((f) => f.bittorrent).map((f) => [f.initiator, f.responder].sort().join(' ')));
+        const notFound = flows.filter((f) => f.expect === 'bittorrent' && f.why.includes('scenario host') && !flagged.has([f.a, f.b].sort().join(' '))).map((f) => [f.a, f.b].sort().join(' '));
+        expect(notFound.sort(), file).toEqual((missed[file] ?? []).sort());
+        const falseAlarms = flows.filter((f) => f.expect === 'clean' && flagged.has([f.a, f.b].sort().join(' ')));
+        expect(falseAlarms, file).toEqual([]);
+      }
     });
   }
 });
