@@ -10,6 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { readCapture } from '../src/pcap/reader.js';
 import { scanCapture } from './helpers/capture.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -92,4 +93,27 @@ describe('the end-to-end lab captures, one direction only (an asymmetric route)'
       }
     });
   }
+});
+
+describe('the end-to-end lab captures from the middle (a capture started late)', () => {
+  it('finds every BitTorrent flow seen after the start but an MSE connection seen past its keys, and flags no ordinary flow', () => {
+    const pair = (a: string, b: string) => [a, b].sort().join(' ');
+    for (const [from, missed] of [
+      // RC4 past the keys is random bytes of random lengths; the announce that listed this peer came before the cut.
+      [0.2, ['10.1.2.2:39341 198.51.100.102:51000']],
+      [0.5, []],
+    ] as [number, string[]][]) {
+      const notFound: string[] = [];
+      for (const [file, flows] of Object.entries(expectations)) {
+        let packets = 0;
+        readCapture(join(FIXTURES, file), () => void packets++);
+        const found = scanCapture(join(FIXTURES, file), { keep: (index) => index >= packets * from }).flows;
+        const seen = new Set(found.map((f) => pair(f.initiator, f.responder)));
+        const flagged = new Set(found.filter((f) => f.bittorrent).map((f) => pair(f.initiator, f.responder)));
+        notFound.push(...flows.filter((f) => f.expect === 'bittorrent' && seen.has(pair(f.a, f.b)) && !flagged.has(pair(f.a, f.b))).map((f) => pair(f.a, f.b)));
+        expect(flows.filter((f) => f.expect === 'clean' && flagged.has(pair(f.a, f.b))), `${file} from ${from}`).toEqual([]);
+      }
+      expect(notFound, `from ${from} of each capture`).toEqual(missed);
+    }
+  });
 });
