@@ -152,6 +152,8 @@ new_ns() {   # new_ns NS : a namespace whose name resolution goes nowhere (no pu
   mkdir -p "/etc/netns/$1"
   echo 'nameserver 127.0.0.1' >"/etc/netns/$1/resolv.conf"
   printf '127.0.0.1 localhost\n' >"/etc/netns/$1/hosts"
+  # No IPv6 DAD (about 1 s a fresh veth) for any address, link-local ones included; the addresses
+  # the lab gives are also added nodad, whichever namespace's defaults their veth took.
   ip netns exec "$1" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
   ip -n "$1" link set lo up
 }
