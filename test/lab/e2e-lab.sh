@@ -258,12 +258,17 @@ start_services() {
   echo 'access.whitelist /whitelist' >"$WORK/tracker/opentracker.conf"
   spawn "$PFX-trk" "$WORK/tracker.log" opentracker -f "$WORK/tracker/opentracker.conf" -i "$TRK" \
     -p "$TRACKER_PORT" -P "$TRACKER_PORT" -d "$WORK/tracker" -u nobody
-  # The IPv6 HTTP tracker beside it (any infohash), for the *-v6 scenarios.
-  start_qbittorrent "$PFX-trk" "" "$TRK6" tracker "" "" "$TRACKER6_PORT" "$WORK/tracker6"
-  local n
-  for n in $(seq 50); do
-    ip netns exec "$PFX-trk" ss -Hltn "sport = :$TRACKER6_PORT" | grep -q . && break
-    sleep 0.2
+  # The IPv6 HTTP tracker beside it (any infohash), for the *-v6 scenarios, listening before
+  # their clients start.
+  local s n
+  for s in "${CHOSEN[@]}"; do
+    v6_only "$s" || continue
+    start_qbittorrent "$PFX-trk" "" "$TRK6" tracker "" "" "$TRACKER6_PORT" "$WORK/tracker6"
+    for n in $(seq 50); do
+      ip netns exec "$PFX-trk" ss -Hltn "sport = :$TRACKER6_PORT" | grep -q . && break
+      sleep 0.2
+    done
+    break
   done
 
   if [[ " ${CHOSEN[*]} " == *" dht "* ]]; then
