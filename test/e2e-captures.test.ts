@@ -38,11 +38,13 @@ interface ScanRecord {
 const expectations = JSON.parse(readFileSync(join(FIXTURES, 'expectations.json'), 'utf8')) as Record<string, Expectation[]>;
 const run = JSON.parse(readFileSync(join(FIXTURES, 'run.json'), 'utf8')) as { services: Record<string, string> };
 const flowKey = (l4: string, x: string, y: string) => `${l4} ${[x, y].sort().join(' ')}`;
+/** An endpoint as the labeller writes it (bt-lab-tool.py ep): IPv6 addresses in brackets. */
+const endpoint = (address: string, port: number) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
 
 function scan(file: string): ScanRecord[] {
   const out = spawnSync(CLI, ['scan', join(FIXTURES, file)], {
     encoding: 'utf8',
-    env: { ...process.env, LOCAL_CIDRS: '10.1.0.0/16', TRACKER_DOMAINS: 'tracker.lab.example' },
+    env: { ...process.env, LOCAL_CIDRS: '10.1.0.0/16,fd00:10:1::/48', TRACKER_DOMAINS: 'tracker.lab.example' },
   });
   if (out.status !== 0) throw new Error(`btwall scan ${file}: ${out.stderr}`);
   return out.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as ScanRecord);
@@ -51,7 +53,7 @@ function scan(file: string): ScanRecord[] {
 describe('btwall scan on the end-to-end lab captures', () => {
   for (const [file, flows] of Object.entries(expectations)) {
     it(`${file}: every labelled flow gets its verdict, no service is banned`, () => {
-      const verdicts = new Map(scan(file).map((r) => [flowKey(r.l4, `${r.src}:${r.sport}`, `${r.dst}:${r.dport}`), r]));
+      const verdicts = new Map(scan(file).map((r) => [flowKey(r.l4, endpoint(r.src, r.sport), endpoint(r.dst, r.dport)), r]));
       expect(flows.length).toBeGreaterThan(0);
       for (const flow of flows) {
         const record = verdicts.get(flowKey(flow.l4, flow.a, flow.b));

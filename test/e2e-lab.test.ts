@@ -1,7 +1,7 @@
 /**
  * Real clients, real blocking: the end-to-end lab (test/lab/e2e-lab.sh) with the real daemon on a
- * routed gateway (FORWARD chain, XDP bans on its interfaces). Four runs, each every scenario at
- * once from its own LAN host while the ordinary traffic runs from another: ACTION=drop and
+ * routed gateway (FORWARD chain, XDP bans on its interfaces), dual-stack. Four runs, each every
+ * scenario at once from its own LAN host while the ordinary traffic runs from another: ACTION=drop and
  * ACTION=monitor, each on a bare path and with a 30 ms WAN round trip. The lab reports facts
  * (pieces on the leecher's disk, the client's own counter, the detection log, the ban list, each
  * ordinary check's outcome); this file judges them.
@@ -23,7 +23,10 @@ interface Scenario {
   name: string;
   seeder: string;
   leecher: string;
+  /** The LAN address its client uses (IPv6 for a *-v6 scenario). */
   lan: string;
+  /** Its LAN host's IPv6 address (every LAN host has one). */
+  lan6: string;
   /** The WAN peers of the scenario: the only addresses a ban may name (with the DHT nodes). */
   peers: string[];
   complete: boolean;
@@ -41,6 +44,8 @@ interface LabResult {
   services: Record<string, string>;
   dht_nodes: string[];
   ordinary_hosts: [string, string];
+  /** The ordinary host's IPv6 address, where the IPv6 checks come from. */
+  ordinary_host6: string;
   scenarios: Scenario[];
   ordinary: Ordinary[];
   bans: { enforced: boolean; bans: { address: string; rule: string }[] };
@@ -64,9 +69,10 @@ const BLOCKED_BY: Record<string, string> = {
   pex: 'handshake',
   socks5: 'socks5',
   webseed: 'http-bittorrent',
+  'plain-v6': 'handshake', // peers and tracker over IPv6 only
 };
 const SCENARIOS = Object.keys(BLOCKED_BY);
-const ORDINARY = ['dns', 'https', 'https-after-tracker-name', 'http', 'scp', 'iperf3-tcp', 'iperf3-udp', 'stun', 'turn'];
+const ORDINARY = ['dns', 'https', 'https-after-tracker-name', 'https-v6', 'http', 'scp', 'iperf3-tcp', 'iperf3-udp', 'stun', 'turn'];
 
 interface Run {
   action: 'drop' | 'monitor';
@@ -170,7 +176,7 @@ describe.runIf(canUseKernel())('end-to-end lab: real clients through the btwall 
       for (const name of SCENARIOS) {
         if (run.action === 'drop') {
           it(`${name}: the leecher gets no piece within ${WINDOW_S} s, and the detection log names ${BLOCKED_BY[name]}`, { timeout: 900_000 }, async () => {
-            const { of, detections } = await get();
+            const { of, detections, result } = await get();
             const s = of(name);
             expect(s.pieces).toBe(0);
             expect(s.complete).toBe(false);
@@ -178,6 +184,12 @@ describe.runIf(canUseKernel())('end-to-end lab: real clients through the btwall 
             const mine = detections.filter((d) => d.local.address === s.lan);
             expect(mine.every((d) => d.action === 'drop')).toBe(true);
             expect([...new Set(mine.map((d) => d.rule))]).toContain(BLOCKED_BY[name]);
+            if (name === 'plain-v6') {
+              // Its announce reached the IPv6 tracker (the request itself was seen, and dropped),
+              // and the seeder that connected in over IPv6 is banned by its own handshake.
+              expect(mine.some((d) => d.rule === 'http-tracker' && d.remote.address === result.services.tracker6)).toBe(true);
+              expect(result.bans.bans.map((b) => b.address)).toContain(s.peers[0]);
+            }
           });
         } else {
           it(`${name}: completes (hash checked) and is logged with the drop the policy would have made`, { timeout: 900_000 }, async () => {
@@ -199,7 +211,7 @@ describe.runIf(canUseKernel())('end-to-end lab: real clients through the btwall 
       it('bans only WAN peers whose own bytes were BitTorrent: never a service, the gateway or a LAN host', { timeout: 900_000 }, async () => {
         const { result, detections } = await get();
         const peers = new Set([...result.scenarios.flatMap((s) => s.peers), ...result.dht_nodes]);
-        const never = [...Object.values(result.services), ...result.ordinary_hosts, ...result.scenarios.map((s) => s.lan)];
+        const never = [...Object.values(result.services), ...result.ordinary_hosts, result.ordinary_host6, ...result.scenarios.flatMap((s) => [s.lan, s.lan6])];
         const banned = result.bans.bans.map((b) => b.address);
         // Under monitor nothing is enforced; what would have been banned is in the log.
         const wouldBan = detections.filter((d) => d.ban).map((d) => d.ban!.address);
@@ -223,7 +235,7 @@ describe.runIf(canUseKernel())('end-to-end lab: real clients through the btwall 
           expect(check.ok, `${name}: ${check.detail}`).toBe(true);
         }
         const [host] = result.ordinary_hosts;
-        expect(detections.filter((d) => d.local.address === host)).toEqual([]);
+        expect(detections.filter((d) => d.local.address === host || d.local.address === result.ordinary_host6)).toEqual([]);
         console.log(`${label(run)}: ${result.ordinary.map((o) => `${o.name}: ${o.detail.split('\n')[0]}`).join('; ')}`);
       });
 

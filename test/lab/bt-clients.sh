@@ -2,9 +2,11 @@
 # lab (bt-lab.sh) and the end-to-end lab (e2e-lab.sh). Sourced, never run.
 #
 # start_CLIENT NS IP4 IP6 MODE TORRENT SAVE PORT DIR : run CLIENT in namespace NS, bound to IP4 (and
-# IP6 when not empty), seeding when SAVE already holds the data, leeching otherwise. Its
+# IP6 when not empty; the libtorrent peer and transmission take IP4 empty for an IPv6-only client),
+# seeding when SAVE already holds the data, leeching otherwise. Its
 # configuration goes to DIR/cfg, its output to DIR/client.log. MODE is one of plain, encrypted, utp,
-# dht, udp-tracker (what bt-lab.sh captures) and, for the libtorrent peer, what bt-lab-lt.py adds.
+# dht, udp-tracker (what bt-lab.sh captures) and, for the libtorrent peer, what bt-lab-lt.py adds;
+# qBittorrent's MODE tracker is its embedded HTTP tracker alone (see start_qbittorrent).
 # The caller sets, before starting a client:
 #   BT_DHT4, BT_DHT6  HOST:PORT and [HOST]:PORT of the lab DHT node a dht-mode client bootstraps from
 #                     (BT_DHT6 may be empty: IPv4 only)
@@ -51,8 +53,8 @@ remove_lab() {   # stops what spawn started, then kills what is left in the $PFX
   done
 }
 
-# "IP4,IP6" or "IP4" for the libtorrent launcher's --listen.
-bt_listen() { if [ -n "$2" ]; then echo "$1,$2"; else echo "$1"; fi; }
+# "IP4,IP6", "IP4" or "IP6" for the libtorrent launcher's --listen.
+bt_listen() { local IFS=,; local ips=($1 $2); echo "${ips[*]}"; }
 
 bt_dht_nodes() {   # the lab DHT node(s) as repeated OPTION HOST:PORT arguments
   echo "$1" "$BT_DHT4"
@@ -70,7 +72,7 @@ start_transmission() {
   cat >"$cfg/settings.json" <<JSON
 {"dht-enabled": $dht, "lpd-enabled": false, "pex-enabled": true, "port-forwarding-enabled": false,
  "utp-enabled": $utp, "peer-port": $port, "peer-port-random-on-start": false,
- "bind-address-ipv4": "$ip4", "bind-address-ipv6": "${ip6:-::}", "rpc-enabled": false,
+ "bind-address-ipv4": "${ip4:-0.0.0.0}", "bind-address-ipv6": "${ip6:-::}", "rpc-enabled": false,
  "download-dir": "$save", "incomplete-dir-enabled": false, "rename-partial-files": false,
  "blocklist-enabled": false, "speed-limit-up-enabled": false, "speed-limit-down-enabled": false,
  "ratio-limit-enabled": false, "idle-seeding-limit-enabled": false, "message-level": 2}
@@ -102,9 +104,14 @@ start_aria2() {
     --file-allocation=none --auto-save-interval=0 --summary-interval=5 --console-log-level=notice "$tor"
 }
 
+# MODE tracker: qBittorrent's embedded HTTP tracker on PORT (every address of NS, both families:
+# Debian's opentracker is built IPv4 only), no torrent (TORRENT and SAVE empty), its own
+# BitTorrent port PORT+1.
 start_qbittorrent() {
   local ns=$1 ip4=$2 ip6=$3 mode=$4 tor=$5 save=$6 port=$7 cfg=$8/cfg
-  local dht=false proto=TCP enc=2
+  local dht=false proto=TCP enc=2 tracker=false tracker_port=0 torrent=()
+  [ "$mode" = tracker ] && { tracker=true; tracker_port=$port; port=$((port + 1)); }
+  [ -n "$tor" ] && torrent=("$tor")
   [ "$mode" = dht ] && dht=true
   [ "$mode" = utp ] && proto=UTP
   [ "$mode" = encrypted ] && enc=1
@@ -116,6 +123,7 @@ start_qbittorrent() {
 Accepted=true
 
 [BitTorrent]
+TrackerEnabled=$tracker
 Session\Port=$port
 Session\DHTEnabled=$dht
 Session\LSDEnabled=false
@@ -134,6 +142,8 @@ PortForwardingEnabled=false
 
 [Preferences]
 Connection\UPnP=false
+Advanced\trackerPort=$tracker_port
+Advanced\trackerPortForwarding=false
 Connection\ResolvePeerCountries=false
 General\Locale=en
 WebUI\Address=127.0.0.1
@@ -142,7 +152,7 @@ WebUI\UseUPnP=false
 WebUI\LocalHostAuth=false
 CONF
   spawn "$ns" "$8/client.log" qbittorrent-nox --profile="$cfg" --webui-port=$((port + 10000)) \
-    --save-path="$save" "$tor"
+    ${save:+--save-path="$save"} "${torrent[@]}"
 }
 
 start_rtorrent() {

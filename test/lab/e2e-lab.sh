@@ -7,7 +7,7 @@
 # outcome) in OUT/result.json; test/e2e-lab.test.ts and `btwall demo` judge them.
 #
 #   bash test/lab/e2e-lab.sh --out DIR [--action drop|monitor] [--rtt MS] [--window SECONDS]
-#        [--scenarios plain,encrypted,...] [--checks dns,tracker-name,https,http,scp,iperf3,stun,turn|none]
+#        [--scenarios plain,encrypted,...] [--checks dns,tracker-name,https,https-v6,http,scp,iperf3,stun,turn|none]
 #        [--capture] [--size KB] [--keep]
 #
 # --rtt: every packet a WAN host receives waits MS ms (../shared/bench/nfq-delay on its INPUT: this
@@ -17,11 +17,18 @@
 # --capture: tcpdump -p on the gateway's link to each scenario's LAN host, OUT/captures/NAME.pcap.
 # E2E_PREFIX names the namespaces (default e2e<pid>), so that several runs can go at once.
 #
-# Topology (IPv4; no namespace has a default route, NAT or a link to the host's uplink):
-#   LAN host k (scenario k)  10.1.k.2/24  --  lank 10.1.k.1  [gateway]  wan0 198.51.100.1/24
-#   the ordinary host        10.1.99.2 and .3  --  lan99                     |  bridge in PFX-sw
+# Topology (dual-stack; no namespace has a default route of either family, NAT or a link to the
+# host's uplink):
+#   LAN host k (scenario k)  10.1.k.2/24      --  lank 10.1.k.1      [gateway]  wan0 198.51.100.1/24
+#                            fd00:10:1:k::2/64     fd00:10:1:k::1                   2001:db8:5100::1/64
+#   the ordinary host        10.1.99.2 and .3, fd00:10:1:99::2  --  lan99         |  bridge in PFX-sw
 #   WAN: tracker .69, web/ssh/iperf3/TURN server .80, resolver .53, SOCKS5 proxy .90,
-#        DHT nodes .150-.165, one seeder per scenario .(100+k), a second peer .(120+k) for PEX.
+#        DHT nodes .150-.165, one seeder per scenario .(100+k), a second peer .(120+k) for PEX;
+#        the tracker and the web server also at 2001:db8:5100::69 and ::80 (the IPv6 HTTP tracker:
+#        qBittorrent's embedded one on port 6970, Debian's opentracker being IPv4 only).
+# A scenario named *-v6 runs entirely over IPv6: its LAN host and its seeder have IPv6 addresses
+# only (fd00:10:1:k::2 and 2001:db8:5100::(100+k)), its torrent announces to the IPv6 tracker.
+# Every host has IPv6 DAD off: a fresh veth's address is usable at once.
 # The gateway routes; it is never on a bridge (bridged, promiscuous frames break NFQUEUE here).
 set -euo pipefail
 
@@ -35,8 +42,8 @@ OUT=
 ACTION=drop
 RTT_MS=0
 WINDOW=60
-SCENARIOS=plain,encrypted,utp,udp-tracker,dht,pex,socks5,webseed
-CHECKS=dns,tracker-name,https,http,scp,iperf3,stun,turn
+SCENARIOS=plain,encrypted,utp,udp-tracker,dht,pex,socks5,webseed,plain-v6
+CHECKS=dns,tracker-name,https,https-v6,http,scp,iperf3,stun,turn
 CAPTURE=0
 SIZE_KB=2048
 KEEP=0
@@ -61,7 +68,7 @@ case $ACTION in drop|monitor) ;; *) echo "e2e-lab: --action drop or monitor" >&2
 
 # Every program the lab runs, from the Debian packages the Makefile's APT_PACKAGES installs: a
 # missing one fails the run loudly instead of skipping what needs it.
-for prog in transmission-cli aria2c opentracker mktorrent tcpdump nginx dnsmasq sshd scp ssh-keygen \
+for prog in transmission-cli aria2c qbittorrent-nox rtorrent opentracker mktorrent tcpdump nginx dnsmasq sshd scp ssh-keygen \
             iperf3 turnserver turnutils_stunclient turnutils_uclient turnutils_peer danted dig curl openssl gcc ping; do
   command -v "$prog" >/dev/null || [ -x "/usr/sbin/$prog" ] || { echo "e2e-lab: $prog is missing (make deps installs it)" >&2; exit 1; }
 done
@@ -72,6 +79,12 @@ NS_GW=$PFX-gw
 NS_SW=$PFX-sw
 WAN=198.51.100
 GW_WAN=$WAN.1
+WAN6=2001:db8:5100         # WAN host N of 198.51.100.N is $WAN6::N (a documentation prefix)
+LAN6=fd00:10:1             # LAN host k of 10.1.k.2 is $LAN6:k::2 (unique local)
+GW_WAN6=$WAN6::1
+TRK6=$WAN6::69
+WEB6=$WAN6::80
+TRACKER6_PORT=6970
 TRK=$WAN.69
 WEB=$WAN.80
 DNS=$WAN.53
@@ -83,6 +96,7 @@ TRACKER_PORT=6969
 ORD_IDX=99
 ORD=10.1.$ORD_IDX.2          # the ordinary traffic's host
 ORD_NAMES=10.1.$ORD_IDX.3    # its second address: the tracker name's requests, expected to be dropped
+ORD6=$LAN6:$ORD_IDX::2       # its IPv6 address
 WEB_NAME=www.lab.example
 TRACKER_NAME=tracker.lab.example
 PIN_DIR=/sys/fs/bpf/btwall-$PFX
@@ -93,18 +107,27 @@ SOCKS_PORT=1080
 # scenario -> "SEEDER LEECHER MODE" (clients of bt-clients.sh; the mode is the clients' mode).
 declare -A SCENARIO=(
   [plain]="transmission libtorrent plain"
-  [encrypted]="libtorrent transmission encrypted"
-  [utp]="transmission libtorrent utp"
+  [encrypted]="libtorrent rtorrent encrypted"
+  [utp]="qbittorrent libtorrent utp"
   [udp-tracker]="libtorrent aria2 udp-tracker"
   [dht]="libtorrent aria2 dht"
   [pex]="libtorrent libtorrent plain"
   [socks5]="transmission libtorrent plain"
   [webseed]="none libtorrent plain"
+  [plain-v6]="libtorrent transmission plain"
 )
-ORDER=(plain encrypted utp udp-tracker dht pex socks5 webseed)
+ORDER=(plain encrypted utp udp-tracker dht pex socks5 webseed plain-v6)
 IFS=, read -r -a CHOSEN <<<"$SCENARIOS"
 for s in "${CHOSEN[@]}"; do [ -n "${SCENARIO[$s]:-}" ] || { echo "e2e-lab: no scenario $s" >&2; exit 2; }; done
 index_of() { local i; for i in "${!ORDER[@]}"; do [ "${ORDER[$i]}" = "$1" ] && { echo $((i + 1)); return; }; done; }
+v6_only() { [[ $1 == *-v6 ]]; }
+lan_ip() {   # lan_ip NAME : the address scenario NAME's LAN host uses
+  local k; k=$(index_of "$1")
+  if v6_only "$1"; then echo "$LAN6:$k::2"; else echo "10.1.$k.2"; fi
+}
+wan_ip() {   # wan_ip NAME N : WAN host N in scenario NAME's family
+  if v6_only "$1"; then echo "$WAN6::$2"; else echo "$WAN.$2"; fi
+}
 
 DAEMON_PID=
 teardown() {
@@ -129,45 +152,61 @@ new_ns() {   # new_ns NS : a namespace whose name resolution goes nowhere (no pu
   mkdir -p "/etc/netns/$1"
   echo 'nameserver 127.0.0.1' >"/etc/netns/$1/resolv.conf"
   printf '127.0.0.1 localhost\n' >"/etc/netns/$1/hosts"
+  # No IPv6 DAD (about 1 s a fresh veth) for any address, link-local ones included; the addresses
+  # the lab gives are also added nodad, whichever namespace's defaults their veth took.
+  ip netns exec "$1" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
   ip -n "$1" link set lo up
 }
 
-lan_host() {   # lan_host K : LAN host PFX-lanK, 10.1.K.2, on the gateway's lanK
+lan_host() {   # lan_host K [6] : LAN host PFX-lanK, 10.1.K.2 and $LAN6:K::2 (or the latter only), on the gateway's lanK
   local ns=$PFX-lan$1
   new_ns "$ns"
   ip -n "$NS_GW" link add "lan$1" type veth peer name eth0 netns "$ns"
   ip -n "$NS_GW" addr add "10.1.$1.1/24" dev "lan$1"
+  ip -n "$NS_GW" addr add "$LAN6:$1::1/64" dev "lan$1" nodad
   ip -n "$NS_GW" link set "lan$1" up
-  ip -n "$ns" addr add "10.1.$1.2/24" dev eth0
+  [ "${2:-}" = 6 ] || ip -n "$ns" addr add "10.1.$1.2/24" dev eth0
+  ip -n "$ns" addr add "$LAN6:$1::2/64" dev eth0 nodad
   ip -n "$ns" link set eth0 up
-  ip -n "$ns" route add "$WAN.0/24" via "10.1.$1.1"
-  ip -n "$ns" route add 10.1.0.0/16 via "10.1.$1.1"
+  if [ "${2:-}" != 6 ]; then
+    ip -n "$ns" route add "$WAN.0/24" via "10.1.$1.1"
+    ip -n "$ns" route add 10.1.0.0/16 via "10.1.$1.1"
+  fi
+  ip -6 -n "$ns" route add "$WAN6::/64" via "$LAN6:$1::1"
+  ip -6 -n "$ns" route add "$LAN6::/48" via "$LAN6:$1::1"
 }
 
-wan_host() {   # wan_host NAME IP [IP...] : WAN host PFX-NAME on the WAN bridge
-  local ns=$PFX-$1 ip=$2
+wan_host() {   # wan_host NAME IP [IP...] : WAN host PFX-NAME on the WAN bridge (IPv4 /24s, IPv6 /64s)
+  local ns=$PFX-$1 ip v4=0 v6=0
   new_ns "$ns"
   ip -n "$NS_SW" link add "v-$1" type veth peer name eth0 netns "$ns"
   ip -n "$NS_SW" link set "v-$1" master br0 up
   shift
-  for ip in "$@"; do ip -n "$ns" addr add "$ip/24" dev eth0; done
+  for ip in "$@"; do
+    case $ip in
+      *:*) ip -n "$ns" addr add "$ip/64" dev eth0 nodad; v6=1 ;;
+      *) ip -n "$ns" addr add "$ip/24" dev eth0; v4=1 ;;
+    esac
+  done
   ip -n "$ns" link set eth0 up
-  ip -n "$ns" route add 10.1.0.0/16 via "$GW_WAN"
+  [ $v4 = 0 ] || ip -n "$ns" route add 10.1.0.0/16 via "$GW_WAN"
+  [ $v6 = 0 ] || ip -6 -n "$ns" route add "$LAN6::/48" via "$GW_WAN6"
 }
 
 make_lab() {
   teardown
   new_ns "$NS_GW"
   new_ns "$NS_SW"
-  ip netns exec "$NS_GW" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=1 net.ipv6.conf.all.disable_ipv6=1
+  ip netns exec "$NS_GW" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=1 net.ipv6.conf.all.forwarding=1
   ip -n "$NS_SW" link add br0 type bridge
   ip -n "$NS_SW" link set br0 up
   ip -n "$NS_SW" link add v-gw type veth peer name wan0 netns "$NS_GW"
   ip -n "$NS_SW" link set v-gw master br0 up
   ip -n "$NS_GW" addr add "$GW_WAN/24" dev wan0
+  ip -n "$NS_GW" addr add "$GW_WAN6/64" dev wan0 nodad
   ip -n "$NS_GW" link set wan0 up
-  wan_host trk "$TRK"
-  wan_host web "$WEB"
+  wan_host trk "$TRK" "$TRK6"
+  wan_host web "$WEB" "$WEB6"
   wan_host dns "$DNS"
   wan_host socks "$SOCKS"
   local n dht=()
@@ -176,18 +215,26 @@ make_lab() {
   local s k
   for s in "${CHOSEN[@]}"; do
     k=$(index_of "$s")
-    lan_host "$k"
-    wan_host "s$k" "$WAN.$((100 + k))"
+    if v6_only "$s"; then lan_host "$k" 6; else lan_host "$k"; fi
+    wan_host "s$k" "$(wan_ip "$s" $((100 + k)))"
     [ "$s" = pex ] && wan_host "p$k" "$WAN.$((120 + k))"
   done
   lan_host $ORD_IDX
   ip -n "$PFX-lan$ORD_IDX" addr add "$ORD_NAMES/24" dev eth0
   for ns in $(lab_namespaces); do
-    if ip -n "$ns" route show default | grep -q .; then echo "e2e-lab: $ns has a default route" >&2; exit 1; fi
+    if ip -n "$ns" route show default | grep -q . || ip -6 -n "$ns" route show default | grep -q .; then
+      echo "e2e-lab: $ns has a default route" >&2; exit 1
+    fi
   done
-  # Every LAN host reaches the WAN through the gateway (bridge ports forwarding, routes in place).
-  for s in "${CHOSEN[@]}"; do ip netns exec "$PFX-lan$(index_of "$s")" ping -c1 -W3 "$TRK" >/dev/null; done
+  # Every LAN host reaches the WAN through the gateway (bridge ports forwarding, routes in place),
+  # in each of its families.
+  for s in "${CHOSEN[@]}"; do
+    k=$(index_of "$s")
+    v6_only "$s" || ip netns exec "$PFX-lan$k" ping -c1 -W3 "$TRK" >/dev/null
+    ip netns exec "$PFX-lan$k" ping -6 -c1 -W3 "$TRK6" >/dev/null
+  done
   ip netns exec "$PFX-lan$ORD_IDX" ping -c1 -W3 "$WEB" >/dev/null
+  ip netns exec "$PFX-lan$ORD_IDX" ping -6 -c1 -W3 "$WEB6" >/dev/null
 }
 
 delay_wan() {   # every packet a WAN host receives waits RTT_MS: the LAN <-> WAN round trip
@@ -195,6 +242,7 @@ delay_wan() {   # every packet a WAN host receives waits RTT_MS: the LAN <-> WAN
   for ns in $(lab_namespaces); do
     case $ns in "$NS_GW"|"$NS_SW"|"$PFX"-lan*) continue ;; esac
     ip netns exec "$ns" iptables -w -A INPUT -i eth0 -j NFQUEUE --queue-num 9 --queue-bypass
+    ip netns exec "$ns" ip6tables -w -A INPUT -i eth0 -j NFQUEUE --queue-num 9 --queue-bypass
     spawn "$ns" "$WORK/delay-${ns#"$PFX"-}.log" "$WORK/nfq-delay" 9 "$RTT_MS"
   done
 }
@@ -210,6 +258,18 @@ start_services() {
   echo 'access.whitelist /whitelist' >"$WORK/tracker/opentracker.conf"
   spawn "$PFX-trk" "$WORK/tracker.log" opentracker -f "$WORK/tracker/opentracker.conf" -i "$TRK" \
     -p "$TRACKER_PORT" -P "$TRACKER_PORT" -d "$WORK/tracker" -u nobody
+  # The IPv6 HTTP tracker beside it (any infohash), for the *-v6 scenarios, listening before
+  # their clients start.
+  local s n
+  for s in "${CHOSEN[@]}"; do
+    v6_only "$s" || continue
+    start_qbittorrent "$PFX-trk" "" "$TRK6" tracker "" "" "$TRACKER6_PORT" "$WORK/tracker6"
+    for n in $(seq 50); do
+      ip netns exec "$PFX-trk" ss -Hltn "sport = :$TRACKER6_PORT" | grep -q . && break
+      sleep 0.2
+    done
+    break
+  done
 
   if [[ " ${CHOSEN[*]} " == *" dht "* ]]; then
     local nodes=() n
@@ -250,6 +310,8 @@ http {
   server {
     listen $WEB:80;
     listen $WEB:443 ssl;
+    listen [$WEB6]:80;
+    listen [$WEB6]:443 ssl;
     server_name $WEB_NAME $TRACKER_NAME;
     ssl_certificate $WORK/web.pem;
     ssl_certificate_key $WORK/web.key;
@@ -315,6 +377,7 @@ prepare_scenario() {   # prepare_scenario NAME : its random file, torrent(s) and
   mktorrent -a "http://$TRK:$TRACKER_PORT/announce" -l 15 -o "$dir/http.torrent" "$dir/seed/$name" >"$dir/mktorrent.log"
   local tor=$dir/http.torrent
   case $s in
+    plain-v6) tor=$dir/v6.torrent; $TOOL variant "$dir/http.torrent" "$tor" --announce "http://[$TRK6]:$TRACKER6_PORT/announce" ;;
     udp-tracker) tor=$dir/udp.torrent; $TOOL variant "$dir/http.torrent" "$tor" --announce "udp://$TRK:$TRACKER_PORT/announce" ;;
     dht) tor=$dir/dht.torrent; $TOOL variant "$dir/http.torrent" "$tor" --nodes "$WAN.$DHT_FIRST:$DHT_PORT" ;;
     # PEX: no tracker and no DHT, so the second peer can only be learnt from the first one.
@@ -338,7 +401,7 @@ start_seeders() {   # start_seeders NAME
   # A seeder that knows the leecher (as from its announce) connects in to it once the leecher has
   # started (its announce goes first, as on the Internet, where the seeder learns of it from the
   # tracker): the leecher's side of the gateway sees a remote peer's own BitTorrent bytes.
-  case $s in encrypted|udp-tracker) extra=(--peer "10.1.$k.2:$LEECH_PORT" --connect-delay 6) ;; esac
+  case $s in encrypted|udp-tracker|plain-v6) extra=(--peer "$(lan_ip "$s"):$LEECH_PORT" --connect-delay 6) ;; esac
   BT_NAME=$name
   BT_DHT4=$WAN.$DHT_FIRST:$DHT_PORT
   BT_DHT6=
@@ -351,7 +414,10 @@ start_seeders() {   # start_seeders NAME
       --peer "$WAN.$((120 + k)):$SEED_PORT" --download-limit 4
     return
   fi
-  "start_$seeder" "$PFX-s$k" "$WAN.$((100 + k))" "" "$mode" "$tor" "$dir/seed" "$SEED_PORT" "$dir/seeder" "${extra[@]}"
+  local ip4 ip6=
+  ip4=$(wan_ip "$s" $((100 + k)))
+  v6_only "$s" && { ip6=$ip4; ip4=; }
+  "start_$seeder" "$PFX-s$k" "$ip4" "$ip6" "$mode" "$tor" "$dir/seed" "$SEED_PORT" "$dir/seeder" "${extra[@]}"
 }
 
 start_leecher() {   # start_leecher NAME
@@ -362,13 +428,16 @@ start_leecher() {   # start_leecher NAME
   case $s in
     dht) tor="magnet:?xt=urn:btih:$(cat "$dir/infohash")&dn=$name" ;;
     # A leecher that knows the seeder (as from PEX or its own peer cache) besides the tracker.
-    plain|utp|pex) extra=(--peer "$WAN.$((100 + k)):$SEED_PORT") ;;
+    plain|utp|pex) extra=(--peer "$(wan_ip "$s" $((100 + k))):$SEED_PORT") ;;
     socks5) extra=(--proxy "$SOCKS:$SOCKS_PORT") ;;
   esac
   BT_NAME=$name
   BT_DHT4=$WAN.$DHT_FIRST:$DHT_PORT
   BT_DHT6=
-  "start_$leecher" "$PFX-lan$k" "10.1.$k.2" "" "$mode" "$tor" "$dir/leech" "$LEECH_PORT" "$dir/leecher" "${extra[@]}"
+  local ip4 ip6=
+  ip4=$(lan_ip "$s")
+  v6_only "$s" && { ip6=$ip4; ip4=; }
+  "start_$leecher" "$PFX-lan$k" "$ip4" "$ip6" "$mode" "$tor" "$dir/leech" "$LEECH_PORT" "$dir/leecher" "${extra[@]}"
   echo "$LAST_PID" >"$dir/leecher.pid"
 }
 
@@ -411,6 +480,13 @@ run_ordinary() {
       fact "$name" "$ok" "rc=$rc bytes/s=$out"
       want tracker-name || break
     done
+  fi
+  # The same site over IPv6, from the host's IPv6 address.
+  if want https-v6; then
+    rc=0; out=$(ord curl -fsS -m 60 -6 --interface "$ORD6" --cacert "$WORK/ca.pem" --resolve "$WEB_NAME:443:[$WEB6]" \
+      -o "$WORK/got/big-v6.bin" -w '%{speed_download}' "https://$WEB_NAME/big.bin" 2>&1) || rc=$?
+    ok=false; [ $rc = 0 ] && same_hash "$WORK/got/big-v6.bin" "$WORK/www/big.bin" && ok=true
+    fact https-v6 "$ok" "rc=$rc bytes/s=$out"
   fi
   if want http; then
     rc=0; out=$(ord curl -fsS -m 30 --interface "$ORD" -o "$WORK/got/small.bin" -w '%{speed_download}' "http://$WEB/small.bin" 2>&1) || rc=$?
@@ -468,7 +544,7 @@ start_services
 # listed tracker name that shares the web server's address.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 env LOG_LEVEL=info CONTROL_SOCKET= ACTION="$ACTION" INTERFACE='lan*,wan0' BPF_PIN_DIR="$PIN_DIR" \
-  LOCAL_CIDRS=10.1.0.0/16 DETECTION_LOG="$OUT/detections.log" VERDICT_TIMEOUT_MS=3000 STATS_INTERVAL=10 \
+  LOCAL_CIDRS="10.1.0.0/16,$LAN6::/48" DETECTION_LOG="$OUT/detections.log" VERDICT_TIMEOUT_MS=3000 STATS_INTERVAL=10 \
   TRACKER_DOMAINS="$TRACKER_NAME" \
   nsenter --net="/run/netns/$NS_GW" node "$CLI" run >"$OUT/daemon.log" 2>"$OUT/daemon.stderr" &
 DAEMON_PID=$!
@@ -520,9 +596,10 @@ sleep 2                              # the clients' last status lines (once a se
 # Facts, before anything stops: what each leecher has, the ban list, the ordinary checks.
 {
   printf '{"action":"%s","rtt_ms":%s,"window_s":%s,"elapsed_s":%s,"size_kb":%s,' "$ACTION" "$RTT_MS" "$WINDOW" "$ELAPSED" "$SIZE_KB"
-  printf '"services":{"tracker":"%s","web":"%s","resolver":"%s","socks5":"%s","gateway":"%s"},' "$TRK" "$WEB" "$DNS" "$SOCKS" "$GW_WAN"
+  printf '"services":{"tracker":"%s","web":"%s","resolver":"%s","socks5":"%s","gateway":"%s","tracker6":"%s","web6":"%s","gateway6":"%s"},' \
+    "$TRK" "$WEB" "$DNS" "$SOCKS" "$GW_WAN" "$TRK6" "$WEB6" "$GW_WAN6"
   printf '"dht_nodes":['; sep=; for n in $(seq $DHT_FIRST $((DHT_FIRST + DHT_COUNT - 1))); do printf '%s"%s"' "$sep" "$WAN.$n"; sep=,; done; printf '],'
-  printf '"ordinary_hosts":["%s","%s"],"scenarios":[' "$ORD" "$ORD_NAMES"
+  printf '"ordinary_hosts":["%s","%s"],"ordinary_host6":"%s","scenarios":[' "$ORD" "$ORD_NAMES" "$ORD6"
   sep=
   for s in "${CHOSEN[@]}"; do
     k=$(index_of "$s"); read -r seeder leecher mode <<<"${SCENARIO[$s]}"
@@ -530,10 +607,10 @@ sleep 2                              # the clients' last status lines (once a se
     pieces=$($TOOL pieces "$WORK/$s/torrent" "$WORK/$s/seed/$name" "$WORK/$s/leech/$name")
     counter=$(grep -o 'received=[0-9]*' "$WORK/$s/leecher/client.log" 2>/dev/null | tail -1 | cut -d= -f2 || true)
     done_=false; complete "$s" && done_=true
-    peers="\"$WAN.$((100 + k))\""; [ "$s" = pex ] && peers="$peers,\"$WAN.$((120 + k))\""
+    peers="\"$(wan_ip "$s" $((100 + k)))\""; [ "$s" = pex ] && peers="$peers,\"$WAN.$((120 + k))\""
     [ "$seeder" = none ] && peers=
-    printf '%s{"name":"%s","seeder":"%s","leecher":"%s","mode":"%s","lan":"10.1.%s.2","peers":[%s],"infohash":"%s","complete":%s,"pieces":%s,"client_received":%s}' \
-      "$sep" "$s" "$seeder" "$leecher" "$mode" "$k" "$peers" "$(cat "$WORK/$s/infohash")" "$done_" "$pieces" "${counter:-null}"
+    printf '%s{"name":"%s","seeder":"%s","leecher":"%s","mode":"%s","lan":"%s","lan6":"%s","peers":[%s],"infohash":"%s","complete":%s,"pieces":%s,"client_received":%s}' \
+      "$sep" "$s" "$seeder" "$leecher" "$mode" "$(lan_ip "$s")" "$LAN6:$k::2" "$peers" "$(cat "$WORK/$s/infohash")" "$done_" "$pieces" "${counter:-null}"
     sep=,
   done
   printf '],"ordinary":['
