@@ -7,7 +7,7 @@
 # outcome) in OUT/result.json; test/e2e-lab.test.ts and `btwall demo` judge them.
 #
 #   bash test/lab/e2e-lab.sh --out DIR [--action drop|monitor] [--rtt MS] [--window SECONDS]
-#        [--scenarios plain,encrypted,...] [--checks dns,tracker-name,https,http,scp,iperf3,stun,turn|none]
+#        [--scenarios plain,encrypted,...,lsd] [--checks dns,tracker-name,https,http,scp,iperf3,stun,turn|none]
 #        [--capture] [--size KB] [--keep]
 #
 # --rtt: every packet a WAN host receives waits MS ms (../shared/bench/nfq-delay on its INPUT: this
@@ -22,7 +22,13 @@
 #   the ordinary host        10.1.99.2 and .3  --  lan99                     |  bridge in PFX-sw
 #   WAN: tracker .69, web/ssh/iperf3/TURN server .80, resolver .53, SOCKS5 proxy .90,
 #        DHT nodes .150-.165, one seeder per scenario .(100+k), a second peer .(120+k) for PEX.
-# The gateway routes; it is never on a bridge (bridged, promiscuous frames break NFQUEUE here).
+#   the lsd scenario's LAN segment: the gateway's bridge lank (10.1.k.1) is the LAN's switch, its
+#   ports swkl and swks lead to the leecher's host PFX-lank 10.1.k.2 and the seeder's PFX-lanks
+#   10.1.k.3. Frames between them are bridged, and br_netfilter (bridge-nf-call-iptables=1 in the
+#   gateway only) passes them through the FORWARD chain and btwall's queue like routed ones.
+#   The ports are not in INTERFACE: the bridge (lan*) takes the XDP program, and the kernel refuses
+#   one on a port of a bridge that has one (EEXIST).
+# The gateway routes every other LAN host.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,7 +41,7 @@ OUT=
 ACTION=drop
 RTT_MS=0
 WINDOW=60
-SCENARIOS=plain,encrypted,utp,udp-tracker,dht,pex,socks5,webseed
+SCENARIOS=plain,encrypted,utp,udp-tracker,dht,pex,socks5,webseed,lsd
 CHECKS=dns,tracker-name,https,http,scp,iperf3,stun,turn
 CAPTURE=0
 SIZE_KB=2048
@@ -100,8 +106,9 @@ declare -A SCENARIO=(
   [pex]="libtorrent libtorrent plain"
   [socks5]="transmission libtorrent plain"
   [webseed]="none libtorrent plain"
+  [lsd]="libtorrent libtorrent lsd"
 )
-ORDER=(plain encrypted utp udp-tracker dht pex socks5 webseed)
+ORDER=(plain encrypted utp udp-tracker dht pex socks5 webseed lsd)
 IFS=, read -r -a CHOSEN <<<"$SCENARIOS"
 for s in "${CHOSEN[@]}"; do [ -n "${SCENARIO[$s]:-}" ] || { echo "e2e-lab: no scenario $s" >&2; exit 2; }; done
 index_of() { local i; for i in "${!ORDER[@]}"; do [ "${ORDER[$i]}" = "$1" ] && { echo $((i + 1)); return; }; done; }
@@ -144,6 +151,28 @@ lan_host() {   # lan_host K : LAN host PFX-lanK, 10.1.K.2, on the gateway's lanK
   ip -n "$ns" route add 10.1.0.0/16 via "10.1.$1.1"
 }
 
+lan_segment() {   # lan_segment K : LAN hosts PFX-lanK (10.1.K.2) and PFX-lanKs (10.1.K.3) on one switch, the gateway's bridge lanK
+  local ns
+  ip -n "$NS_GW" link add "lan$1" type bridge
+  ip -n "$NS_GW" addr add "10.1.$1.1/24" dev "lan$1"
+  ip -n "$NS_GW" link set "lan$1" up
+  # Bridged IPv4 (and IPv6) frames through the gateway's iptables, FORWARD among them: btwall sees
+  # LAN-to-LAN traffic as it sees routed traffic. Per network namespace: the host's stays as it is.
+  ip netns exec "$NS_GW" sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
+  for ns in "$PFX-lan$1:sw${1}l:2" "$PFX-lan${1}s:sw${1}s:3"; do
+    IFS=: read -r ns port host <<<"$ns"
+    new_ns "$ns"
+    ip -n "$NS_GW" link add "$port" type veth peer name eth0 netns "$ns"
+    ip -n "$NS_GW" link set "$port" master "lan$1" up
+    ip -n "$ns" addr add "10.1.$1.$host/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" route add "$WAN.0/24" via "10.1.$1.1"
+    ip -n "$ns" route add 10.1.0.0/16 via "10.1.$1.1"
+    # Multicast (LSD's group) goes out on the LAN link, the only one there is.
+    ip -n "$ns" route add 224.0.0.0/4 dev eth0
+  done
+}
+
 wan_host() {   # wan_host NAME IP [IP...] : WAN host PFX-NAME on the WAN bridge
   local ns=$PFX-$1 ip=$2
   new_ns "$ns"
@@ -176,6 +205,7 @@ make_lab() {
   local s k
   for s in "${CHOSEN[@]}"; do
     k=$(index_of "$s")
+    if [ "$s" = lsd ]; then lan_segment "$k"; continue; fi
     lan_host "$k"
     wan_host "s$k" "$WAN.$((100 + k))"
     [ "$s" = pex ] && wan_host "p$k" "$WAN.$((120 + k))"
@@ -187,6 +217,8 @@ make_lab() {
   done
   # Every LAN host reaches the WAN through the gateway (bridge ports forwarding, routes in place).
   for s in "${CHOSEN[@]}"; do ip netns exec "$PFX-lan$(index_of "$s")" ping -c1 -W3 "$TRK" >/dev/null; done
+  # And the LAN segment's hosts reach each other through its switch.
+  [[ " ${CHOSEN[*]} " == *" lsd "* ]] && ip netns exec "$PFX-lan$(index_of lsd)" ping -c1 -W3 "10.1.$(index_of lsd).3" >/dev/null
   ip netns exec "$PFX-lan$ORD_IDX" ping -c1 -W3 "$WEB" >/dev/null
 }
 
@@ -319,6 +351,8 @@ prepare_scenario() {   # prepare_scenario NAME : its random file, torrent(s) and
     dht) tor=$dir/dht.torrent; $TOOL variant "$dir/http.torrent" "$tor" --nodes "$WAN.$DHT_FIRST:$DHT_PORT" ;;
     # PEX: no tracker and no DHT, so the second peer can only be learnt from the first one.
     pex) tor=$dir/bare.torrent; $TOOL variant "$dir/http.torrent" "$tor" --nodes '' ;;
+    # LSD: no tracker and no DHT (and the peers run no PEX): LSD's announces are the only way.
+    lsd) tor=$dir/bare.torrent; $TOOL variant "$dir/http.torrent" "$tor" --nodes '' ;;
     webseed)
       cp "$dir/seed/$name" "$WORK/www/webseed/$name"
       tor=$dir/webseed.torrent; $TOOL variant "$dir/http.torrent" "$tor" --nodes '' --url-list "http://$WEB/webseed/" ;;
@@ -349,6 +383,10 @@ start_seeders() {   # start_seeders NAME
     "start_$seeder" "$PFX-p$k" "$WAN.$((120 + k))" "" "$mode" "$tor" "$dir/seed" "$SEED_PORT" "$dir/second"
     "start_$seeder" "$PFX-s$k" "$WAN.$((100 + k))" "" "$mode" "$tor" "$dir/peer" "$SEED_PORT" "$dir/seeder" \
       --peer "$WAN.$((120 + k)):$SEED_PORT" --download-limit 4
+    return
+  fi
+  if [ "$s" = lsd ]; then   # the seeder on the leecher's LAN segment
+    "start_$seeder" "$PFX-lan${k}s" "10.1.$k.3" "" "$mode" "$tor" "$dir/seed" "$SEED_PORT" "$dir/seeder"
     return
   fi
   "start_$seeder" "$PFX-s$k" "$WAN.$((100 + k))" "" "$mode" "$tor" "$dir/seed" "$SEED_PORT" "$dir/seeder" "${extra[@]}"
@@ -478,7 +516,7 @@ grep -qs '"btwall running"' "$OUT/daemon.log" || { echo "e2e-lab: btwall did not
 if [ $CAPTURE = 1 ]; then
   mkdir -p "$OUT/captures"
   for s in "${CHOSEN[@]}"; do
-    # -p: a promiscuous gateway link would break NFQUEUE on this platform.
+    # -p: the gateway's own frames are what matters (a promiscuous link queues as usual: checked).
     spawn "$NS_GW" "$WORK/tcpdump-$s.log" tcpdump -p -i "lan$(index_of "$s")" -s 0 -U -n -Z root -w "$OUT/captures/$s.pcap"
   done
   # The ordinary traffic is hundreds of MB: its packets' first 1024 bytes hold every header and
@@ -531,9 +569,10 @@ sleep 2                              # the clients' last status lines (once a se
     counter=$(grep -o 'received=[0-9]*' "$WORK/$s/leecher/client.log" 2>/dev/null | tail -1 | cut -d= -f2 || true)
     done_=false; complete "$s" && done_=true
     peers="\"$WAN.$((100 + k))\""; [ "$s" = pex ] && peers="$peers,\"$WAN.$((120 + k))\""
+    lan_peers=; [ "$s" = lsd ] && { peers=; lan_peers="\"10.1.$k.3\""; }   # the LSD seeder is a LAN host
     [ "$seeder" = none ] && peers=
-    printf '%s{"name":"%s","seeder":"%s","leecher":"%s","mode":"%s","lan":"10.1.%s.2","peers":[%s],"infohash":"%s","complete":%s,"pieces":%s,"client_received":%s}' \
-      "$sep" "$s" "$seeder" "$leecher" "$mode" "$k" "$peers" "$(cat "$WORK/$s/infohash")" "$done_" "$pieces" "${counter:-null}"
+    printf '%s{"name":"%s","seeder":"%s","leecher":"%s","mode":"%s","lan":"10.1.%s.2","peers":[%s],"lan_peers":[%s],"infohash":"%s","complete":%s,"pieces":%s,"client_received":%s}' \
+      "$sep" "$s" "$seeder" "$leecher" "$mode" "$k" "$peers" "$lan_peers" "$(cat "$WORK/$s/infohash")" "$done_" "$pieces" "${counter:-null}"
     sep=,
   done
   printf '],"ordinary":['
