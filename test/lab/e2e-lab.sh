@@ -152,7 +152,7 @@ lan_host() {   # lan_host K : LAN host PFX-lanK, 10.1.K.2, on the gateway's lanK
 }
 
 lan_segment() {   # lan_segment K : LAN hosts PFX-lanK (10.1.K.2) and PFX-lanKs (10.1.K.3) on one switch, the gateway's bridge lanK
-  local ns
+  local spec ns port host
   ip -n "$NS_GW" link add "lan$1" type bridge
   ip -n "$NS_GW" addr add "10.1.$1.1/24" dev "lan$1"
   ip -n "$NS_GW" link set "lan$1" up
@@ -161,8 +161,8 @@ lan_segment() {   # lan_segment K : LAN hosts PFX-lanK (10.1.K.2) and PFX-lanKs 
   # is); a new one starts with 1 on this kernel, set anyway as the scenario depends on it (with 0
   # the leecher completes under drop and nothing is logged: checked).
   ip netns exec "$NS_GW" sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
-  for ns in "$PFX-lan$1:sw${1}l:2" "$PFX-lan${1}s:sw${1}s:3"; do
-    IFS=: read -r ns port host <<<"$ns"
+  for spec in "$PFX-lan$1:sw${1}l:2" "$PFX-lan${1}s:sw${1}s:3"; do   # namespace:bridge port:host number
+    IFS=: read -r ns port host <<<"$spec"
     new_ns "$ns"
     ip -n "$NS_GW" link add "$port" type veth peer name eth0 netns "$ns"
     ip -n "$NS_GW" link set "$port" master "lan$1" up
@@ -170,7 +170,7 @@ lan_segment() {   # lan_segment K : LAN hosts PFX-lanK (10.1.K.2) and PFX-lanKs 
     ip -n "$ns" link set eth0 up
     ip -n "$ns" route add "$WAN.0/24" via "10.1.$1.1"
     ip -n "$ns" route add 10.1.0.0/16 via "10.1.$1.1"
-    # Multicast (LSD's group) goes out on the LAN link, the only one there is.
+    # No default route: multicast (LSD's group) needs a route of its own, on the LAN link.
     ip -n "$ns" route add 224.0.0.0/4 dev eth0
   done
 }
