@@ -519,7 +519,9 @@ if [ $CAPTURE = 1 ]; then
   mkdir -p "$OUT/captures"
   for s in "${CHOSEN[@]}"; do
     # -p: the gateway's own frames are what matters (a promiscuous link queues as usual: checked).
-    spawn "$NS_GW" "$WORK/tcpdump-$s.log" tcpdump -p -i "lan$(index_of "$s")" -s 0 -U -n -Z root -w "$OUT/captures/$s.pcap"
+    # The lsd leecher's link is its bridge port: frames bridged between two ports never cross the bridge device.
+    link=lan$(index_of "$s"); [ "$s" = lsd ] && link=sw$(index_of "$s")l
+    spawn "$NS_GW" "$WORK/tcpdump-$s.log" tcpdump -p -i "$link" -s 0 -U -n -Z root -w "$OUT/captures/$s.pcap"
   done
   # The ordinary traffic is hundreds of MB: its packets' first 1024 bytes hold every header and
   # handshake the engine reads.
