@@ -1,7 +1,8 @@
 /**
  * Real clients, real blocking: the end-to-end lab (test/lab/e2e-lab.sh) with the real daemon on a
- * routed gateway (FORWARD chain, XDP bans on its interfaces), dual-stack. Four runs, each every
- * scenario at once from its own LAN host while the ordinary traffic runs from another: ACTION=drop and
+ * routed gateway (FORWARD chain, XDP bans on its interfaces; one LAN segment bridged by it, whose
+ * frames br_netfilter passes through FORWARD too), dual-stack. Four runs, each every scenario at
+ * once from its own LAN host while the ordinary traffic runs from another: ACTION=drop and
  * ACTION=monitor, each on a bare path and with a 30 ms WAN round trip. The lab reports facts
  * (pieces on the leecher's disk, the client's own counter, the detection log, the ban list, each
  * ordinary check's outcome); this file judges them.
@@ -29,6 +30,8 @@ interface Scenario {
   lan6: string;
   /** The WAN peers of the scenario: the only addresses a ban may name (with the DHT nodes). */
   peers: string[];
+  /** Its peers on the leecher's own LAN segment (lsd's seeder): local hosts, never banned. */
+  lan_peers: string[];
   complete: boolean;
   pieces: number;
   client_received: number | null;
@@ -69,6 +72,7 @@ const BLOCKED_BY: Record<string, string> = {
   pex: 'handshake',
   socks5: 'socks5',
   webseed: 'http-bittorrent',
+  lsd: 'lsd', // the leecher's own multicast announce on its bridged LAN segment
   'plain-v6': 'handshake', // peers and tracker over IPv6 only
 };
 const SCENARIOS = Object.keys(BLOCKED_BY);
@@ -204,6 +208,12 @@ describe.runIf(canUseKernel())('end-to-end lab: real clients through the btwall 
               // connection to the second one was learnt by PEX.
               expect(mine.some((d) => d.remote.address === s.peers[1])).toBe(true);
             }
+            if (name === 'lsd') {
+              // No tracker, DHT or PEX, and neither peer was told of the other: their connection
+              // on the LAN segment, seen by the gateway's bridge, was learnt by LSD.
+              const ends = (d: Detection) => [d.local.address, d.remote.address].sort().join(' ');
+              expect(detections.some((d) => d.rule === 'handshake' && ends(d) === [s.lan, ...s.lan_peers].sort().join(' '))).toBe(true);
+            }
           });
         }
       }
@@ -211,7 +221,7 @@ describe.runIf(canUseKernel())('end-to-end lab: real clients through the btwall 
       it('bans only WAN peers whose own bytes were BitTorrent: never a service, the gateway or a LAN host', { timeout: 900_000 }, async () => {
         const { result, detections } = await get();
         const peers = new Set([...result.scenarios.flatMap((s) => s.peers), ...result.dht_nodes]);
-        const never = [...Object.values(result.services), ...result.ordinary_hosts, result.ordinary_host6, ...result.scenarios.flatMap((s) => [s.lan, s.lan6])];
+        const never = [...Object.values(result.services), ...result.ordinary_hosts, result.ordinary_host6, ...result.scenarios.flatMap((s) => [s.lan, s.lan6, ...s.lan_peers])];
         const banned = result.bans.bans.map((b) => b.address);
         // Under monitor nothing is enforced; what would have been banned is in the log.
         const wouldBan = detections.filter((d) => d.ban).map((d) => d.ban!.address);

@@ -12,7 +12,7 @@
 #                     (BT_DHT6 may be empty: IPv4 only)
 #   BT_NAME           the torrent's file name (ctorrent wants the file itself)
 # Every client's configuration disables UPnP, NAT-PMP, LSD and the public DHT bootstrap, whatever
-# the mode. LAST_PID is the started process; PIDS collects all of them for stop_pids.
+# the mode, but for the libtorrent peer's lsd mode, whose LSD announces stay on the LAN's link. LAST_PID is the started process; PIDS collects all of them for stop_pids.
 
 BT_CLIENTS_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LTPY=/usr/bin/python3          # Debian's python, where python3-libtorrent is installed

@@ -45,6 +45,9 @@ MODES = {
     'encrypted': dict(TCP_ONLY, out_enc_policy=0, in_enc_policy=0, allowed_enc_level=2, prefer_rc4=True),
     'utp': dict(PLAIN, enable_outgoing_tcp=False, enable_incoming_tcp=False),
     'dht': dict(TCP_ONLY, enable_dht=True, **PLAIN),
+    # BEP 14 Local Service Discovery: multicast announces on the LAN's own link, the only way this
+    # mode's peers can find each other (the session also goes without the PEX plugin).
+    'lsd': dict(TCP_ONLY, enable_lsd=True, **PLAIN),
 }
 
 
@@ -80,7 +83,9 @@ def run_peer(args):
         s['max_failcount'] = 1000
     if args.download_limit:
         s['download_rate_limit'] = args.download_limit * 1024
-    ses = lt.session(s)
+    # Flags 0: none of the default plugins (ut_pex, ut_metadata, smart_ban), so that an lsd-mode
+    # peer learns of no peer but by LSD.
+    ses = lt.session(s, 0) if args.mode == 'lsd' else lt.session(s)
     h = ses.add_torrent({'ti': lt.torrent_info(args.torrent), 'save_path': args.save})
     given = [(host, int(port)) for host, port in (p.rsplit(':', 1) for p in args.peer)]
     connect_from = time.time() + args.connect_delay

@@ -7,7 +7,7 @@
 # outcome) in OUT/result.json; test/e2e-lab.test.ts and `btwall demo` judge them.
 #
 #   bash test/lab/e2e-lab.sh --out DIR [--action drop|monitor] [--rtt MS] [--window SECONDS]
-#        [--scenarios plain,encrypted,...] [--checks dns,tracker-name,https,https-v6,http,scp,iperf3,stun,turn|none]
+#        [--scenarios plain,encrypted,...,lsd,plain-v6] [--checks dns,tracker-name,https,https-v6,http,scp,iperf3,stun,turn|none]
 #        [--capture] [--size KB] [--keep]
 #
 # --rtt: every packet a WAN host receives waits MS ms (../shared/bench/nfq-delay on its INPUT: this
@@ -29,7 +29,13 @@
 # A scenario named *-v6 runs entirely over IPv6: its LAN host and its seeder have IPv6 addresses
 # only (fd00:10:1:k::2 and 2001:db8:5100::(100+k)), its torrent announces to the IPv6 tracker.
 # Every host has IPv6 DAD off: a fresh veth's address is usable at once.
-# The gateway routes; it is never on a bridge (bridged, promiscuous frames break NFQUEUE here).
+#   the lsd scenario's LAN segment: the gateway's bridge lank (10.1.k.1, fd00:10:1:k::1) is the LAN's
+#   switch, its ports swkl and swks lead to the leecher's host PFX-lank 10.1.k.2 and the seeder's
+#   PFX-lanks 10.1.k.3 (and ::2, ::3). Frames between them are bridged, and br_netfilter
+#   (bridge-nf-call-iptables=1 in the gateway only) passes them through the FORWARD chain and
+#   btwall's queue like routed ones. The ports are not in INTERFACE: the bridge (lan*) takes the XDP
+#   program, and the kernel refuses one on a port of a bridge that has one (EEXIST).
+# The gateway routes every other LAN host.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -42,7 +48,7 @@ OUT=
 ACTION=drop
 RTT_MS=0
 WINDOW=60
-SCENARIOS=plain,encrypted,utp,udp-tracker,dht,pex,socks5,webseed,plain-v6
+SCENARIOS=plain,encrypted,utp,udp-tracker,dht,pex,socks5,webseed,lsd,plain-v6
 CHECKS=dns,tracker-name,https,https-v6,http,scp,iperf3,stun,turn
 CAPTURE=0
 SIZE_KB=2048
@@ -114,9 +120,10 @@ declare -A SCENARIO=(
   [pex]="libtorrent libtorrent plain"
   [socks5]="transmission libtorrent plain"
   [webseed]="none libtorrent plain"
+  [lsd]="libtorrent libtorrent lsd"
   [plain-v6]="libtorrent transmission plain"
 )
-ORDER=(plain encrypted utp udp-tracker dht pex socks5 webseed plain-v6)
+ORDER=(plain encrypted utp udp-tracker dht pex socks5 webseed lsd plain-v6)
 IFS=, read -r -a CHOSEN <<<"$SCENARIOS"
 for s in "${CHOSEN[@]}"; do [ -n "${SCENARIO[$s]:-}" ] || { echo "e2e-lab: no scenario $s" >&2; exit 2; }; done
 index_of() { local i; for i in "${!ORDER[@]}"; do [ "${ORDER[$i]}" = "$1" ] && { echo $((i + 1)); return; }; done; }
@@ -176,6 +183,34 @@ lan_host() {   # lan_host K [6] : LAN host PFX-lanK, 10.1.K.2 and $LAN6:K::2 (or
   ip -6 -n "$ns" route add "$LAN6::/48" via "$LAN6:$1::1"
 }
 
+lan_segment() {   # lan_segment K : LAN hosts PFX-lanK (10.1.K.2, $LAN6:K::2) and PFX-lanKs (.3, ::3) on one switch, the gateway's bridge lanK
+  local spec ns port host
+  ip -n "$NS_GW" link add "lan$1" type bridge
+  ip -n "$NS_GW" addr add "10.1.$1.1/24" dev "lan$1"
+  ip -n "$NS_GW" addr add "$LAN6:$1::1/64" dev "lan$1" nodad
+  ip -n "$NS_GW" link set "lan$1" up
+  # Bridged IPv4 (and IPv6) frames through the gateway's iptables, FORWARD among them: btwall sees
+  # LAN-to-LAN traffic as it sees routed traffic. Per network namespace (the host's stays as it
+  # is); a new one starts with 1 on this kernel, set anyway as the scenario depends on it (with 0
+  # the leecher completes under drop and nothing is logged: checked).
+  ip netns exec "$NS_GW" sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
+  for spec in "$PFX-lan$1:sw${1}l:2" "$PFX-lan${1}s:sw${1}s:3"; do   # namespace:bridge port:host number
+    IFS=: read -r ns port host <<<"$spec"
+    new_ns "$ns"
+    ip -n "$NS_GW" link add "$port" type veth peer name eth0 netns "$ns"
+    ip -n "$NS_GW" link set "$port" master "lan$1" up
+    ip -n "$ns" addr add "10.1.$1.$host/24" dev eth0
+    ip -n "$ns" addr add "$LAN6:$1::$host/64" dev eth0 nodad
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" route add "$WAN.0/24" via "10.1.$1.1"
+    ip -n "$ns" route add 10.1.0.0/16 via "10.1.$1.1"
+    ip -6 -n "$ns" route add "$WAN6::/64" via "$LAN6:$1::1"
+    ip -6 -n "$ns" route add "$LAN6::/48" via "$LAN6:$1::1"
+    # No default route: multicast (LSD's group) needs a route of its own, on the LAN link.
+    ip -n "$ns" route add 224.0.0.0/4 dev eth0
+  done
+}
+
 wan_host() {   # wan_host NAME IP [IP...] : WAN host PFX-NAME on the WAN bridge (IPv4 /24s, IPv6 /64s)
   local ns=$PFX-$1 ip v4=0 v6=0
   new_ns "$ns"
@@ -215,6 +250,7 @@ make_lab() {
   local s k
   for s in "${CHOSEN[@]}"; do
     k=$(index_of "$s")
+    if [ "$s" = lsd ]; then lan_segment "$k"; continue; fi
     if v6_only "$s"; then lan_host "$k" 6; else lan_host "$k"; fi
     wan_host "s$k" "$(wan_ip "$s" $((100 + k)))"
     [ "$s" = pex ] && wan_host "p$k" "$WAN.$((120 + k))"
@@ -233,6 +269,8 @@ make_lab() {
     v6_only "$s" || ip netns exec "$PFX-lan$k" ping -c1 -W3 "$TRK" >/dev/null
     ip netns exec "$PFX-lan$k" ping -6 -c1 -W3 "$TRK6" >/dev/null
   done
+  # And the LAN segment's hosts reach each other through its switch.
+  [[ " ${CHOSEN[*]} " == *" lsd "* ]] && ip netns exec "$PFX-lan$(index_of lsd)" ping -c1 -W3 "10.1.$(index_of lsd).3" >/dev/null
   ip netns exec "$PFX-lan$ORD_IDX" ping -c1 -W3 "$WEB" >/dev/null
   ip netns exec "$PFX-lan$ORD_IDX" ping -6 -c1 -W3 "$WEB6" >/dev/null
 }
@@ -382,6 +420,8 @@ prepare_scenario() {   # prepare_scenario NAME : its random file, torrent(s) and
     dht) tor=$dir/dht.torrent; $TOOL variant "$dir/http.torrent" "$tor" --nodes "$WAN.$DHT_FIRST:$DHT_PORT" ;;
     # PEX: no tracker and no DHT, so the second peer can only be learnt from the first one.
     pex) tor=$dir/bare.torrent; $TOOL variant "$dir/http.torrent" "$tor" --nodes '' ;;
+    # LSD: no tracker and no DHT (and the peers run no PEX): LSD's announces are the only way.
+    lsd) tor=$dir/bare.torrent; $TOOL variant "$dir/http.torrent" "$tor" --nodes '' ;;
     webseed)
       cp "$dir/seed/$name" "$WORK/www/webseed/$name"
       tor=$dir/webseed.torrent; $TOOL variant "$dir/http.torrent" "$tor" --nodes '' --url-list "http://$WEB/webseed/" ;;
@@ -412,6 +452,10 @@ start_seeders() {   # start_seeders NAME
     "start_$seeder" "$PFX-p$k" "$WAN.$((120 + k))" "" "$mode" "$tor" "$dir/seed" "$SEED_PORT" "$dir/second"
     "start_$seeder" "$PFX-s$k" "$WAN.$((100 + k))" "" "$mode" "$tor" "$dir/peer" "$SEED_PORT" "$dir/seeder" \
       --peer "$WAN.$((120 + k)):$SEED_PORT" --download-limit 4
+    return
+  fi
+  if [ "$s" = lsd ]; then   # the seeder on the leecher's LAN segment
+    "start_$seeder" "$PFX-lan${k}s" "10.1.$k.3" "" "$mode" "$tor" "$dir/seed" "$SEED_PORT" "$dir/seeder"
     return
   fi
   local ip4 ip6=
@@ -554,8 +598,10 @@ grep -qs '"btwall running"' "$OUT/daemon.log" || { echo "e2e-lab: btwall did not
 if [ $CAPTURE = 1 ]; then
   mkdir -p "$OUT/captures"
   for s in "${CHOSEN[@]}"; do
-    # -p: a promiscuous gateway link would break NFQUEUE on this platform.
-    spawn "$NS_GW" "$WORK/tcpdump-$s.log" tcpdump -p -i "lan$(index_of "$s")" -s 0 -U -n -Z root -w "$OUT/captures/$s.pcap"
+    # -p: the gateway's own frames are what matters (a promiscuous link queues as usual: checked).
+    # The lsd leecher's link is its bridge port: frames bridged between two ports never cross the bridge device.
+    link=lan$(index_of "$s"); [ "$s" = lsd ] && link=sw$(index_of "$s")l
+    spawn "$NS_GW" "$WORK/tcpdump-$s.log" tcpdump -p -i "$link" -s 0 -U -n -Z root -w "$OUT/captures/$s.pcap"
   done
   # The ordinary traffic is hundreds of MB: its packets' first 1024 bytes hold every header and
   # handshake the engine reads.
@@ -608,9 +654,10 @@ sleep 2                              # the clients' last status lines (once a se
     counter=$(grep -o 'received=[0-9]*' "$WORK/$s/leecher/client.log" 2>/dev/null | tail -1 | cut -d= -f2 || true)
     done_=false; complete "$s" && done_=true
     peers="\"$(wan_ip "$s" $((100 + k)))\""; [ "$s" = pex ] && peers="$peers,\"$WAN.$((120 + k))\""
+    lan_peers=; [ "$s" = lsd ] && { peers=; lan_peers="\"10.1.$k.3\""; }   # the LSD seeder is a LAN host
     [ "$seeder" = none ] && peers=
-    printf '%s{"name":"%s","seeder":"%s","leecher":"%s","mode":"%s","lan":"%s","lan6":"%s","peers":[%s],"infohash":"%s","complete":%s,"pieces":%s,"client_received":%s}' \
-      "$sep" "$s" "$seeder" "$leecher" "$mode" "$(lan_ip "$s")" "$LAN6:$k::2" "$peers" "$(cat "$WORK/$s/infohash")" "$done_" "$pieces" "${counter:-null}"
+    printf '%s{"name":"%s","seeder":"%s","leecher":"%s","mode":"%s","lan":"%s","lan6":"%s","peers":[%s],"lan_peers":[%s],"infohash":"%s","complete":%s,"pieces":%s,"client_received":%s}' \
+      "$sep" "$s" "$seeder" "$leecher" "$mode" "$(lan_ip "$s")" "$LAN6:$k::2" "$peers" "$lan_peers" "$(cat "$WORK/$s/infohash")" "$done_" "$pieces" "${counter:-null}"
     sep=,
   done
   printf '],"ordinary":['
