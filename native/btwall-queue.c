@@ -294,11 +294,8 @@ static int take_packet(struct broker *b, const struct nlmsghdr *nlh, struct btq_
   }
   packet->orig_length = attr[NFQA_CAP_LEN] ? ntohl(mnl_attr_get_u32(attr[NFQA_CAP_LEN])) : packet->length;
   if (attr[NFQA_MARK]) packet->mark = ntohl(mnl_attr_get_u32(attr[NFQA_MARK]));
-  /* A bridged packet's devices are the bridge both ways; its ports tell the two sides apart. */
-  const struct nlattr *indev = attr[NFQA_IFINDEX_PHYSINDEV] ? attr[NFQA_IFINDEX_PHYSINDEV] : attr[NFQA_IFINDEX_INDEV];
-  const struct nlattr *outdev = attr[NFQA_IFINDEX_PHYSOUTDEV] ? attr[NFQA_IFINDEX_PHYSOUTDEV] : attr[NFQA_IFINDEX_OUTDEV];
-  if (indev) packet->indev = ntohl(mnl_attr_get_u32(indev));
-  if (outdev) packet->outdev = ntohl(mnl_attr_get_u32(outdev));
+  if (attr[NFQA_IFINDEX_INDEV]) packet->indev = ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_INDEV]));
+  if (attr[NFQA_IFINDEX_OUTDEV]) packet->outdev = ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_OUTDEV]));
   return 1;
 }
 

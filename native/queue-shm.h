@@ -43,7 +43,7 @@ struct btq_packet {
   uint32_t offset;      /* of the network-layer packet, from the start of the shared memory */
   uint32_t length;      /* bytes copied */
   uint32_t orig_length; /* bytes on the wire (more than length when the copy range cut it) */
-  uint32_t indev;       /* ifindex (a bridged packet's: the bridge port's), 0 when none */
+  uint32_t indev;       /* ifindex, 0 when none */
   uint32_t outdev;
   uint16_t hw_protocol; /* ethertype, network order as the kernel gives it */
   uint8_t hook;         /* NF_INET_* hook */

@@ -60,7 +60,6 @@ interface Detection {
   direction: string;
   action: string;
   ban: { address: string } | null;
-  interface: string;
 }
 
 /** The rule that must name each scenario's flows when btwall drops them. */
@@ -213,10 +212,7 @@ describe.runIf(canUseKernel())('end-to-end lab: real clients through the btwall 
               // No tracker, DHT or PEX, and neither peer was told of the other: their connection
               // on the LAN segment, seen by the gateway's bridge, was learnt by LSD.
               const ends = (d: Detection) => [d.local.address, d.remote.address].sort().join(' ');
-              const connection = detections.filter((d) => d.rule === 'handshake' && ends(d) === [s.lan, ...s.lan_peers].sort().join(' '));
-              expect(connection.length).toBeGreaterThan(0);
-              // Told by the bridge port it came in on, not the bridge: each side of a bridge is its own.
-              expect(connection.every((d) => /^sw\d+[ls]$/.test(d.interface)), JSON.stringify(connection)).toBe(true);
+              expect(detections.some((d) => d.rule === 'handshake' && ends(d) === [s.lan, ...s.lan_peers].sort().join(' '))).toBe(true);
             }
           });
         }
