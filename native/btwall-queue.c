@@ -38,10 +38,9 @@
 /*
  * Interrupt coalescing, as NAPI does it: each hand-over to Node costs two wake-ups and a few
  * system calls whatever it carries, so under load a small batch waits a little for more. A queue
- * counts as loaded when its last batch was read less than COALESCE_LOADED_NS ago; an idle queue's
- * packet is read at once, so light traffic gains no latency.
+ * counts as loaded when its last batch was read less than two waits ago: packets that come further
+ * apart are read at once, as a wait would add latency and gather nothing.
  */
-#define COALESCE_LOADED_NS 1000000u
 #define COALESCE_BELOW (BTQ_BATCH / 4)
 
 static volatile sig_atomic_t stopping;
@@ -359,9 +358,9 @@ static void receive_batch(struct broker *b, int s, uint64_t now) {
   }
 }
 
-/* Under load, gives a small batch the coalescing time to fill before it is read (see COALESCE_LOADED_NS). */
+/* Under load, gives a small batch the coalescing time to fill before it is read (see COALESCE_BELOW). */
 static void coalesce(const struct broker *b, uint64_t now) {
-  if (b->coalesce_ns == 0 || b->last_count >= COALESCE_BELOW || now - b->last_receive_ns >= COALESCE_LOADED_NS) return;
+  if (b->coalesce_ns == 0 || b->last_count >= COALESCE_BELOW || now - b->last_receive_ns >= 2 * b->coalesce_ns) return;
   struct timespec pause = {0, (long)b->coalesce_ns};
   nanosleep(&pause, NULL);
 }

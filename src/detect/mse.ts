@@ -328,7 +328,7 @@ function bareMessage(ctx: InspectContext, exact: boolean, needed: number): numbe
 
 /**
  * The length evidence suffices: MATCH when the responder may be a peer and either end spoke
- * BitTorrent protocol bytes lately, or has now shown this shape with a third different end (one
+ * BitTorrent protocol bytes lately, or has now shown this shape with a second different end (one
  * shape alone, on random-looking traffic, is no evidence; see TorrentingHosts).
  */
 function named(ctx: InspectContext): number {

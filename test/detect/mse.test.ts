@@ -241,6 +241,12 @@ describe('mse detector (Message Stream Encryption)', () => {
       expect(shaped('10.0.0.1', '198.51.100.7')).toBe(VERDICT_BITTORRENT);
       // Another host's sightings are its own.
       expect(shaped('10.0.0.2', '198.51.100.20')).toBe(VERDICT_UNDECIDED);
+      // A responder counts its ends too: a seeder that two hosts reach in the shape is named by the second.
+      expect(shaped('10.0.0.3', '198.51.100.30')).toBe(VERDICT_UNDECIDED);
+      expect(engine.torrenting.has(4, Uint8Array.from(ipv4Address('198.51.100.30')), 0)).toBe(false);
+      expect(shaped('10.0.0.4', '198.51.100.30')).toBe(VERDICT_BITTORRENT);
+      expect(engine.torrenting.has(4, Uint8Array.from(ipv4Address('198.51.100.30')), 0)).toBe(true);
+      expect(engine.torrenting.has(4, Uint8Array.from(ipv4Address('10.0.0.4')), 0)).toBe(false);
     });
 
     it('names most encrypted peer connections of the lab swarms with no other evidence at all, from the second peer of each host on', () => {
