@@ -4,11 +4,11 @@
  * answers over the control socket, and the webhook receives the detections.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { btwall, CLI, peer, startDaemon, stopIfRunning, stopPeers, type RunningDaemon } from './helpers/daemon.js';
+import { btwall, CLI, peer, startDaemon, tearDownLab, type RunningDaemon } from './helpers/daemon.js';
 import { canUseKernel, createTopology, deviceWith, type Topology } from './helpers/netns.js';
 
 const CLIENT4 = '10.77.1.2';
@@ -47,13 +47,7 @@ describe.runIf(canUseKernel())('metrics, status and webhook of a running daemon'
     net = createTopology('o');
     work = mkdtempSync(join(tmpdir(), 'btwall-ops-'));
   });
-  afterAll(async () => {
-    await stopIfRunning(daemon);
-    stopPeers();
-    net?.destroy();
-    rmSync(pinDir, { recursive: true, force: true });
-    if (work) rmSync(work, { recursive: true, force: true });
-  });
+  afterAll(() => tearDownLab(daemon, net, [pinDir, work]));
 
   it('counts a dropped BitTorrent flow and a ban in a scrape promtool accepts, tells them in btwall status, and posts them to the webhook', async () => {
     const receiver = peer(net.gateway, 'http-sink', WEBHOOK_PORT, 60_000);

@@ -6,11 +6,11 @@
  * crash runs with the reloaded configuration, not the start's.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { btwall, CLI, connects, peer, startDaemon, stopIfRunning, stopPeers, type RunningDaemon } from './helpers/daemon.js';
+import { btwall, CLI, connects, peer, startDaemon, tearDownLab, type RunningDaemon } from './helpers/daemon.js';
 import { canUseKernel, createTopology, deviceWith, type Topology } from './helpers/netns.js';
 
 const EXIT_WORKER = resolve(import.meta.dirname, 'helpers/exit-worker.mjs');
@@ -34,13 +34,7 @@ describe.runIf(canUseKernel())('SIGHUP reloads BTWALL_ENV_FILE on a running daem
     net.server.must('ip', ['addr', 'add', `${OTHER4}/24`, 'dev', deviceWith(net.server, SERVER4)]);
     work = mkdtempSync(join(tmpdir(), 'btwall-reload-'));
   });
-  afterAll(async () => {
-    await stopIfRunning(daemon);
-    stopPeers();
-    net?.destroy();
-    rmSync(pinDir, { recursive: true, force: true });
-    if (work) rmSync(work, { recursive: true, force: true });
-  });
+  afterAll(() => tearDownLab(daemon, net, [pinDir, work]));
 
   it('applies the live settings, keeps bans, names what needs a restart, refuses an invalid file whole, and restarted workers get the reloaded configuration', async () => {
     const control = join(work, 'control.sock');

@@ -1,7 +1,8 @@
 /** `btwall run` and the lab's peer programs (peers.mjs) inside test namespaces, their output collected as it comes. */
 import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { Namespace } from './netns.js';
+import type { Namespace, Topology } from './netns.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 export const CLI = join(ROOT, 'dist/cli/main.js');
@@ -60,6 +61,14 @@ export class RunningDaemon {
 }
 
 /** Stops a daemon a test left running (a failed assertion skips the test's own stop). */
+/** A lab test's afterAll: stops the daemon and the peers, removes the namespaces and the given paths (pins, work directory). */
+export async function tearDownLab(daemon: RunningDaemon | null, net: Topology | undefined, paths: (string | undefined)[]): Promise<void> {
+  await stopIfRunning(daemon);
+  stopPeers();
+  net?.destroy();
+  for (const path of paths) if (path) rmSync(path, { recursive: true, force: true });
+}
+
 export async function stopIfRunning(daemon: RunningDaemon | null): Promise<void> {
   if (daemon?.running) await daemon.stop();
 }
