@@ -8,12 +8,12 @@ SHELL := /bin/bash
 # deletes a cut connection's entry; python3-libtorrent: the real BitTorrent client of the cut and
 # throttle lab tests; curl: their HTTP download; systemd-container: systemd-nspawn boots the unit in
 # a test); installed when missing. The end-to-end lab (test/lab/e2e-lab.sh, test/e2e-lab.test.ts,
-# btwall demo) runs the rest: real clients (transmission-cli, aria2), the tracker and torrents
+# btwall demo) runs the rest: real clients (transmission-cli, aria2, qbittorrent-nox, rtorrent), the tracker and torrents
 # (opentracker, mktorrent), captures (tcpdump), and the ordinary servers and their clients (nginx-light,
 # dnsmasq-base, openssh-server, iperf3, coturn, dante-server, bind9-dnsutils for dig, iputils-ping).
 APT_PACKAGES := python3 make gcc g++ pkg-config libnetfilter-queue-dev libmnl-dev iptables iproute2 \
   clang llvm libbpf-dev libelf-dev zlib1g-dev strace logrotate prometheus crowdsec conntrack python3-libtorrent curl systemd-container \
-  transmission-cli aria2 opentracker mktorrent tcpdump nginx-light dnsmasq-base openssh-server openssh-client \
+  transmission-cli aria2 qbittorrent-nox rtorrent opentracker mktorrent tcpdump nginx-light dnsmasq-base openssh-server openssh-client \
   iperf3 coturn dante-server bind9-dnsutils iputils-ping
 # Services those packages would start in the machine's own namespace (the lab runs its own copies
 # inside its namespaces): a policy-rc.d keeps dpkg from starting them while they are installed,
