@@ -101,9 +101,14 @@ function inspectStream(ctx: InspectContext, chain: DetectorChain): number {
   const start = pkt.payloadOff;
   const end = start + pkt.payloadLen;
   if (ctx.flowIndex === 0) {
-    // The client speaks first: its greeting is the flow's first payload.
+    // The client speaks first: its greeting is the flow's first payload, unless what was seen
+    // began later (a capture started mid-way, an inspection that met the flow late).
     if (buf[start] !== VERSION) return GIVE_UP;
-    if (ctx.dir === 1) state[base + CLIENT_PHASE] = CLIENT_IS_RESPONDER;
+    const opening = openingMessage(buf, start, end);
+    const clientDir = opening === OPENS_WITH_METHOD || opening === OPENS_WITH_REPLY ? 1 - ctx.dir : ctx.dir;
+    const clientPhase = opening === OPENS_WITH_GREETING ? GREETING : opening === OPENS_WITH_REPLY ? TUNNEL : REQUEST;
+    state[base + CLIENT_PHASE] = clientPhase | (clientDir === 1 ? CLIENT_IS_RESPONDER : 0);
+    state[base + SERVER_PHASE] = opening === OPENS_WITH_GREETING || opening === OPENS_WITH_METHOD ? METHOD : REPLY;
   }
   const fromClient = (state[base + CLIENT_PHASE] & CLIENT_IS_RESPONDER) === 0 ? ctx.dir === 0 : ctx.dir === 1;
   const phaseAt = base + (fromClient ? CLIENT_PHASE : SERVER_PHASE);
@@ -147,6 +152,26 @@ function connectsToKnownPeer(ctx: InspectContext, chain: DetectorChain, at: numb
   if (chain.matchEndpoints(inner) < 0) return false;
   ctx.strength = inner.strength;
   return true;
+}
+
+/** What a flow's first payload is: the client's greeting, or a later message when what was seen began after it. */
+const OPENS_WITH_GREETING = 0;
+const OPENS_WITH_METHOD = 1;
+const OPENS_WITH_REQUEST = 2;
+const OPENS_WITH_REPLY = 3;
+
+/**
+ * Which negotiation message the flow's first payload buf[start, end) is, whole: a greeting is at
+ * least 3 bytes (a method or more), so 2 bytes are the server's method selection; a CONNECT
+ * request or a success reply fills the payload exactly. Anything else is read as a greeting.
+ */
+function openingMessage(buf: Uint8Array, start: number, end: number): number {
+  const length = end - start;
+  if (length < 2) return OPENS_WITH_GREETING;
+  if (length === 2) return OPENS_WITH_METHOD;
+  if (buf[start + 1] === CMD_CONNECT && length > 3 && clientMessage(buf, start, end, REQUEST) === length) return OPENS_WITH_REQUEST;
+  if (buf[start + 1] === 0 && serverMessage(buf, start, end, REPLY) === length) return OPENS_WITH_REPLY;
+  return OPENS_WITH_GREETING;
 }
 
 /** The phase after a whole message that starts with `first`. */

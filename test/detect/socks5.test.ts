@@ -76,11 +76,24 @@ describe('socks5 detector: CONNECT', () => {
     ['the handshake cut over two segments', [...NEGOTIATION, client(HANDSHAKE.subarray(0, 7)), client(HANDSHAKE.subarray(7))]],
     ['an HTTP tracker announce', [...NEGOTIATION, client(ascii('GET /announce?info_hash=%8a%8a%8a%8a%8a%8a%8a%8a%8a%8a%8a%8a%8a%8a%8a%8a%8a%8a%8a%8a&peer_id=-qB4650-012345678901&port=6881&uploaded=0&downloaded=0&left=0 HTTP/1.1\r\nHost: t.example:6969\r\n\r\n'))]],
     ['TLS to a tracker', [...NEGOTIATION, client(clientHello('tracker.opentrackr.org'))]],
+    // A capture that began after the greeting: the first message seen is a later one, from either side.
+    ['a negotiation seen from the method selection on', [server(NO_AUTH), client(connect4), server(REPLY), client(HANDSHAKE)]],
+    ['a negotiation seen from the request on', [client(connect4), server(REPLY), server(HANDSHAKE)]],
+    ['a negotiation seen from the reply on', [server(REPLY), client(HANDSHAKE)]],
   ])('matches %s', (_name, segments) => {
     const result = stream(segments);
     expect(result.outcome).toBe(MATCH);
     expect(result.strayReads).toEqual([]);
     expect(result.strayStateWrites).toEqual([]);
+  });
+
+  it('reads a flow seen from a later negotiation message as the client greeting would have been read', () => {
+    // A method selection asks for authentication next; a refusal and a failed reply open no tunnel.
+    expect(stream([server([5, 2]), client([1, 3], ascii('lab'), [3], ascii('pwd')), server([1, 0]), client(connect4), server(REPLY), client(HANDSHAKE)]).outcome).toBe(MATCH);
+    expect(stream([server([5, 0xff]), client(HANDSHAKE)]).outcome).toBe(GIVE_UP);
+    expect(stream([server([5, 5, 0, 1, 0, 0, 0, 0, 0, 0]), client(HANDSHAKE)]).outcome).toBe(GIVE_UP);
+    // A greeting stays a greeting: a tunnel follows only its answer.
+    expect(stream([client(GREETING), client(HANDSHAKE)]).outcome).toBe(GIVE_UP);
   });
 
   it('decides a CONNECT towards a known peer at the request, as the engine decides a SYN', () => {
