@@ -269,8 +269,11 @@ function initiatorWrite(ctx: InspectContext, fresh: number, alone: boolean): num
   if ((flags & (B_ANSWERED | A_WENT_ON)) === B_ANSWERED && (flags & B_OPENED) !== 0 && firstAfterHandshake) {
     flags |= A_WENT_ON;
     state[at + FLAGS] = flags;
+    return MORE;
   }
-  return MORE;
+  // A shaped flow named nothing when its hosts had no context; asked again at each later write, it
+  // is named as soon as one has (its second end, seen meanwhile, marked it).
+  return (flags & A_WENT_ON) !== 0 || bothExact(flags) ? named(ctx) : MORE;
 }
 
 /**
@@ -317,25 +320,30 @@ function bothExact(flags: number): boolean {
   return (flags & A_HANDSHAKE) !== 0 && (flags & B_EXACT) !== 0;
 }
 
-/** A write of one side seen alone after its handshake: MATCH once `needed` bare messages showed. */
+/**
+ * A write of one side seen alone after its handshake: MATCH once `needed` bare messages showed, in
+ * a torrenting host's flow (one side's lengths alone count as no sighting).
+ */
 function bareMessage(ctx: InspectContext, exact: boolean, needed: number): number {
   const len = ctx.pkt.payloadLen;
   if (!exact || len >= BARE_MESSAGE.length || BARE_MESSAGE[len] === 0) return MORE;
   const bare = ctx.state[ctx.stateOff + BARE] + 1;
   ctx.state[ctx.stateOff + BARE] = bare;
-  return bare >= needed ? named(ctx) : MORE;
+  return bare >= needed ? named(ctx, false) : MORE;
 }
 
 /**
  * The length evidence suffices: MATCH when the responder may be a peer and either end spoke
  * BitTorrent protocol bytes lately, or has now shown this shape with a second different end (one
- * shape alone, on random-looking traffic, is no evidence; see TorrentingHosts).
+ * shape alone, on random-looking traffic, is no evidence; see TorrentingHosts). Only a shape both
+ * sides wrote (`sighting`) counts towards a host's ends: one side's writes may be anyone's.
  */
-function named(ctx: InspectContext): number {
+function named(ctx: InspectContext, sighting = true): number {
   const pkt = ctx.pkt;
   if (!responderMayBePeer(ctx)) return MORE;
   const torrenting = ctx.torrenting;
   if (torrenting.has(pkt.family, pkt.buf, pkt.srcOff) || torrenting.has(pkt.family, pkt.buf, pkt.dstOff)) return MATCH;
+  if (!sighting) return MORE;
   // Both ends are sighted: either may be the client with many peers.
   const bySource = torrenting.sighted(pkt.family, pkt.buf, pkt.srcOff, pkt.dstOff);
   const byDestination = torrenting.sighted(pkt.family, pkt.buf, pkt.dstOff, pkt.srcOff);

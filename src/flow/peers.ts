@@ -268,6 +268,8 @@ function sightingsCapacity(capacity: number): number {
 export class TorrentingHosts {
   private readonly hosts: PeerCache;
   private readonly sightings: PeerCache;
+  /** An IPv6 end's /64, the rest zero: the key of its sightings. */
+  private readonly endPrefix = new Uint8Array(16);
 
   constructor(
     capacity: number,
@@ -298,12 +300,20 @@ export class TorrentingHosts {
   /**
    * The host at buf[hostOff] showed a shape (MSE's lengths) in a flow with the end at
    * buf[endOff], both of `family`: returns true, having marked the host, once it has done so with
-   * two different ends. The same end again counts once.
+   * two different ends (an IPv6 end is its /64). The same end again counts once.
    */
   sighted(family: number, buf: Uint8Array, hostOff: number, endOff: number): boolean {
     const sightings = this.sightings;
-    if (sightings.has(family, buf, endOff, SIGHTED_END_PORT, family, buf, hostOff)) return false;
-    if (!sightings.add(family, buf, endOff, SIGHTED_END_PORT, family, buf, hostOff)) return false;
+    // An IPv6 end is its /64: one network's many addresses (privacy addresses, a server's pool) are one end.
+    let endBuf = buf;
+    let endAt = endOff;
+    if (family === 6) {
+      endBuf = this.endPrefix;
+      endAt = 0;
+      for (let i = 0; i < 8; i++) endBuf[i] = buf[endOff + i];
+    }
+    if (sightings.has(family, endBuf, endAt, SIGHTED_END_PORT, family, buf, hostOff)) return false;
+    if (!sightings.add(family, endBuf, endAt, SIGHTED_END_PORT, family, buf, hostOff)) return false;
     for (let i = 0; i < SIGHTINGS_COUNTED_PORTS.length; i++) {
       const step = SIGHTINGS_COUNTED_PORTS[i];
       if (sightings.has(family, buf, hostOff, step, family, buf, hostOff)) continue;

@@ -249,6 +249,25 @@ describe('mse detector (Message Stream Encryption)', () => {
       expect(engine.torrenting.has(4, Uint8Array.from(ipv4Address('10.0.0.4')), 0)).toBe(false);
     });
 
+    it("names a host's first shaped flow at its next write once a second end marked the host", () => {
+      const engine = new Engine({ flowCapacity: 64, detectors: [mseDetector] });
+      const send = (client: string, peer: string, port: number, segments: Segment[]) => {
+        let verdict = VERDICT_UNDECIDED;
+        for (const { dir, at, bytes } of segments) {
+          const packet =
+            dir === 0 ? packet4(client, peer, 6, tcp(port, 51413, bytes, { seq: (ISN[0] + at) >>> 0, flags: 0x18 })) : packet4(peer, client, 6, tcp(51413, port, bytes, { seq: (ISN[1] + at) >>> 0, flags: 0x18 }));
+          verdict = engine.process(packet, 0, packet.length, LINKTYPE_RAW);
+        }
+        return verdict;
+      };
+      const first = handshakeAfterSync(200, 37, 100, 300);
+      expect(send('10.0.0.1', '198.51.100.7', 40000, first)).toBe(VERDICT_UNDECIDED);
+      expect(send('10.0.0.1', '198.51.100.9', 40001, handshakeAfterSync(150, 20, 30, 0))).toBe(VERDICT_BITTORRENT);
+      // The first flow's next write, a request from the initiator.
+      const sent = first.filter((segment) => segment.dir === 0).reduce((sum, segment) => sum + segment.bytes.length, 0);
+      expect(send('10.0.0.1', '198.51.100.7', 40000, [{ dir: 0, at: sent, bytes: random(17) }])).toBe(VERDICT_BITTORRENT);
+    });
+
     it('names most encrypted peer connections of the lab swarms with no other evidence at all, from the second peer of each host on', () => {
       // Three hosts per capture, MSE required, nothing else read: each host's first shaped connection passes.
       const captures = ['fixtures/lab/bt', 'fixtures/lab/bt-rtt'].flatMap((dir) => readdirSync(dir).filter((name) => name.includes('encrypted')).map((name) => `${dir}/${name}`));
