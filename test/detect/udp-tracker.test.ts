@@ -133,7 +133,8 @@ describe('UDP tracker detector (BEP 15)', () => {
       ['a zero transaction id', concat(u32(1), u32(0), u32(1800), u32(3), u32(1), filler(6, 1))],
       ['a zero interval', concat(u32(1), u32(5), u32(0), u32(3), u32(1), filler(6, 1))],
       ['an interval of days', concat(u32(1), u32(5), u32(200_000), u32(3), u32(1), filler(6, 1))],
-      ['a peer count of 2^24', concat(u32(1), u32(5), u32(1800), u32(1 << 24), u32(1), filler(6, 1))],
+      ['a leecher count of 2^24', concat(u32(1), u32(5), u32(1800), u32(1 << 24), u32(1), filler(6, 1))],
+      ['a seeder count of 2^24', concat(u32(1), u32(5), u32(1800), u32(3), u32(1 << 24), filler(6, 1))],
       ['a ragged peer list', concat(u32(1), u32(5), u32(1800), u32(3), u32(1), filler(7, 1))],
       ['another action', concat(u32(0x101), u32(5), u32(1800), u32(3), u32(1), filler(6, 1))],
     ])('gives a flow up that opens with an answer with %s', (_name, payload) => {
