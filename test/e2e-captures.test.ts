@@ -1,10 +1,11 @@
 /**
- * `btwall scan` on the end-to-end lab's captures (fixtures/lab/e2e): real clients' traffic at the
- * gateway, each flow labelled by construction (expectations.json). Every flow a scenario host
- * sent BitTorrent on is found, the ordinary traffic has no false alarm but the listed tracker
- * name, and no service is ever banned. Read as a route that shows one direction would (only what
- * the LAN sent, or only what it received), every BitTorrent flow is still found but those whose
- * visible direction carries no BitTorrent byte at all, each listed with why.
+ * `btwall scan` on the end-to-end lab's captures (fixtures/lab/e2e, and fixtures/lab/e2e-rtt made
+ * with a 40 ms round trip on the WAN side): real clients' traffic at the gateway, each flow
+ * labelled by construction (expectations.json). Every flow a scenario host sent BitTorrent on is
+ * found, the ordinary traffic has no false alarm but the listed tracker name, and no service is
+ * ever banned. Read as a route that shows one direction would (only what the LAN sent, or only
+ * what it received), or from the middle (a capture started late), every BitTorrent flow is still
+ * found but those whose visible bytes carry nothing of BitTorrent at all, each listed with why.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -15,7 +16,6 @@ import { scanCapture } from './helpers/capture.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const CLI = join(ROOT, 'bin/btwall');
-const FIXTURES = join(ROOT, 'fixtures/lab/e2e');
 
 interface Expectation {
   l4: string;
@@ -35,92 +35,155 @@ interface ScanRecord {
   ban: string | null;
 }
 
-const expectations = JSON.parse(readFileSync(join(FIXTURES, 'expectations.json'), 'utf8')) as Record<string, Expectation[]>;
-const run = JSON.parse(readFileSync(join(FIXTURES, 'run.json'), 'utf8')) as { services: Record<string, string> };
-const flowKey = (l4: string, x: string, y: string) => `${l4} ${[x, y].sort().join(' ')}`;
-/** An endpoint as the labeller writes it (bt-lab-tool.py ep): IPv6 addresses in brackets. */
-const endpoint = (address: string, port: number) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
-
-function scan(file: string): ScanRecord[] {
-  const out = spawnSync(CLI, ['scan', join(FIXTURES, file)], {
-    encoding: 'utf8',
-    env: { ...process.env, LOCAL_CIDRS: '10.1.0.0/16,fd00:10:1::/48', TRACKER_DOMAINS: 'tracker.lab.example' },
-  });
-  if (out.status !== 0) throw new Error(`btwall scan ${file}: ${out.stderr}`);
-  return out.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as ScanRecord);
+/** The flows of one view a set is expected to miss: "capture: a b" (endpoints sorted), each with why in a comment. */
+interface Misses {
+  sentByLan: string[];
+  receivedByLan: string[];
+  /** From 20 % and from 50 % of each capture on. */
+  fromFifth: string[];
+  fromHalf: string[];
 }
 
-describe('btwall scan on the end-to-end lab captures', () => {
-  for (const [file, flows] of Object.entries(expectations)) {
-    it(`${file}: every labelled flow gets its verdict, no service is banned`, () => {
-      const verdicts = new Map(scan(file).map((r) => [flowKey(r.l4, endpoint(r.src, r.sport), endpoint(r.dst, r.dport)), r]));
-      expect(flows.length).toBeGreaterThan(0);
-      for (const flow of flows) {
-        const record = verdicts.get(flowKey(flow.l4, flow.a, flow.b));
-        expect(record?.verdict, `${flow.l4} ${flow.a} ${flow.b} (${flow.why}): ${JSON.stringify(record)}`).toBe(flow.expect);
-      }
-      const banned = [...verdicts.values()].map((r) => r.ban).filter((b) => b !== null);
-      for (const service of Object.values(run.services)) expect(banned).not.toContain(service);
-    });
-  }
-});
+const flowKey = (l4: string, x: string, y: string) => `${l4} ${[x, y].sort().join(' ')}`;
+const pair = (x: string, y: string) => [x, y].sort().join(' ');
+/** An endpoint as the labeller writes it (bt-lab-tool.py ep): IPv6 addresses in brackets. */
+const endpoint = (address: string, port: number) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
+/** Whether an address, or an endpoint as the labeller writes it, is on a LAN prefix (LOCAL_CIDRS). */
+const lan = (source: string) => /^\[?(10\.1\.|fd00:10:1:)/.test(source);
+/** Flows between two LAN hosts, and multicast from one (LSD), take no WAN route at all. */
+const viaWan = (f: Expectation) => [f.a, f.b].filter(lan).length === 1 && !f.b.startsWith('239.') && !f.b.startsWith('[ff');
 
-describe('the end-to-end lab captures, one direction only (an asymmetric route)', () => {
-  const lan = (source: string) => source.startsWith('10.1.');
-  /** BitTorrent flows that direction shows nothing of BitTorrent in, by capture: "a b" endpoints. */
-  const unseen: Record<'sent by the LAN' | 'received by the LAN', Record<string, string[]>> = {
-    'sent by the LAN': {
-      // Transmission's MSE initiator alone: key, message 3 with its handshake, then writes of no bare message length.
-      'encrypted.pcap': ['10.1.2.2:39341 198.51.100.102:51000'],
-      // aria2's MSE attempts, one key burst the seeder never answered; their peer came in the tracker's or DHT's answer, the other way.
-      'udp-tracker.pcap': ['10.1.4.2:34270 198.51.100.104:51000', '10.1.4.2:38444 198.51.100.104:51000'],
-      'dht.pcap': ['10.1.5.2:36150 198.51.100.105:51000', '10.1.5.2:45880 198.51.100.105:51000'],
-    },
-    'received by the LAN': {
-      // The same attempts: the seeder sent nothing back.
-      'udp-tracker.pcap': ['10.1.4.2:34270 198.51.100.104:51000', '10.1.4.2:38444 198.51.100.104:51000'],
-      // A web seed's answer is an HTTP 206 like any other: the BitTorrent part is the request.
-      'webseed.pcap': ['10.1.8.2:49969 198.51.100.80:80'],
-    },
-  };
-  for (const [direction, missed] of Object.entries(unseen)) {
-    it(`finds every BitTorrent flow but those with nothing of BitTorrent ${direction}, and flags no ordinary flow`, () => {
-      for (const [file, flows] of Object.entries(expectations)) {
-        const found = scanCapture(join(FIXTURES, file), { sentBy: (source) => lan(source) === (direction === 'sent by the LAN') }).flows;
-        const flagged = new Set(found.filter((f) => f.bittorrent).map((f) => [f.initiator, f.responder].sort().join(' ')));
-        // Flows between two LAN hosts, and multicast from one (LSD), take no WAN route at all.
-        const viaWan = (f: Expectation) => [f.a, f.b].filter(lan).length === 1 && !f.b.startsWith('239.');
-        const notFound = flows
-          .filter((f) => f.expect === 'bittorrent' && f.why.includes('scenario host') && viaWan(f))
-          .map((f) => [f.a, f.b].sort().join(' '))
-          .filter((pair) => !flagged.has(pair));
-        expect(notFound.sort(), file).toEqual((missed[file] ?? []).sort());
-        const falseAlarms = flows.filter((f) => f.expect === 'clean' && flagged.has([f.a, f.b].sort().join(' ')));
-        expect(falseAlarms, file).toEqual([]);
-      }
-    });
-  }
-});
+function suite(set: string, misses: Misses): void {
+  const fixtures = join(ROOT, 'fixtures/lab', set);
+  const expectations = JSON.parse(readFileSync(join(fixtures, 'expectations.json'), 'utf8')) as Record<string, Expectation[]>;
+  const run = JSON.parse(readFileSync(join(fixtures, 'run.json'), 'utf8')) as { services: Record<string, string> };
 
-describe('the end-to-end lab captures from the middle (a capture started late)', () => {
-  it('finds every BitTorrent flow seen after the start but an MSE connection seen past its keys, and flags no ordinary flow', () => {
-    const pair = (a: string, b: string) => [a, b].sort().join(' ');
+  function scan(file: string): ScanRecord[] {
+    const out = spawnSync(CLI, ['scan', join(fixtures, file)], {
+      encoding: 'utf8',
+      env: { ...process.env, LOCAL_CIDRS: '10.1.0.0/16,fd00:10:1::/48', TRACKER_DOMAINS: 'tracker.lab.example' },
+    });
+    if (out.status !== 0) throw new Error(`btwall scan ${file}: ${out.stderr}`);
+    return out.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as ScanRecord);
+  }
+
+  /** Over every capture of the set read as `view` shows it: the BitTorrent flows `counts` holds but none flagged, and the clean flows flagged. */
+  function misread(view: Parameters<typeof scanCapture>[1], counts: (f: Expectation, withPayload: Set<string>) => boolean) {
+    const notFound: string[] = [];
+    const falseAlarms: string[] = [];
+    for (const [file, flows] of Object.entries(expectations)) {
+      const { flows: found, withPayload } = scanCapture(join(fixtures, file), view(file));
+      const flagged = new Set(found.filter((f) => f.bittorrent).map((f) => pair(f.initiator, f.responder)));
+      for (const f of flows) {
+        const key = pair(f.a, f.b);
+        if (f.expect === 'bittorrent' && counts(f, withPayload) && !flagged.has(key)) notFound.push(`${file}: ${key}`);
+        if (f.expect === 'clean' && flagged.has(key)) falseAlarms.push(`${file}: ${key}`);
+      }
+    }
+    return { notFound: notFound.sort(), falseAlarms };
+  }
+
+  describe(`btwall scan on the end-to-end lab captures, ${set}`, () => {
+    for (const [file, flows] of Object.entries(expectations)) {
+      it(`${file}: every labelled flow gets its verdict, no service is banned`, () => {
+        const verdicts = new Map(scan(file).map((r) => [flowKey(r.l4, endpoint(r.src, r.sport), endpoint(r.dst, r.dport)), r]));
+        expect(flows.length).toBeGreaterThan(0);
+        for (const flow of flows) {
+          const record = verdicts.get(flowKey(flow.l4, flow.a, flow.b));
+          expect(record?.verdict, `${flow.l4} ${flow.a} ${flow.b} (${flow.why}): ${JSON.stringify(record)}`).toBe(flow.expect);
+        }
+        const banned = [...verdicts.values()].map((r) => r.ban).filter((b) => b !== null);
+        for (const service of Object.values(run.services)) expect(banned).not.toContain(service);
+      });
+    }
+
+    for (const [direction, missed] of [
+      ['sent by the LAN', misses.sentByLan],
+      ['received by the LAN', misses.receivedByLan],
+    ] as const) {
+      it(`one direction only (an asymmetric route), ${direction}: every BitTorrent flow but the listed ones, no ordinary flow`, () => {
+        const fromLan = direction === 'sent by the LAN';
+        const scenarioFlow = (f: Expectation) => f.why.includes('scenario host') && viaWan(f);
+        const { notFound, falseAlarms } = misread(() => ({ sentBy: (source) => lan(source) === fromLan }), scenarioFlow);
+        expect(notFound).toEqual([...missed].sort());
+        expect(falseAlarms).toEqual([]);
+      });
+    }
+
     for (const [from, missed] of [
-      // RC4 past the keys is random bytes of random lengths; the announce that listed this peer came before the cut.
-      [0.2, ['10.1.2.2:39341 198.51.100.102:51000']],
-      [0.5, []],
-    ] as [number, string[]][]) {
-      const notFound: string[] = [];
-      for (const [file, flows] of Object.entries(expectations)) {
-        let packets = 0;
-        readCapture(join(FIXTURES, file), () => void packets++);
-        const found = scanCapture(join(FIXTURES, file), { keep: (index) => index >= packets * from }).flows;
-        const seen = new Set(found.map((f) => pair(f.initiator, f.responder)));
-        const flagged = new Set(found.filter((f) => f.bittorrent).map((f) => pair(f.initiator, f.responder)));
-        notFound.push(...flows.filter((f) => f.expect === 'bittorrent' && seen.has(pair(f.a, f.b)) && !flagged.has(pair(f.a, f.b))).map((f) => pair(f.a, f.b)));
-        expect(flows.filter((f) => f.expect === 'clean' && flagged.has(pair(f.a, f.b))), `${file} from ${from}`).toEqual([]);
-      }
-      expect(notFound, `from ${from} of each capture`).toEqual(missed);
+      [0.2, misses.fromFifth],
+      [0.5, misses.fromHalf],
+    ] as const) {
+      it(`from ${from * 100} % of each capture on (a capture started late): every BitTorrent flow with payload after the cut but the listed ones, no ordinary flow`, () => {
+        const cut = (file: string) => {
+          let packets = 0;
+          readCapture(join(fixtures, file), () => void packets++);
+          return { keep: (index: number) => index >= packets * from };
+        };
+        const { notFound, falseAlarms } = misread(cut, (f, withPayload) => withPayload.has(pair(f.a, f.b)));
+        expect(notFound).toEqual([...missed].sort());
+        expect(falseAlarms).toEqual([]);
+      });
     }
   });
+}
+
+// Every listed flow has nothing of BitTorrent in what that view shows:
+// - an unanswered MSE attempt (aria2): one key burst from the LAN and nothing back; its peer came
+//   in the tracker's or DHT's answer, the other way (or before the cut);
+// - one side of an MSE connection closed right after the handshakes (a second connection between
+//   the same two clients): key, message 3 or 4, the handshake, and no bare message after it;
+// - rtorrent's MSE initiator alone: key, a 124-byte message 3 holding its handshake, then writes
+//   of several messages each, never one bare message's length;
+// - an HTTP answer that is no tracker's or peer's: qBittorrent's tracker's 404 to a scrape, a web
+//   seed's 206 (the BitTorrent part of each is the request);
+// - from the middle: RC4 past the keys, the tail of a piece and a have, piece data whose message
+//   boundaries fall inside segments, a web seed's body.
+suite('e2e', {
+  sentByLan: [
+    'dht.pcap: 10.1.5.2:34698 198.51.100.105:51000', // unanswered MSE attempt
+    'dht.pcap: 10.1.5.2:41910 198.51.100.105:51000',
+    'udp-tracker.pcap: 10.1.4.2:48232 198.51.100.104:51000',
+    'udp-tracker.pcap: 10.1.4.2:48240 198.51.100.104:51000',
+    'encrypted.pcap: 10.1.2.2:36020 198.51.100.102:51000', // rtorrent's initiator alone
+    'encrypted.pcap: 10.1.2.2:52000 198.51.100.102:56253', // rtorrent's responder alone, closed after the handshakes
+  ],
+  receivedByLan: [
+    'encrypted.pcap: 10.1.2.2:52000 198.51.100.102:56253', // libtorrent's initiator alone, closed after the handshakes
+    'plain-v6.pcap: [2001:db8:5100::69]:6970 [fd00:10:1:10::2]:37616', // the tracker's 404 to a scrape
+    'udp-tracker.pcap: 10.1.4.2:48232 198.51.100.104:51000', // unanswered MSE attempts: nothing came back
+    'udp-tracker.pcap: 10.1.4.2:48240 198.51.100.104:51000',
+    'webseed.pcap: 10.1.8.2:54359 198.51.100.80:80', // the web seed's 206
+  ],
+  fromFifth: ['udp-tracker.pcap: 10.1.4.2:48232 198.51.100.104:51000'], // unanswered MSE attempt, its peer announced before the cut
+  fromHalf: [
+    'encrypted.pcap: 10.1.2.2:36020 198.51.100.102:51000', // RC4 past the keys
+    'plain.pcap: 10.1.1.2:34249 198.51.100.101:51000', // the tail of the last piece and one have
+    'webseed.pcap: 10.1.8.2:54359 198.51.100.80:80', // the web seed's body
+  ],
+});
+suite('e2e-rtt', {
+  sentByLan: [
+    'dht.pcap: 10.1.5.2:44130 198.51.100.105:51000', // unanswered MSE attempt
+    'dht.pcap: 10.1.5.2:58506 198.51.100.105:51000',
+    'udp-tracker.pcap: 10.1.4.2:52626 198.51.100.104:51000',
+    'udp-tracker.pcap: 10.1.4.2:52646 198.51.100.104:51000',
+    'encrypted.pcap: 10.1.2.2:52000 198.51.100.102:43425', // rtorrent's responder alone, closed after the handshakes
+  ],
+  receivedByLan: [
+    'encrypted.pcap: 10.1.2.2:52000 198.51.100.102:43425', // libtorrent's initiator alone, closed after the handshakes
+    'plain-v6.pcap: [2001:db8:5100::69]:6970 [fd00:10:1:10::2]:35172', // the tracker's 404 to a scrape
+    'udp-tracker.pcap: 10.1.4.2:52626 198.51.100.104:51000', // unanswered MSE attempts: nothing came back
+    'udp-tracker.pcap: 10.1.4.2:52646 198.51.100.104:51000',
+    'webseed.pcap: 10.1.8.2:60177 198.51.100.80:80', // the web seed's 206
+  ],
+  fromFifth: [
+    'encrypted.pcap: 10.1.2.2:49498 198.51.100.102:51000', // RC4 past the keys
+    'webseed.pcap: 10.1.8.2:60177 198.51.100.80:80', // the web seed's body
+  ],
+  fromHalf: [
+    'encrypted.pcap: 10.1.2.2:49498 198.51.100.102:51000', // RC4 past the keys
+    'plain-v6.pcap: [2001:db8:5100::110]:51000 [fd00:10:1:10::2]:58623', // piece data past its requests
+    'webseed.pcap: 10.1.8.2:60177 198.51.100.80:80', // the web seed's body
+  ],
 });

@@ -23,22 +23,28 @@ export interface ScanOptions {
   keep?: (index: number) => boolean;
   /** Every host taken as torrenting (as if each had spoken BitTorrent before): what shape evidence alone names. */
   everyHostTorrenting?: boolean;
-  /** Called with each IPv4 packet's source address: false drops the packet (a route that shows one direction). */
+  /** Called with each TCP/UDP packet's source address: false drops the packet (a route that shows one direction). */
   sentBy?: (source: string) => boolean;
 }
 
 const filterDecoder = new PacketDecoder();
 const filterPacket = new PacketInfo();
 
-/** Whether an IPv4 TCP/UDP frame's source passes `keep` (other frames always do). */
+/** Whether a TCP/UDP frame's source address (IPv4 or IPv6) passes `keep` (other frames always do). */
 function sentBy(keep: (source: string) => boolean, buf: Uint8Array, off: number, len: number, linkType: number): boolean {
-  if (filterDecoder.decode(buf, off, len, linkType, filterPacket) !== DECODED_TCP_UDP || filterPacket.family !== 4) return true;
-  return keep(formatAddress(4, buf.subarray(filterPacket.srcOff, filterPacket.srcOff + 4)));
+  if (filterDecoder.decode(buf, off, len, linkType, filterPacket) !== DECODED_TCP_UDP) return true;
+  const family = filterPacket.family;
+  return keep(formatAddress(family, buf.subarray(filterPacket.srcOff, filterPacket.srcOff + (family === 4 ? 4 : 16))));
 }
 
-export function scanCapture(path: string, options: ScanOptions = {}): { flows: DecidedFlow[]; engine: Engine } {
+/**
+ * The flows the engine decided, the sorted "initiator responder" pairs of every flow that carried
+ * payload in what was read (decided or not), and the engine.
+ */
+export function scanCapture(path: string, options: ScanOptions = {}): { flows: DecidedFlow[]; withPayload: Set<string>; engine: Engine } {
   const engine = new Engine({ flowCapacity: 1024, ...(options.detectors ? { detectors: options.detectors } : {}) });
   const flows: DecidedFlow[] = [];
+  const withPayload = new Set<string>();
   const address = new Uint8Array(16);
   const endpoint = (flow: number, dir: number) => {
     engine.flows.address(flow, dir, address);
@@ -65,7 +71,11 @@ export function scanCapture(path: string, options: ScanOptions = {}): { flows: D
     const pkt = engine.packet;
     if (options.everyHostTorrenting) engine.torrenting.mark(pkt.family, pkt.buf, pkt.srcOff);
     engine.examine(flow);
+    const payloadPackets = engine.flows.payloadPackets;
+    if (pkt.payloadLen > 0 && payloadPackets[flow * 2] + payloadPackets[flow * 2 + 1] === 1) {
+      withPayload.add([endpoint(flow, 0), endpoint(flow, 1)].sort().join(' '));
+    }
   });
   if (result.error !== null) throw new Error(`${path}: ${result.error}`);
-  return { flows, engine };
+  return { flows, withPayload, engine };
 }
