@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Clock } from '../src/flow/clock.js';
-import { PeerCache, PeerLists } from '../src/flow/peers.js';
+import { PeerCache, PeerLists, TorrentingHosts } from '../src/flow/peers.js';
 import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN } from '../src/engine/engine.js';
 import { LINKTYPE_RAW } from '../src/packet/linktype.js';
 import { PacketInfo } from '../src/packet/packet.js';
@@ -273,5 +273,22 @@ describe('peer-cache detector', () => {
     expect(listedTo(engine, '198.51.100.10', 51413, '10.1.0.2')).toBe(false);
     expect(send(engine, packet4('10.1.0.2', '198.51.100.9', 6, tcp(40000, 51413, ENCRYPTED)))).not.toBe(VERDICT_BITTORRENT);
     expect(send(engine, packet4('10.1.0.2', '198.51.100.10', 6, tcp(40000, 51413, ENCRYPTED)))).not.toBe(VERDICT_BITTORRENT);
+  });
+});
+
+describe('TorrentingHosts sightings', () => {
+  const v6 = (text: string) => Uint8Array.from(ipv6Address(text));
+  /** The host and an end side by side in one buffer, as in a packet: host at 0, end at 16. */
+  const sight = (hosts: TorrentingHosts, host: string, end: string) => hosts.sighted(6, concat(v6(host), v6(end)), 0, 16);
+
+  it('counts an IPv6 end by its /64: many addresses of one network are one end', () => {
+    const hosts = new TorrentingHosts(4096, 60_000, new Clock());
+    expect(sight(hosts, 'fd00::1', '2001:db8:1:1::10')).toBe(false);
+    expect(sight(hosts, 'fd00::1', '2001:db8:1:1::11')).toBe(false);
+    expect(sight(hosts, 'fd00::1', '2001:db8:1:1:abcd::1')).toBe(false);
+    expect(hosts.has(6, v6('fd00::1'), 0)).toBe(false);
+    // Another /64 is a second end: the host is marked.
+    expect(sight(hosts, 'fd00::1', '2001:db8:1:2::10')).toBe(true);
+    expect(hosts.has(6, v6('fd00::1'), 0)).toBe(true);
   });
 });

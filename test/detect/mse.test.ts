@@ -304,6 +304,17 @@ describe('mse detector (Message Stream Encryption)', () => {
       expect(verdictOf(initiatorAlone(34, 9), 51413, 'none', false).verdict).toBe(VERDICT_UNDECIDED);
     });
 
+    it("counts one side's shape as no sighting: a host that shows it with many ends is not marked by it", () => {
+      const engine = new Engine({ flowCapacity: 64, detectors: [mseDetector] });
+      for (const [port, peer] of [[40000, '198.51.100.7'], [40001, '198.51.100.9'], [40002, '198.51.100.11']] as const) {
+        for (const { at, bytes } of initiatorAlone(34, 9)) {
+          const packet = packet4('10.0.0.1', peer, 6, tcp(port, 51413, bytes, { seq: (ISN[0] + at) >>> 0, flags: 0x18 }));
+          expect(engine.process(packet, 0, packet.length, LINKTYPE_RAW)).toBe(VERDICT_UNDECIDED);
+        }
+      }
+      expect(engine.torrenting.has(4, Uint8Array.from(ipv4Address('10.0.0.1')), 0)).toBe(false);
+    });
+
     it('names the responder alone by its exact message 4 with its handshake and a bare message (Transmission seeding)', () => {
       const responderAlone = (select: number, next: number) => bursts([1, random(512)], [1, random(select)], [1, random(177)], [1, random(next)]);
       expect(new DirectRunner().run(responderAlone(82, 5))).toBe(MATCH);
