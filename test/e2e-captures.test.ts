@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readCapture } from '../src/pcap/reader.js';
-import { scanCapture } from './helpers/capture.js';
+import { scanCapture, type ScanOptions } from './helpers/capture.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const CLI = join(ROOT, 'bin/btwall');
@@ -68,7 +68,7 @@ function suite(set: string, misses: Misses): void {
   }
 
   /** Over every capture of the set read as `view` shows it: the BitTorrent flows `counts` holds but none flagged, and the clean flows flagged. */
-  function misread(view: Parameters<typeof scanCapture>[1], counts: (f: Expectation, withPayload: Set<string>) => boolean) {
+  function misread(view: (file: string) => ScanOptions, counts: (f: Expectation, withPayload: Set<string>) => boolean) {
     const notFound: string[] = [];
     const falseAlarms: string[] = [];
     for (const [file, flows] of Object.entries(expectations)) {
@@ -104,7 +104,7 @@ function suite(set: string, misses: Misses): void {
       it(`one direction only (an asymmetric route), ${direction}: every BitTorrent flow but the listed ones, no ordinary flow`, () => {
         const fromLan = direction === 'sent by the LAN';
         const scenarioFlow = (f: Expectation) => f.why.includes('scenario host') && viaWan(f);
-        const { notFound, falseAlarms } = misread(() => ({ sentBy: (source) => lan(source) === fromLan }), scenarioFlow);
+        const { notFound, falseAlarms } = misread(() => ({ sentBy: (source: string) => lan(source) === fromLan }), scenarioFlow);
         expect(notFound).toEqual([...missed].sort());
         expect(falseAlarms).toEqual([]);
       });
