@@ -53,18 +53,6 @@ const STREAMS = 2;
 const ONLY_A = 3;
 const ONLY_B = 4;
 
-/**
- * Lengths of a write that holds one bare peer wire message, which RC4 leaves visible: keep-alive
- * (4), a one-byte message (5: choke, unchoke, (not) interested, have all, have none), port (7), have
- * or allowed fast (9), a piece header written before its block (13), a request (17) or two (34).
- * One side's stream alone shows no answer; its handshake and bare messages after it must do:
- * two after A's (requests, haves), one after B's exact handshake (an unchoke).
- */
-const BARE_MESSAGE = new Uint8Array(35);
-for (const length of [4, 5, 7, 9, 13, 17, 34]) BARE_MESSAGE[length] = 1;
-const BARE_AFTER_A_ALONE = 2;
-const BARE_AFTER_B_ALONE = 1;
-
 /** Evidence flags, set as the streams show it. */
 /** A: message 3 of exactly 124 bytes, the handshake as IA. */
 const A_HANDSHAKE_IN_SYNC = 1;
@@ -101,10 +89,9 @@ const B_SINCE_HANDSHAKE = 17;
 const FLAGS = 19;
 /** A's write that held (or ended) its handshake: the one after it is A going on. */
 const A_HANDSHAKE_WRITE = 20;
-/** Bare peer wire messages after the handshake of a side seen alone; and whether A alone is still possible. */
-const BARE = 21;
-const A_ALONE_FAILED = 22;
-const STATE_BYTES = 23;
+/** Whether A alone is still possible. */
+const A_ALONE_FAILED = 21;
+const STATE_BYTES = 22;
 /** Writes a message may be cut into before what follows it: message 3 or 4 in up to three, then the handshake. */
 const SPLIT_WRITES = 3;
 const SATURATED = 0xffff;
@@ -133,15 +120,18 @@ const MIN_DISTINCT = 66;
  *   of at least a handshake's length, A writing again after it (extension handshake, bitfield),
  *   and either B's exact message 4 or 68-byte handshake write, or, without them, an answer that
  *   opened as a handshake does and B writing again after A (the peer wire going on);
- * - one side alone, when the route shows one direction: A's handshake after its key and message 3
- *   and two bare peer wire messages after it (requests, haves), or B's exact message 4 or 68-byte
- *   handshake after its key and a bare message after it (an unchoke).
- * Random writes of random lengths take this shape now and then (about 1 flow in a million in
- * `npm run bench`: the exact lengths are few), so it names a flow only in context: one of its
- * ends must have spoken BitTorrent protocol bytes lately (ctx.torrenting), as a host running a
- * client does (DHT, trackers, uTP, plain handshakes), or shown this shape with another end
+ * - one side alone, when the route shows one direction: A's handshake by its exact length after
+ *   its key and message 3, or B's exact message 4 or 68-byte handshake after its key. Nothing
+ *   after the handshake is required: clients close a second connection to the same peer right
+ *   after it, and rtorrent coalesces the peer wire into writes of no telling length.
+ * Random writes of random lengths take the shape of both sides now and then (about 1 flow in a
+ * million in `npm run bench`: the exact lengths are few), so it names a flow only in context: one
+ * of its ends must have spoken BitTorrent protocol bytes lately (ctx.torrenting), as a host running
+ * a client does (DHT, trackers, uTP, plain handshakes), or shown this shape with another end
  * before (a client that only ever speaks MSE has many peers; see TorrentingHosts.sighted); one
- * shaped flow alone names nothing.
+ * shaped flow alone names nothing. One side's shape, far more common in random writes (about one
+ * exchange in 10,000 where one side writes several times first: a key-sized first write, then
+ * one exact total), names a flow only in a torrenting host's context and is never a sighting.
  * The length evidence is heuristic: it names a flow only when its responder is an endpoint the peer
  * cache would accept (a high port that is no well-known service, an address not allowlisted), so
  * proxies and VPNs on service ports, random-looking too, are never named by it.
@@ -182,7 +172,7 @@ export const mseDetector: Detector = {
     state[endAt + 2] = (segmentEnd >>> 8) & 0xff;
     state[endAt + 3] = segmentEnd & 0xff;
 
-    const phase = state[at + PHASE];
+    let phase = state[at + PHASE];
     if (phase === STREAMS) return dir === 0 ? initiatorWrite(ctx, fresh, false) : responderWrite(ctx, fresh, false);
     // Ya and Yb are each written at once, so their 96 bytes open the direction's first segment.
     if (ctx.dirIndex === 0 && (len < KEY_BURST_MIN || !looksRandom(pkt.buf, pkt.payloadOff, len))) return GIVE_UP;
@@ -198,10 +188,14 @@ export const mseDetector: Detector = {
       // The other side speaks: the key burst just read is complete, and the next one opens.
       if (burst < KEY_BURST_MIN) return GIVE_UP;
       burst = 0;
-      state[at + PHASE] = phase === KEY_A ? KEY_B : STREAMS;
+      if (phase === KEY_B) {
+        state[at + PHASE] = STREAMS;
+        return initiatorWrite(ctx, fresh, false);
+      }
       // What A wrote after its first segment was the rest of its key burst, not a stream of its own.
-      if (phase === KEY_A) state.fill(0, at + A_WRITES, at + STATE_BYTES);
-      if (phase === KEY_B) return initiatorWrite(ctx, fresh, false);
+      state.fill(0, at + A_WRITES, at + STATE_BYTES);
+      phase = KEY_B;
+      state[at + PHASE] = phase;
     }
     burst = Math.min(burst + fresh, SATURATED);
     writeU16(state, at + BURST, burst);
@@ -214,7 +208,9 @@ export const mseDetector: Detector = {
       if (alone === GIVE_UP) state[at + A_ALONE_FAILED] = 1;
     }
     if (burst <= KEY_BURST_MAX) return MORE;
-    if (phase !== KEY_A || state[at + A_ALONE_FAILED] !== 0) return GIVE_UP;
+    // Past a key burst's length, only A's later writes (message 3 and on, B unseen) may be MSE: A
+    // has nothing else to write before Yb, so a first segment this long is no key.
+    if (phase !== KEY_A || ctx.dirIndex === 0 || state[at + A_ALONE_FAILED] !== 0) return GIVE_UP;
     state[at + PHASE] = ONLY_A;
     return MORE;
   },
@@ -222,7 +218,7 @@ export const mseDetector: Detector = {
 
 /**
  * A write of new bytes from A after the keys: message 3 (in up to three writes), its handshake,
- * the peer wire; `alone` when B's side is not seen (no answer, only A's own bare messages).
+ * the peer wire; `alone` when B's side is not seen (no answer: A's handshake is all there is).
  */
 function initiatorWrite(ctx: InspectContext, fresh: number, alone: boolean): number {
   const state = ctx.state;
@@ -247,7 +243,7 @@ function initiatorWrite(ctx: InspectContext, fresh: number, alone: boolean): num
     writeU16(state, at + B_SINCE_HANDSHAKE, 0);
     state[at + FLAGS] = flags;
     state[at + A_HANDSHAKE_WRITE] = writes;
-    return bothExact(flags) ? named(ctx) : MORE;
+    return alone || bothExact(flags) ? named(ctx, !alone) : MORE;
   }
   if ((flags & A_HANDSHAKE) === 0) {
     if (writes > 1 && startsWithPrefix(pkt.buf, pkt.payloadOff, len)) return MATCH;
@@ -259,10 +255,11 @@ function initiatorWrite(ctx: InspectContext, fresh: number, alone: boolean): num
     }
     state[at + FLAGS] = flags;
     state[at + A_HANDSHAKE_WRITE] = writes;
-    return bothExact(flags) ? named(ctx) : MORE;
+    return alone || bothExact(flags) ? named(ctx, !alone) : MORE;
   }
   if (writes <= state[at + A_HANDSHAKE_WRITE] + 1 && startsWithPrefix(pkt.buf, pkt.payloadOff, len)) return MATCH;
-  if (alone) return bareMessage(ctx, exact, BARE_AFTER_A_ALONE);
+  // Its host may have been marked since the handshake.
+  if (alone) return named(ctx, false);
   // Without B's exact lengths, A's going on must be its first write after the handshake: a peer
   // that put its handshake in message 3, or wrote it next, waits for B's before it writes more.
   const firstAfterHandshake = writes === state[at + A_HANDSHAKE_WRITE] + 1;
@@ -278,7 +275,7 @@ function initiatorWrite(ctx: InspectContext, fresh: number, alone: boolean): num
 
 /**
  * A write of new bytes from B after the keys: message 4 (in up to three writes), its handshake,
- * the peer wire; `alone` when A's side is not seen (only B's exact handshake and bare messages).
+ * the peer wire; `alone` when A's side is not seen (B's exact message 4 or handshake is all there is).
  */
 function responderWrite(ctx: InspectContext, fresh: number, alone: boolean): number {
   const state = ctx.state;
@@ -297,11 +294,10 @@ function responderWrite(ctx: InspectContext, fresh: number, alone: boolean): num
   if (writes <= SPLIT_WRITES && (total === SELECT_MIN || total === SELECT_WITH_HANDSHAKE)) flags |= B_EXACT;
   if (writes > 1 && writes <= SPLIT_WRITES + 1 && exact && len === HANDSHAKE_LENGTH && total - len >= SELECT_MIN) flags |= B_EXACT;
   if (alone) {
-    const handshakeBefore = (state[at + FLAGS] & B_EXACT) !== 0;
     state[at + FLAGS] = flags;
-    if (handshakeBefore) return bareMessage(ctx, exact, BARE_AFTER_B_ALONE);
+    if ((flags & B_EXACT) !== 0) return named(ctx, false);
     // Message 4 is at most 14 + 512 bytes (and B's handshake) within its first writes.
-    return (flags & B_EXACT) !== 0 || (writes <= SPLIT_WRITES + 1 && total <= SELECT_WITH_HANDSHAKE + 512) ? MORE : GIVE_UP;
+    return writes <= SPLIT_WRITES + 1 && total <= SELECT_WITH_HANDSHAKE + 512 ? MORE : GIVE_UP;
   }
   // What B sent since A's handshake; a 124-byte message 3 holds A's, so all of B's counts, message 4 too.
   const before = readU16(state, at + B_SINCE_HANDSHAKE);
@@ -318,18 +314,6 @@ function responderWrite(ctx: InspectContext, fresh: number, alone: boolean): num
 /** Both handshakes showed by exact lengths: A's (in message 3, or after it) and B's (message 4, or its own write). */
 function bothExact(flags: number): boolean {
   return (flags & A_HANDSHAKE) !== 0 && (flags & B_EXACT) !== 0;
-}
-
-/**
- * A write of one side seen alone after its handshake: MATCH once `needed` bare messages showed, in
- * a torrenting host's flow (one side's lengths alone count as no sighting).
- */
-function bareMessage(ctx: InspectContext, exact: boolean, needed: number): number {
-  const len = ctx.pkt.payloadLen;
-  if (!exact || len >= BARE_MESSAGE.length || BARE_MESSAGE[len] === 0) return MORE;
-  const bare = ctx.state[ctx.stateOff + BARE] + 1;
-  ctx.state[ctx.stateOff + BARE] = bare;
-  return bare >= needed ? named(ctx, false) : MORE;
 }
 
 /**
