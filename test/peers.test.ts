@@ -37,15 +37,17 @@ describe('PeerCache', () => {
     expect(cache.has(4, v6, 12, 6881)).toBe(false);
   });
 
-  it('never takes low ports, well-known services, unusable addresses or allowlisted ones', () => {
+  it('never takes low ports, well-known services, proxies, unusable addresses or allowlisted ones', () => {
     const cache = new PeerCache(64, 1000, new Clock(), (_family, buf, off) => buf[off] === 10);
     expect(cache.add(4, v4('198.51.100.7'), 0, 443)).toBe(false);
     expect(cache.add(4, v4('198.51.100.7'), 0, 3478)).toBe(false);
     expect(cache.add(4, v4('198.51.100.7'), 0, 51820)).toBe(false);
+    // Read from its middle, a SOCKS connection's tunnelled peer wire names the proxy.
+    expect(cache.add(4, v4('198.51.100.7'), 0, 1080)).toBe(false);
     expect(cache.add(4, v4('127.0.0.1'), 0, 6881)).toBe(false);
     expect(cache.add(4, v4('239.192.152.143'), 0, 6771)).toBe(false);
     expect(cache.add(4, v4('10.8.0.2'), 0, 6881)).toBe(false);
-    expect(cache.refused).toBe(6);
+    expect(cache.refused).toBe(7);
     expect(cache.inserts).toBe(0);
     expect(cache.has(4, v4('198.51.100.7'), 0, 443)).toBe(false);
   });

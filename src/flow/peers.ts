@@ -13,11 +13,14 @@ const WAYS = 4;
 
 /**
  * Ports that never enter the cache: below 1024, and well-known services above it whose servers
- * a BitTorrent client may also talk to (a VPN endpoint, STUN/TURN, SIP, DNS over TLS...). A
- * cached endpoint turns every new flow to it into BitTorrent, so a shared service must never be one.
+ * a BitTorrent client may also talk to (a VPN endpoint, STUN/TURN, SIP, DNS over TLS...), and
+ * proxies (SOCKS 1080, Squid 3128, Tor 9050/9150): read from the middle of a proxied connection,
+ * the tunnelled peer wire looks like the proxy's own bytes. A cached endpoint turns every new flow
+ * to it into BitTorrent, so a shared service must never be one.
  */
 const NEVER_CACHED_PORTS = new Set([
-  1194, 1701, 1723, 1812, 1813, 3306, 3389, 3478, 3479, 4500, 5060, 5061, 5222, 5349, 5353, 5432, 8080, 8443, 19302, 51820,
+  1080, 1194, 1701, 1723, 1812, 1813, 3128, 3306, 3389, 3478, 3479, 4500, 5060, 5061, 5222, 5349, 5353, 5432, 8080, 8443, 9050,
+  9150, 19302, 51820,
 ]);
 
 /** Bytes before the slots: the hash seed (shared by every thread that uses the memory), padded to 8. */

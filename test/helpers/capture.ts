@@ -1,10 +1,13 @@
-/** Runs an Engine over a capture file for detector tests, and lists the flows it decided. */
+/** Runs an Engine (or the daemon's whole pipeline) over a capture file for detector tests, and lists the flows it decided. */
+import { loadConfig } from '../../src/config/config.js';
 import type { Detector } from '../../src/detect/detector.js';
 import { Engine, VERDICT_BITTORRENT } from '../../src/engine/engine.js';
 import { formatAddress } from '../../src/flow/address.js';
 import { PacketDecoder } from '../../src/packet/decode.js';
 import { DECODED_TCP_UDP, PacketInfo } from '../../src/packet/packet.js';
 import { readCapture } from '../../src/pcap/reader.js';
+import { Pipeline } from '../../src/pipeline/pipeline.js';
+import { NO_HOST_FACTS } from '../../src/policy/settings.js';
 
 export interface DecidedFlow {
   /** "address:port" of the flow's initiator and responder. */
@@ -19,6 +22,11 @@ export interface DecidedFlow {
 
 export interface ScanOptions {
   detectors?: readonly Detector[];
+  /**
+   * The daemon's variables: the capture goes through the pipeline `btwall scan` runs (its chain,
+   * and the policy's memory of the peers a local host spoke BitTorrent to), not a bare engine.
+   */
+  pipelineEnv?: NodeJS.ProcessEnv;
   /** Called with each packet's 0-based index in the file: false drops the packet (a capture that started later). */
   keep?: (index: number) => boolean;
   /** Every host taken as torrenting (as if each had spoken BitTorrent before): what shape evidence alone names. */
@@ -42,7 +50,9 @@ function sentBy(keep: (source: string) => boolean, buf: Uint8Array, off: number,
  * payload in what was read (decided or not), and the engine.
  */
 export function scanCapture(path: string, options: ScanOptions = {}): { flows: DecidedFlow[]; withPayload: Set<string>; engine: Engine } {
-  const engine = new Engine({ flowCapacity: 1024, ...(options.detectors ? { detectors: options.detectors } : {}) });
+  const pipeline = options.pipelineEnv ? new Pipeline(loadConfig({ FLOW_CAPACITY: '1024', ...options.pipelineEnv }), NO_HOST_FACTS) : null;
+  const engine = pipeline?.engine ?? new Engine({ flowCapacity: 1024, ...(options.detectors ? { detectors: options.detectors } : {}) });
+  const pipelineVerdict = engine.onVerdict;
   const flows: DecidedFlow[] = [];
   const withPayload = new Set<string>();
   const address = new Uint8Array(16);
@@ -52,6 +62,7 @@ export function scanCapture(path: string, options: ScanOptions = {}): { flows: D
     return `${engine.flows.family(flow) === 6 ? `[${text}]` : text}:${engine.flows.port(flow, dir)}`;
   };
   engine.onVerdict = (flow) => {
+    pipelineVerdict?.(flow);
     const bittorrent = engine.flows.verdict[flow] === VERDICT_BITTORRENT;
     flows.push({
       initiator: endpoint(flow, 0),
@@ -70,7 +81,8 @@ export function scanCapture(path: string, options: ScanOptions = {}): { flows: D
     if (flow < 0) return;
     const pkt = engine.packet;
     if (options.everyHostTorrenting) engine.torrenting.mark(pkt.family, pkt.buf, pkt.srcOff);
-    engine.examine(flow);
+    if (pipeline) pipeline.decideTracked(flow);
+    else engine.examine(flow);
     const payloadPackets = engine.flows.payloadPackets;
     if (pkt.payloadLen > 0 && payloadPackets[flow * 2] + payloadPackets[flow * 2 + 1] === 1) {
       withPayload.add([endpoint(flow, 0), endpoint(flow, 1)].sort().join(' '));
