@@ -48,6 +48,11 @@ export class InspectContext {
   dirIndex = 0;
   /** 0-based index of this payload packet among all the flow's payload packets. */
   flowIndex = 0;
+  /**
+   * Whether the gateway has seen any packet of the other end (payload or not: a SYN-ACK, an ACK).
+   * When not, the route may show this direction only, and one side's bytes are all there will be.
+   */
+  otherSeen = false;
   /** The detector's per-flow scratch bytes: state[stateOff, stateOff + stateBytes), zero on a new flow. */
   state!: Uint8Array;
   stateOff = 0;

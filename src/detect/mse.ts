@@ -120,8 +120,9 @@ const MIN_DISTINCT = 66;
  *   of at least a handshake's length, A writing again after it (extension handshake, bitfield),
  *   and either B's exact message 4 or 68-byte handshake write, or, without them, an answer that
  *   opened as a handshake does and B writing again after A (the peer wire going on);
- * - one side alone, when the route shows one direction: A's handshake by its exact length after
- *   its key and message 3, or B's exact message 4 or 68-byte handshake after its key. Nothing
+ * - one side alone, when the route shows one direction (no packet of the other end seen at all,
+ *   not even its SYN or ACKs): A's handshake by its exact length after its key and message 3, or
+ *   B's exact message 4 or 68-byte handshake after its key. Nothing
  *   after the handshake is required: clients close a second connection to the same peer right
  *   after it, and rtorrent coalesces the peer wire into writes of no telling length.
  * Random writes of random lengths take the shape of both sides now and then (about 1 flow in a
@@ -129,9 +130,9 @@ const MIN_DISTINCT = 66;
  * of its ends must have spoken BitTorrent protocol bytes lately (ctx.torrenting), as a host running
  * a client does (DHT, trackers, uTP, plain handshakes), or shown this shape with another end
  * before (a client that only ever speaks MSE has many peers; see TorrentingHosts.sighted); one
- * shaped flow alone names nothing. One side's shape, far more common in random writes (about one
- * exchange in 10,000 where one side writes several times first: a key-sized first write, then
- * one exact total), names a flow only in a torrenting host's context and is never a sighting.
+ * shaped flow alone names nothing. One side's shape, far more common in random writes (a few
+ * one-way flows in 10,000: a key-sized first write, then one exact total), names a flow only in a
+ * torrenting host's context, only where the other end is unseen, and is never a sighting.
  * The length evidence is heuristic: it names a flow only when its responder is an endpoint the peer
  * cache would accept (a high port that is no well-known service, an address not allowlisted), so
  * proxies and VPNs on service ports, random-looking too, are never named by it.
@@ -326,6 +327,9 @@ function named(ctx: InspectContext, sighting = true): number {
   const pkt = ctx.pkt;
   if (!responderMayBePeer(ctx)) return MORE;
   const torrenting = ctx.torrenting;
+  // One side's shape stands for the whole exchange only where the route shows no packet of the
+  // other end: where it does, the other end's silence is its own, no asymmetric route.
+  if (!sighting && ctx.otherSeen) return MORE;
   if (torrenting.has(pkt.family, pkt.buf, pkt.srcOff) || torrenting.has(pkt.family, pkt.buf, pkt.dstOff)) return MATCH;
   if (!sighting) return MORE;
   // Both ends are sighted: either may be the client with many peers.

@@ -299,6 +299,7 @@ function enterInner(ctx: InspectContext, from: number): void {
   inner.dir = ctx.dir;
   inner.dirIndex = state[countAt + ctx.dir];
   inner.flowIndex = state[countAt] + state[countAt + 1];
+  inner.otherSeen = ctx.otherSeen;
   state[countAt + ctx.dir] = Math.min(inner.dirIndex + 1, 0xff);
 }
 

@@ -181,6 +181,7 @@ export class Engine {
     ctx.dir = dir;
     ctx.dirIndex = flows.payloadPackets[flow * 2 + dir] - 1;
     ctx.flowIndex = flows.payloadPackets[flow * 2] + flows.payloadPackets[flow * 2 + 1] - 1;
+    ctx.otherSeen = flows.packets[flow * 2 + (dir ^ 1)] > 0;
   }
 
   /** A new flow's first packet when it carries no payload (a SYN): the detectors that know peers by their endpoints. */

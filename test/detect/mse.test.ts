@@ -7,7 +7,7 @@ import { Engine, VERDICT_BITTORRENT, VERDICT_UNDECIDED } from '../../src/engine/
 import { Clock } from '../../src/flow/clock.js';
 import { PeerCache, PeerLists, TorrentingHosts } from '../../src/flow/peers.js';
 import { LINKTYPE_RAW } from '../../src/packet/linktype.js';
-import { IPPROTO_TCP, PacketInfo, TCP_SYN } from '../../src/packet/packet.js';
+import { IPPROTO_TCP, PacketInfo, TCP_ACK, TCP_SYN } from '../../src/packet/packet.js';
 import { scanCapture } from '../helpers/capture.js';
 import { ascii, concat, ipv4Address, packet4, tcp, u16, udp } from '../helpers/frames.js';
 
@@ -83,7 +83,8 @@ const ISN = [0xfffffff0, 0x7ffffff8]; // the initiator's close to wrap-around: s
  * Sends the segments of one connection (10.0.0.1:40000 to 10.0.0.2:port) through an engine running
  * mse alone; the initiator has spoken BitTorrent before unless `torrenting` is false.
  */
-function verdictOf(segments: Segment[], responderPort = 51413, opening: 'syn' | 'none' = 'none', torrenting = true): { verdict: number; rule: string; strength: string } {
+/** `opening`: what the gateway saw before the segments: nothing, the initiator's SYN, or the SYN and the responder's SYN-ACK. */
+function verdictOf(segments: Segment[], responderPort = 51413, opening: 'syn' | 'handshake' | 'none' = 'none', torrenting = true): { verdict: number; rule: string; strength: string } {
   const engine = new Engine({ flowCapacity: 8, detectors: [mseDetector] });
   if (torrenting) engine.torrenting.mark(4, Uint8Array.from(ipv4Address('10.0.0.1')), 0);
   const frame = (dir: number, bytes: Uint8Array, seq: number, flags = 0x18) =>
@@ -91,9 +92,13 @@ function verdictOf(segments: Segment[], responderPort = 51413, opening: 'syn' | 
       ? packet4('10.0.0.1', '10.0.0.2', 6, tcp(40000, responderPort, bytes, { seq, flags }))
       : packet4('10.0.0.2', '10.0.0.1', 6, tcp(responderPort, 40000, bytes, { seq, flags }));
   let verdict = VERDICT_UNDECIDED;
-  if (opening === 'syn') {
+  if (opening !== 'none') {
     const syn = frame(0, new Uint8Array(0), (ISN[0] - 1) >>> 0, TCP_SYN);
     engine.process(syn, 0, syn.length, LINKTYPE_RAW);
+  }
+  if (opening === 'handshake') {
+    const synAck = frame(1, new Uint8Array(0), (ISN[1] - 1) >>> 0, TCP_SYN | TCP_ACK);
+    engine.process(synAck, 0, synAck.length, LINKTYPE_RAW);
   }
   for (const { dir, at, bytes } of segments) {
     const packet = frame(dir, bytes, (ISN[dir] + at) >>> 0);
@@ -304,6 +309,17 @@ describe('mse detector (Message Stream Encryption)', () => {
       expect(named(bursts([0, random(246)], [0, random(124)]))).toBe(true);
       expect(named(bursts([0, random(246)], [0, random(176)], [0, random(69)], [0, random(34)], [0, random(9)]))).toBe(false);
       expect(verdictOf(initiatorAlone(34, 9), 51413, 'none', false).verdict).toBe(VERDICT_UNDECIDED);
+    });
+
+    it("reads nothing into one side's shape where the other end's packets are seen: its silence is its own, no asymmetric route", () => {
+      expect(verdictOf(initiatorAlone(), 51413, 'syn').verdict).toBe(VERDICT_BITTORRENT);
+      expect(verdictOf(initiatorAlone(), 51413, 'handshake').verdict).toBe(VERDICT_UNDECIDED);
+      // The responder's message 4 with its handshake; the initiator's SYN and ACKs are on the route.
+      const responderAlone = bursts([1, random(512)], [1, random(82)]);
+      const runner = new DirectRunner();
+      expect(runner.run(responderAlone)).toBe(MATCH);
+      runner.ctx.otherSeen = true;
+      expect(runner.run(responderAlone)).not.toBe(MATCH);
     });
 
     it("counts one side's shape as no sighting: a host that shows it with many ends is not marked by it", () => {
