@@ -18,7 +18,7 @@ import { readCapture } from '../pcap/reader.js';
 import { formatRate, packetsPerSecond, runPasses, type PacketSet } from './frames.js';
 import { ndpiRace } from './ndpi-race.js';
 import { requireOrExit } from './requirements.js';
-import { countFalseAlarms, formatFalseAlarms } from './false-alarms.js';
+import { countFalseAlarms, formatFalseAlarms, type FalseAlarmKind } from './false-alarms.js';
 import { RandomTraffic } from './random.js';
 
 function loadCorpus(dir: string): PacketSet {
@@ -101,9 +101,14 @@ async function main(): Promise<void> {
   const perDetector = DETECTORS.map((d) => `${d.name} ${d.stateBytes}`).join(', ');
   out(`memory per tracked flow: ${flows.bytesPerFlow} bytes, of which detector state ${flows.stateBytes} (${perDetector})`);
 
-  for (const kind of ['tcp', 'udp', 'mse-shape'] as const) {
-    const label = kind === 'mse-shape' ? 'MSE shape alone, every host taken as torrenting' : `random ${kind.toUpperCase()}`;
-    out(`false alarms, ${label}: ${formatFalseAlarms(kind, await countFalseAlarms(kind, kind === 'mse-shape' ? randomSamples / 10 : randomSamples, 0x7cb5eed))}`);
+  const falseAlarmRuns: [FalseAlarmKind, string, number][] = [
+    ['tcp', 'random TCP (whole, mid-stream and one-way views)', randomSamples],
+    ['udp', 'random UDP', randomSamples],
+    ['mse-shape', 'MSE shape alone, every host taken as torrenting, both ends on the route', randomSamples / 10],
+    ['mse-shape-one-way', 'MSE shape alone, every host taken as torrenting, one end on the route', randomSamples / 10],
+  ];
+  for (const [kind, label, samples] of falseAlarmRuns) {
+    out(`false alarms, ${label}: ${formatFalseAlarms(kind, await countFalseAlarms(kind, samples, 0x7cb5eed))}`);
   }
   ndpiRace(corpusDir, out);
 }

@@ -4,9 +4,11 @@
  * so that a run can be repeated). What the engine flags here is a false alarm; a rate of one in
  * 10^8 needs some 10^8 samples to show, hence the threads.
  *
- * Kinds: `tcp` and `udp` run the whole chain as the daemon does; `mse-shape` runs the MSE detector
- * alone over TCP with every host taken as torrenting, which is what its shape evidence would name
- * without the context it needs (see src/detect/mse.ts).
+ * Kinds: `tcp` and `udp` run the whole chain as the daemon does, each TCP flow seen whole (SYN and
+ * SYN-ACK), from its middle or one way at random; `mse-shape` and `mse-shape-one-way` run the MSE
+ * detector alone over TCP with every host taken as torrenting, which is what its shape evidence
+ * would name without the context it needs (see src/detect/mse.ts), on a route that shows both
+ * ends of each connection and on one that shows one end only.
  */
 import { availableParallelism } from 'node:os';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -15,11 +17,18 @@ import { Engine, VERDICT_BITTORRENT } from '../engine/engine.js';
 import { IPPROTO_TCP, IPPROTO_UDP } from '../packet/packet.js';
 import { RandomTraffic, type RandomTrafficShape } from './random.js';
 
-export type FalseAlarmKind = 'tcp' | 'udp' | 'mse-shape';
+export type FalseAlarmKind = 'tcp' | 'udp' | 'mse-shape' | 'mse-shape-one-way';
+
+const OPENING_OF: Record<FalseAlarmKind, RandomTrafficShape['opening']> = {
+  tcp: 'any',
+  udp: 'none',
+  'mse-shape': 'handshake',
+  'mse-shape-one-way': 'one-way',
+};
 
 interface Job {
   kind: FalseAlarmKind;
-  /** Flows (tcp, mse-shape) or datagrams (udp) to draw. */
+  /** Flows (tcp, mse-shape*) or datagrams (udp) to draw. */
   samples: number;
   seed: number;
 }
@@ -35,13 +44,13 @@ interface Count {
 const mixedLength: RandomTrafficShape['payloadLength'] = (rng) => (rng.below(2) === 0 ? 1 + rng.below(100) : 100 + rng.below(1301));
 
 function shapeOf(kind: FalseAlarmKind): RandomTrafficShape {
-  return { l4: kind === 'udp' ? IPPROTO_UDP : IPPROTO_TCP, minPackets: 1, maxPackets: 8, payloadLength: mixedLength };
+  return { l4: kind === 'udp' ? IPPROTO_UDP : IPPROTO_TCP, minPackets: 1, maxPackets: 8, payloadLength: mixedLength, opening: OPENING_OF[kind] };
 }
 
 /** One worker's share: random flows of the kind's shape through a fresh engine until `samples`. */
 function count({ kind, samples, seed }: Job): Count {
   const traffic = new RandomTraffic(seed, 250_000, 1448);
-  const shapeOnly = kind === 'mse-shape';
+  const shapeOnly = kind !== 'tcp' && kind !== 'udp';
   const engine = new Engine({ flowCapacity: 1 << 18, ...(shapeOnly ? { detectors: [mseDetector] } : {}) });
   const flows = engine.flows;
   const flagged: Record<string, number> = {};

@@ -1,4 +1,5 @@
 import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext, STRENGTH_HEURISTIC } from './detector.js';
+import type { PacketInfo } from '../packet/packet.js';
 import { HANDSHAKE_LENGTH } from './peer-wire.js';
 
 /*
@@ -41,6 +42,8 @@ const SYNC_WITH_HANDSHAKE = SYNC_MIN + HANDSHAKE_LENGTH;
 /** Message 4 before the payload: VC, crypto_select, len(PadD); and with B's handshake written with it. */
 const SELECT_MIN = 8 + 4 + 2;
 const SELECT_WITH_HANDSHAKE = SELECT_MIN + HANDSHAKE_LENGTH;
+/** What B reads of message 3 before it can write message 4: both hashes, VC, crypto_provide. */
+const SYNC_READ_BEFORE_SELECT = 20 + 20 + 8 + 4;
 
 /**
  * Phases: A's key burst (Ya, PadA), B's key burst (Yb, PadB), then both streams on their own; or,
@@ -91,7 +94,9 @@ const FLAGS = 19;
 const A_HANDSHAKE_WRITE = 20;
 /** Whether A alone is still possible. */
 const A_ALONE_FAILED = 21;
-const STATE_BYTES = 22;
+/** The acknowledgement number of the direction's first segment (its key burst's). */
+const KEY_ACK = 22;
+const STATE_BYTES = 26;
 /** Writes a message may be cut into before what follows it: message 3 or 4 in up to three, then the handshake. */
 const SPLIT_WRITES = 3;
 const SATURATED = 0xffff;
@@ -122,7 +127,10 @@ const MIN_DISTINCT = 66;
  *   opened as a handshake does and B writing again after A (the peer wire going on);
  * - one side alone, when the route shows one direction (no packet of the other end seen at all,
  *   not even its SYN or ACKs): A's handshake by its exact length after its key and message 3, or
- *   B's exact message 4 or 68-byte handshake after its key. Nothing
+ *   B's exact message 4 or 68-byte handshake after its key. The unseen side's turns show in the
+ *   acknowledgement numbers: A writes message 3 once it has Yb, and B nothing more before it, so
+ *   message 3 acknowledges 96..608 bytes past A's key; B writes message 4 once it has read message
+ *   3's hashes, VC and crypto_provide, so it acknowledges at least 52 bytes past B's key. Nothing
  *   after the handshake is required: clients close a second connection to the same peer right
  *   after it, and rtorrent coalesces the peer wire into writes of no telling length.
  * Random writes of random lengths take the shape of both sides now and then (about 1 flow in a
@@ -130,9 +138,10 @@ const MIN_DISTINCT = 66;
  * of its ends must have spoken BitTorrent protocol bytes lately (ctx.torrenting), as a host running
  * a client does (DHT, trackers, uTP, plain handshakes), or shown this shape with another end
  * before (a client that only ever speaks MSE has many peers; see TorrentingHosts.sighted); one
- * shaped flow alone names nothing. One side's shape, far more common in random writes (a few
- * one-way flows in 10,000: a key-sized first write, then one exact total), names a flow only in a
- * torrenting host's context, only where the other end is unseen, and is never a sighting.
+ * shaped flow alone names nothing. One side's shape, far more common in random writes (about one
+ * one-way flow in 1,000 in `npm run bench`: a key-sized first write, then one exact total), names
+ * a flow only in a torrenting host's context, only where the other end is unseen, and is never a
+ * sighting.
  * The length evidence is heuristic: it names a flow only when its responder is an endpoint the peer
  * cache would accept (a high port that is no well-known service, an address not allowlisted), so
  * proxies and VPNs on service ports, random-looking too, are never named by it.
@@ -172,6 +181,7 @@ export const mseDetector: Detector = {
     state[endAt + 1] = (segmentEnd >>> 16) & 0xff;
     state[endAt + 2] = (segmentEnd >>> 8) & 0xff;
     state[endAt + 3] = segmentEnd & 0xff;
+    if (ctx.dirIndex === 0) storeKeyAck(state, at, pkt);
 
     let phase = state[at + PHASE];
     if (phase === STREAMS) return dir === 0 ? initiatorWrite(ctx, fresh, false) : responderWrite(ctx, fresh, false);
@@ -180,8 +190,17 @@ export const mseDetector: Detector = {
     if (phase === ONLY_A) return dir === 0 ? initiatorWrite(ctx, fresh, true) : GIVE_UP;
     if (phase === ONLY_B) {
       if (dir === 0) return GIVE_UP;
-      // Yb and PadB are one write; what follows is message 4 and the peer wire.
-      if (ctx.dirIndex === 0) return len <= KEY_BURST_MAX ? MORE : GIVE_UP;
+      if (ctx.dirIndex === 0) {
+        writeU16(state, at + BURST, len);
+        return len <= KEY_BURST_MAX ? MORE : GIVE_UP;
+      }
+      // Message 4 answers message 3, which A writes after B's key: B's segments that acknowledge
+      // less of A's stream than B reads before it answers are still B's key burst.
+      if (state[at + B_WRITES] === 0 && ackedSinceKey(state, at, pkt) < SYNC_READ_BEFORE_SELECT) {
+        const keyBytes = readU16(state, at + BURST) + fresh;
+        writeU16(state, at + BURST, Math.min(keyBytes, SATURATED));
+        return keyBytes <= KEY_BURST_MAX ? MORE : GIVE_UP;
+      }
       return responderWrite(ctx, fresh, true);
     }
     let burst = readU16(state, at + BURST);
@@ -201,17 +220,22 @@ export const mseDetector: Detector = {
     burst = Math.min(burst + fresh, SATURATED);
     writeU16(state, at + BURST, burst);
     // Until B speaks, A's writes after its first may also be message 3 and the peer wire of a
-    // connection whose other direction takes another route.
+    // connection whose other direction takes another route. A writes message 3 once it has Yb,
+    // and B writes nothing more before it: message 3 acknowledges one key burst of B's, and A's
+    // segments that acknowledge less are still A's key burst.
     let alone = MORE;
     if (phase === KEY_A && ctx.dirIndex > 0 && state[at + A_ALONE_FAILED] === 0) {
-      alone = initiatorWrite(ctx, fresh, true);
+      const acked = state[at + A_WRITES] === 0 ? ackedSinceKey(state, at, pkt) : -1;
+      if (acked < 0 || (acked >= KEY_BURST_MIN && acked <= KEY_BURST_MAX)) alone = initiatorWrite(ctx, fresh, true);
+      else if (acked > KEY_BURST_MAX) alone = GIVE_UP;
       if (alone === MATCH) return MATCH;
       if (alone === GIVE_UP) state[at + A_ALONE_FAILED] = 1;
     }
     if (burst <= KEY_BURST_MAX) return MORE;
     // Past a key burst's length, only A's later writes (message 3 and on, B unseen) may be MSE: A
-    // has nothing else to write before Yb, so a first segment this long is no key.
-    if (phase !== KEY_A || ctx.dirIndex === 0 || state[at + A_ALONE_FAILED] !== 0) return GIVE_UP;
+    // has nothing else to write before Yb, so a first segment this long is no key, nor are A's
+    // bytes before message 3.
+    if (phase !== KEY_A || ctx.dirIndex === 0 || state[at + A_ALONE_FAILED] !== 0 || state[at + A_WRITES] === 0) return GIVE_UP;
     state[at + PHASE] = ONLY_A;
     return MORE;
   },
@@ -345,6 +369,21 @@ function readU16(state: Uint8Array, at: number): number {
 function writeU16(state: Uint8Array, at: number, value: number): void {
   state[at] = value >>> 8;
   state[at + 1] = value & 0xff;
+}
+
+/** Keeps the packet's acknowledgement number as its direction's key burst's (read from pkt: a 32-bit argument would be boxed). */
+function storeKeyAck(state: Uint8Array, at: number, pkt: PacketInfo): void {
+  const ack = pkt.tcpAck;
+  state[at + KEY_ACK] = ack >>> 24;
+  state[at + KEY_ACK + 1] = (ack >>> 16) & 0xff;
+  state[at + KEY_ACK + 2] = (ack >>> 8) & 0xff;
+  state[at + KEY_ACK + 3] = ack & 0xff;
+}
+
+/** How far the packet's acknowledgement number is past its direction's key burst's: the other stream's bytes received since. */
+function ackedSinceKey(state: Uint8Array, at: number, pkt: PacketInfo): number {
+  const keyAck = ((state[at + KEY_ACK] << 24) | (state[at + KEY_ACK + 1] << 16) | (state[at + KEY_ACK + 2] << 8) | state[at + KEY_ACK + 3]) >>> 0;
+  return (pkt.tcpAck - keyAck) | 0;
 }
 
 /** No text, no sparse header, no TLS record, no SSH banner, no 2- or 4-byte length framing the segment. */
