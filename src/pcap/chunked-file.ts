@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 
 /**
  * The largest record or block the reader will buffer. Anything that claims to be larger is
@@ -27,9 +27,20 @@ export class ChunkedFile {
     this.buf = Buffer.allocUnsafe(chunkBytes);
   }
 
-  /** Opens `path`; throws the system error when it cannot be opened. */
+  /**
+   * Opens `path`; throws the system error when it cannot be opened. A regular file smaller than
+   * `chunkBytes` gets a buffer of its size: a scan over hundreds of small captures otherwise
+   * allocates chunkBytes for each, and the collector's work grew to a fifth of the scan's.
+   */
   static open(path: string, chunkBytes: number): ChunkedFile {
-    return new ChunkedFile(openSync(path, 'r'), chunkBytes);
+    const fd = openSync(path, 'r');
+    try {
+      const stats = fstatSync(fd);
+      return new ChunkedFile(fd, stats.isFile() && stats.size > 0 ? Math.min(chunkBytes, stats.size) : chunkBytes);
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
   }
 
   close(): void {
