@@ -7,6 +7,7 @@ import {
   banMapsBytes,
   cgroupLimitBytes,
   cgroupLimitFiles,
+  cpuListLength,
   FLOW_CAPACITY_CAP,
   FLOW_CAPACITY_FLOOR,
   machineMemory,
@@ -123,5 +124,18 @@ describe('table sizes from the machine memory', () => {
     expect(machineProblems(tiny, machineWith(200 * 2 ** 20))).toEqual([
       expect.stringMatching(/^FLOW_CAPACITY unset \(16384, sized from memory\), PEER_CACHE_SIZE unset \(\d+, sized from memory\), BAN_CAPACITY unset \(4096, sized from memory\), QUEUE_NUM="auto \(0\)": the tables need .*, the XDP ban maps 1 MB and 256 MB more/),
     ]);
+  });
+});
+
+describe('the XDP ban maps', () => {
+  it("count the kernel's per-CPU part for every possible CPU, as read from a kernel CPU list", () => {
+    expect(cpuListLength('0-1\n')).toBe(2);
+    expect(cpuListLength('0-3,6,8-9')).toBe(7);
+    expect(cpuListLength('')).toBe(0);
+    expect(cpuListLength('3-1')).toBe(0);
+    expect(cpuListLength('a')).toBe(0);
+    // 896 bytes a map with 2 possible CPUs, 960 with 4 (fdinfo memlock on 6.18), and 120 and 128 per entry.
+    expect(banMapsBytes(4096, 2)).toBe(2 * 896 + 4096 * (120 + 128));
+    expect(banMapsBytes(4096, 4) - banMapsBytes(4096, 2)).toBe(2 * 64);
   });
 });

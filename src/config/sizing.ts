@@ -17,6 +17,7 @@
  * the kernel's queues and ban maps, and the machine itself.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { Pipeline } from '../pipeline/pipeline.js';
 import type { Config } from './config.js';
 
@@ -39,16 +40,50 @@ export const BAN_CAPACITY_CAP = 2 ** 17;
 export const BAN_VALUE_BYTES = 48;
 
 /**
- * What the kernel charges for a preallocated LRU hash: 960 bytes for the map, and per entry 64
- * bytes of element and bucket plus key and value, each rounded up to 8 (the maps' memlock in
- * /proc/PID/fdinfo on this 6.18 kernel: 120 bytes per ban4 entry, 128 per ban6, at every capacity
- * from 4096 to 262144; test/xdp.test.ts compares).
+ * What the kernel charges for a preallocated LRU hash: 832 bytes for the map, 32 per possible CPU
+ * (the hash's 8 per-CPU lock counters), and per entry 64 bytes of element and bucket plus key and
+ * value, each rounded up to 8 (the maps' memlock in /proc/PID/fdinfo on this 6.18 kernel: 896
+ * bytes with 2 possible CPUs, 960 with 4; 120 bytes per ban4 entry, 128 per ban6, at every
+ * capacity from 4096 to 262144; test/xdp.test.ts compares).
  */
-const lruMapBytes = (entries: number, keyBytes: number, valueBytes: number) => 960 + entries * (64 + Math.ceil(keyBytes / 8) * 8 + Math.ceil(valueBytes / 8) * 8);
+const lruMapBytes = (entries: number, keyBytes: number, valueBytes: number, cpus: number) =>
+  832 + 32 * cpus + entries * (64 + Math.ceil(keyBytes / 8) * 8 + Math.ceil(valueBytes / 8) * 8);
 
 /** The ban4 and ban6 maps at this capacity, bytes of kernel memory. */
-export function banMapsBytes(capacity: number): number {
-  return lruMapBytes(capacity, 4, BAN_VALUE_BYTES) + lruMapBytes(capacity, 16, BAN_VALUE_BYTES);
+export function banMapsBytes(capacity: number, cpus = possibleCpus()): number {
+  return lruMapBytes(capacity, 4, BAN_VALUE_BYTES, cpus) + lruMapBytes(capacity, 16, BAN_VALUE_BYTES, cpus);
+}
+
+let possibleCpuCount = 0;
+/**
+ * The CPUs the kernel may ever bring up (/sys/devices/system/cpu/possible: "0-3", "0,2-5"), for
+ * which per-CPU memory is allocated whether they are online or not; the online ones without it.
+ */
+export function possibleCpus(): number {
+  if (possibleCpuCount === 0) {
+    let list = '';
+    try {
+      list = readFileSync('/sys/devices/system/cpu/possible', 'utf8');
+    } catch {
+      // No sysfs (a container without it): the online CPUs are the best figure there is.
+    }
+    possibleCpuCount = cpuListLength(list) || availableParallelism();
+  }
+  return possibleCpuCount;
+}
+
+/** How many CPUs a kernel CPU list ("0-3,6,8-9") names; 0 for anything else. */
+export function cpuListLength(list: string): number {
+  let count = 0;
+  for (const part of list.trim().split(',')) {
+    const range = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (range === null) return 0;
+    const first = Number(range[1]);
+    const last = range[2] === undefined ? first : Number(range[2]);
+    if (last < first) return 0;
+    count += last - first + 1;
+  }
+  return count;
 }
 /** Memory unknown (no /proc/meminfo): sized as for the smallest machine the defaults are made for. */
 export const UNKNOWN_MEMORY_BYTES = 2 ** 30;
