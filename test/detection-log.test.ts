@@ -44,7 +44,7 @@ function event(overrides: Partial<DetectionEvent> = {}): DetectionEvent {
     strength: 'response',
     producer: 'responder',
     flowPackets: 2,
-    decision: { action: 'drop', markConnection: true, enforce: true, ban: { family: 4, address: '198.51.100.9', durationS: 3600 }, rateLimited: false, reason: 'answered the SYN', remember: 'proven', cut: false },
+    decision: { action: 'drop', markConnection: true, enforce: true, ban: { family: 4, address: '198.51.100.9', durationS: 3600 }, rateLimited: false, reason: 'answered the SYN', remember: { as: 'proven', end: 1 }, cut: false },
     payload: handshake,
     tcpSeq: 0,
     tcpSeqEnd: 0,
@@ -177,7 +177,7 @@ describe('detection log', () => {
       strength: 'exact',
       producer: 'initiator',
       flowPackets: 4,
-      decision: { action: 'drop', markConnection: true, enforce: true, ban: { family: 4, address: '198.51.100.9', durationS: 18000 }, rateLimited: false, reason: 'ban: 198.51.100.9 sent handshake bytes (exact) over TCP after a handshake seen both ways', remember: 'proven', cut: false },
+      decision: { action: 'drop', markConnection: true, enforce: true, ban: { family: 4, address: '198.51.100.9', durationS: 18000 }, rateLimited: false, reason: 'ban: 198.51.100.9 sent handshake bytes (exact) over TCP after a handshake seen both ways', remember: { as: 'proven', end: 1 }, cut: false },
     });
 
     it('writes one object per line, every field named, local and remote by LOCAL_CIDRS', () => {
@@ -219,7 +219,7 @@ describe('detection log', () => {
       const path = join(dir, 'detections.log');
       const log = openLog(path);
       log.write({ ...inbound, decision: { ...inbound.decision, enforce: false } }, 'eth0');
-      log.write(event({ producer: 'initiator', decision: { action: 'drop', markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'no ban: local', remember: 'listed', cut: false } }), 'eth0');
+      log.write(event({ producer: 'initiator', decision: { action: 'drop', markConnection: true, enforce: true, ban: null, rateLimited: false, reason: 'no ban: local', remember: { as: 'listed', end: 1 }, cut: false } }), 'eth0');
       log.close();
       const [monitored, local] = jsonLines(path);
       expect(monitored).toMatchObject({ action: 'monitor', ban: { address: '198.51.100.9', duration_s: 18000 } });

@@ -218,6 +218,19 @@ describe('peer-cache detector', () => {
     expect(send(engine, packet4('198.51.100.9', '192.0.2.99', 17, udp(51413, 40001, ENCRYPTED)))).toBe(VERDICT_CLEAN);
   });
 
+  it('marks the end that reached the known endpoint torrenting, and not the endpoint: the flow shows no bytes that would have', () => {
+    const engine = new Engine({ flowCapacity: 16 });
+    const has = (address: string) => engine.torrenting.has(4, Uint8Array.from(address.split('.').map(Number)), 0);
+    listTo(engine, '198.51.100.9', 51413, '10.1.0.2');
+    prove(engine, '198.51.100.10', 51413);
+    expect(has('10.1.0.2')).toBe(false);
+    send(engine, packet4('198.51.100.9', '10.1.0.2', 6, tcp(51413, 40000, ENCRYPTED)));
+    expect(has('10.1.0.2')).toBe(true);
+    send(engine, packet4('10.1.0.3', '198.51.100.10', 6, tcp(40000, 51413, ENCRYPTED)));
+    expect(has('10.1.0.3')).toBe(true);
+    expect(has('198.51.100.9') || has('198.51.100.10')).toBe(false);
+  });
+
   it('keeps IPv6 hosts and peers to their own lists', () => {
     const engine = new Engine({ flowCapacity: 16 });
     listTo(engine, '2001:db8::9', 6881, '2001:db8:1::2');

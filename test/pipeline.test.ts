@@ -173,6 +173,25 @@ describe('pipeline: what each abuse gets', () => {
     expect(detections).toHaveLength(count);
   });
 
+  it("lists an HTTP tracker to the client that announced to it: that host's next connection to it is dropped at its SYN, no one else's", () => {
+    const { pipeline: p, detections } = pipeline();
+    const TRACKER = '203.0.113.69';
+    const announce = new TcpConnection(USER, 50030, TRACKER, 6970);
+    feed(p, announce.open());
+    const request = 'GET /announce?info_hash=%dd%cc%c6%7b%20%8cpX%eeJF%28%7f%fd%09r%f2%a8x%dd&peer_id=-TR3000-4ma7cv2fdlsf&port=52000&uploaded=0&downloaded=0&left=262144&compact=1 HTTP/1.1\r\nHost: tracker\r\n\r\n';
+    expect(feed(p, [announce.segment(0, ascii(request))])).toEqual([PACKET_MARK_BITTORRENT]);
+    expect(detections.at(-1)).toMatchObject({ rule: 'http-tracker', decision: { ban: null } });
+    // The scrape on a new connection: its answer (a 404, say) need carry nothing of BitTorrent.
+    const scrape = new TcpConnection(USER, 50031, TRACKER, 6970);
+    expect(feed(p, scrape.open().slice(0, 1))).toEqual([PACKET_MARK_BITTORRENT]);
+    expect(detections.at(-1)).toMatchObject({ rule: 'peer-cache', strength: 'announced', responder: TRACKER, decision: { ban: null } });
+    const count = detections.length;
+    const otherUser = new TcpConnection(OTHER_USER, 50032, TRACKER, 6970);
+    feed(p, otherUser.open());
+    feed(p, [otherUser.segment(0, ascii('GET / HTTP/1.1\r\n\r\n'))]);
+    expect(detections).toHaveLength(count);
+  });
+
   it('drops a BitTorrent flow inside a GRE tunnel packet by packet, never marks the tunnel, never bans', () => {
     const { pipeline: p, detections } = pipeline();
     const inner = (payload: Uint8Array, flags = 0x18) => packet4(PEER, USER, PROTO_TCP, tcp(40000, 51413, payload, { flags, seq: 1, ack: 1 }));

@@ -24,6 +24,7 @@ interface EvidenceFields {
   rule?: string;
   strength?: number;
   producerIsPeer?: boolean;
+  serviceIsTracker?: boolean;
   tcp?: boolean;
   tunnelled?: boolean;
   initiator?: string;
@@ -49,6 +50,7 @@ function evidence(fields: EvidenceFields = {}): Evidence {
   e.rule = fields.rule ?? 'handshake';
   e.strength = fields.strength ?? STRENGTH_EXACT;
   e.producerIsPeer = fields.producerIsPeer ?? true;
+  e.serviceIsTracker = fields.serviceIsTracker ?? false;
   e.tcp = fields.tcp ?? true;
   e.tunnelled = fields.tunnelled ?? false;
   e.producer = fields.producer ?? RESPONDER;
@@ -104,7 +106,7 @@ describe('policy: ban only on proof', () => {
     const decision = policy().decide(evidence());
     expect(decision.ban).toEqual({ family: 4, address: REMOTE, durationS: 18000 });
     expect(decision.reason).toBe(`ban: ${REMOTE} sent handshake bytes (exact) over TCP after a handshake seen both ways`);
-    expect(decision.remember).toBe('proven');
+    expect(decision.remember).toEqual({ as: 'proven', end: 1 });
   });
 
   it('bans a remote peer that connected in and spoke first, over IPv6 too', () => {
@@ -117,7 +119,7 @@ describe('policy: ban only on proof', () => {
     expect(decision.ban).toBeNull();
     expect(decision.reason).toBe(`no ban: the BitTorrent bytes came from the local end ${LOCAL}; a local user's bytes never ban the other end`);
     // The local host's own BitTorrent names its peer, for that host's later flows only.
-    expect(decision.remember).toBe('listed');
+    expect(decision.remember).toEqual({ as: 'listed', end: 1 });
   });
 
   it('never bans without the TCP handshake both ways, or bytes that do not acknowledge the SYN', () => {
@@ -170,6 +172,21 @@ describe('policy: ban only on proof', () => {
     const decision = policy().decide(evidence({ rule: 'http-tracker', producerIsPeer: false }));
     expect(decision.ban).toBeNull();
     expect(decision.reason).toContain('a service');
+  });
+
+  it("lists a tracker to the local client that spoke to it, whoever's bytes matched and whichever end came first; no other service", () => {
+    const tracker = { rule: 'http-tracker', producerIsPeer: false, serviceIsTracker: true };
+    // The client's announce, the tracker's answer, and the answer read first (the flow seen from its middle).
+    expect(policy().decide(evidence({ ...tracker, producer: INITIATOR })).remember).toEqual({ as: 'listed', end: RESPONDER });
+    expect(policy().decide(evidence({ ...tracker, producer: RESPONDER })).remember).toEqual({ as: 'listed', end: RESPONDER });
+    expect(policy().decide(evidence({ ...tracker, initiator: REMOTE, responder: LOCAL, producer: INITIATOR })).remember).toEqual({ as: 'listed', end: INITIATOR });
+    // A web seed or a proxy serves everything else too; a name is no tracker's bytes; two local
+    // ends, or none, leave no client to list it to.
+    expect(policy().decide(evidence({ rule: 'http-bittorrent', producerIsPeer: false })).remember).toBeNull();
+    expect(policy().decide(evidence({ ...tracker, strength: STRENGTH_NAME })).remember).toBeNull();
+    expect(policy().decide(evidence({ ...tracker, responder: '10.0.0.9' })).remember).toBeNull();
+    expect(policy().decide(evidence({ ...tracker, initiator: REMOTE, responder: '198.51.100.77' })).remember).toBeNull();
+    expect(policy().decide(evidence({ ...tracker, tunnelled: true })).remember).toBeNull();
   });
 
   it('never bans inside a tunnel, and leaves the tunnel connection unmarked', () => {

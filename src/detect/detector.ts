@@ -65,7 +65,7 @@ export class InspectContext {
   peers!: PeerLists;
   /** Endpoints proven peers by their own bytes (the policy adds them; only peer-cache reads them). */
   proven!: PeerCache;
-  /** Hosts that spoke BitTorrent protocol bytes lately (the engine marks them; shape-only detectors read them). */
+  /** Hosts that spoke BitTorrent protocol bytes lately, or reached a known peer (the engine and peer-cache mark them; shape-only detectors read them). */
   torrenting!: TorrentingHosts;
 }
 
@@ -92,6 +92,13 @@ export interface Detector {
    * there would cut off everything else it serves, so the policy never bans it.
    */
   readonly producerIsPeer: boolean;
+  /**
+   * Optional, where the producer is a service: the service is a tracker, which serves BitTorrent
+   * alone on its port (a web seed, a proxy or a resolver serves everything else too), so the
+   * policy lists it to the local client that spoke to it: that host's next flows to it (a scrape,
+   * the next announce on a new connection) are BitTorrent again.
+   */
+  readonly serviceIsTracker?: boolean;
   inspect(ctx: InspectContext): number;
   /**
    * Optional: whether the flow is BitTorrent from its endpoints alone, asked at the flow's first

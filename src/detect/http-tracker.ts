@@ -112,6 +112,7 @@ export const httpTrackerDetector: Detector = {
   stateBytes: STATE_BYTES,
   strength: STRENGTH_EXACT,
   producerIsPeer: false,
+  serviceIsTracker: true,
   inspect(ctx: InspectContext): number {
     const state = ctx.state;
     const s = ctx.stateOff;

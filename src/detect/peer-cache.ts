@@ -6,7 +6,8 @@ import { GIVE_UP, MATCH, OVER_TCP, OVER_UDP, STRENGTH_ANNOUNCED, STRENGTH_CACHE,
  * or PEX (`announced`, for that host only). Caught at its SYN (connection attempts that never
  * carry payload are most of a client's) or at its first payload packet, whatever it carries:
  * that is how encrypted (MSE) connections to known peers are stopped. Neither strength
- * ever bans: a cache hit is about an endpoint, not about the bytes of this flow. Last in the
+ * ever bans: a cache hit is about an endpoint, not about the bytes of this flow. The end that
+ * reached the known endpoint is marked torrenting, as the flow's bytes would have marked it. Last in the
  * chain, so a flow that also speaks a recognisable protocol is named by that protocol.
  * Budget: the first payload packet.
  */
@@ -35,6 +36,7 @@ function knownEndpoint(ctx: InspectContext): boolean {
   const fromPeer = proven.accepts(family, buf, dstOff, dport) && proven.has(family, buf, srcOff, sport);
   if (toPeer || fromPeer) {
     ctx.strength = STRENGTH_CACHE;
+    markTorrenting(ctx, toPeer);
     return true;
   }
   const listed = ctx.peers.cache;
@@ -42,5 +44,16 @@ function knownEndpoint(ctx: InspectContext): boolean {
   const fromListed = listed.accepts(family, buf, dstOff, dport) && listed.has(family, buf, srcOff, sport, family, buf, dstOff);
   if (!toListed && !fromListed) return false;
   ctx.strength = STRENGTH_ANNOUNCED;
+  markTorrenting(ctx, toListed);
   return true;
+}
+
+/**
+ * The end that talks to the known endpoint is torrenting, as its bytes would have shown had the
+ * flow not been decided at its first packet (inline, it carries nothing more): its other flows
+ * keep the context shape evidence needs. `fromSource`: the known endpoint is the destination.
+ */
+function markTorrenting(ctx: InspectContext, fromSource: boolean): void {
+  const pkt = ctx.pkt;
+  ctx.torrenting.mark(pkt.family, pkt.buf, fromSource ? pkt.srcOff : pkt.dstOff);
 }

@@ -63,8 +63,11 @@ const MAX_COUNT = 0xffffff;
  * from the tracker, unless it is a request itself (see REFLECTED), when it is `exact`. On a route
  * that shows one direction, an announce response opening a flow, alone or after a connect response
  * (action 1, a non-zero transaction id, an interval under 36 h, peer counts under 2^24, whole
- * compact peers) is `heuristic`: nothing
- * shows it answers anyone, so it neither bans nor lists its peers (anyone may send one). Any other
+ * compact peers) is `heuristic`: nothing shows it answers anyone, so it never bans. Its peers are
+ * listed to the host it reaches all the same: a peer list from a third party drops that host's new
+ * flows to the endpoints listed and nothing else, and on such a route the host's connection
+ * attempts to them carry no payload the gateway sees (a forger gains no more than a tracker the
+ * host announced to would: the host's own flows to the endpoints it names). Any other
  * datagram gives the flow up, so the asking side can have sent nothing else for an echo to return.
  * Budget: 32 payload packets, for the announces a client sends to one tracker from one socket.
  */
@@ -146,7 +149,10 @@ function isResponse(ctx: InspectContext, action: number, requested: number, hash
  */
 function unasked(ctx: InspectContext): number {
   if (ctx.flowIndex > 1) return OTHER;
-  if (isUnaskedAnnounceResponse(ctx)) return UNASKED_ANSWER;
+  if (isUnaskedAnnounceResponse(ctx)) {
+    listPeers(ctx);
+    return UNASKED_ANSWER;
+  }
   const pkt = ctx.pkt;
   const buf = pkt.buf;
   const at = pkt.payloadOff;

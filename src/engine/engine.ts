@@ -65,6 +65,11 @@ export class Engine {
     return rule > 0 && this.chain.detectors[rule - 1].producerIsPeer;
   }
 
+  /** Whether the service whose bytes matched `rule` (or that `rule` matched the client's bytes to) is a tracker. */
+  serviceIsTracker(rule: number): boolean {
+    return rule > 0 && this.chain.detectors[rule - 1].serviceIsTracker === true;
+  }
+
   /** Where detector `rule`'s (FlowTable.rule) scratch bytes of `flow` start in `flows.state`. */
   stateOffset(flow: number, rule: number): number {
     return flow * this.flows.stateBytes + this.chain.stateOffsets[rule - 1];

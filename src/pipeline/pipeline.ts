@@ -203,13 +203,11 @@ export class Pipeline {
     const e = this.fillEvidence(flow);
     const decision = this.policy.decide(e);
     this.decidedNow = decision;
-    const producer = e.producer;
-    const other = 1 - producer;
-    if (decision.remember === 'proven' && (!e.tcp || producer === 1)) {
-      // A TCP initiator's port is ephemeral: only a listening port names the peer again.
-      engine.proven.add(e.family, e.addresses[producer], 0, e.ports[producer]);
-    } else if (decision.remember === 'listed') {
-      engine.announced.add(e.family, e.addresses[other], 0, e.ports[other], e.family, e.addresses[producer], 0);
+    const remembered = decision.remember;
+    if (remembered !== null) {
+      const end = remembered.end;
+      if (remembered.as === 'proven') engine.proven.add(e.family, e.addresses[end], 0, e.ports[end]);
+      else engine.announced.add(e.family, e.addresses[end], 0, e.ports[end], e.family, e.addresses[1 - end], 0);
     }
     this.onDetection?.(this.event(flow, e, decision));
   }
@@ -233,6 +231,7 @@ export class Pipeline {
     }
     e.strength = flows.strength[flow];
     e.producerIsPeer = engine.producerIsPeer(rule);
+    e.serviceIsTracker = engine.serviceIsTracker(rule);
     e.tcp = flows.l4(flow) === IPPROTO_TCP;
     e.tunnelled = pkt.tunnelDepth > 0;
     e.family = flows.family(flow) === 4 ? 4 : 6;

@@ -27,6 +27,8 @@ export class Evidence {
   strength = 0;
   /** The detector's word on whether the end whose bytes matched is a peer (not a tracker, proxy, web seed, resolver). */
   producerIsPeer = false;
+  /** The detector's word on whether the service end (a producer or not) is a tracker, which serves BitTorrent alone. */
+  serviceIsTracker = false;
   tcp = false;
   /** Found inside a tunnel (GRE, VXLAN, GTP-U, Teredo, IP-in-IP): the connection the kernel tracks is the tunnel's. */
   tunnelled = false;
@@ -82,12 +84,18 @@ export interface Decision {
    * a TCP reset sent to each end, from the other's address with the sequence number it expects.
    */
   cut: boolean;
-  /**
-   * An endpoint to remember, so that the next flow to it is dropped from its first packet:
-   * `proven` the banned producer, for every host; `listed` the other end of a flow a local host
-   * spoke BitTorrent to, for that host only; or nothing.
-   */
-  remember: 'proven' | 'listed' | null;
+  /** An endpoint to remember, so that the next flow to it is dropped from its first packet, or nothing. */
+  remember: Remembered | null;
+}
+
+/**
+ * One end of the flow to remember: `proven` the banned producer, for every host; `listed` the peer
+ * or the tracker a local host spoke BitTorrent to, for that host (the other end) only.
+ */
+export interface Remembered {
+  as: 'proven' | 'listed';
+  /** The end remembered: 0 the initiator, 1 the responder. */
+  end: number;
 }
 
 /** A list of addresses never banned, with the words a reason uses for it. */
@@ -162,9 +170,7 @@ export class Policy {
     const s = this.settings;
     const action = e.ruleAction ?? s.action;
     const { ban, reason, rateLimited = false } = this.ban(e, action);
-    let remember: Decision['remember'] = null;
-    if (ban !== null) remember = 'proven';
-    else if (this.producerListsItsPeer(e)) remember = 'listed';
+    const remember = ban !== null ? this.proven(e) : this.listed(e);
     const enforce = s.action !== 'monitor' && action !== 'monitor';
     // What is done when enforced (ACTION=monitor: what would be); a rule that only watches does nothing.
     const flowAction: FlowAction = action === 'throttle' ? 'throttle' : e.ruleAction === 'monitor' ? 'accept' : 'drop';
@@ -215,14 +221,26 @@ export class Policy {
     };
   }
 
+  /** The banned producer, for every host, where its port is one it listens on: a TCP initiator's is ephemeral. */
+  private proven(e: Evidence): Remembered | null {
+    return !e.tcp || e.producer === 1 ? { as: 'proven', end: e.producer } : null;
+  }
+
   /**
-   * Whether a local host's own BitTorrent bytes name the peer it spoke to: the other end, when it
-   * is the one that listens (the responder, or either end of a UDP flow).
+   * The end a local host's BitTorrent flow names for that host's next flows: the peer its own
+   * bytes spoke to, when that end is the one that listens (the responder, or either end of a UDP
+   * flow); or the tracker it announced to, whoever's bytes matched (a tracker's port is a
+   * listening one, whichever end the gateway saw first).
    */
-  private producerListsItsPeer(e: Evidence): boolean {
-    if (e.tunnelled || !e.producerIsPeer || !isProtocolBytes(e.strength)) return false;
-    if (!this.isLocal(e.family, e.addresses[e.producer])) return false;
-    return !e.tcp || e.producer === 0;
+  private listed(e: Evidence): Remembered | null {
+    if (e.tunnelled || !isProtocolBytes(e.strength)) return null;
+    const local = [this.isLocal(e.family, e.addresses[0]), this.isLocal(e.family, e.addresses[1])];
+    if (e.producerIsPeer) {
+      if (!local[e.producer] || (e.tcp && e.producer !== 0)) return null;
+      return { as: 'listed', end: 1 - e.producer };
+    }
+    if (!e.serviceIsTracker || local[0] === local[1]) return null;
+    return { as: 'listed', end: local[0] ? 1 : 0 };
   }
 }
 

@@ -117,11 +117,15 @@ describe('UDP tracker detector (BEP 15)', () => {
       expect(run(datagrams)).toMatchObject({ outcome: MATCH, decidedAt: datagrams.length - 1, strength: STRENGTH_RESPONSE });
     });
 
-    it('calls an announce response that opens a flow, its request on another route, heuristic, and lists none of its peers', () => {
+    it('calls an announce response that opens a flow, its request on another route, heuristic, and lists its peers to the host it reaches', () => {
       const runner = new FlowRunner(udpTrackerDetector, TRACKER4);
       expect(runner.run([tracker(announceResponse(0x01020304, PEERS4))])).toMatchObject({ outcome: MATCH, decidedAt: 0, strength: STRENGTH_HEURISTIC });
-      // Anyone may send one: its peers are no list a tracker gave the host.
-      expect(PEERS4.some((peer) => knows(runner, peer))).toBe(false);
+      // The host's connection attempts to them are all that route shows of the peers.
+      expect(PEERS4.every((peer) => knows(runner, peer))).toBe(true);
+      expect(PEERS4.some((peer) => knows(runner, peer, TRACKER4.responder))).toBe(false);
+      const afterConnect = new FlowRunner(udpTrackerDetector, TRACKER4);
+      afterConnect.run([tracker(connectResponse(8)), tracker(announceResponse(9, PEERS4))]);
+      expect(PEERS4.every((peer) => knows(afterConnect, peer))).toBe(true);
       expect(run([client(announceResponse(7, PEERS4.slice(0, 3)))])).toMatchObject({ outcome: MATCH, decidedAt: 0, strength: STRENGTH_HEURISTIC });
       // After the connect response that opened the flow; a connect response alone decides nothing.
       expect(run([tracker(connectResponse(8)), tracker(announceResponse(9, PEERS4))])).toMatchObject({ outcome: MATCH, decidedAt: 1, strength: STRENGTH_HEURISTIC });

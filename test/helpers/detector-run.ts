@@ -5,7 +5,7 @@
  */
 import { GIVE_UP, InspectContext, MATCH, MORE, STRENGTH_NONE, type Detector } from '../../src/detect/detector.js';
 import { Clock } from '../../src/flow/clock.js';
-import { PeerCache, PeerLists } from '../../src/flow/peers.js';
+import { PeerCache, PeerLists, TorrentingHosts } from '../../src/flow/peers.js';
 import { IPPROTO_UDP, PacketInfo } from '../../src/packet/packet.js';
 import { concat, ipv4Address, ipv6Address } from './frames.js';
 
@@ -65,6 +65,8 @@ export class FlowRunner {
   readonly announced: PeerCache;
   /** Endpoints proven peers (the detector only reads them). */
   readonly proven: PeerCache;
+  /** Hosts taken as torrenting (peer-cache marks the end that reaches a known peer). */
+  readonly torrenting: TorrentingHosts;
   private readonly ctx = new InspectContext();
   private readonly pkt = new PacketInfo();
   private readonly initiatorAddress: number[];
@@ -80,6 +82,8 @@ export class FlowRunner {
     this.ctx.pkt = this.pkt;
     this.ctx.peers = new PeerLists(this.announced, this.pkt);
     this.ctx.proven = this.proven;
+    this.torrenting = new TorrentingHosts(1024, 3_600_000, this.clock);
+    this.ctx.torrenting = this.torrenting;
     this.ctx.state = new Uint8Array(Math.max(1, detector.stateBytes) + MARGIN);
     const address = endpoints.family === 4 ? ipv4Address : ipv6Address;
     this.initiatorAddress = address(endpoints.initiator);
