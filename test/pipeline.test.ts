@@ -173,23 +173,38 @@ describe('pipeline: what each abuse gets', () => {
     expect(detections).toHaveLength(count);
   });
 
-  it("lists an HTTP tracker to the client that announced to it: that host's next connection to it is dropped at its SYN, no one else's", () => {
+  it("lists an HTTP tracker to the client whose connection it answered, seen alone (a route that shows what the LAN receives): that host's next connection to it is dropped at the tracker's first packet, no one else's", () => {
     const { pipeline: p, detections } = pipeline();
     const TRACKER = '203.0.113.69';
     const announce = new TcpConnection(USER, 50030, TRACKER, 6970);
-    feed(p, announce.open());
-    const request = 'GET /announce?info_hash=%dd%cc%c6%7b%20%8cpX%eeJF%28%7f%fd%09r%f2%a8x%dd&peer_id=-TR3000-4ma7cv2fdlsf&port=52000&uploaded=0&downloaded=0&left=262144&compact=1 HTTP/1.1\r\nHost: tracker\r\n\r\n';
-    expect(feed(p, [announce.segment(0, ascii(request))])).toEqual([PACKET_MARK_BITTORRENT]);
-    expect(detections.at(-1)).toMatchObject({ rule: 'http-tracker', decision: { ban: null } });
-    // The scrape on a new connection: its answer (a 404, say) need carry nothing of BitTorrent.
+    const received = (frames: Uint8Array[]) => frames.filter((_, i) => i % 2 === 1);
+    feed(p, received(announce.open()));
+    announce.segment(0, ascii('GET /announce?info_hash=...'));
+    const answer = 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 54\r\n\r\nd8:completei1e10:incompletei1e8:intervali1800e5:peers6:\xc6\x33\x64\x65\xc7\x38e';
+    expect(feed(p, [announce.segment(1, Uint8Array.from(answer, (c) => c.charCodeAt(0)))])).toEqual([PACKET_MARK_BITTORRENT]);
+    expect(detections.at(-1)).toMatchObject({ rule: 'http-tracker', producer: 'responder', decision: { ban: null } });
+    // The scrape on a new connection: its answer (a 404, say) carries nothing of BitTorrent.
     const scrape = new TcpConnection(USER, 50031, TRACKER, 6970);
-    expect(feed(p, scrape.open().slice(0, 1))).toEqual([PACKET_MARK_BITTORRENT]);
+    expect(feed(p, received(scrape.open()))).toEqual([PACKET_MARK_BITTORRENT]);
     expect(detections.at(-1)).toMatchObject({ rule: 'peer-cache', strength: 'announced', responder: TRACKER, decision: { ban: null } });
     const count = detections.length;
     const otherUser = new TcpConnection(OTHER_USER, 50032, TRACKER, 6970);
     feed(p, otherUser.open());
     feed(p, [otherUser.segment(0, ascii('GET / HTTP/1.1\r\n\r\n'))]);
     expect(detections).toHaveLength(count);
+  });
+
+  it("lists no server for the host's request alone: a web page can have a browser send an announce to any web server, or through its proxy", () => {
+    const { pipeline: p, detections } = pipeline();
+    for (const [i, target] of ['/announce', 'http://tracker.example/announce'].entries()) {
+      const request = new TcpConnection(USER, 50040 + 2 * i, WEB, 8118);
+      feed(p, request.open());
+      const announce = `GET ${target}?info_hash=%dd%cc%c6%7b%20%8cpX%eeJF%28%7f%fd%09r%f2%a8x%dd&peer_id=-TR3000-4ma7cv2fdlsf&port=52000&uploaded=0&downloaded=0&left=262144&compact=1 HTTP/1.1\r\nHost: x\r\n\r\n`;
+      expect(feed(p, [request.segment(0, ascii(announce))])).toEqual([PACKET_MARK_BITTORRENT]);
+      expect(detections.at(-1)).toMatchObject({ rule: 'http-tracker', producer: 'initiator' });
+      const next = new TcpConnection(USER, 50041 + 2 * i, WEB, 8118);
+      expect(feed(p, next.open())).not.toContain(PACKET_MARK_BITTORRENT);
+    }
   });
 
   it('drops a BitTorrent flow inside a GRE tunnel packet by packet, never marks the tunnel, never bans', () => {

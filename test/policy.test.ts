@@ -174,18 +174,22 @@ describe('policy: ban only on proof', () => {
     expect(decision.reason).toContain('a service');
   });
 
-  it("lists a tracker to the local client that spoke to it, whoever's bytes matched and whichever end came first; no other service", () => {
+  it("lists a tracker to the local client whose connection it answered, on its own answer only; no other service", () => {
     const tracker = { rule: 'http-tracker', producerIsPeer: false, serviceIsTracker: true };
-    // The client's announce, the tracker's answer, and the answer read first (the flow seen from its middle).
-    expect(policy().decide(evidence({ ...tracker, producer: INITIATOR })).remember).toEqual({ as: 'listed', end: RESPONDER });
+    // The tracker's answer to the host's connection (on a route that shows what the LAN receives, all there is).
     expect(policy().decide(evidence({ ...tracker, producer: RESPONDER })).remember).toEqual({ as: 'listed', end: RESPONDER });
-    expect(policy().decide(evidence({ ...tracker, initiator: REMOTE, responder: LOCAL, producer: INITIATOR })).remember).toEqual({ as: 'listed', end: INITIATOR });
-    // A web seed or a proxy serves everything else too; a name is no tracker's bytes; two local
-    // ends, or none, leave no client to list it to.
+    // The host's request alone: a web page can have a browser send one to any web server, or
+    // through a forward proxy; and a remote client's request to a local server names no tracker.
+    expect(policy().decide(evidence({ ...tracker, producer: INITIATOR })).remember).toBeNull();
+    expect(policy().decide(evidence({ ...tracker, initiator: REMOTE, responder: LOCAL, producer: INITIATOR })).remember).toBeNull();
+    // An answer read first, from the middle of a flow: which end listens is not known.
+    expect(policy().decide(evidence({ ...tracker, initiator: REMOTE, responder: LOCAL, producer: INITIATOR, handshakeSeen: false })).remember).toBeNull();
+    // A web seed or a proxy serves everything else too; a name is no tracker's bytes; a local
+    // tracker, or a flow with no local end, has no client to list it to.
     expect(policy().decide(evidence({ rule: 'http-bittorrent', producerIsPeer: false })).remember).toBeNull();
     expect(policy().decide(evidence({ ...tracker, strength: STRENGTH_NAME })).remember).toBeNull();
     expect(policy().decide(evidence({ ...tracker, responder: '10.0.0.9' })).remember).toBeNull();
-    expect(policy().decide(evidence({ ...tracker, initiator: REMOTE, responder: '198.51.100.77' })).remember).toBeNull();
+    expect(policy().decide(evidence({ ...tracker, initiator: '198.51.100.77' })).remember).toBeNull();
     expect(policy().decide(evidence({ ...tracker, tunnelled: true })).remember).toBeNull();
   });
 

@@ -95,8 +95,8 @@ export interface Detector {
   /**
    * Optional, where the producer is a service: the service is a tracker, which serves BitTorrent
    * alone on its port (a web seed, a proxy or a resolver serves everything else too), so the
-   * policy lists it to the local client that spoke to it: that host's next flows to it (a scrape,
-   * the next announce on a new connection) are BitTorrent again.
+   * policy lists it, on its own answer, to the local client it answered: that host's next flows
+   * to it (a scrape, the next announce on a new connection) are BitTorrent again.
    */
   readonly serviceIsTracker?: boolean;
   inspect(ctx: InspectContext): number;

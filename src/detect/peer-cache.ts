@@ -6,8 +6,10 @@ import { GIVE_UP, MATCH, OVER_TCP, OVER_UDP, STRENGTH_ANNOUNCED, STRENGTH_CACHE,
  * or PEX (`announced`, for that host only). Caught at its SYN (connection attempts that never
  * carry payload are most of a client's) or at its first payload packet, whatever it carries:
  * that is how encrypted (MSE) connections to known peers are stopped. Neither strength
- * ever bans: a cache hit is about an endpoint, not about the bytes of this flow. The end that
- * reached the known endpoint is marked torrenting, as the flow's bytes would have marked it. Last in the
+ * ever bans: a cache hit is about an endpoint, not about the bytes of this flow. The other end (the
+ * one that sends to the known endpoint or receives from it) is marked torrenting, as the flow's
+ * bytes would have marked it; a forged packet from a known endpoint marks its receiver, as a
+ * forged DHT message already does. Last in the
  * chain, so a flow that also speaks a recognisable protocol is named by that protocol.
  * Budget: the first payload packet.
  */
@@ -49,7 +51,7 @@ function knownEndpoint(ctx: InspectContext): boolean {
 }
 
 /**
- * The end that talks to the known endpoint is torrenting, as its bytes would have shown had the
+ * The end that talks with the known endpoint is torrenting, as its bytes would have shown had the
  * flow not been decided at its first packet (inline, it carries nothing more): its other flows
  * keep the context shape evidence needs. `fromSource`: the known endpoint is the destination.
  */

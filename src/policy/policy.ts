@@ -93,9 +93,9 @@ export interface Decision {
  * or the tracker a local host spoke BitTorrent to, for that host (the other end) only.
  */
 export interface Remembered {
-  as: 'proven' | 'listed';
+  readonly as: 'proven' | 'listed';
   /** The end remembered: 0 the initiator, 1 the responder. */
-  end: number;
+  readonly end: number;
 }
 
 /** A list of addresses never banned, with the words a reason uses for it. */
@@ -223,26 +223,28 @@ export class Policy {
 
   /** The banned producer, for every host, where its port is one it listens on: a TCP initiator's is ephemeral. */
   private proven(e: Evidence): Remembered | null {
-    return !e.tcp || e.producer === 1 ? { as: 'proven', end: e.producer } : null;
+    return !e.tcp || e.producer === 1 ? PROVEN[e.producer] : null;
   }
 
   /**
    * The end a local host's BitTorrent flow names for that host's next flows: the peer its own
    * bytes spoke to, when that end is the one that listens (the responder, or either end of a UDP
-   * flow); or the tracker it announced to, whoever's bytes matched (a tracker's port is a
-   * listening one, whichever end the gateway saw first).
+   * flow); or the tracker whose own answer it received, as the responder of the host's
+   * connection. Never on the host's request alone: a web page can have a browser send one to any
+   * web server, and through a forward proxy it names the proxy (a proxy's answer seen alone, on a
+   * route that shows only what the LAN receives, is the one case that still lists one).
    */
   private listed(e: Evidence): Remembered | null {
     if (e.tunnelled || !isProtocolBytes(e.strength)) return null;
-    const local = [this.isLocal(e.family, e.addresses[0]), this.isLocal(e.family, e.addresses[1])];
-    if (e.producerIsPeer) {
-      if (!local[e.producer] || (e.tcp && e.producer !== 0)) return null;
-      return { as: 'listed', end: 1 - e.producer };
-    }
-    if (!e.serviceIsTracker || local[0] === local[1]) return null;
-    return { as: 'listed', end: local[0] ? 1 : 0 };
+    const producerLocal = this.isLocal(e.family, e.addresses[e.producer]);
+    const otherLocal = this.isLocal(e.family, e.addresses[1 - e.producer]);
+    if (e.producerIsPeer) return producerLocal && (!e.tcp || e.producer === 0) ? LISTED[1 - e.producer] : null;
+    return e.serviceIsTracker && e.tcp && e.producer === 1 && !producerLocal && otherLocal ? LISTED[1] : null;
   }
 }
+
+const PROVEN: readonly Remembered[] = [{ as: 'proven', end: 0 }, { as: 'proven', end: 1 }];
+const LISTED: readonly Remembered[] = [{ as: 'listed', end: 0 }, { as: 'listed', end: 1 }];
 
 /** Whether the evidence is the protocol itself in one end's bytes, the only kind that can prove a peer. */
 function isProtocolBytes(strength: number): boolean {
