@@ -39,6 +39,18 @@ function random(n: number): Uint8Array {
   return out;
 }
 
+/**
+ * n random bytes opening a direction (Ya, Yb and their padding), whose first byte reads as no
+ * other protocol's header: mse gives up on a first segment framed like TLS or by a 2- or 4-byte
+ * length (OpenVPN over TCP), as about 1 in 65,536 random keys is, and a test of segmentation must
+ * not hang on that draw.
+ */
+function key(n: number): Uint8Array {
+  const out = random(n);
+  out[0] |= 0x80;
+  return out;
+}
+
 const HANDSHAKE = concat([19], ascii('BitTorrent protocol'), new Uint8Array(8), random(20), ascii('-TR4050-012345678901'));
 
 /** One segment per burst, in order: [direction, bytes]... */
@@ -79,14 +91,14 @@ function cut(segment: Segment, ...sizes: number[]): Segment[] {
  * does B (unchoke, allowed fast: 50 bytes).
  */
 function handshakeAfterSync(padA: number, padB: number, padC: number, padD: number, answer = 68 + 220, next: number | null = 235): Segment[] {
-  const exchange: [number, Uint8Array][] = [[0, random(96 + padA)], [1, random(96 + padB)], [0, random(56 + padC)], [1, random(14 + padD)], [0, random(68)], [1, random(answer)]];
+  const exchange: [number, Uint8Array][] = [[0, key(96 + padA)], [1, key(96 + padB)], [0, random(56 + padC)], [1, random(14 + padD)], [0, random(68)], [1, random(answer)]];
   if (next !== null) exchange.push([0, random(next)], [1, random(50)]);
   return bursts(...exchange);
 }
 
 /** Transmission, rtorrent: the handshake is IA in a 124-byte message 3; B writes its own right after message 4. */
 function handshakeInSync(padA: number, padB: number, ...after: [number, number][]): Segment[] {
-  return bursts([0, random(96 + padA)], [1, random(96 + padB)], [0, random(124)], [1, random(82)], [1, random(134)], ...after.map(([dir, n]): [number, Uint8Array] => [dir, random(n)]));
+  return bursts([0, key(96 + padA)], [1, key(96 + padB)], [0, random(124)], [1, random(82)], [1, random(134)], ...after.map(([dir, n]): [number, Uint8Array] => [dir, random(n)]));
 }
 
 const ISN = [0xfffffff0, 0x7ffffff8]; // the initiator's close to wrap-around: sequence arithmetic must be modular
