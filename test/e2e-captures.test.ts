@@ -136,15 +136,13 @@ function suite(set: string, misses: Misses): void {
 //   to it before (a DHT query, a handshake: the policy lists the peer for the host) named it;
 // - a web seed's 206, an HTTP answer from a web server (on port 80, which is never cached: the
 //   BitTorrent part is the request);
-// - from the middle: RC4 past the keys, the tail of a piece and a have, piece data whose message
-//   boundaries fall inside segments, a web seed's body.
+// - from the middle: RC4 past the keys, a web seed's body.
 suite('e2e', {
   sentByLan: ['udp-tracker.pcap: 10.1.4.2:48232 198.51.100.104:51000'], // unanswered MSE attempt, the host's first flow to that peer
   receivedByLan: ['webseed.pcap: 10.1.8.2:54359 198.51.100.80:80'], // the web seed's 206
   fromFifth: ['udp-tracker.pcap: 10.1.4.2:48232 198.51.100.104:51000'], // unanswered MSE attempt, its peer announced before the cut
   fromHalf: [
     'encrypted.pcap: 10.1.2.2:36020 198.51.100.102:51000', // RC4 past the keys
-    'plain.pcap: 10.1.1.2:34249 198.51.100.101:51000', // the tail of the last piece and one have
     'webseed.pcap: 10.1.8.2:54359 198.51.100.80:80', // the web seed's body
   ],
 });
@@ -160,7 +158,6 @@ suite('e2e-rtt', {
   ],
   fromHalf: [
     'encrypted.pcap: 10.1.2.2:49498 198.51.100.102:51000', // RC4 past the keys
-    'plain-v6.pcap: [2001:db8:5100::110]:51000 [fd00:10:1:10::2]:58623', // piece data past its requests
     'webseed.pcap: 10.1.8.2:60177 198.51.100.80:80', // the web seed's body
   ],
 });

@@ -103,6 +103,7 @@ async function main(): Promise<void> {
 
   const falseAlarmRuns: [FalseAlarmKind, string, number][] = [
     ['tcp', 'random TCP (whole, mid-stream and one-way views)', randomSamples],
+    ['tcp-coalesced', 'random TCP met mid-way, one direction in segments longer than an MSS', randomSamples / 10],
     ['udp', 'random UDP', randomSamples],
     ['mse-shape', 'MSE shape alone, every host taken as torrenting, both ends on the route', randomSamples / 10],
     ['mse-shape-one-way', 'MSE shape alone, every host taken as torrenting, one end on the route', randomSamples / 10],

@@ -18,9 +18,10 @@ export interface RandomTrafficShape {
    * directions, the first from the client, as if read from its middle; `handshake` the same after
    * the client's SYN and the server's SYN-ACK; `one-way` one end's packets only (the end drawn per
    * flow), after its SYN or SYN-ACK, as on an asymmetric route, acknowledging writes of random
-   * lengths from the unseen end; `any` one of the three per flow.
+   * lengths from the unseen end; `mid-one-way` the same read from its middle (no SYN); `any` one of
+   * the first three per flow.
    */
-  opening?: Opening | 'any';
+  opening?: Opening | 'mid-one-way' | 'any';
 }
 
 type Opening = 'none' | 'handshake' | 'one-way';
@@ -98,7 +99,7 @@ export class RandomTraffic {
         write(onlyEnd === 0, onlyEnd === 0 ? TCP_SYN : TCP_SYN | TCP_ACK, 0);
       }
       for (let p = 0; p < packets; p++) {
-        if (opening === 'one-way') {
+        if (opening === 'one-way' || opening === 'mid-one-way') {
           // The unseen end writes now and then: what the visible end acknowledges.
           if (p > 0 && rng.below(2) === 0) seqs[onlyEnd ^ 1] = (seqs[onlyEnd ^ 1] + shape.payloadLength(rng)) >>> 0;
           write(onlyEnd === 0, PSH_ACK, shape.payloadLength(rng));

@@ -53,6 +53,12 @@ export class InspectContext {
    * When not, the route may show this direction only, and one side's bytes are all there will be.
    */
   otherSeen = false;
+  /**
+   * TCP: the gateway saw a SYN of the flow, from either end. When not, the flow was met mid-way (a
+   * capture or an inspection that started late, a connection open before the daemon, one the
+   * table evicted): its first bytes in view may fall anywhere inside a message.
+   */
+  synSeen = false;
   /** The detector's per-flow scratch bytes: state[stateOff, stateOff + stateBytes), zero on a new flow. */
   state!: Uint8Array;
   stateOff = 0;

@@ -53,7 +53,7 @@ export const handshakeDetector: Detector = {
     // The engine shows learn() only the packets after this one, which may already carry the
     // extension handshake that assigns the ut_pex id.
     startWire(state, at + WIRE_AT, HANDSHAKE_LENGTH);
-    walkWire(ctx, at + WIRE_AT, otherWireAt(ctx), true);
+    walkWire(ctx, at + WIRE_AT, otherWireAt(ctx), true, false);
     return MATCH;
   },
   learn(ctx: InspectContext): void {
@@ -64,7 +64,7 @@ export const handshakeDetector: Detector = {
       if (ctx.dirIndex === 0) setWirePosition(ctx, wire);
       startWire(state, wire, HANDSHAKE_LENGTH);
     }
-    walkWire(ctx, wire, otherWireAt(ctx), true);
+    walkWire(ctx, wire, otherWireAt(ctx), true, false);
   },
 };
 

@@ -1,15 +1,27 @@
 import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext, STRENGTH_EXACT } from './detector.js';
 import { WIRE_BYTES, walkWire, wireProven } from './peer-wire.js';
 
-/** One byte after the two walkers: bit `dir` set when that direction's first payload packet was all text. */
-const TEXT_OPENINGS = 2 * WIRE_BYTES;
+/**
+ * One byte after the two walkers: bit `dir` set when that direction's first payload packet was all
+ * text, bit 2 + `dir` once that direction carried a segment longer than an MSS in a flow met mid-way.
+ */
+const OPENINGS = 2 * WIRE_BYTES;
 const BOTH_TEXT = 0b11;
+const COALESCED = 0b100;
+/**
+ * The largest segment over Ethernet (1500-byte MTU, IPv4, no options). A longer one is several
+ * coalesced by GRO or TSO (as NFQUEUE hands them over with GSO, and a capture at the gateway shows
+ * them), or a jumbo frame's: 32 MSS-sized segments never carry three 16 KiB pieces (49,191 bytes),
+ * so only longer ones are searched.
+ */
+const ETHERNET_MSS = 1460;
 
 /**
  * The BEP 3 peer wire message stream (with the BEP 6, 10 and 52 messages) seen without its
  * handshake: a capture or an inspection that starts mid-connection, or a flow the table evicted
  * and met again. Each direction is walked message by message across segments (see peer-wire.ts),
- * resynchronising at a segment start after anything malformed; the flow is BitTorrent once its
+ * resynchronising at a segment start after anything malformed, or, in a coalesced segment of a
+ * download met mid-way (see searchesPieces), at a 16 KiB piece's header inside it; the flow is BitTorrent once its
  * directions together show three well-formed messages in unbroken chains, one of them strong (a
  * fixed-length message with plausible fields, a 16 KiB piece at a block boundary, an extension
  * handshake with an `m` dict). A heuristic: late in the chain. The peer wire is binary, so a flow
@@ -31,17 +43,31 @@ export const peerMessagesDetector: Detector = {
     const own = ctx.stateOff + ctx.dir * WIRE_BYTES;
     const other = ctx.stateOff + (1 - ctx.dir) * WIRE_BYTES;
     if (ctx.dirIndex === 0 && isText(ctx)) {
-      const openings = (state[ctx.stateOff + TEXT_OPENINGS] |= 1 << ctx.dir);
-      if (openings === BOTH_TEXT) return GIVE_UP;
+      const openings = (state[ctx.stateOff + OPENINGS] |= 1 << ctx.dir);
+      if ((openings & BOTH_TEXT) === BOTH_TEXT) return GIVE_UP;
       return MORE;
     }
-    walkWire(ctx, own, other, false);
+    walkWire(ctx, own, other, false, searchesPieces(ctx));
     return wireProven(state, own, other) ? MATCH : MORE;
   },
   learn(ctx: InspectContext): void {
-    walkWire(ctx, ctx.stateOff + ctx.dir * WIRE_BYTES, ctx.stateOff + (1 - ctx.dir) * WIRE_BYTES, true);
+    walkWire(ctx, ctx.stateOff + ctx.dir * WIRE_BYTES, ctx.stateOff + (1 - ctx.dir) * WIRE_BYTES, true, false);
   },
 };
+
+/**
+ * Whether the walker searches the current segment for a 16 KiB piece's header: a coalesced
+ * segment of a download met mid-way, whose message boundaries fall anywhere in it, while the other
+ * direction carried none (requests, haves, acknowledgements). The search reads one byte in five of
+ * the segment, more than the walk costs: a flow seen from its SYN, MSS-sized segments and an
+ * exchange in bulk both ways are never searched.
+ */
+function searchesPieces(ctx: InspectContext): boolean {
+  if (ctx.synSeen || ctx.pkt.payloadLen <= ETHERNET_MSS) return false;
+  const at = ctx.stateOff + OPENINGS;
+  const openings = (ctx.state[at] |= COALESCED << ctx.dir);
+  return (openings & (COALESCED << (1 - ctx.dir))) === 0;
+}
 
 /** Whether the payload is printable ASCII with tabs and line ends only (a message length never is: its first byte is 0). */
 function isText(ctx: InspectContext): boolean {

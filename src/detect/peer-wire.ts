@@ -146,10 +146,12 @@ export function wireProven(state: Uint8Array, at: number, otherAt: number): bool
  * Walks the current packet's payload with the walker at `at` (`otherAt` is the other direction's,
  * which an extension handshake tells its ut_pex id). Without a position (never started, or lost
  * after a malformed message or a gap in the capture) it assumes a message starts at the segment's
- * first byte. A malformed message drops the chain's counts. With `learning`, peers the messages
- * name go into ctx.peers: only for flows already known to be BitTorrent.
+ * first byte, or, with `searchPieces`, at a 16 KiB piece's header anywhere in the segment (a bulk
+ * direction met mid-way, whose message boundaries TCP puts anywhere). A malformed message drops
+ * the chain's counts. With `learning`, peers the messages name go into ctx.peers: only for flows
+ * already known to be BitTorrent.
  */
-export function walkWire(ctx: InspectContext, at: number, otherAt: number, learning: boolean): void {
+export function walkWire(ctx: InspectContext, at: number, otherAt: number, learning: boolean, searchPieces: boolean): void {
   const state = ctx.state;
   const pkt = ctx.pkt;
   const buf = pkt.buf;
@@ -168,11 +170,17 @@ export function walkWire(ctx: InspectContext, at: number, otherAt: number, learn
   let id = 0;
   let check = 0;
   if ((flags & SYNCED) === 0) {
-    // Most segments of other protocols fail on their first byte: leave at once.
+    // Most segments of other protocols fail on their first byte: leave at once. With
+    // `searchPieces`, the segment may start inside a message, and a 16 KiB piece's header further
+    // in is a boundary.
     if (off < end && buf[off] !== 0) {
-      state[at + FLAGS] = STARTED;
-      state[at + MESSAGES] = state[at + STRONG_MESSAGES] = 0;
-      return;
+      const piece = searchPieces ? findPieceHeader(buf, off, end) : -1;
+      if (piece < 0) {
+        state[at + FLAGS] = STARTED;
+        state[at + MESSAGES] = state[at + STRONG_MESSAGES] = 0;
+        return;
+      }
+      off = piece;
     }
     flags = STARTED | SYNCED;
   } else {
@@ -184,57 +192,70 @@ export function walkWire(ctx: InspectContext, at: number, otherAt: number, learn
   let messages = state[at + MESSAGES];
   let strong = state[at + STRONG_MESSAGES];
   let wellFormed = true;
-  while (off < end) {
-    if (pos < 4) {
-      const byte = buf[off++];
-      if ((pos === 0 && byte !== 0) || (pos === 1 && byte >= MAX_LENGTH_SECOND_BYTE)) {
-        wellFormed = false;
-        break;
-      }
-      value = (value << 8) | byte;
-      // A keep-alive (length 0) is neither evidence nor a break in the chain.
-      pos = pos === 3 && value === 0 ? 0 : pos + 1;
-      continue;
-    }
-    if (pos === 4) {
-      id = buf[off++];
-      check = acceptHeader(id, value);
-      if (check < 0) {
-        wellFormed = false;
-        break;
-      }
-      pos = 5;
-      value--;
-    } else if (pos - 5 < CHECKED_BYTES[id]) {
-      check = checkPayloadByte(id, pos - 5, buf[off++], check);
-      if (check < 0) {
-        wellFormed = false;
-        break;
-      }
-      pos++;
-      value--;
-    } else {
-      if (id === EXTENDED && pos === 5) {
-        const extended = readExtended(ctx, at, otherAt, off, off + value, end, learning);
-        if (extended < 0) {
+  /** Where the message being read began in this segment (its start, for one begun before). */
+  let messageAt = off;
+  for (;;) {
+    while (off < end) {
+      if (pos < 4) {
+        if (pos === 0) messageAt = off;
+        const byte = buf[off++];
+        if ((pos === 0 && byte !== 0) || (pos === 1 && byte >= MAX_LENGTH_SECOND_BYTE)) {
           wellFormed = false;
           break;
         }
-        check |= extended;
+        value = (value << 8) | byte;
+        // A keep-alive (length 0) is neither evidence nor a break in the chain.
+        pos = pos === 3 && value === 0 ? 0 : pos + 1;
+        continue;
       }
-      const take = Math.min(value, end - off);
-      off += take;
-      value -= take;
-      pos = Math.min(255, pos + take);
+      if (pos === 4) {
+        id = buf[off++];
+        check = acceptHeader(id, value);
+        if (check < 0) {
+          wellFormed = false;
+          break;
+        }
+        pos = 5;
+        value--;
+      } else if (pos - 5 < CHECKED_BYTES[id]) {
+        check = checkPayloadByte(id, pos - 5, buf[off++], check);
+        if (check < 0) {
+          wellFormed = false;
+          break;
+        }
+        pos++;
+        value--;
+      } else {
+        if (id === EXTENDED && pos === 5) {
+          const extended = readExtended(ctx, at, otherAt, off, off + value, end, learning);
+          if (extended < 0) {
+            wellFormed = false;
+            break;
+          }
+          check |= extended;
+        }
+        const take = Math.min(value, end - off);
+        off += take;
+        value -= take;
+        pos = Math.min(255, pos + take);
+      }
+      if (value === 0) {
+        // The sender of a port message runs a DHT node on that UDP port (BEP 5).
+        if (id === PORT && learning && off - 2 >= pkt.payloadOff) ctx.peers.add(pkt.family, buf, pkt.srcOff, (buf[off - 2] << 8) | buf[off - 1]);
+        if (messages < 255) messages++;
+        if ((check & CHECK_STRONG) !== 0 && strong < 255) strong++;
+        pos = 0;
+        check = 0;
+      }
     }
-    if (value === 0) {
-      // The sender of a port message runs a DHT node on that UDP port (BEP 5).
-      if (id === PORT && learning && off - 2 >= pkt.payloadOff) ctx.peers.add(pkt.family, buf, pkt.srcOff, (buf[off - 2] << 8) | buf[off - 1]);
-      if (messages < 255) messages++;
-      if ((check & CHECK_STRONG) !== 0 && strong < 255) strong++;
-      pos = 0;
-      check = 0;
-    }
+    // With `searchPieces`, what looked like a boundary may have been none: a piece's header past
+    // the misread message's first byte starts a new chain.
+    if (wellFormed || !searchPieces) break;
+    const piece = findPieceHeader(buf, messageAt + 1, end);
+    if (piece < 0) break;
+    off = messageAt = piece;
+    pos = value = check = messages = strong = 0;
+    wellFormed = true;
   }
   if (!wellFormed) {
     flags &= ~SYNCED;
@@ -255,6 +276,34 @@ export function walkWire(ctx: InspectContext, at: number, otherAt: number, learn
   state[at + CHECK] = check;
   state[at + MESSAGES] = messages;
   state[at + STRONG_MESSAGES] = strong;
+}
+
+/** Header bytes of a 16 KiB piece message that findPieceHeader checks: length, id, index, begin. */
+const PIECE_HEADER = 13;
+/** Horspool shifts for the header's first five bytes, 00 00 40 09 07, by the byte under the fifth. */
+const PIECE_SHIFT = new Uint8Array(256).fill(5);
+PIECE_SHIFT[0x00] = 3;
+PIECE_SHIFT[0x40] = 2;
+PIECE_SHIFT[0x09] = 1;
+
+/**
+ * Where a 16 KiB piece message starts in buf[from, end): length 16393, id 7, an index below 2^24
+ * and a begin at a block boundary (45 fixed bits and 14 zero ones), its header whole in the
+ * segment; -1 when none does. A Horspool search over the first five bytes: on random bytes it
+ * looks at one place in five.
+ */
+function findPieceHeader(buf: Uint8Array, from: number, end: number): number {
+  let i = from;
+  while (i + PIECE_HEADER <= end) {
+    const fifth = buf[i + 4];
+    if (fifth !== PIECE) {
+      i += PIECE_SHIFT[fifth];
+      continue;
+    }
+    if (buf[i] === 0 && buf[i + 1] === 0 && buf[i + 2] === 0x40 && buf[i + 3] === 0x09 && buf[i + 5] === 0 && buf[i + 12] === 0 && (buf[i + 11] & 0x3f) === 0) return i;
+    i += 5;
+  }
+  return -1;
 }
 
 /** CHECK bits for a message of this id and length (id included), or -1 when no message has that shape. */

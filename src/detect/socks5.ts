@@ -300,6 +300,7 @@ function enterInner(ctx: InspectContext, from: number): void {
   inner.dirIndex = state[countAt + ctx.dir];
   inner.flowIndex = state[countAt] + state[countAt + 1];
   inner.otherSeen = ctx.otherSeen;
+  inner.synSeen = ctx.synSeen;
   state[countAt + ctx.dir] = Math.min(inner.dirIndex + 1, 0xff);
 }
 

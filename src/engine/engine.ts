@@ -5,7 +5,7 @@ import { Clock } from '../flow/clock.js';
 import { PeerCache, PeerLists, TorrentingHosts, type TorrentingMemory } from '../flow/peers.js';
 import { FlowTable } from '../flow/table.js';
 import { PacketDecoder } from '../packet/decode.js';
-import { DECODED_TCP_UDP, PacketInfo } from '../packet/packet.js';
+import { DECODED_TCP_UDP, PacketInfo, TCP_SYN } from '../packet/packet.js';
 
 /** Per-flow verdict codes, as stored in FlowTable.verdict. */
 export const VERDICT_UNDECIDED = 0;
@@ -187,6 +187,7 @@ export class Engine {
     ctx.dirIndex = flows.payloadPackets[flow * 2 + dir] - 1;
     ctx.flowIndex = flows.payloadPackets[flow * 2] + flows.payloadPackets[flow * 2 + 1] - 1;
     ctx.otherSeen = flows.packets[flow * 2 + (dir ^ 1)] > 0;
+    ctx.synSeen = ((flows.tcpFlags[flow * 2] | flows.tcpFlags[flow * 2 + 1]) & TCP_SYN) !== 0;
   }
 
   /** A new flow's first packet when it carries no payload (a SYN): the detectors that know peers by their endpoints. */

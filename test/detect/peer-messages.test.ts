@@ -161,6 +161,57 @@ describe('peer-messages detector (BEP 3 message stream without its handshake)', 
     expect(midStream([[1, tail], [0, concat(request(3, 16384), request(3, 32768), interested())]])).toBe(VERDICT_BITTORRENT);
   });
 
+  describe('in a download met mid-way, finds a 16 KiB piece inside a segment: bulk data whose message boundaries TCP puts anywhere', () => {
+    /** Four 16 KiB pieces of one 64 KiB piece, from `from` bytes in, in segments of `size` bytes, from the responder. */
+    const bulk = (from: number, size: number) => {
+      // Byte i of each block is the top byte of i times a Knuth multiplier (0 at 13153: stream offset 13166).
+      const data = Uint8Array.from({ length: 1 << 14 }, (_, i) => (i * 2654435761) >>> 24);
+      const stream = concat(...[0, 1, 2, 3].map((block) => piece(77, block << 14, data))).subarray(from);
+      return Array.from({ length: Math.ceil(stream.length / size) }, (_, i): [number, Uint8Array] => [1, stream.subarray(i * size, (i + 1) * size)]);
+    };
+
+    it.each([
+      ['inside a piece, in 4 KiB segments', bulk(5000, 4096)],
+      ['inside a piece, segments of 7000 bytes', bulk(123, 7000)],
+      // A zero byte of the first piece's data opens the second segment (the first one searched),
+      // which reads as a length until it breaks.
+      ['past a zero byte of a piece, in 5 KiB segments', bulk(13166 - 5120, 5120)],
+      ['with requests and haves the other way', [[0, request(77, 0)] as [number, Uint8Array], ...bulk(5000, 4096), [0, have(76)] as [number, Uint8Array]]],
+    ] as [string, [number, Uint8Array][]][])('%s', (_name, segments) => {
+      expect(midStream(segments)).toBe(VERDICT_BITTORRENT);
+    });
+
+    it('and only there: not in a connection seen from its SYN, nor where the other direction is bulk too', () => {
+      const fromSyn = new Conversation({ detectors: [peerMessagesDetector] });
+      fromSyn.syn();
+      fromSyn.sent[1] = 5000;
+      expect(bulk(5000, 4096).map(([dir, bytes]) => fromSyn.send(dir, bytes))).not.toContain(VERDICT_BITTORRENT);
+      const bothWays = bulk(5000, 4096).flatMap((segment): [number, Uint8Array][] => [[0, new Uint8Array(4096).fill(0x5a)], segment]);
+      expect(midStream(bothWays)).not.toBe(VERDICT_BITTORRENT);
+      // MSS-sized segments: three pieces never fit in the budget, so they are not searched either.
+      expect(midStream(bulk(5000, 1448))).not.toBe(VERDICT_BITTORRENT);
+    });
+
+    it('never matches random coalesced segments one way, with or without a piece header cut at their end', () => {
+      const header = piece(1, 0, BLOCK).subarray(0, 13);
+      fc.assert(
+        fc.property(fc.array(fc.tuple(fc.uint8Array({ minLength: 4096, maxLength: 20000 }), fc.integer({ min: 1, max: 13 })), { minLength: 1, maxLength: 32 }), (segments) => {
+          const withHeaders = segments.map(([bytes, cut]): [number, Uint8Array] => [1, concat(bytes, header.subarray(0, cut))]);
+          expect(midStream(withHeaders)).not.toBe(VERDICT_BITTORRENT);
+        }),
+        { numRuns: 50 },
+      );
+    });
+
+    it('and never takes a piece header off a block boundary, of another block size, or of an absurd index', () => {
+      const header = (length: number, index: number, begin: number) => concat(u32(length), [7], u32(index), u32(begin));
+      const filler = new Uint8Array(3000).fill(0xa5);
+      for (const odd of [header(16393, 77, 100), header(16393 + 1, 77, 0), header(16393, 0x01000000, 0)]) {
+        expect(midStream([[1, filler], [1, concat(filler, odd, filler)], [1, filler], [1, filler]])).not.toBe(VERDICT_BITTORRENT);
+      }
+    });
+  });
+
   it('follows retransmissions and overlapping segments', () => {
     const stream = concat(have(1), have(2), request(2, 0));
     const flow = new Conversation({ detectors: [peerMessagesDetector] });
@@ -316,6 +367,15 @@ describe('peer wire walkers never read outside the payload', () => {
       seqJump: fc.oneof(fc.constant(0), fc.integer({ min: -3000, max: 3000 }), fc.nat()),
       payload: fc.oneof(
         fc.uint8Array({ minLength: 1, maxLength: 600 }),
+        // Coalesced, searched for a piece's header: one planted anywhere, cut by the end or not.
+        fc
+          .tuple(fc.uint8Array({ minLength: 4096, maxLength: 6000 }), fc.nat())
+          .map(([bytes, at]) => {
+            const out = bytes.slice();
+            const from = at % out.length;
+            out.set(piece(1, 0, BLOCK).subarray(0, Math.min(13, out.length - from)), from);
+            return out;
+          }),
         fc.array(fc.constantFrom(have(1), request(1, 0), port(7000), pex(1, ['192.0.2.1:6881']), extensionHandshake(LIBTORRENT_EXTENSION_HANDSHAKE), handshake(), keepAlive()), { minLength: 1, maxLength: 4 })
           .chain((messages) => fc.tuple(fc.constant(concat(...messages)), fc.nat(), fc.nat()))
           .map(([stream, a, b]) => stream.subarray(Math.min(a, b) % stream.length, Math.max(a, b) % stream.length + 1)),

@@ -5,6 +5,7 @@
 import type { Detector } from '../../src/detect/detector.js';
 import { Engine } from '../../src/engine/engine.js';
 import { LINKTYPE_RAW } from '../../src/packet/linktype.js';
+import { TCP_SYN } from '../../src/packet/packet.js';
 import { ascii, concat, ipv4Address, ipv6Address, packet4, packet6, tcp, u16, u32 } from './frames.js';
 
 export type Bencodable = number | string | Uint8Array | Bencodable[] | { [key: string]: Bencodable };
@@ -107,6 +108,14 @@ export class Conversation {
       clientPort: options.clientPort ?? 40000,
       serverPort: options.serverPort ?? 6881,
     };
+  }
+
+  /** The client's SYN: the connection is seen from its start, not met mid-way. Returns the verdict. */
+  syn(): number {
+    const o = this.options;
+    const segment = tcp(o.clientPort, o.serverPort, new Uint8Array(0), { seq: (CLIENT_ISN - 1) >>> 0, flags: TCP_SYN });
+    const frame = o.client.includes(':') ? packet6(o.client, o.server, 6, segment) : packet4(o.client, o.server, 6, segment);
+    return this.engine.process(frame, 0, frame.length, LINKTYPE_RAW);
   }
 
   /** Sends bytes in direction `dir` (0 client to server) as one segment at stream offset `at` (default: next). Returns the verdict. */
