@@ -96,6 +96,17 @@ async function main(): Promise<void> {
   const bulkEngine = new Engine({ flowCapacity: 1 << 16 });
   out(`engine over random 1448-byte TCP payloads (${bulk.count} packets in 8-packet flows): ${formatRate(packetsPerSecond(bulkEngine, bulk, 10))}`);
   out(`heap growth over random TCP: ${await heapGrowth(bulkEngine, bulk, 20)}`);
+  // What peer-messages' piece search costs where it runs: flows met mid-way, one direction in
+  // segments GRO coalesced (six MSS), no SYN.
+  const coalesced = new RandomTraffic(0x5eed2238, 20_000, 6 * 1460).batch({
+    l4: IPPROTO_TCP,
+    minPackets: 8,
+    maxPackets: 8,
+    payloadLength: () => 6 * 1460,
+    opening: 'mid-one-way',
+  });
+  const coalescedEngine = new Engine({ flowCapacity: 1 << 16 });
+  out(`engine over random TCP met mid-way, one direction in ${6 * 1460}-byte segments (the piece search's worst case; ${coalesced.count} packets in 8-packet flows): ${formatRate(packetsPerSecond(coalescedEngine, coalesced, 10))}`);
 
   const flows = bulkEngine.flows;
   const perDetector = DETECTORS.map((d) => `${d.name} ${d.stateBytes}`).join(', ');

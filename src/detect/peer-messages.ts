@@ -11,17 +11,29 @@ const COALESCED = 0b100;
 /**
  * The largest segment over Ethernet (1500-byte MTU, IPv4, no options). A longer one is several
  * coalesced by GRO or TSO (as NFQUEUE hands them over with GSO, and a capture at the gateway shows
- * them), or a jumbo frame's: 32 MSS-sized segments never carry three 16 KiB pieces (49,191 bytes),
- * so only longer ones are searched.
+ * them), or a jumbo frame's. Only those are searched, a choice of cost: the 32 MSS-sized segments
+ * of the budget never carry the three 16 KiB pieces (49,191 bytes) a bulk direction alone needs,
+ * and a download's requests the other way prove it at segment starts with no search.
  */
 const ETHERNET_MSS = 1460;
+/** Then one byte of what each direction's segments were searched for, 4 bits each: 4 KiB units, saturating. */
+const SEARCHED = OPENINGS + 1;
+const SEARCH_UNIT = 4096;
+const UNITS_MAX = 15;
+/**
+ * Searching stops once this much of a direction's segments (32 KiB) could be searched: a piece
+ * stream has a header in every 16,397 bytes, and the cost of a flow met mid-way that is no
+ * download (a TLS transfer open before the daemon) stays bounded.
+ */
+const SEARCH_LIMIT = 8;
 
 /**
  * The BEP 3 peer wire message stream (with the BEP 6, 10 and 52 messages) seen without its
  * handshake: a capture or an inspection that starts mid-connection, or a flow the table evicted
  * and met again. Each direction is walked message by message across segments (see peer-wire.ts),
  * resynchronising at a segment start after anything malformed, or, in a coalesced segment of a
- * download met mid-way (see searchesPieces), at a 16 KiB piece's header inside it; the flow is BitTorrent once its
+ * download met mid-way (see searchesPieces), at a 16 KiB piece's header inside it; the flow is
+ * BitTorrent once its
  * directions together show three well-formed messages in unbroken chains, one of them strong (a
  * fixed-length message with plausible fields, a 16 KiB piece at a block boundary, an extension
  * handshake with an `m` dict). A heuristic: late in the chain. The peer wire is binary, so a flow
@@ -35,19 +47,20 @@ export const peerMessagesDetector: Detector = {
   name: 'peer-messages',
   transports: OVER_TCP,
   budget: 32,
-  stateBytes: 2 * WIRE_BYTES + 1,
+  stateBytes: 2 * WIRE_BYTES + 2,
   strength: STRENGTH_EXACT,
   producerIsPeer: true,
   inspect(ctx: InspectContext): number {
     const state = ctx.state;
     const own = ctx.stateOff + ctx.dir * WIRE_BYTES;
     const other = ctx.stateOff + (1 - ctx.dir) * WIRE_BYTES;
+    const search = searchesPieces(ctx);
     if (ctx.dirIndex === 0 && isText(ctx)) {
       const openings = (state[ctx.stateOff + OPENINGS] |= 1 << ctx.dir);
       if ((openings & BOTH_TEXT) === BOTH_TEXT) return GIVE_UP;
       return MORE;
     }
-    walkWire(ctx, own, other, false, searchesPieces(ctx));
+    walkWire(ctx, own, other, false, search);
     return wireProven(state, own, other) ? MATCH : MORE;
   },
   learn(ctx: InspectContext): void {
@@ -58,15 +71,22 @@ export const peerMessagesDetector: Detector = {
 /**
  * Whether the walker searches the current segment for a 16 KiB piece's header: a coalesced
  * segment of a download met mid-way, whose message boundaries fall anywhere in it, while the other
- * direction carried none (requests, haves, acknowledgements). The search reads one byte in five of
- * the segment, more than the walk costs: a flow seen from its SYN, MSS-sized segments and an
- * exchange in bulk both ways are never searched.
+ * direction carried none (requests, haves, acknowledgements), until SEARCH_LIMIT. The search reads
+ * one byte in five of the segment, more than the walk costs: a flow seen from its SYN, MSS-sized
+ * segments and an exchange in bulk both ways are never searched.
  */
 function searchesPieces(ctx: InspectContext): boolean {
   if (ctx.synSeen || ctx.pkt.payloadLen <= ETHERNET_MSS) return false;
-  const at = ctx.stateOff + OPENINGS;
-  const openings = (ctx.state[at] |= COALESCED << ctx.dir);
-  return (openings & (COALESCED << (1 - ctx.dir))) === 0;
+  const state = ctx.state;
+  const openings = (state[ctx.stateOff + OPENINGS] |= COALESCED << ctx.dir);
+  if ((openings & (COALESCED << (1 - ctx.dir))) !== 0) return false;
+  const at = ctx.stateOff + SEARCHED;
+  const shift = ctx.dir * 4;
+  const units = (state[at] >>> shift) & UNITS_MAX;
+  if (units >= SEARCH_LIMIT) return false;
+  const searched = Math.min(UNITS_MAX, units + Math.ceil(ctx.pkt.payloadLen / SEARCH_UNIT));
+  state[at] = (state[at] & ~(UNITS_MAX << shift)) | (searched << shift);
+  return true;
 }
 
 /** Whether the payload is printable ASCII with tabs and line ends only (a message length never is: its first byte is 0). */

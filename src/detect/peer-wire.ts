@@ -288,9 +288,9 @@ PIECE_SHIFT[0x09] = 1;
 
 /**
  * Where a 16 KiB piece message starts in buf[from, end): length 16393, id 7, an index below 2^24
- * and a begin at a block boundary (45 fixed bits and 14 zero ones), its header whole in the
- * segment; -1 when none does. A Horspool search over the first five bytes: on random bytes it
- * looks at one place in five.
+ * and a begin at a block boundary (62 bits fixed: 40 of length and id, 8 of the index, 14 of the
+ * begin), its header whole in the segment; -1 when none does. A Horspool search over the first
+ * five bytes: on random bytes it looks at one place in five.
  */
 function findPieceHeader(buf: Uint8Array, from: number, end: number): number {
   let i = from;

@@ -181,15 +181,38 @@ describe('peer-messages detector (BEP 3 message stream without its handshake)', 
       expect(midStream(segments)).toBe(VERDICT_BITTORRENT);
     });
 
-    it('and only there: not in a connection seen from its SYN, nor where the other direction is bulk too', () => {
+    /** A direction's stream cut into segments of `size` bytes. */
+    const cutInto = (stream: Uint8Array, size: number) =>
+      Array.from({ length: Math.ceil(stream.length / size) }, (_, i): [number, Uint8Array] => [1, stream.subarray(i * size, (i + 1) * size)]);
+    const data = Uint8Array.from({ length: 1 << 14 }, (_, i) => (i * 2654435761) >>> 24);
+    /** Filler, then a piece message with header `header` (13 bytes), its block and three haves: the chain a header found by the search starts. */
+    const pieceThenHaves = (header: Uint8Array, blockLength = 1 << 14) =>
+      concat(new Uint8Array(700).fill(0xa5), header, data.subarray(0, blockLength), have(1), have(2), have(3));
+
+    it('and only there: not in a connection seen from its SYN, nor where the other direction is bulk too, nor in MSS-sized segments', () => {
       const fromSyn = new Conversation({ detectors: [peerMessagesDetector] });
       fromSyn.syn();
       fromSyn.sent[1] = 5000;
       expect(bulk(5000, 4096).map(([dir, bytes]) => fromSyn.send(dir, bytes))).not.toContain(VERDICT_BITTORRENT);
       const bothWays = bulk(5000, 4096).flatMap((segment): [number, Uint8Array][] => [[0, new Uint8Array(4096).fill(0x5a)], segment]);
       expect(midStream(bothWays)).not.toBe(VERDICT_BITTORRENT);
-      // MSS-sized segments: three pieces never fit in the budget, so they are not searched either.
-      expect(midStream(bulk(5000, 1448))).not.toBe(VERDICT_BITTORRENT);
+      // A piece and three haves: searched, a chain in 5 KiB segments; in 1448-byte ones, no segment starts at a message.
+      const stream = pieceThenHaves(piece(77, 0, data).subarray(0, 13));
+      expect(midStream(cutInto(stream, 5120))).toBe(VERDICT_BITTORRENT);
+      expect(midStream(cutInto(stream, 1448))).not.toBe(VERDICT_BITTORRENT);
+    });
+
+    it('and stops searching a direction after 32 KiB: a piece stream shows a header in every 16,397 bytes', () => {
+      const late = concat(new Uint8Array(8 * 4096).fill(0xa5), pieceThenHaves(piece(77, 0, data).subarray(0, 13)));
+      expect(midStream(cutInto(late, 4096))).not.toBe(VERDICT_BITTORRENT);
+      expect(midStream(cutInto(late.subarray(4096), 4096))).toBe(VERDICT_BITTORRENT);
+    });
+
+    it('and never takes a piece header off a block boundary or of another block size', () => {
+      const header = (length: number, begin: number) => concat(u32(length), [7], u32(77), u32(begin));
+      expect(midStream(cutInto(pieceThenHaves(header(16393, 0)), 4096))).toBe(VERDICT_BITTORRENT);
+      expect(midStream(cutInto(pieceThenHaves(header(16393, 100)), 4096))).not.toBe(VERDICT_BITTORRENT);
+      expect(midStream(cutInto(pieceThenHaves(header(16393 + 1, 0), (1 << 14) + 1), 4096))).not.toBe(VERDICT_BITTORRENT);
     });
 
     it('never matches random coalesced segments one way, with or without a piece header cut at their end', () => {
@@ -201,14 +224,6 @@ describe('peer-messages detector (BEP 3 message stream without its handshake)', 
         }),
         { numRuns: 50 },
       );
-    });
-
-    it('and never takes a piece header off a block boundary, of another block size, or of an absurd index', () => {
-      const header = (length: number, index: number, begin: number) => concat(u32(length), [7], u32(index), u32(begin));
-      const filler = new Uint8Array(3000).fill(0xa5);
-      for (const odd of [header(16393, 77, 100), header(16393 + 1, 77, 0), header(16393, 0x01000000, 0)]) {
-        expect(midStream([[1, filler], [1, concat(filler, odd, filler)], [1, filler], [1, filler]])).not.toBe(VERDICT_BITTORRENT);
-      }
     });
   });
 
