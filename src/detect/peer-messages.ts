@@ -21,11 +21,11 @@ const SEARCHED = OPENINGS + 1;
 const SEARCH_UNIT = 4096;
 const UNITS_MAX = 15;
 /**
- * Searching stops once this much of a direction's segments (32 KiB) could be searched: a piece
+ * Searching stops once this much of a direction's segments (20 KiB) could be searched: a piece
  * stream has a header in every 16,397 bytes, and the cost of a flow met mid-way that is no
  * download (a TLS transfer open before the daemon) stays bounded.
  */
-const SEARCH_LIMIT = 8;
+const SEARCH_LIMIT = 5;
 
 /**
  * The BEP 3 peer wire message stream (with the BEP 6, 10 and 52 messages) seen without its

@@ -293,15 +293,13 @@ PIECE_SHIFT[0x09] = 1;
  * five bytes: on random bytes it looks at one place in five.
  */
 function findPieceHeader(buf: Uint8Array, from: number, end: number): number {
-  let i = from;
-  while (i + PIECE_HEADER <= end) {
+  const last = end - PIECE_HEADER;
+  for (let i = from; i <= last; ) {
     const fifth = buf[i + 4];
-    if (fifth !== PIECE) {
-      i += PIECE_SHIFT[fifth];
-      continue;
+    if (fifth === PIECE && buf[i] === 0 && buf[i + 1] === 0 && buf[i + 2] === 0x40 && buf[i + 3] === 0x09 && buf[i + 5] === 0 && buf[i + 12] === 0 && (buf[i + 11] & 0x3f) === 0) {
+      return i;
     }
-    if (buf[i] === 0 && buf[i + 1] === 0 && buf[i + 2] === 0x40 && buf[i + 3] === 0x09 && buf[i + 5] === 0 && buf[i + 12] === 0 && (buf[i + 11] & 0x3f) === 0) return i;
-    i += 5;
+    i += PIECE_SHIFT[fifth];
   }
   return -1;
 }

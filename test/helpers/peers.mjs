@@ -99,7 +99,9 @@ switch (mode) {
   // udp-sink PORT LIFETIME_MS: counts datagrams, reports when its lifetime ends.
   case 'udp-sink': {
     const [port, lifetime] = args.map(Number);
-    const socket = dgram.createSocket({ type: 'udp6', ipv6Only: false });
+    // A flood's datagrams wait in the socket while another test's load stalls this process: the
+    // default 208 KiB holds some 200 of them (the kernel caps the request at net.core.rmem_max).
+    const socket = dgram.createSocket({ type: 'udp6', ipv6Only: false, recvBufferSize: 4 << 20 });
     let datagrams = 0;
     socket.on('message', () => datagrams++);
     socket.bind(port, '::', () => print({ event: 'listening' }));
