@@ -220,7 +220,7 @@ describe('peer-cache detector', () => {
 
   it('marks the end that reached the known endpoint torrenting, and not the endpoint: the flow shows no bytes that would have', () => {
     const engine = new Engine({ flowCapacity: 16 });
-    const has = (address: string) => engine.torrenting.has(4, Uint8Array.from(address.split('.').map(Number)), 0);
+    const has = (address: string) => engine.torrenting.has(4, Uint8Array.from(ipv4Address(address)), 0);
     listTo(engine, '198.51.100.9', 51413, '10.1.0.2');
     prove(engine, '198.51.100.10', 51413);
     expect(has('10.1.0.2')).toBe(false);

@@ -9,8 +9,8 @@ import { GIVE_UP, MATCH, OVER_TCP, OVER_UDP, STRENGTH_ANNOUNCED, STRENGTH_CACHE,
  * ever bans: a cache hit is about an endpoint, not about the bytes of this flow. The other end (the
  * one that sends to the known endpoint or receives from it) is marked torrenting, as the flow's
  * bytes would have marked it; a forged packet from a known endpoint marks its receiver, as a
- * forged DHT message already does. Last in the
- * chain, so a flow that also speaks a recognisable protocol is named by that protocol.
+ * forged DHT message already does. Last in the chain, so a flow that also speaks a recognisable
+ * protocol is named by that protocol.
  * Budget: the first payload packet.
  */
 export const peerCacheDetector: Detector = {

@@ -33,10 +33,9 @@ const SEARCH_LIMIT = 5;
  * and met again. Each direction is walked message by message across segments (see peer-wire.ts),
  * resynchronising at a segment start after anything malformed, or, in a coalesced segment of a
  * download met mid-way (see searchesPieces), at a 16 KiB piece's header inside it; the flow is
- * BitTorrent once its
- * directions together show three well-formed messages in unbroken chains, one of them strong (a
- * fixed-length message with plausible fields, a 16 KiB piece at a block boundary, an extension
- * handshake with an `m` dict). A heuristic: late in the chain. The peer wire is binary, so a flow
+ * BitTorrent once its directions together show three well-formed messages in unbroken chains, one
+ * of them strong (a fixed-length message with plausible fields, a 16 KiB piece at a block
+ * boundary, an extension handshake with an `m` dict). A heuristic: late in the chain. The peer wire is binary, so a flow
  * whose first packet is printable text both ways (HTTP, SMTP, SIP...) is given up at once.
  *
  * Evidence: `exact`, from the direction whose message completed the proof; the policy bans on it

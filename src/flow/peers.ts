@@ -262,12 +262,12 @@ function sightingsCapacity(capacity: number): number {
  * a handshake, a uTP exchange, a tracker announce), each for the peer time to live: the context in
  * which shape-only evidence (MSE's lengths) may name a flow. Random-looking traffic of a host that
  * never spoke BitTorrent is never named by one shape. Names mark no one; a peer-cache hit marks the
- * end that talks with the known endpoint (decided at its first packet, the flow shows no more of its
- * bytes, inline or not); shapes mark a host only when it showed the shape with two different ends (a client with
- * encryption required and an announce nobody can read, as a private tracker's over HTTPS, has
- * many peers): random-looking flows take the shape about once in a million (`npm run bench`
- * mse-shape), so a host needs about a million random-looking flows to different ends before two
- * of them do, and then only flows of the shape are named.
+ * end that talks with the known endpoint (decided at its first packet, the flow shows no more of
+ * its bytes, inline or not); shapes mark a host only when it showed the shape with two different
+ * ends (a client with encryption required and an announce nobody can read, as a private
+ * tracker's over HTTPS, has many peers): random-looking flows take the shape about once in a
+ * million (`npm run bench` mse-shape), so a host needs about a million random-looking flows to
+ * different ends before two of them do, and then only flows of the shape are named.
  */
 export class TorrentingHosts {
   private readonly hosts: PeerCache;
