@@ -16,16 +16,20 @@ const COALESCED = 0b100;
  * and a download's requests the other way prove it at segment starts with no search.
  */
 const ETHERNET_MSS = 1460;
-/** Then one byte of what each direction's segments were searched for, 4 bits each: 4 KiB units, saturating. */
-const SEARCHED = OPENINGS + 1;
-const SEARCH_UNIT = 4096;
-const UNITS_MAX = 15;
 /**
- * Searching stops once this much of a direction's segments (20 KiB) could be searched: a piece
- * stream has a header in every 16,397 bytes, and the cost of a flow met mid-way that is no
- * download (a TLS transfer open before the daemon) stays bounded.
+ * Then one byte per direction: how much of its segments the search read, in 256-byte units,
+ * saturating. Each segment's bytes are rounded down, not up, so that segments of any size (2856
+ * bytes: two IPv6 MSS coalesced) are searched for the whole limit, not for as many units.
  */
-const SEARCH_LIMIT = 5;
+const SEARCHED = OPENINGS + 1;
+const SEARCH_UNIT = 256;
+const UNITS_MAX = 255;
+/**
+ * Searching stops once a direction's searched segments held 20 KiB: a piece stream has a header in
+ * every 16,397 bytes, and the cost of a flow met mid-way that is no download (a TLS transfer open
+ * before the daemon) stays bounded.
+ */
+const SEARCH_LIMIT = (20 * 1024) / SEARCH_UNIT;
 
 /**
  * The BEP 3 peer wire message stream (with the BEP 6, 10 and 52 messages) seen without its
@@ -46,7 +50,7 @@ export const peerMessagesDetector: Detector = {
   name: 'peer-messages',
   transports: OVER_TCP,
   budget: 32,
-  stateBytes: 2 * WIRE_BYTES + 2,
+  stateBytes: 2 * WIRE_BYTES + 3,
   strength: STRENGTH_EXACT,
   producerIsPeer: true,
   inspect(ctx: InspectContext): number {
@@ -79,12 +83,9 @@ function searchesPieces(ctx: InspectContext): boolean {
   const state = ctx.state;
   const openings = (state[ctx.stateOff + OPENINGS] |= COALESCED << ctx.dir);
   if ((openings & (COALESCED << (1 - ctx.dir))) !== 0) return false;
-  const at = ctx.stateOff + SEARCHED;
-  const shift = ctx.dir * 4;
-  const units = (state[at] >>> shift) & UNITS_MAX;
-  if (units >= SEARCH_LIMIT) return false;
-  const searched = Math.min(UNITS_MAX, units + Math.ceil(ctx.pkt.payloadLen / SEARCH_UNIT));
-  state[at] = (state[at] & ~(UNITS_MAX << shift)) | (searched << shift);
+  const at = ctx.stateOff + SEARCHED + ctx.dir;
+  if (state[at] >= SEARCH_LIMIT) return false;
+  state[at] = Math.min(UNITS_MAX, state[at] + Math.floor(ctx.pkt.payloadLen / SEARCH_UNIT));
   return true;
 }
 

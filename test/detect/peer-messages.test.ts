@@ -206,6 +206,9 @@ describe('peer-messages detector (BEP 3 message stream without its handshake)', 
       const late = concat(new Uint8Array(5 * 4096).fill(0xa5), pieceThenHaves(piece(77, 0, data).subarray(0, 13)));
       expect(midStream(cutInto(late, 4096))).not.toBe(VERDICT_BITTORRENT);
       expect(midStream(cutInto(late.subarray(4096), 4096))).toBe(VERDICT_BITTORRENT);
+      // Counted by their bytes: in segments of 2856 (two IPv6 MSS), a header 15,000 bytes in, in the sixth, is searched.
+      const at15k = concat(new Uint8Array(15000 - 700).fill(0xa5), pieceThenHaves(piece(77, 0, data).subarray(0, 13)));
+      expect(midStream(cutInto(at15k, 2856))).toBe(VERDICT_BITTORRENT);
     });
 
     it('and never takes a piece header off a block boundary or of another block size', () => {
