@@ -192,7 +192,7 @@ export class Policy {
     if (e.ruleAction === 'monitor') return none(`rule ${e.rule} only watches`);
     if (e.tunnelled) return none('found inside a tunnel, whose encapsulation the XDP program does not parse');
     if (!isProtocolBytes(e.strength)) return none(`${strength} evidence drops flows, it never bans`);
-    if (!e.producerIsPeer) return none(`the ${e.rule} bytes came from ${producerText}, a service (tracker, web seed, proxy or resolver), not a peer`);
+    if (!e.producerIsPeer) return none(`${e.rule} reads an exchange with a service (tracker, web seed, proxy or resolver), whichever end sent it: no peer's bytes`);
     const producerLocal = this.isLocal(e.family, producer);
     const otherLocal = this.isLocal(e.family, other);
     if (!producerLocal && !otherLocal) return none(`neither ${producerText} nor ${otherText} is a local address; set LOCAL_CIDRS to the gateway's users`);
