@@ -3,6 +3,8 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { readCapture } from '../src/pcap/reader.js';
+import { scanCapture } from './helpers/capture.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const SCORE = resolve(ROOT, '../shared/corpus/score.py');
@@ -75,4 +77,37 @@ describe('namespace lab captures (fixtures/lab, made by test/lab/*.sh)', () => {
     expect(figures.missing, listing).toBe('0');
     expect(figures.fpr, listing).toBe('0.0000');
   });
+});
+
+describe('the client lab captures read from the middle (a capture started late), MTU-sized frames', () => {
+  const dir = join(ROOT, 'fixtures/lab/bt');
+  const truth = JSON.parse(readFileSync(join(dir, 'truth.json'), 'utf8')) as Record<string, (TruthFlow & { crypto?: string })[]>;
+  const pair = (x: string, y: string) => [x, y].sort().join(' ');
+  /** The pipeline `btwall scan` runs, the two leechers (h2, h3) taken as the gateway's users. */
+  const LEECHERS_LOCAL = { LOCAL_CIDRS: '198.51.100.12/31,2001:db8:b7::12/127' };
+  // Each listed flow shows, after the cut, fewer than three messages of a chain: a 1-byte message;
+  // a piece's tail and a have.
+  for (const [from, missed] of [
+    [0.2, ['transmission-udp-tracker.pcap 198.51.100.12:50985 198.51.100.13:21503']],
+    [0.5, ['qbittorrent-udp-tracker.pcap 198.51.100.11:23501 198.51.100.13:41321', 'rtorrent-plain.pcap 198.51.100.11:24101 198.51.100.12:40560']],
+  ] as const) {
+    it(`from ${from * 100} % on: every peer flow not encrypted past its keys (RC4) with payload after the cut is found, but the listed ones`, () => {
+      const notFound: string[] = [];
+      let counted = 0;
+      for (const [file, flows] of Object.entries(truth)) {
+        let packets = 0;
+        readCapture(join(dir, file), () => void packets++);
+        const { flows: found, withPayload } = scanCapture(join(dir, file), { pipelineEnv: LEECHERS_LOCAL, keep: (index) => index >= packets * from });
+        const flagged = new Set(found.filter((f) => f.bittorrent).map((f) => pair(f.initiator, f.responder)));
+        for (const f of flows) {
+          const key = pair(f.a, f.b);
+          if (!f.bittorrent || f.crypto === 'rc4' || !withPayload.has(key)) continue;
+          counted++;
+          if (!flagged.has(key)) notFound.push(`${file} ${key}`);
+        }
+      }
+      expect(counted).toBeGreaterThan(400);
+      expect(notFound.sort()).toEqual([...missed].sort());
+    });
+  }
 });

@@ -5,9 +5,9 @@
  * 10^8 needs some 10^8 samples to show, hence the threads.
  *
  * Kinds: `tcp` and `udp` run the whole chain as the daemon does, each TCP flow seen whole (SYN and
- * SYN-ACK), from its middle or one way at random; `tcp-coalesced` the same over one direction of
- * TCP flows met mid-way in segments longer than an MSS (GRO's), which peer-messages searches for a
- * piece's header (see src/detect/peer-messages.ts); `mse-shape` and `mse-shape-one-way` run the MSE
+ * SYN-ACK), from its middle or one way at random; `tcp-full-sized` the same over one direction of
+ * TCP flows met mid-way in full-sized segments (an MSS or several coalesced by GRO), which
+ * peer-messages searches for a piece's header (see src/detect/peer-messages.ts); `mse-shape` and `mse-shape-one-way` run the MSE
  * detector alone over TCP with every host taken as torrenting, which is what its shape evidence
  * would name without the context it needs (see src/detect/mse.ts), on a route that shows both
  * ends of each connection and on one that shows one end only.
@@ -19,11 +19,11 @@ import { Engine, VERDICT_BITTORRENT } from '../engine/engine.js';
 import { IPPROTO_TCP, IPPROTO_UDP } from '../packet/packet.js';
 import { RandomTraffic, type RandomTrafficShape } from './random.js';
 
-export type FalseAlarmKind = 'tcp' | 'tcp-coalesced' | 'udp' | 'mse-shape' | 'mse-shape-one-way';
+export type FalseAlarmKind = 'tcp' | 'tcp-full-sized' | 'udp' | 'mse-shape' | 'mse-shape-one-way';
 
 const OPENING_OF: Record<FalseAlarmKind, RandomTrafficShape['opening']> = {
   tcp: 'any',
-  'tcp-coalesced': 'mid-one-way',
+  'tcp-full-sized': 'mid-one-way',
   udp: 'none',
   'mse-shape': 'handshake',
   'mse-shape-one-way': 'one-way',
@@ -45,18 +45,19 @@ interface Count {
 
 // Short payloads matter: uTP's header is 20 bytes, DNS and STUN are short too.
 const mixedLength: RandomTrafficShape['payloadLength'] = (rng) => (rng.below(2) === 0 ? 1 + rng.below(100) : 100 + rng.below(1301));
-/** GRO's segments: longer than an MSS (1460), up to six of them. */
-const COALESCED_MAX = 6 * 1460;
-const coalescedLength: RandomTrafficShape['payloadLength'] = (rng) => 1461 + rng.below(COALESCED_MAX - 1460);
+/** Full-sized segments as peer-messages reads them (from 1024 bytes), up to six Ethernet MSS coalesced by GRO. */
+const FULL_SIZED_MIN = 1024;
+const FULL_SIZED_MAX = 6 * 1460;
+const fullSizedLength: RandomTrafficShape['payloadLength'] = (rng) => FULL_SIZED_MIN + rng.below(FULL_SIZED_MAX - FULL_SIZED_MIN + 1);
 
 function shapeOf(kind: FalseAlarmKind): RandomTrafficShape {
-  const payloadLength = kind === 'tcp-coalesced' ? coalescedLength : mixedLength;
+  const payloadLength = kind === 'tcp-full-sized' ? fullSizedLength : mixedLength;
   return { l4: kind === 'udp' ? IPPROTO_UDP : IPPROTO_TCP, minPackets: 1, maxPackets: 8, payloadLength, opening: OPENING_OF[kind] };
 }
 
 /** One worker's share: random flows of the kind's shape through a fresh engine until `samples`. */
 function count({ kind, samples, seed }: Job): Count {
-  const traffic = kind === 'tcp-coalesced' ? new RandomTraffic(seed, 25_000, COALESCED_MAX) : new RandomTraffic(seed, 250_000, 1448);
+  const traffic = kind === 'tcp-full-sized' ? new RandomTraffic(seed, 25_000, FULL_SIZED_MAX) : new RandomTraffic(seed, 250_000, 1448);
   const shapeOnly = kind === 'mse-shape' || kind === 'mse-shape-one-way';
   const engine = new Engine({ flowCapacity: 1 << 18, ...(shapeOnly ? { detectors: [mseDetector] } : {}) });
   const flows = engine.flows;

@@ -1,41 +1,45 @@
 import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext, STRENGTH_EXACT } from './detector.js';
-import { WIRE_BYTES, walkWire, wireProven } from './peer-wire.js';
+import { WIRE_BYTES, walkWire, wireInChain, wireProven } from './peer-wire.js';
 
-/**
- * One byte after the two walkers: bit `dir` set when that direction's first payload packet was all
- * text, bit 2 + `dir` once that direction carried a segment longer than an MSS in a flow met mid-way.
- */
+/** One byte after the two walkers: bit `dir` set when that direction's first payload packet was all text. */
 const OPENINGS = 2 * WIRE_BYTES;
 const BOTH_TEXT = 0b11;
-const COALESCED = 0b100;
 /**
- * The largest segment over Ethernet (1500-byte MTU, IPv4, no options). A longer one is several
- * coalesced by GRO or TSO (as NFQUEUE hands them over with GSO, and a capture at the gateway shows
- * them), or a jumbo frame's. Only those are searched, a choice of cost: the 32 MSS-sized segments
- * of the budget never carry the three 16 KiB pieces (49,191 bytes) a bulk direction alone needs,
- * and a download's requests the other way prove it at segment starts with no search.
+ * The shortest segment searched: a bulk direction's full-sized ones (an MSS from 1024 bytes up:
+ * Ethernet's 1460, 1448 with timestamps, IPv6's 1440 and 1428, PPPoE's and tunnels' less), and the
+ * longer ones GRO and TSO coalesce (as NFQUEUE hands them over with GSO, and a capture at the
+ * gateway shows them). A download's requests and haves, and the walker's resyncs, need no search.
  */
-const ETHERNET_MSS = 1460;
+const FULL_SEGMENT = 1024;
 /**
- * Then one byte per direction: how much of its segments the search read, in 256-byte units,
- * saturating. Each segment's bytes are rounded down, not up, so that segments of any size (2856
- * bytes: two IPv6 MSS coalesced) are searched for the whole limit, not for as many units.
+ * Then one byte per direction: the bytes of the full-sized segments it carried in a flow met
+ * mid-way, in 256-byte units, saturating. Each segment's bytes are rounded down, not up, so that
+ * segments of any size (2856 bytes: two IPv6 MSS coalesced) are searched for the whole limit.
  */
 const SEARCHED = OPENINGS + 1;
 const SEARCH_UNIT = 256;
 const UNITS_MAX = 255;
 /**
- * Searching stops once a direction's searched segments held 20 KiB: a piece stream has a header in
- * every 16,397 bytes, and the cost of a flow met mid-way that is no download (a TLS transfer open
- * before the daemon) stays bounded.
+ * A direction is searched once it has carried 4 KiB in full-sized segments while the other carried
+ * none (a bulk direction is a run of them), until it has carried 20 KiB more: a piece stream has a
+ * header in every 16,397 bytes, and what a flow met mid-way that is no download costs (a TLS
+ * transfer open before the daemon, random data both ways) stays bounded.
  */
-const SEARCH_LIMIT = (20 * 1024) / SEARCH_UNIT;
+const SEARCH_FROM = 4096 / SEARCH_UNIT;
+const SEARCH_UNTIL = SEARCH_FROM + (20 * 1024) / SEARCH_UNIT;
+/**
+ * Payload packets the detector reads; past them, in a flow met mid-way while a direction is in an
+ * unbroken chain, up to CHAIN_BUDGET: a bulk direction shows its third piece up to 65 KB after the
+ * search began (the first header up to 16 KiB in, then three pieces of 16,397 bytes).
+ */
+const BUDGET = 32;
+const CHAIN_BUDGET = 64;
 
 /**
  * The BEP 3 peer wire message stream (with the BEP 6, 10 and 52 messages) seen without its
  * handshake: a capture or an inspection that starts mid-connection, or a flow the table evicted
  * and met again. Each direction is walked message by message across segments (see peer-wire.ts),
- * resynchronising at a segment start after anything malformed, or, in a coalesced segment of a
+ * resynchronising at a segment start after anything malformed, or, in a full-sized segment of a
  * download met mid-way (see searchesPieces), at a 16 KiB piece's header inside it; the flow is
  * BitTorrent once its directions together show three well-formed messages in unbroken chains, one
  * of them strong (a fixed-length message with plausible fields, a 16 KiB piece at a block
@@ -44,12 +48,13 @@ const SEARCH_LIMIT = (20 * 1024) / SEARCH_UNIT;
  *
  * Evidence: `exact`, from the direction whose message completed the proof; the policy bans on it
  * only over a TCP handshake it saw, which a connection caught mid-way never has.
- * Budget: 32 payload packets, enough for a bulk transfer's request direction to show itself.
+ * Budget: 32 payload packets, enough for a bulk transfer's request direction to show itself; up
+ * to 64 in a flow met mid-way while a chain is under way (see CHAIN_BUDGET).
  */
 export const peerMessagesDetector: Detector = {
   name: 'peer-messages',
   transports: OVER_TCP,
-  budget: 32,
+  budget: CHAIN_BUDGET,
   stateBytes: 2 * WIRE_BYTES + 3,
   strength: STRENGTH_EXACT,
   producerIsPeer: true,
@@ -57,6 +62,7 @@ export const peerMessagesDetector: Detector = {
     const state = ctx.state;
     const own = ctx.stateOff + ctx.dir * WIRE_BYTES;
     const other = ctx.stateOff + (1 - ctx.dir) * WIRE_BYTES;
+    if (ctx.flowIndex >= BUDGET && (ctx.synSeen || (!wireInChain(state, own) && !wireInChain(state, other)))) return GIVE_UP;
     const search = searchesPieces(ctx);
     if (ctx.dirIndex === 0 && isText(ctx)) {
       const openings = (state[ctx.stateOff + OPENINGS] |= 1 << ctx.dir);
@@ -72,21 +78,20 @@ export const peerMessagesDetector: Detector = {
 };
 
 /**
- * Whether the walker searches the current segment for a 16 KiB piece's header: a coalesced
- * segment of a download met mid-way, whose message boundaries fall anywhere in it, while the other
- * direction carried none (requests, haves, acknowledgements), until SEARCH_LIMIT. The search reads
- * one byte in five of the segment, more than the walk costs: a flow seen from its SYN, MSS-sized
- * segments and an exchange in bulk both ways are never searched.
+ * Whether the walker searches the current segment for a 16 KiB piece's header: a full-sized
+ * segment of a download met mid-way, whose message boundaries fall anywhere in it, in a bulk
+ * direction while the other carried no full-sized segment (requests, haves, acknowledgements),
+ * between SEARCH_FROM and SEARCH_UNTIL. The search reads one byte in five of the segment, more than
+ * the walk costs: a flow seen from its SYN, short segments, the first of a direction and an
+ * exchange in bulk both ways are never searched.
  */
 function searchesPieces(ctx: InspectContext): boolean {
-  if (ctx.synSeen || ctx.pkt.payloadLen <= ETHERNET_MSS) return false;
+  if (ctx.synSeen || ctx.pkt.payloadLen < FULL_SEGMENT) return false;
   const state = ctx.state;
-  const openings = (state[ctx.stateOff + OPENINGS] |= COALESCED << ctx.dir);
-  if ((openings & (COALESCED << (1 - ctx.dir))) !== 0) return false;
-  const at = ctx.stateOff + SEARCHED + ctx.dir;
-  if (state[at] >= SEARCH_LIMIT) return false;
-  state[at] = Math.min(UNITS_MAX, state[at] + Math.floor(ctx.pkt.payloadLen / SEARCH_UNIT));
-  return true;
+  const own = ctx.stateOff + SEARCHED + ctx.dir;
+  const carried = state[own];
+  state[own] = Math.min(UNITS_MAX, carried + Math.floor(ctx.pkt.payloadLen / SEARCH_UNIT));
+  return carried >= SEARCH_FROM && carried < SEARCH_UNTIL && state[ctx.stateOff + SEARCHED + 1 - ctx.dir] === 0;
 }
 
 /** Whether the payload is printable ASCII with tabs and line ends only (a message length never is: its first byte is 0). */

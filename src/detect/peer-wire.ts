@@ -129,6 +129,11 @@ export function startWire(state: Uint8Array, at: number, skip: number): void {
   state[at + VALUE] = state[at + VALUE + 1] = state[at + VALUE + 2] = 0;
 }
 
+/** Whether the walker is inside an unbroken chain: synced, with a message counted or one under way. */
+export function wireInChain(state: Uint8Array, at: number): boolean {
+  return (state[at + FLAGS] & SYNCED) !== 0 && (state[at + MESSAGES] > 0 || state[at + POS] > 0);
+}
+
 export function wireStarted(state: Uint8Array, at: number): boolean {
   return (state[at + FLAGS] & STARTED) !== 0;
 }

@@ -173,6 +173,8 @@ describe('peer-messages detector (BEP 3 message stream without its handshake)', 
     it.each([
       ['inside a piece, in 4 KiB segments', bulk(5000, 4096)],
       ['inside a piece, segments of 7000 bytes', bulk(123, 7000)],
+      // 42 segments: the third piece ends past the 32 payload packets read outside a chain.
+      ['inside a piece, in MSS-sized segments', bulk(5000, 1448)],
       // A zero byte of the first piece's data opens the second segment (the first one searched),
       // which reads as a length until it breaks.
       ['past a zero byte of a piece, in 5 KiB segments', bulk(13166 - 5120, 5120)],
@@ -185,25 +187,34 @@ describe('peer-messages detector (BEP 3 message stream without its handshake)', 
     const cutInto = (stream: Uint8Array, size: number) =>
       Array.from({ length: Math.ceil(stream.length / size) }, (_, i): [number, Uint8Array] => [1, stream.subarray(i * size, (i + 1) * size)]);
     const data = Uint8Array.from({ length: 1 << 14 }, (_, i) => (i * 2654435761) >>> 24);
-    /** Filler, then a piece message with header `header` (13 bytes), its block and three haves: the chain a header found by the search starts. */
-    const pieceThenHaves = (header: Uint8Array, blockLength = 1 << 14) =>
-      concat(new Uint8Array(700).fill(0xa5), header, data.subarray(0, blockLength), have(1), have(2), have(3));
+    /**
+     * `lead` bytes of filler, then a piece message with header `header` (13 bytes), its block and
+     * three haves: the chain a header found by the search starts. The default lead puts the header
+     * past the first 4 KiB of a direction, which is never searched, in segments of up to 5 KiB.
+     */
+    const pieceThenHaves = (header: Uint8Array, blockLength = 1 << 14, lead = 2 * 5120 + 700) =>
+      concat(new Uint8Array(lead).fill(0xa5), header, data.subarray(0, blockLength), have(1), have(2), have(3));
 
-    it('and only there: not in a connection seen from its SYN, nor where the other direction is bulk too, nor in MSS-sized segments', () => {
+    it('and only there: not in a connection seen from its SYN, nor where the other direction is bulk too, nor in short segments, nor in the first 4 KiB of a direction', () => {
       const fromSyn = new Conversation({ detectors: [peerMessagesDetector] });
       fromSyn.syn();
       fromSyn.sent[1] = 5000;
       expect(bulk(5000, 4096).map(([dir, bytes]) => fromSyn.send(dir, bytes))).not.toContain(VERDICT_BITTORRENT);
       const bothWays = bulk(5000, 4096).flatMap((segment): [number, Uint8Array][] => [[0, new Uint8Array(4096).fill(0x5a)], segment]);
       expect(midStream(bothWays)).not.toBe(VERDICT_BITTORRENT);
-      // A piece and three haves: searched, a chain in 5 KiB segments; in 1448-byte ones, no segment starts at a message.
-      const stream = pieceThenHaves(piece(77, 0, data).subarray(0, 13));
+      // A piece and three haves: searched, a chain in full-sized segments (an MSS, or coalesced);
+      // in 1000-byte ones, or 700 bytes into a direction, no segment starts at a message.
+      const header = piece(77, 0, data).subarray(0, 13);
+      const stream = pieceThenHaves(header);
       expect(midStream(cutInto(stream, 5120))).toBe(VERDICT_BITTORRENT);
-      expect(midStream(cutInto(stream, 1448))).not.toBe(VERDICT_BITTORRENT);
+      expect(midStream(cutInto(stream, 1448))).toBe(VERDICT_BITTORRENT);
+      expect(midStream(cutInto(stream, 1000))).not.toBe(VERDICT_BITTORRENT);
+      expect(midStream(cutInto(pieceThenHaves(header, 1 << 14, 700), 1448))).not.toBe(VERDICT_BITTORRENT);
     });
 
-    it('and stops searching a direction after 20 KiB: a piece stream shows a header in every 16,397 bytes', () => {
-      const late = concat(new Uint8Array(5 * 4096).fill(0xa5), pieceThenHaves(piece(77, 0, data).subarray(0, 13)));
+    it('and stops searching a direction 20 KiB after it began: a piece stream shows a header in every 16,397 bytes', () => {
+      // The header in the seventh 4 KiB segment: the search read the second to the sixth.
+      const late = pieceThenHaves(piece(77, 0, data).subarray(0, 13), 1 << 14, 6 * 4096 + 700);
       expect(midStream(cutInto(late, 4096))).not.toBe(VERDICT_BITTORRENT);
       expect(midStream(cutInto(late.subarray(4096), 4096))).toBe(VERDICT_BITTORRENT);
       // Counted by their bytes: in segments of 2856 (two IPv6 MSS), a header 15,000 bytes in, in the sixth, is searched.
