@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readCapture } from '../src/pcap/reader.js';
-import { scanCapture } from './helpers/capture.js';
+import { scanCapture, type ScanOptions } from './helpers/capture.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const SCORE = resolve(ROOT, '../shared/corpus/score.py');
@@ -79,6 +79,36 @@ describe('namespace lab captures (fixtures/lab, made by test/lab/*.sh)', () => {
   });
 });
 
+/** Keeps the packets of a capture from `from` (a fraction) on: a capture started late. */
+function fromPart(path: string, from: number): (index: number) => boolean {
+  let packets = 0;
+  readCapture(path, () => void packets++);
+  return (index) => index >= packets * from;
+}
+
+describe('the clean lab captures read from the middle and one way: MTU-sized frames of flows met mid-way', () => {
+  const dir = join(ROOT, 'fixtures/lab/clean');
+  const clientSide = /^\[?(192\.0\.2\.10|2001:db8:c1ea::10)\]?$/;
+  const views: [string, (file: string) => ScanOptions][] = [
+    ['from 20 % on', (file) => ({ keep: fromPart(join(dir, file), 0.2) })],
+    ['from 50 % on', (file) => ({ keep: fromPart(join(dir, file), 0.5) })],
+    ["the clients' side only", () => ({ sentBy: (source) => clientSide.test(source) })],
+    ["the servers' side only", () => ({ sentBy: (source) => !clientSide.test(source) })],
+  ];
+  for (const [name, view] of views) {
+    it(`${name}: no flow flagged`, () => {
+      const captures = readdirSync(dir).filter((file) => file.endsWith('.pcap'));
+      expect(captures.length).toBeGreaterThan(10);
+      const flagged = captures.flatMap((file) =>
+        scanCapture(join(dir, file), { pipelineEnv: { LOCAL_CIDRS: '192.0.2.10/32,2001:db8:c1ea::10/128' }, ...view(file) })
+          .flows.filter((f) => f.bittorrent)
+          .map((f) => `${file} ${f.initiator} ${f.responder} ${f.rule}`),
+      );
+      expect(flagged).toEqual([]);
+    });
+  }
+});
+
 describe('the client lab captures read from the middle (a capture started late), MTU-sized frames', () => {
   const dir = join(ROOT, 'fixtures/lab/bt');
   const truth = JSON.parse(readFileSync(join(dir, 'truth.json'), 'utf8')) as Record<string, (TruthFlow & { crypto?: string })[]>;
@@ -95,9 +125,7 @@ describe('the client lab captures read from the middle (a capture started late),
       const notFound: string[] = [];
       let counted = 0;
       for (const [file, flows] of Object.entries(truth)) {
-        let packets = 0;
-        readCapture(join(dir, file), () => void packets++);
-        const { flows: found, withPayload } = scanCapture(join(dir, file), { pipelineEnv: LEECHERS_LOCAL, keep: (index) => index >= packets * from });
+        const { flows: found, withPayload } = scanCapture(join(dir, file), { pipelineEnv: LEECHERS_LOCAL, keep: fromPart(join(dir, file), from) });
         const flagged = new Set(found.filter((f) => f.bittorrent).map((f) => pair(f.initiator, f.responder)));
         for (const f of flows) {
           const key = pair(f.a, f.b);
