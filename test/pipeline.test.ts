@@ -14,6 +14,7 @@ import {
   type DetectionEvent,
 } from '../src/pipeline/pipeline.js';
 import { NO_HOST_FACTS } from '../src/policy/settings.js';
+import type { DroppedSegment } from '../src/bans/xdp.js';
 import { detectorChain } from '../src/detect/registry.js';
 import { clientHello } from './helpers/names.js';
 import { ascii, gre, ipv4, packet4, PROTO_GRE, PROTO_TCP, tcp } from './helpers/frames.js';
@@ -315,6 +316,42 @@ describe('pipeline: the detection event', () => {
       [true, true],
       [false, false],
     ]);
+  });
+});
+
+describe('pipeline: a connection it cut (CUT_ESTABLISHED)', () => {
+  /** The connection a local user's handshake decided and cut, and the later segments each end sends. */
+  const cutConnection = (env: Record<string, string> = {}) => {
+    const { pipeline: p, detections } = pipeline(env);
+    const segments: DroppedSegment[] = [];
+    p.onCutSegment = (segment) => segments.push(segment);
+    const c = new TcpConnection(USER, 50030, PEER, 6881);
+    feed(p, c.open());
+    expect(feed(p, [c.segment(0, HANDSHAKE)])).toEqual([PACKET_MARK_BITTORRENT]);
+    return { p, c, segments, cut: detections[0].decision.cut };
+  };
+
+  it("answers its next few packets with the numbers they carry: the deciding packet's are stale once data in flight arrived", () => {
+    const { p, c, segments, cut } = cutConnection();
+    expect(cut).toBe(true);
+    // The peer's data in flight, then the user's retransmissions of what was dropped.
+    const inFlight = c.segment(1, new Uint8Array(1448).fill(7));
+    const retransmissions = Array.from({ length: 5 }, () => c.segment(0, new Uint8Array(17).fill(1)));
+    expect(feed(p, [inFlight, ...retransmissions])).toEqual(Array(6).fill(PACKET_MARK_BITTORRENT));
+    expect(segments).toHaveLength(3);
+    expect(segments[0]).toMatchObject({ family: 4, source: PEER, sourcePort: 6881, destination: USER, destinationPort: 50030, length: 1448 });
+    // The user's packet acknowledges the peer's data: what its end now expects.
+    expect(segments[1]).toMatchObject({ source: USER, sourcePort: 50030, ack: (0x22222222 + 1 + 1448) >>> 0, length: 17 });
+  });
+
+  it('answers no reset, and nothing at all of a connection it did not cut', () => {
+    const { p, c, segments } = cutConnection();
+    feed(p, [c.segment(0, new Uint8Array(0), 0x14)]);
+    expect(segments).toEqual([]);
+    const uncut = cutConnection({ CUT_ESTABLISHED: 'false' });
+    expect(uncut.cut).toBe(false);
+    feed(uncut.p, [uncut.c.segment(0, new Uint8Array(17).fill(1))]);
+    expect(uncut.segments).toEqual([]);
   });
 });
 

@@ -7,7 +7,10 @@
  * acknowledgement what the sender does). A reset with the exact sequence number is accepted at
  * once (RFC 5961), one that acknowledges a client's SYN even before the connection is set up
  * (the deciding packet may be a SYN-ACK); the packets are sent from the gateway through a raw
- * socket (native/raw.cc).
+ * socket (native/raw.cc). The deciding packet's acknowledgement is stale for its sender once the
+ * other end's data in flight arrives, and that end ignores the reset: the next packets it sends,
+ * which reach the queue once the conntrack entry and its mark are gone, are answered like a banned
+ * address's segments (resetSegments), with the numbers they carry.
  *
  * A banned address's other connections have their conntrack entries deleted, and each TCP segment
  * of theirs that the XDP program drops is reported here (resetSegments): it carries the numbers
@@ -155,7 +158,7 @@ export class ConnectionCutter {
   }
 
   /**
-   * Answers dropped segments of banned addresses: a reset to the segment's sender, which expects
+   * Answers dropped segments (of banned addresses, and of connections cut): a reset to the segment's sender, which expects
    * the segment's acknowledgement as sequence number (RFC 9293 3.10.7; 0 and an ACK of all the
    * segment occupied when it had no ACK, a SYN); and, for a segment of a set-up connection, one to
    * its receiver, which expects the segment's own sequence number.
@@ -182,7 +185,7 @@ export class ConnectionCutter {
         }
       } catch (error) {
         this.failures++;
-        this.log.error({ err: error, source: `${s.source}:${s.sourcePort}`, destination: `${s.destination}:${s.destinationPort}` }, "cannot send the resets that answer a banned address's segment");
+        this.log.error({ err: error, source: `${s.source}:${s.sourcePort}`, destination: `${s.destination}:${s.destinationPort}` }, "cannot send the resets that answer a dropped segment");
       }
     }
   }

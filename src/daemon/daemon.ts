@@ -396,6 +396,9 @@ class Daemon {
         this.ops.detection(event, known, outcome);
         return;
       }
+      case 'cut-segment':
+        this.cutter.resetSegments([message.segment]);
+        return;
       case 'stats':
       case 'stopped': {
         from.last = message.stats;

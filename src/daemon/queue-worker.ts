@@ -4,6 +4,7 @@
  * main thread, which owns rules, logs and bans.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import type { DroppedSegment } from '../bans/xdp.js';
 import type { Config } from '../config/config.js';
 import { QueueCounters, SAMPLE_INTERVAL_MS } from '../ops/queue-counters.js';
 import { Pipeline, type DetectionEvent } from '../pipeline/pipeline.js';
@@ -33,6 +34,8 @@ export type WorkerMessage =
   | { type: 'failed'; reason: string }
   /** The interface is left for the main thread to name from `ifindex`: looking names up blocks. */
   | { type: 'detection'; event: DetectionEvent; ifindex: number }
+  /** A later packet of a connection cut at its detection, dropped: the cutter answers it with resets. */
+  | { type: 'cut-segment'; segment: DroppedSegment }
   | { type: 'stats'; stats: Record<string, number> }
   /** The broker died; the queue fails open until the respawn, `delayMs` from now, binds it. */
   | { type: 'broker-down'; reason: string; attempt: number; delayMs: number }
@@ -82,6 +85,7 @@ const source = new QueueSource(
   counters,
 );
 pipeline.onDetection = (event) => post({ type: 'detection', event, ifindex: source.currentInterface() });
+pipeline.onCutSegment = (segment) => post({ type: 'cut-segment', segment });
 
 function stats(): Record<string, number> {
   const { engine, policy } = pipeline;

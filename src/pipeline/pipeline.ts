@@ -13,7 +13,8 @@ import { Engine, VERDICT_BITTORRENT, VERDICT_CLEAN } from '../engine/engine.js';
 import { formatAddress } from '../flow/address.js';
 import { Clock } from '../flow/clock.js';
 import { FlowTable } from '../flow/table.js';
-import { IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_SYN } from '../packet/packet.js';
+import { IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../packet/packet.js';
+import type { DroppedSegment } from '../bans/xdp.js';
 import { OperatorRulesDetector } from '../detect/operator-rules.js';
 import type { OperatorRule } from '../rules/file.js';
 import { BanRateTable } from '../policy/ban-rate.js';
@@ -33,8 +34,20 @@ export const PACKET_MARK_THROTTLE = 4;
 
 /** The arrival interface of each direction of a flow: two 32-bit words. */
 const ARRIVED_ON_BYTES_PER_FLOW = 8;
-/** A flow decided BitTorrent: the PACKET_* action its later packets get (one byte per flow). */
+/**
+ * A flow decided BitTorrent: the PACKET_* action its later packets get, and, above ACTION_MASK, how
+ * many of them are still to be answered with resets (one byte per flow).
+ */
 const ACTION_BYTES_PER_FLOW = 1;
+const ACTION_MASK = 0x0f;
+const ANSWERS_SHIFT = 4;
+/**
+ * Later packets of a cut connection answered with resets: the deciding packet's numbers are stale
+ * once the other end's data that was in flight arrives (the end then ignores the reset that
+ * carried them), and the next packet it sends, which reaches the queue once its conntrack entry
+ * (and mark) went, carries the numbers it expects. A few are enough: the mark is set again at it.
+ */
+const ANSWERED_PACKETS = 3;
 
 /** One flow found to be BitTorrent, with what the policy decided; made once per flow, never per packet. */
 export interface DetectionEvent {
@@ -73,6 +86,8 @@ export class Pipeline {
   readonly policy: Policy;
   /** Every detection, once per flow, while its deciding packet is in hand. */
   onDetection: ((event: DetectionEvent) => void) | null = null;
+  /** A later packet of a connection the decision cut, dropped: its numbers, for the resets that answer it. */
+  onCutSegment: ((segment: DroppedSegment) => void) | null = null;
 
   private readonly evidence = new Evidence();
   /**
@@ -185,12 +200,34 @@ export class Pipeline {
     const decision = this.decidedNow as Decision | null;
     if (verdict === VERDICT_BITTORRENT) {
       // A later packet of the flow: what its decision said (a tunnelled flow has no mark to say it).
-      if (decision === null) return this.later[flow];
+      if (decision === null) return this.laterPacket(flow);
       const action = bitTorrentAction(decision);
-      this.later[flow] = action;
+      this.later[flow] = decision.cut ? action | (ANSWERED_PACKETS << ANSWERS_SHIFT) : action;
       return action;
     }
     return verdict === VERDICT_CLEAN && decision !== null && decision.markConnection ? PACKET_ACCEPT_MARK_CLEAN : PACKET_ACCEPT;
+  }
+
+  /** The action for a later packet of a flow decided BitTorrent; a cut connection's first few are answered (ANSWERED_PACKETS). */
+  private laterPacket(flow: number): number {
+    const later = this.later[flow];
+    const pkt = this.engine.packet;
+    if (later >> ANSWERS_SHIFT !== 0 && (pkt.tcpFlags & TCP_RST) === 0) {
+      this.later[flow] = later - (1 << ANSWERS_SHIFT);
+      const family = pkt.family === 4 ? 4 : 6;
+      this.onCutSegment?.({
+        family,
+        source: formatAddress(family, pkt.buf, pkt.srcOff),
+        destination: formatAddress(family, pkt.buf, pkt.dstOff),
+        sourcePort: pkt.sport,
+        destinationPort: pkt.dport,
+        seq: pkt.tcpSeq,
+        ack: pkt.tcpAck,
+        flags: pkt.tcpFlags,
+        length: pkt.payloadLen,
+      });
+    }
+    return later & ACTION_MASK;
   }
 
   private onVerdict(flow: number): void {
