@@ -331,17 +331,17 @@ describe('pipeline: a connection it cut (CUT_ESTABLISHED)', () => {
     return { p, c, segments, cut: detections[0].decision.cut };
   };
 
-  it("answers its next few packets with the numbers they carry: the deciding packet's are stale once data in flight arrived", () => {
+  it("answers its next few packets each way with the numbers they carry: the deciding packet's are stale once data in flight arrived", () => {
     const { p, c, segments, cut } = cutConnection();
     expect(cut).toBe(true);
-    // The peer's data in flight, then the user's retransmissions of what was dropped.
-    const inFlight = c.segment(1, new Uint8Array(1448).fill(7));
+    // The peer's data in flight (queued behind the deciding packet), then the user's retransmissions of what was dropped.
+    const inFlight = Array.from({ length: 4 }, () => c.segment(1, new Uint8Array(1448).fill(7)));
     const retransmissions = Array.from({ length: 5 }, () => c.segment(0, new Uint8Array(17).fill(1)));
-    expect(feed(p, [inFlight, ...retransmissions])).toEqual(Array(6).fill(PACKET_MARK_BITTORRENT));
-    expect(segments).toHaveLength(3);
+    expect(feed(p, [...inFlight, ...retransmissions])).toEqual(Array(9).fill(PACKET_MARK_BITTORRENT));
+    expect(segments.map((s) => s.source)).toEqual([PEER, PEER, PEER, USER, USER, USER]);
     expect(segments[0]).toMatchObject({ family: 4, source: PEER, sourcePort: 6881, destination: USER, destinationPort: 50030, length: 1448 });
-    // The user's packet acknowledges the peer's data: what its end now expects.
-    expect(segments[1]).toMatchObject({ source: USER, sourcePort: 50030, ack: (0x22222222 + 1 + 1448) >>> 0, length: 17 });
+    // The user's packet acknowledges all the peer's data: what its end now expects.
+    expect(segments[3]).toMatchObject({ source: USER, sourcePort: 50030, ack: (0x22222222 + 1 + 4 * 1448) >>> 0, length: 17 });
   });
 
   it('answers no reset, and nothing at all of a connection it did not cut', () => {

@@ -17,13 +17,15 @@ const FULL_SEGMENT = 1024;
  * segments of any size (2856 bytes: two IPv6 MSS coalesced) are searched for the whole limit.
  */
 const SEARCHED = OPENINGS + 1;
+/** 256 bytes: a segment's length shifted right by 8. */
 const SEARCH_UNIT = 256;
 const UNITS_MAX = 255;
 /**
- * A direction is searched once it has carried 4 KiB in full-sized segments while the other carried
- * none (a bulk direction is a run of them), until it has carried 20 KiB more: a piece stream has a
- * header in every 16,397 bytes, and what a flow met mid-way that is no download costs (a TLS
- * transfer open before the daemon, random data both ways) stays bounded.
+ * A direction is searched from the full-sized segment that takes it past 4 KiB while the other
+ * carried none (a bulk direction is a run of them, or one coalesced segment of that much), until
+ * it has carried 20 KiB more: a piece stream has a header in every 16,397 bytes, and what a flow
+ * met mid-way that is no download costs (a TLS transfer open before the daemon, random data both
+ * ways) stays bounded.
  */
 const SEARCH_FROM = 4096 / SEARCH_UNIT;
 const SEARCH_UNTIL = SEARCH_FROM + (20 * 1024) / SEARCH_UNIT;
@@ -73,6 +75,8 @@ export const peerMessagesDetector: Detector = {
     return wireProven(state, own, other) ? MATCH : MORE;
   },
   learn(ctx: InspectContext): void {
+    // CHAIN_BUDGET is for proving a flow met mid-way; a matched flow is learned from within BUDGET.
+    if (ctx.flowIndex >= BUDGET) return;
     walkWire(ctx, ctx.stateOff + ctx.dir * WIRE_BYTES, ctx.stateOff + (1 - ctx.dir) * WIRE_BYTES, true, false);
   },
 };
@@ -82,7 +86,7 @@ export const peerMessagesDetector: Detector = {
  * segment of a download met mid-way, whose message boundaries fall anywhere in it, in a bulk
  * direction while the other carried no full-sized segment (requests, haves, acknowledgements),
  * between SEARCH_FROM and SEARCH_UNTIL. The search reads one byte in five of the segment, more than
- * the walk costs: a flow seen from its SYN, short segments, the first of a direction and an
+ * the walk costs: a flow seen from its SYN, short segments, a direction's first 4 KiB and an
  * exchange in bulk both ways are never searched.
  */
 function searchesPieces(ctx: InspectContext): boolean {
@@ -90,8 +94,10 @@ function searchesPieces(ctx: InspectContext): boolean {
   const state = ctx.state;
   const own = ctx.stateOff + SEARCHED + ctx.dir;
   const carried = state[own];
-  state[own] = Math.min(UNITS_MAX, carried + Math.floor(ctx.pkt.payloadLen / SEARCH_UNIT));
-  return carried >= SEARCH_FROM && carried < SEARCH_UNTIL && state[ctx.stateOff + SEARCHED + 1 - ctx.dir] === 0;
+  const after = Math.min(UNITS_MAX, carried + (ctx.pkt.payloadLen >>> 8));
+  state[own] = after;
+  // A segment that ends past the first 4 KiB is searched: one GSO segment of 64 KiB is a run alone.
+  return after > SEARCH_FROM && carried < SEARCH_UNTIL && state[ctx.stateOff + SEARCHED + 1 - ctx.dir] === 0;
 }
 
 /** Whether the payload is printable ASCII with tabs and line ends only (a message length never is: its first byte is 0). */

@@ -36,18 +36,23 @@ export const PACKET_MARK_THROTTLE = 4;
 const ARRIVED_ON_BYTES_PER_FLOW = 8;
 /**
  * A flow decided BitTorrent: the PACKET_* action its later packets get, and, above ACTION_MASK, how
- * many of them are still to be answered with resets (one byte per flow).
+ * many of each direction's are still to be answered with resets (one byte per flow: two bits per
+ * direction from ANSWERS_SHIFT).
  */
 const ACTION_BYTES_PER_FLOW = 1;
 const ACTION_MASK = 0x0f;
 const ANSWERS_SHIFT = 4;
+const ANSWERS_MASK = 0b11;
 /**
- * Later packets of a cut connection answered with resets: the deciding packet's numbers are stale
- * once the other end's data that was in flight arrives (the end then ignores the reset that
- * carried them), and the next packet it sends, which reaches the queue once its conntrack entry
- * (and mark) went, carries the numbers it expects. A few are enough: the mark is set again at it.
+ * Later packets of a cut connection answered with resets, per direction: the deciding packet's
+ * numbers are stale once the other end's data that was in flight arrives (the end then ignores the
+ * reset that carried them), and the next packet it sends, which reaches the queue once its
+ * conntrack entry (and mark) went, carries the numbers it expects. Per direction, so that the
+ * other end's data queued behind the deciding packet cannot use them all up; a few are enough:
+ * the mark is set again at them.
  */
 const ANSWERED_PACKETS = 3;
+const ANSWERS_BOTH_WAYS = (ANSWERED_PACKETS << ANSWERS_SHIFT) | (ANSWERED_PACKETS << (ANSWERS_SHIFT + 2));
 
 /** One flow found to be BitTorrent, with what the policy decided; made once per flow, never per packet. */
 export interface DetectionEvent {
@@ -202,18 +207,19 @@ export class Pipeline {
       // A later packet of the flow: what its decision said (a tunnelled flow has no mark to say it).
       if (decision === null) return this.laterPacket(flow);
       const action = bitTorrentAction(decision);
-      this.later[flow] = decision.cut ? action | (ANSWERED_PACKETS << ANSWERS_SHIFT) : action;
+      this.later[flow] = decision.cut ? action | ANSWERS_BOTH_WAYS : action;
       return action;
     }
     return verdict === VERDICT_CLEAN && decision !== null && decision.markConnection ? PACKET_ACCEPT_MARK_CLEAN : PACKET_ACCEPT;
   }
 
-  /** The action for a later packet of a flow decided BitTorrent; a cut connection's first few are answered (ANSWERED_PACKETS). */
+  /** The action for a later packet of a flow decided BitTorrent; a cut connection's first few each way are answered (ANSWERED_PACKETS). */
   private laterPacket(flow: number): number {
     const later = this.later[flow];
     const pkt = this.engine.packet;
-    if (later >> ANSWERS_SHIFT !== 0 && (pkt.tcpFlags & TCP_RST) === 0) {
-      this.later[flow] = later - (1 << ANSWERS_SHIFT);
+    const shift = ANSWERS_SHIFT + 2 * this.engine.flows.direction;
+    if (((later >> shift) & ANSWERS_MASK) !== 0 && (pkt.tcpFlags & TCP_RST) === 0) {
+      this.later[flow] = later - (1 << shift);
       const family = pkt.family === 4 ? 4 : 6;
       this.onCutSegment?.({
         family,

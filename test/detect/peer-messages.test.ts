@@ -218,8 +218,10 @@ describe('peer-messages detector (BEP 3 message stream without its handshake)', 
       expect(midStream(cutInto(late, 4096))).not.toBe(VERDICT_BITTORRENT);
       expect(midStream(cutInto(late.subarray(4096), 4096))).toBe(VERDICT_BITTORRENT);
       // Counted by their bytes: in segments of 2856 (two IPv6 MSS), a header 15,000 bytes in, in the sixth, is searched.
-      const at15k = concat(new Uint8Array(15000 - 700).fill(0xa5), pieceThenHaves(piece(77, 0, data).subarray(0, 13)));
+      const at15k = pieceThenHaves(piece(77, 0, data).subarray(0, 13), 1 << 14, 15000);
       expect(midStream(cutInto(at15k, 2856))).toBe(VERDICT_BITTORRENT);
+      // One GSO segment of 30,000 bytes is a bulk run alone: searched, though it takes the direction past the limit.
+      expect(midStream(cutInto(pieceThenHaves(piece(77, 0, data).subarray(0, 13), 1 << 14, 20000), 30000))).toBe(VERDICT_BITTORRENT);
     });
 
     it('and never takes a piece header off a block boundary or of another block size', () => {
@@ -255,6 +257,17 @@ describe('peer-messages detector (BEP 3 message stream without its handshake)', 
     expect(flow.send(0, concat(have(1), have(2)), 0)).toBe(VERDICT_UNDECIDED);
     // 17 bytes (a request) never captured.
     expect(flow.send(0, interested(), 18 + 17)).toBe(VERDICT_BITTORRENT);
+  });
+
+  it('reads on past 32 payload packets only in a flow met mid-way whose chain is under way', () => {
+    // A 60,000-byte bitfield (a chain under way for 60 segments), then two haves: three messages.
+    const stream = concat(u32(60_001), [5], new Uint8Array(60_000).fill(0xff), have(1), have(2));
+    const cuts = Array.from({ length: Math.ceil(stream.length / 1000) - 1 }, (_, i) => (i + 1) * 1000);
+    const midWay = new Conversation({ detectors: [peerMessagesDetector] });
+    expect(midWay.sendCut(0, stream, cuts)).toBe(VERDICT_BITTORRENT);
+    const fromSyn = new Conversation({ detectors: [peerMessagesDetector] });
+    fromSyn.syn();
+    expect(fromSyn.sendCut(0, stream, cuts)).not.toBe(VERDICT_BITTORRENT);
   });
 
   it('gives up at its budget of 32 payload packets', () => {
