@@ -21,13 +21,13 @@ const SEARCHED = OPENINGS + 1;
 const SEARCH_UNIT = 256;
 const UNITS_MAX = 255;
 /**
- * A direction is searched from the full-sized segment that takes it past 4 KiB while the other
- * carried none (a bulk direction is a run of them, or one coalesced segment of that much), until
- * it has carried 20 KiB more: a piece stream has a header in every 16,397 bytes, and what a flow
+ * A direction is searched from the full-sized segment that takes it past 5 KiB while the other
+ * carried none (a bulk direction is a run of them, or one coalesced segment of that much: random
+ * data both ways mostly turns before its fifth MSS), until it has carried 20 KiB more: a piece stream has a header in every 16,397 bytes, and what a flow
  * met mid-way that is no download costs (a TLS transfer open before the daemon, random data both
  * ways) stays bounded.
  */
-const SEARCH_FROM = 4096 / SEARCH_UNIT;
+const SEARCH_FROM = (5 * 1024) / SEARCH_UNIT;
 const SEARCH_UNTIL = SEARCH_FROM + (20 * 1024) / SEARCH_UNIT;
 /**
  * Payload packets the detector reads; past them, in a flow met mid-way while a direction is in an
@@ -86,7 +86,7 @@ export const peerMessagesDetector: Detector = {
  * segment of a download met mid-way, whose message boundaries fall anywhere in it, in a bulk
  * direction while the other carried no full-sized segment (requests, haves, acknowledgements),
  * between SEARCH_FROM and SEARCH_UNTIL. The search reads one byte in five of the segment, more than
- * the walk costs: a flow seen from its SYN, short segments, a direction's first 4 KiB and an
+ * the walk costs: a flow seen from its SYN, short segments, a direction's first 5 KiB and an
  * exchange in bulk both ways are never searched.
  */
 function searchesPieces(ctx: InspectContext): boolean {
@@ -96,7 +96,7 @@ function searchesPieces(ctx: InspectContext): boolean {
   const carried = state[own];
   const after = Math.min(UNITS_MAX, carried + (ctx.pkt.payloadLen >>> 8));
   state[own] = after;
-  // A segment that ends past the first 4 KiB is searched: one GSO segment of 64 KiB is a run alone.
+  // A segment that ends past the first 5 KiB is searched: one GSO segment of 64 KiB is a run alone.
   return after > SEARCH_FROM && carried < SEARCH_UNTIL && state[ctx.stateOff + SEARCHED + 1 - ctx.dir] === 0;
 }
 

@@ -190,12 +190,12 @@ describe('peer-messages detector (BEP 3 message stream without its handshake)', 
     /**
      * `lead` bytes of filler, then a piece message with header `header` (13 bytes), its block and
      * three haves: the chain a header found by the search starts. The default lead puts the header
-     * past the first 4 KiB of a direction, which is never searched, in segments of up to 5 KiB.
+     * past the first 5 KiB of a direction, which is never searched, in segments of up to 5 KiB.
      */
     const pieceThenHaves = (header: Uint8Array, blockLength = 1 << 14, lead = 2 * 5120 + 700) =>
       concat(new Uint8Array(lead).fill(0xa5), header, data.subarray(0, blockLength), have(1), have(2), have(3));
 
-    it('and only there: not in a connection seen from its SYN, nor where the other direction is bulk too, nor in short segments, nor in the first 4 KiB of a direction', () => {
+    it('and only there: not in a connection seen from its SYN, nor where the other direction is bulk too, nor in short segments, nor in the first 5 KiB of a direction', () => {
       const fromSyn = new Conversation({ detectors: [peerMessagesDetector] });
       fromSyn.syn();
       fromSyn.sent[1] = 5000;
@@ -213,8 +213,8 @@ describe('peer-messages detector (BEP 3 message stream without its handshake)', 
     });
 
     it('and stops searching a direction 20 KiB after it began: a piece stream shows a header in every 16,397 bytes', () => {
-      // The header in the seventh 4 KiB segment: the search read the second to the sixth.
-      const late = pieceThenHaves(piece(77, 0, data).subarray(0, 13), 1 << 14, 6 * 4096 + 700);
+      // The header in the eighth 4 KiB segment: the search read the second to the seventh.
+      const late = pieceThenHaves(piece(77, 0, data).subarray(0, 13), 1 << 14, 7 * 4096 + 700);
       expect(midStream(cutInto(late, 4096))).not.toBe(VERDICT_BITTORRENT);
       expect(midStream(cutInto(late.subarray(4096), 4096))).toBe(VERDICT_BITTORRENT);
       // Counted by their bytes: in segments of 2856 (two IPv6 MSS), a header 15,000 bytes in, in the sixth, is searched.
