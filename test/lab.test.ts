@@ -109,12 +109,32 @@ describe('the clean lab captures read from the middle and one way: MTU-sized fra
   }
 });
 
-describe('the client lab captures read from the middle (a capture started late), MTU-sized frames', () => {
+describe('the client lab captures read from the middle and one way, MTU-sized frames', () => {
   const dir = join(ROOT, 'fixtures/lab/bt');
   const truth = JSON.parse(readFileSync(join(dir, 'truth.json'), 'utf8')) as Record<string, (TruthFlow & { crypto?: string })[]>;
   const pair = (x: string, y: string) => [x, y].sort().join(' ');
-  /** The pipeline `btwall scan` runs, the two leechers (h2, h3) taken as the gateway's users. */
-  const LEECHERS_LOCAL = { LOCAL_CIDRS: '198.51.100.12/31,2001:db8:b7::12/127' };
+
+  /**
+   * Over every capture read as `view` shows it, through the pipeline `btwall scan` runs with
+   * `localCidrs` as the gateway's users: the BitTorrent flows `counts` holds with payload in the
+   * view, and those of them not found.
+   */
+  function misses(localCidrs: string, view: (file: string) => ScanOptions, counts: (f: TruthFlow & { crypto?: string }) => boolean) {
+    const notFound: string[] = [];
+    let counted = 0;
+    for (const [file, flows] of Object.entries(truth)) {
+      const { flows: found, withPayload } = scanCapture(join(dir, file), { pipelineEnv: { LOCAL_CIDRS: localCidrs }, ...view(file) });
+      const flagged = new Set(found.filter((f) => f.bittorrent).map((f) => pair(f.initiator, f.responder)));
+      for (const f of flows) {
+        const key = pair(f.a, f.b);
+        if (!f.bittorrent || !counts(f) || !withPayload.has(key)) continue;
+        counted++;
+        if (!flagged.has(key)) notFound.push(`${file} ${key}`);
+      }
+    }
+    return { counted, notFound: notFound.sort() };
+  }
+
   // Each listed flow shows, after the cut, fewer than three messages of a chain: a 1-byte message;
   // a piece's tail and a have.
   for (const [from, missed] of [
@@ -122,20 +142,24 @@ describe('the client lab captures read from the middle (a capture started late),
     [0.5, ['qbittorrent-udp-tracker.pcap 198.51.100.11:23501 198.51.100.13:41321', 'rtorrent-plain.pcap 198.51.100.11:24101 198.51.100.12:40560']],
   ] as const) {
     it(`from ${from * 100} % on: every peer flow not encrypted past its keys (RC4) with payload after the cut is found, but the listed ones`, () => {
-      const notFound: string[] = [];
-      let counted = 0;
-      for (const [file, flows] of Object.entries(truth)) {
-        const { flows: found, withPayload } = scanCapture(join(dir, file), { pipelineEnv: LEECHERS_LOCAL, keep: fromPart(join(dir, file), from) });
-        const flagged = new Set(found.filter((f) => f.bittorrent).map((f) => pair(f.initiator, f.responder)));
-        for (const f of flows) {
-          const key = pair(f.a, f.b);
-          if (!f.bittorrent || f.crypto === 'rc4' || !withPayload.has(key)) continue;
-          counted++;
-          if (!flagged.has(key)) notFound.push(`${file} ${key}`);
-        }
-      }
+      // The two leechers (h2, h3) taken as the gateway's users.
+      const { counted, notFound } = misses('198.51.100.12/31,2001:db8:b7::12/127', (file) => ({ keep: fromPart(join(dir, file), from) }), (f) => f.crypto !== 'rc4');
       expect(counted).toBeGreaterThan(400);
-      expect(notFound.sort()).toEqual([...missed].sort());
+      expect(notFound).toEqual([...missed].sort());
+    });
+  }
+
+  // A route that shows one direction of leecher h2's traffic: MSE included, each side alone.
+  const h2 = /^\[?(198\.51\.100\.12|2001:db8:b7::12)\]?(:\d+)?$/;
+  for (const [name, sentByH2] of [
+    ['what leecher h2 sent', true],
+    ['what leecher h2 received', false],
+  ] as const) {
+    it(`${name} only: every BitTorrent flow of h2's with payload in view is found`, () => {
+      const { counted, notFound } = misses('198.51.100.12/32,2001:db8:b7::12/128', () => ({ sentBy: (source) => h2.test(source) === sentByH2 }), (f) => h2.test(f.a) || h2.test(f.b));
+      expect(counted).toBeGreaterThan(200);
+      expect(notFound).toEqual([]);
     });
   }
 });
+

@@ -75,6 +75,12 @@ const B_OPENED = 16;
 const B_ANSWERED = 32;
 /** A wrote again after B's answer (with B's exact lengths, or an answer that opened as a handshake): B writing again names the flow. */
 const A_WENT_ON = 64;
+/**
+ * B alone: A's 68-byte handshake, written on its own after message 3 (libtorrent, aria2), shown by
+ * B's acknowledgements: a write of B's of at least a handshake acknowledges exactly 68 bytes more
+ * of A's stream than B's first write after its key (message 4, written once message 3 was read).
+ */
+const A_HANDSHAKE_ACKED = 128;
 
 /**
  * State: phase; per direction the stream end (TCP sequence number) seen; bytes of the key burst
@@ -94,7 +100,10 @@ const FLAGS = 19;
 const A_HANDSHAKE_WRITE = 20;
 /** Whether A alone is still possible. */
 const A_ALONE_FAILED = 21;
-/** The acknowledgement number of the direction's first segment (its key burst's). */
+/**
+ * The acknowledgement number of the direction's first segment (its key burst's); where the route
+ * shows B alone, from B's first write after its key on, that write's (A's message 3 read).
+ */
 const KEY_ACK = 22;
 const STATE_BYTES = 26;
 /** Writes a message may be cut into before what follows it: message 3 or 4 in up to three, then the handshake. */
@@ -127,7 +136,9 @@ const MIN_DISTINCT = 66;
  *   opened as a handshake does and B writing again after A (the peer wire going on);
  * - one side alone, when the route shows one direction (no packet of the other end seen at all,
  *   not even its SYN or ACKs): A's handshake by its exact length after its key and message 3, or
- *   B's exact message 4 or 68-byte handshake after its key. The unseen side's turns show in the
+ *   B's exact message 4 or 68-byte handshake after its key, or B's answer to A's 68-byte handshake
+ *   (B's acknowledgements step by exactly 68 past message 3; libtorrent's B writes message 4 with a
+ *   random PadD and its handshake with more, of no telling length). The unseen side's turns show in the
  *   acknowledgement numbers: A writes message 3 once it has Yb, and B nothing more before it, so
  *   message 3 acknowledges 96..608 bytes past A's key; B writes message 4 once it has read message
  *   3's hashes, VC and crypto_provide, so it acknowledges at least 52 bytes past B's key. Nothing
@@ -319,8 +330,10 @@ function responderWrite(ctx: InspectContext, fresh: number, alone: boolean): num
   if (writes <= SPLIT_WRITES && (total === SELECT_MIN || total === SELECT_WITH_HANDSHAKE)) flags |= B_EXACT;
   if (writes > 1 && writes <= SPLIT_WRITES + 1 && exact && len === HANDSHAKE_LENGTH && total - len >= SELECT_MIN) flags |= B_EXACT;
   if (alone) {
+    if (writes === 1) storeKeyAck(state, at, pkt);
+    else if (writes <= SPLIT_WRITES + 1 && fresh >= HANDSHAKE_LENGTH && ackedSinceKey(state, at, pkt) === HANDSHAKE_LENGTH) flags |= A_HANDSHAKE_ACKED;
     state[at + FLAGS] = flags;
-    if ((flags & B_EXACT) !== 0) return named(ctx, false);
+    if ((flags & (B_EXACT | A_HANDSHAKE_ACKED)) !== 0) return named(ctx, false);
     // Message 4 is at most 14 + 512 bytes (and B's handshake) within its first writes.
     return writes <= SPLIT_WRITES + 1 && total <= SELECT_WITH_HANDSHAKE + 512 ? MORE : GIVE_UP;
   }

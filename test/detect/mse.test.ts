@@ -372,6 +372,18 @@ describe('mse detector (Message Stream Encryption)', () => {
       expect(new DirectRunner().run(responderAlone(40, 69, 1448))).not.toBe(MATCH);
     });
 
+    it("names the responder alone by its answer to the initiator's 68-byte handshake, which its acknowledgements show (libtorrent seeding: message 4 with a random PadD)", () => {
+      // B's key, message 4 (14 + 47 of PadD), then its handshake with its extension handshake, after A's handshake.
+      const answer = (handshake: number, reply: number) =>
+        oneWay(1, bursts([0, random(253)], [1, random(198)], [0, random(488)], [1, random(61)], [0, random(handshake)], [1, random(reply)]));
+      expect(new DirectRunner().run(answer(68, 271))).toBe(MATCH);
+      expect(new DirectRunner().run(answer(69, 271))).not.toBe(MATCH);
+      expect(new DirectRunner().run(answer(67, 271))).not.toBe(MATCH);
+      // An answer shorter than a handshake, or A's handshake written with more (no telling length).
+      expect(new DirectRunner().run(answer(68, 60))).not.toBe(MATCH);
+      expect(new DirectRunner().run(answer(68 + 203, 271))).not.toBe(MATCH);
+    });
+
     it("reads the unseen side's turns in the acknowledgement numbers: no message 3 before a key of B's, no message 4 before message 3", () => {
       // The initiator's key in two segments, the second acknowledging nothing of B's.
       expect(named(oneWay(0, bursts([0, random(150)], [0, random(100)], [1, random(300)], [0, random(124)])))).toBe(true);
