@@ -158,10 +158,10 @@ export class ConnectionCutter {
   }
 
   /**
-   * Answers dropped segments (of banned addresses, and of connections cut): a reset to the segment's sender, which expects
-   * the segment's acknowledgement as sequence number (RFC 9293 3.10.7; 0 and an ACK of all the
-   * segment occupied when it had no ACK, a SYN); and, for a segment of a set-up connection, one to
-   * its receiver, which expects the segment's own sequence number.
+   * Answers dropped segments (of banned addresses, and of connections cut): a reset to the
+   * segment's sender, which expects the segment's acknowledgement as sequence number (RFC 9293
+   * 3.10.7; 0 and an ACK of all the segment occupied when it had no ACK, a SYN); and, for a segment
+   * of a set-up connection, one to its receiver, which expects the segment's own sequence number.
    */
   resetSegments(segments: readonly DroppedSegment[], nowMs = Date.now()): void {
     this.tokens = Math.min(SEGMENT_RESETS_PER_S, this.tokens + ((nowMs - this.tokensAtMs) * SEGMENT_RESETS_PER_S) / 1000);

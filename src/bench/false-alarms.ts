@@ -7,10 +7,11 @@
  * Kinds: `tcp` and `udp` run the whole chain as the daemon does, each TCP flow seen whole (SYN and
  * SYN-ACK), from its middle or one way at random; `tcp-full-sized` the same over one direction of
  * TCP flows met mid-way in full-sized segments (an MSS or several coalesced by GRO), which
- * peer-messages searches for a piece's header (see src/detect/peer-messages.ts); `mse-shape` and `mse-shape-one-way` run the MSE
- * detector alone over TCP with every host taken as torrenting, which is what its shape evidence
- * would name without the context it needs (see src/detect/mse.ts), on a route that shows both
- * ends of each connection and on one that shows one end only.
+ * peer-messages searches for a piece's header (see src/detect/peer-messages.ts); `mse-shape` and
+ * `mse-shape-one-way` run the MSE detector alone over TCP with every host taken as torrenting,
+ * which is what its shape evidence would name without the context it needs (see
+ * src/detect/mse.ts), on a route that shows both ends of each connection and on one that shows
+ * one end only.
  */
 import { availableParallelism } from 'node:os';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';

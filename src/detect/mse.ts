@@ -137,13 +137,13 @@ const MIN_DISTINCT = 66;
  * - one side alone, when the route shows one direction (no packet of the other end seen at all,
  *   not even its SYN or ACKs): A's handshake by its exact length after its key and message 3, or
  *   B's exact message 4 or 68-byte handshake after its key, or B's answer to A's 68-byte handshake
- *   (B's acknowledgements step by exactly 68 past message 3; libtorrent's B writes message 4 with a
- *   random PadD and its handshake with more, of no telling length). The unseen side's turns show in the
- *   acknowledgement numbers: A writes message 3 once it has Yb, and B nothing more before it, so
- *   message 3 acknowledges 96..608 bytes past A's key; B writes message 4 once it has read message
- *   3's hashes, VC and crypto_provide, so it acknowledges at least 52 bytes past B's key. Nothing
- *   after the handshake is required: clients close a second connection to the same peer right
- *   after it, and rtorrent coalesces the peer wire into writes of no telling length.
+ *   (B's acknowledgements step by exactly 68 past message 3; libtorrent's B writes message 4 with
+ *   a random PadD and its handshake with more, of no telling length). The unseen side's turns show
+ *   in the acknowledgement numbers: A writes message 3 once it has Yb, and B nothing more before
+ *   it, so message 3 acknowledges 96..608 bytes past A's key; B writes message 4 once it has read
+ *   message 3's hashes, VC and crypto_provide, so it acknowledges at least 52 bytes past B's key.
+ *   Nothing after the handshake is required: clients close a second connection to the same peer
+ *   right after it, and rtorrent coalesces the peer wire into writes of no telling length.
  * Random writes of random lengths take the shape of both sides now and then (about 1 flow in a
  * million in `npm run bench`: the exact lengths are few), so it names a flow only in context: one
  * of its ends must have spoken BitTorrent protocol bytes lately (ctx.torrenting), as a host running

@@ -2,7 +2,7 @@ import { GIVE_UP, MATCH, MORE, OVER_TCP, type Detector, type InspectContext, STR
 import { WIRE_BYTES, walkWire, wireInChain, wireProven } from './peer-wire.js';
 
 /** One byte after the two walkers: bit `dir` set when that direction's first payload packet was all text. */
-const OPENINGS = 2 * WIRE_BYTES;
+const TEXT_OPENINGS = 2 * WIRE_BYTES;
 const BOTH_TEXT = 0b11;
 /**
  * The shortest segment searched: a bulk direction's full-sized ones (an MSS from 1024 bytes up:
@@ -16,16 +16,16 @@ const FULL_SEGMENT = 1024;
  * mid-way, in 256-byte units, saturating. Each segment's bytes are rounded down, not up, so that
  * segments of any size (2856 bytes: two IPv6 MSS coalesced) are searched for the whole limit.
  */
-const SEARCHED = OPENINGS + 1;
-/** 256 bytes: a segment's length shifted right by 8. */
-const SEARCH_UNIT = 256;
+const SEARCHED = TEXT_OPENINGS + 1;
+const UNIT_SHIFT = 8;
+const SEARCH_UNIT = 1 << UNIT_SHIFT;
 const UNITS_MAX = 255;
 /**
  * A direction is searched from the full-sized segment that takes it past 5 KiB while the other
  * carried none (a bulk direction is a run of them, or one coalesced segment of that much: random
- * data both ways mostly turns before its fifth MSS), until it has carried 20 KiB more: a piece stream has a header in every 16,397 bytes, and what a flow
- * met mid-way that is no download costs (a TLS transfer open before the daemon, random data both
- * ways) stays bounded.
+ * data both ways mostly turns before its fifth MSS), until it has carried 20 KiB more: a piece
+ * stream has a header in every 16,397 bytes, and what a flow met mid-way that is no download
+ * costs (a TLS transfer open before the daemon, random data both ways) stays bounded.
  */
 const SEARCH_FROM = (5 * 1024) / SEARCH_UNIT;
 const SEARCH_UNTIL = SEARCH_FROM + (20 * 1024) / SEARCH_UNIT;
@@ -45,8 +45,9 @@ const CHAIN_BUDGET = 64;
  * download met mid-way (see searchesPieces), at a 16 KiB piece's header inside it; the flow is
  * BitTorrent once its directions together show three well-formed messages in unbroken chains, one
  * of them strong (a fixed-length message with plausible fields, a 16 KiB piece at a block
- * boundary, an extension handshake with an `m` dict). A heuristic: late in the chain. The peer wire is binary, so a flow
- * whose first packet is printable text both ways (HTTP, SMTP, SIP...) is given up at once.
+ * boundary, an extension handshake with an `m` dict). A heuristic: late in the chain. The peer
+ * wire is binary, so a flow whose first packet is printable text both ways (HTTP, SMTP, SIP...) is
+ * given up at once.
  *
  * Evidence: `exact`, from the direction whose message completed the proof; the policy bans on it
  * only over a TCP handshake it saw, which a connection caught mid-way never has.
@@ -67,8 +68,8 @@ export const peerMessagesDetector: Detector = {
     if (ctx.flowIndex >= BUDGET && (ctx.synSeen || (!wireInChain(state, own) && !wireInChain(state, other)))) return GIVE_UP;
     const search = searchesPieces(ctx);
     if (ctx.dirIndex === 0 && isText(ctx)) {
-      const openings = (state[ctx.stateOff + OPENINGS] |= 1 << ctx.dir);
-      if ((openings & BOTH_TEXT) === BOTH_TEXT) return GIVE_UP;
+      const openings = (state[ctx.stateOff + TEXT_OPENINGS] |= 1 << ctx.dir);
+      if (openings === BOTH_TEXT) return GIVE_UP;
       return MORE;
     }
     walkWire(ctx, own, other, false, search);
@@ -94,7 +95,7 @@ function searchesPieces(ctx: InspectContext): boolean {
   const state = ctx.state;
   const own = ctx.stateOff + SEARCHED + ctx.dir;
   const carried = state[own];
-  const after = Math.min(UNITS_MAX, carried + (ctx.pkt.payloadLen >>> 8));
+  const after = Math.min(UNITS_MAX, carried + (ctx.pkt.payloadLen >>> UNIT_SHIFT));
   state[own] = after;
   // A segment that ends past the first 5 KiB is searched: one GSO segment of 64 KiB is a run alone.
   return after > SEARCH_FROM && carried < SEARCH_UNTIL && state[ctx.stateOff + SEARCHED + 1 - ctx.dir] === 0;
